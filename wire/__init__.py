@@ -1,0 +1,8 @@
+"""Shared sans-I/O protocol core: one codec used by the relay, the agent and the CLI.
+
+- `frames`   HLNK IPC frames (apps <-> agent) and their incremental decoder.
+- `messages` typed WS messages (dataclasses) with the reference's type numbers and keys.
+- `envelope` the SyftBox WS envelope: `SB` + msgpack binary frames, legacy JSON text frames.
+- `paths`    datasite-relative path validation.
+- `errors`   `ProtocolError`, the one error type every decoder raises.
+"""

@@ -1,0 +1,397 @@
+"""Typed WS messages with the reference's type numbers and short keys (reference §2).
+
+Each class knows its `TYP` and how to turn itself into the `dat` map and back.
+`from_dat` validates types strictly (a wrong type is a `ProtocolError`) and ignores
+keys it does not know, so newer peers can add fields.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import ProtocolError
+
+MAX_U64 = 2**64 - 1
+
+# Reasons the relay uses; peers match on them, so they are part of the protocol.
+REASON_PERMISSION_DENIED = "permission denied"
+REASON_UNKNOWN_SESSION = "unknown session"
+REASON_SENDER_GONE = "sender disconnected"
+REASON_READER_GONE = "reader disconnected"
+REASON_SESSION_IN_USE = "session id in use"
+
+# Go field names the reference's msgpack writes for payloads without msgpack tags.
+_GO_KEYS = {
+    "Path": "pth",
+    "ETag": "etg",
+    "Length": "len",
+    "Content": "con",
+    "OriginalId": "oid",
+    "Error": "err",
+}
+
+
+def _norm(dat: Any) -> dict[str, Any]:
+    if not isinstance(dat, dict):
+        raise ProtocolError(f"message payload must be a map, got {type(dat).__name__}")
+    out: dict[str, Any] = {}
+    for k, v in dat.items():
+        if not isinstance(k, str):
+            continue
+        out[_GO_KEYS.get(k, k)] = v
+    return out
+
+
+def _str(d: dict[str, Any], key: str, default: str | None = None) -> str:
+    v = d.get(key, default)
+    if v is None:
+        raise ProtocolError(f"missing field {key!r}")
+    if not isinstance(v, str):
+        raise ProtocolError(f"field {key!r} must be a string, got {type(v).__name__}")
+    return v
+
+
+def _int(d: dict[str, Any], key: str, default: int | None = None, hi: int = MAX_U64) -> int:
+    v = d.get(key, default)
+    if v is None:
+        raise ProtocolError(f"missing field {key!r}")
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= hi:
+        raise ProtocolError(f"field {key!r} must be an integer in [0, {hi}], got {v!r}")
+    return v
+
+
+def _sint(d: dict[str, Any], key: str, default: int = 0) -> int:
+    v = d.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ProtocolError(f"field {key!r} must be an integer, got {v!r}")
+    return v
+
+
+def _bytes(d: dict[str, Any], key: str, text: bool) -> bytes:
+    v = d.get(key, b"")
+    if v is None:
+        return b""
+    if isinstance(v, bytes):
+        return v
+    if text and isinstance(v, str):  # legacy JSON carries bytes as base64
+        try:
+            return base64.b64decode(v, validate=True)
+        except ValueError:
+            raise ProtocolError(f"field {key!r} is not valid base64") from None
+    raise ProtocolError(f"field {key!r} must be binary, got {type(v).__name__}")
+
+
+def _strlist(d: dict[str, Any], key: str) -> list[str]:
+    v = d.get(key) or []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ProtocolError(f"field {key!r} must be a list of strings")
+    return list(v)
+
+
+@dataclass(slots=True)
+class System:
+    TYP: ClassVar[int] = 0
+    version: str = ""
+    message: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        return {"ver": self.version, "msg": self.message}
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> System:
+        return cls(_str(d, "ver", ""), _str(d, "msg", ""))
+
+
+@dataclass(slots=True)
+class Error:
+    TYP: ClassVar[int] = 1
+    code: int = 0
+    path: str = ""
+    message: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        return {"cod": self.code, "pth": self.path, "msg": self.message}
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> Error:
+        return cls(_sint(d, "cod"), _str(d, "pth", ""), _str(d, "msg", ""))
+
+
+@dataclass(slots=True)
+class FileWrite:
+    TYP: ClassVar[int] = 2
+    path: str
+    etag: str = ""
+    length: int = 0
+    content: bytes = b""
+
+    def to_dat(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"pth": self.path, "etg": self.etag, "len": self.length}
+        if self.content:
+            d["con"] = self.content
+        return d
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> FileWrite:
+        return cls(
+            _str(d, "pth"),
+            _str(d, "etg", ""),
+            _int(d, "len", 0, 2**63 - 1),
+            _bytes(d, "con", text),
+        )
+
+
+@dataclass(slots=True)
+class FileDelete:
+    TYP: ClassVar[int] = 3
+    path: str
+
+    def to_dat(self) -> dict[str, Any]:
+        return {"pth": self.path}
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> FileDelete:
+        return cls(_str(d, "pth"))
+
+
+@dataclass(slots=True)
+class Ack:
+    TYP: ClassVar[int] = 4
+    original_id: str
+
+    def to_dat(self) -> dict[str, Any]:
+        return {"oid": self.original_id}
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> Ack:
+        return cls(_str(d, "oid"))
+
+
+@dataclass(slots=True)
+class Nack:
+    TYP: ClassVar[int] = 5
+    original_id: str
+    error: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        return {"oid": self.original_id, "err": self.error}
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> Nack:
+        return cls(_str(d, "oid"), _str(d, "err", ""))
+
+
+@dataclass(slots=True)
+class FileNotify(FileWrite):
+    TYP: ClassVar[int] = 7
+
+
+@dataclass(slots=True)
+class HotlinkOpen:
+    TYP: ClassVar[int] = 9
+    sid: str
+    path: str
+    frm: str = ""
+    to: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"sid": self.sid, "pth": self.path}
+        if self.frm:
+            d["frm"] = self.frm
+        if self.to:
+            d["to"] = self.to
+        return d
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkOpen:
+        return cls(_str(d, "sid"), _str(d, "pth"), _str(d, "frm", ""), _str(d, "to", ""))
+
+
+@dataclass(slots=True)
+class HotlinkAccept:
+    """`frm` (our extension, omitted when empty) names the accepting reader when the
+    relay passes the accept on to the sender; the relay sets it, never the client."""
+
+    TYP: ClassVar[int] = 10
+    sid: str
+    frm: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"sid": self.sid}
+        if self.frm:
+            d["frm"] = self.frm
+        return d
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkAccept:
+        return cls(_str(d, "sid"), _str(d, "frm", ""))
+
+
+@dataclass(slots=True)
+class HotlinkReject:
+    """`frm` (extension, relay-set) names the reader whose reject is passed on."""
+
+    TYP: ClassVar[int] = 11
+    sid: str
+    reason: str = ""
+    frm: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"sid": self.sid}
+        if self.reason:
+            d["rsn"] = self.reason
+        if self.frm:
+            d["frm"] = self.frm
+        return d
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkReject:
+        return cls(_str(d, "sid"), _str(d, "rsn", ""), _str(d, "frm", ""))
+
+
+@dataclass(slots=True)
+class HotlinkData:
+    TYP: ClassVar[int] = 12
+    sid: str
+    seq: int
+    path: str = ""
+    payload: bytes = b""
+    etag: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"sid": self.sid, "seq": self.seq, "pth": self.path}
+        if self.etag:
+            d["etg"] = self.etag
+        if self.payload:
+            d["pay"] = self.payload
+        return d
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkData:
+        return cls(
+            _str(d, "sid"),
+            _int(d, "seq"),
+            _str(d, "pth", ""),
+            _bytes(d, "pay", text),
+            _str(d, "etg", ""),
+        )
+
+
+@dataclass(slots=True)
+class HotlinkClose:
+    """From the sender: the session ends. From the relay with `frm` set: only that
+    reader's leg ended (`rsn` = READER_GONE). From the relay with `rsn` = SENDER_GONE:
+    the sender's connection dropped; readers keep their endpoint and wait for a re-open.
+    """
+
+    TYP: ClassVar[int] = 13
+    sid: str
+    reason: str = ""
+    frm: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"sid": self.sid}
+        if self.reason:
+            d["rsn"] = self.reason
+        if self.frm:
+            d["frm"] = self.frm
+        return d
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkClose:
+        return cls(_str(d, "sid"), _str(d, "rsn", ""), _str(d, "frm", ""))
+
+
+@dataclass(slots=True)
+class HotlinkSignal:
+    TYP: ClassVar[int] = 14
+    sid: str
+    kind: str = ""
+    addrs: list[str] | None = None
+    token: str = ""
+    error: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "sid": self.sid,
+            "knd": self.kind,
+            "tok": self.token,
+            "err": self.error,
+        }
+        if self.addrs:
+            d["adr"] = list(self.addrs)
+        return d
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkSignal:
+        return cls(
+            _str(d, "sid"),
+            _str(d, "knd", ""),
+            _strlist(d, "adr") or None,
+            _str(d, "tok", ""),
+            _str(d, "err", ""),
+        )
+
+
+@dataclass(slots=True)
+class Unsupported:
+    """A message type the reference defines (Http, ACLManifest) or we do not know.
+
+    Kept, not fatal: the receiver decides whether to answer with an Error.
+    """
+
+    typ: int
+    dat: Any = None
+
+    @property
+    def TYP(self) -> int:
+        return self.typ
+
+    def to_dat(self) -> Any:
+        return self.dat
+
+
+Message = (
+    System
+    | Error
+    | FileWrite
+    | FileDelete
+    | Ack
+    | Nack
+    | FileNotify
+    | HotlinkOpen
+    | HotlinkAccept
+    | HotlinkReject
+    | HotlinkData
+    | HotlinkClose
+    | HotlinkSignal
+    | Unsupported
+)
+
+BY_TYP: dict[int, Any] = {
+    cls.TYP: cls
+    for cls in (
+        System,
+        Error,
+        FileWrite,
+        FileDelete,
+        Ack,
+        Nack,
+        FileNotify,
+        HotlinkOpen,
+        HotlinkAccept,
+        HotlinkReject,
+        HotlinkData,
+        HotlinkClose,
+        HotlinkSignal,
+    )
+}
+
+
+def message_from_dat(typ: int, dat: Any, text: bool = False) -> Message:
+    cls = BY_TYP.get(typ)
+    if cls is None:
+        return Unsupported(typ, dat)
+    return cls.from_dat(_norm(dat), text)
