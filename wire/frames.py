@@ -75,11 +75,30 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         if self._failed:
             raise ProtocolError("decoder already failed; the connection must be closed")
-        buf = self._buf
-        buf += data
+        if self._buf:
+            self._buf += data
+            src: bytes | bytearray = self._buf
+        else:
+            # Common case: nothing buffered, parse straight from the chunk so a payload
+            # is copied once (into its Frame), not into the buffer first.
+            src = data
+        try:
+            frames, pos = self._parse(src)
+        except ProtocolError:
+            self._failed = True
+            raise
+        if src is self._buf:
+            if pos:
+                del self._buf[:pos]
+        elif pos < len(data):
+            self._buf += memoryview(data)[pos:]
+        return frames
+
+    def _parse(self, buf: bytes | bytearray) -> tuple[list[Frame], int]:
         frames: list[Frame] = []
         pos = 0
         n = len(buf)
+        mv = memoryview(buf)
         try:
             while n - pos >= HEADER_SIZE:
                 magic, version, plen, elen, paylen, seq = HEADER.unpack_from(buf, pos)
@@ -99,18 +118,15 @@ class FrameDecoder:
                 e0 = p0 + plen
                 d0 = e0 + elen
                 try:
-                    path = buf[p0:e0].decode() if plen else ""
-                    etag = buf[e0:d0].decode() if elen else ""
+                    path = str(mv[p0:e0], "utf-8") if plen else ""
+                    etag = str(mv[e0:d0], "utf-8") if elen else ""
                 except UnicodeDecodeError as exc:
                     raise ProtocolError(f"path or etag is not UTF-8: {exc}") from None
-                frames.append(Frame(bytes(buf[d0:end]), seq, path, etag))
+                frames.append(Frame(mv[d0:end].tobytes(), seq, path, etag))
                 pos = end
-        except ProtocolError:
-            self._failed = True
-            raise
-        if pos:
-            del buf[:pos]
-        return frames
+        finally:
+            mv.release()
+        return frames, pos
 
     def close(self) -> None:
         """Signal EOF: a partial frame left over is an error."""
