@@ -1,0 +1,137 @@
+"""`hotlink-relay`: run the relay (`serve`) or mint a user token (`token`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import sys
+
+from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
+
+from .auth import AuthError, load_or_create_secret, mint_token
+
+_SIZE = re.compile(r"(\d+)\s*([kKmMgG]i?[bB]?|[bB])?")
+_MULT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """`16777216`, `16MiB`, `512k` -> bytes."""
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 16777216, 16MiB, 512k)")
+    n = int(m.group(1)) * _MULT[(m.group(2) or "")[:1].lower()]
+    if n < 1024:
+        raise argparse.ArgumentTypeError("size must be at least 1024 bytes")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hotlink-relay",
+        description="Hotlink relay: authenticates agents, checks ACLs and routes "
+        "hotlink sessions and file writes between them over one WebSocket each.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "serve",
+        help="run the relay",
+        description="Run the relay. Once listening it prints exactly one line, "
+        "'hotlink-relay listening on ws://HOST:PORT', to stdout. "
+        "WebSocket endpoint: /api/v1/events; health: GET /healthz.",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    s.add_argument(
+        "--port", type=int, default=8080, help="port to bind; 0 picks a free one (default 8080)"
+    )
+    s.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="relay state: relay.secret (created 0600 on first start) and "
+        "datasites/<owner>/... with files and syft.pub.yaml ACLs",
+    )
+    s.add_argument(
+        "--max-message",
+        type=parse_size,
+        default=DEFAULT_MAX_MESSAGE,
+        metavar="BYTES",
+        help="largest WebSocket message accepted; larger ones close the connection "
+        "with code 1009 (default 16MiB)",
+    )
+    s.add_argument(
+        "--log-level",
+        default=os.environ.get("HOTLINK_LOG_LEVEL", "INFO"),
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="stderr log level (default INFO, env HOTLINK_LOG_LEVEL)",
+    )
+
+    t = sub.add_parser(
+        "token",
+        help="print a token for a user",
+        description="Print a bearer token naming EMAIL, signed with DIR/relay.secret "
+        "(created 0600 if missing). Agents present it as 'Authorization: Bearer <token>'.",
+    )
+    t.add_argument("email", metavar="EMAIL")
+    t.add_argument("--data", required=True, metavar="DIR", help="relay data directory")
+    return p
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from .server import RelayServer, format_url
+
+    server = RelayServer(args.data, args.host, args.port, args.max_message)
+    host, port = await server.start()
+    print(f"hotlink-relay listening on {format_url(host, port)}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger(__name__).info("shutting down")
+    await server.close()
+    return 0
+
+
+def _run(coro_factory: object) -> int:
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return asyncio.run(coro_factory)  # type: ignore[arg-type]
+    return uvloop.run(coro_factory)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "token":
+        try:
+            print(mint_token(load_or_create_secret(args.data), args.email))
+        except (AuthError, OSError) as exc:
+            print(f"hotlink-relay: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.log_level != "DEBUG":  # one line per HTTP request is noise
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    try:
+        return _run(_serve(args))
+    except (AuthError, OSError) as exc:
+        print(f"hotlink-relay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

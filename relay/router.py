@@ -1,0 +1,420 @@
+"""The relay's sans-I/O brain: connections, sessions, ACL checks and file writes.
+
+`Router` takes events (a connection came, went, or sent a decoded message) and returns
+the messages to send as `Outgoing(conn, msg, traceparent)`. It never touches sockets,
+so every protocol rule is unit-testable; the asyncio adapter (`server.py`) only moves
+bytes.
+
+Hot path (`HotlinkData`): one dict lookup, an identity check of the sender
+connection, the path check, one integer compare of the ACL generation, and one
+`Outgoing` per accepted reader sharing the same message object (the adapter encodes it
+once per encoding). ACL files are evaluated only when the generation changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from hotlink.wire.envelope import Envelope
+from hotlink.wire.errors import FrameTooLarge, ProtocolError
+from hotlink.wire.messages import (
+    REASON_PERMISSION_DENIED,
+    REASON_READER_GONE,
+    REASON_SENDER_GONE,
+    REASON_SESSION_IN_USE,
+    REASON_UNKNOWN_SESSION,
+    Ack,
+    Error,
+    FileWrite,
+    HotlinkAccept,
+    HotlinkClose,
+    HotlinkData,
+    HotlinkOpen,
+    HotlinkReject,
+    Message,
+    Nack,
+    System,
+)
+from hotlink.wire.paths import owner_of, validate_email, validate_path
+
+from .acl import Access, AclError, AclIndex, is_acl_path, parse_acl
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+VERSION = "hotlink-relay/0.1.0"
+MAX_SID = 128
+
+# Error codes (design.md "Errors to a client").
+BAD_REQUEST = 400
+FORBIDDEN = 403
+NOT_FOUND = 404
+TOO_LARGE = 413
+
+#: Message types a client may send that need no answer.
+_IGNORED = frozenset({System.TYP, Ack.TYP, Nack.TYP, Error.TYP})
+
+
+class Outgoing(NamedTuple):
+    conn: int
+    msg: Message
+    traceparent: str = ""
+
+
+@dataclass(slots=True, eq=False)
+class Conn:
+    id: int
+    user: str
+    #: sessions this connection sends (it is their `sender_conn`)
+    sending: set[str] = field(default_factory=set)
+    #: sessions this connection accepted as a reader
+    reading: set[str] = field(default_factory=set)
+    #: sessions whose Open this connection was sent
+    offered: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    sid: str
+    path: str
+    sender: str
+    sender_conn: int
+    to: str
+    #: accepted reader connections -> their user, in accept order
+    readers: dict[int, str] = field(default_factory=dict)
+    #: connections that were sent the Open (they learn about the session's end)
+    offered: set[int] = field(default_factory=set)
+    #: ACL generation the sender and readers were last checked against
+    gen: int = 0
+    #: `readers` as a tuple: iterated on every data frame
+    deliver: tuple[int, ...] = ()
+    #: `path + "/"`, precomputed for the data-path containment check
+    prefix: str = ""
+
+    def set_readers(self) -> None:
+        self.deliver = tuple(self.readers)
+
+
+class Router:
+    """All relay state and rules; see design.md "Relay protocol decisions"."""
+
+    def __init__(self, acl: AclIndex, store: Store, version: str = VERSION) -> None:
+        self.acl = acl
+        self.store = store
+        self.version = version
+        self.conns: dict[int, Conn] = {}
+        self.by_user: dict[str, set[int]] = {}
+        self.sessions: dict[str, Session] = {}
+
+    # ----------------------------------------------------------------- connections
+
+    def connect(self, conn_id: int, user: str) -> list[Outgoing]:
+        """A connection authenticated as `user`: greet it and offer every live session
+        it may read."""
+        if conn_id in self.conns:
+            raise ValueError(f"connection {conn_id} already registered")
+        conn = Conn(conn_id, user)
+        self.conns[conn_id] = conn
+        self.by_user.setdefault(user, set()).add(conn_id)
+        out = [Outgoing(conn_id, System(self.version, "ok"))]
+        for s in self.sessions.values():
+            if self._may_offer(s, user):
+                out.append(self._offer(s, conn))
+        return out
+
+    def disconnect(self, conn_id: int) -> list[Outgoing]:
+        """A connection is gone: end the sessions it sent, drop its reader legs."""
+        conn = self.conns.pop(conn_id, None)
+        if conn is None:
+            return []
+        users = self.by_user.get(conn.user)
+        if users is not None:
+            users.discard(conn_id)
+            if not users:
+                del self.by_user[conn.user]
+        out: list[Outgoing] = []
+        for sid in list(conn.sending):
+            s = self.sessions.get(sid)
+            if s is not None and s.sender_conn == conn_id:
+                out += self._end(s, REASON_SENDER_GONE, notify_sender=False)
+        for sid in conn.reading:
+            s = self.sessions.get(sid)
+            if s is not None and s.readers.pop(conn_id, None) is not None:
+                s.set_readers()
+                out.append(
+                    Outgoing(s.sender_conn, HotlinkClose(sid, REASON_READER_GONE, conn.user))
+                )
+        for sid in conn.offered:
+            s = self.sessions.get(sid)
+            if s is not None:
+                s.offered.discard(conn_id)
+        return out
+
+    def bad_frame(self, conn_id: int, exc: ProtocolError) -> list[Outgoing]:
+        """A frame that did not decode: tell the client why, keep the connection."""
+        code = TOO_LARGE if isinstance(exc, FrameTooLarge) else BAD_REQUEST
+        return [Outgoing(conn_id, Error(code, "", f"bad message: {exc}"))]
+
+    # -------------------------------------------------------------------- messages
+
+    def handle(self, conn_id: int, env: Envelope) -> list[Outgoing]:
+        """One decoded message from a connection. Never raises for client input."""
+        msg = env.msg
+        typ = type(msg)
+        if typ is HotlinkData:  # hot path first
+            return self._data(conn_id, msg, env.traceparent)  # type: ignore[arg-type]
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return []
+        try:
+            if typ is HotlinkOpen:
+                return self._open(conn, env.id, msg)  # type: ignore[arg-type]
+            if typ is HotlinkAccept:
+                return self._accept(conn, env.id, msg)  # type: ignore[arg-type]
+            if typ is HotlinkClose:
+                return self._close(conn, msg)  # type: ignore[arg-type]
+            if typ is HotlinkReject:
+                return self._reject(conn, msg)  # type: ignore[arg-type]
+            if typ is FileWrite:
+                return self._file_write(conn, env.id, msg)  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            log.info("conn %d (%s): bad %s: %s", conn_id, conn.user, typ.__name__, exc)
+            return [Outgoing(conn_id, Error(BAD_REQUEST, "", f"bad message: {exc}"))]
+        if msg.TYP in _IGNORED:
+            return []
+        return [Outgoing(conn_id, Error(BAD_REQUEST, "", f"unsupported message type {msg.TYP}"))]
+
+    # ---------------------------------------------------------------- hotlink data
+
+    def _data(self, conn_id: int, msg: HotlinkData, tp: str) -> list[Outgoing]:
+        s = self.sessions.get(msg.sid)
+        if s is None:
+            return [Outgoing(conn_id, HotlinkReject(msg.sid, REASON_UNKNOWN_SESSION))]
+        if s.sender_conn != conn_id:
+            log.info("conn %d: data for session %s it does not send, dropped", conn_id, s.sid)
+            return [
+                Outgoing(
+                    conn_id,
+                    Error(FORBIDDEN, msg.path, f"not the sender of session {msg.sid!r}"),
+                )
+            ]
+        pth = msg.path
+        if pth and pth != s.path and not (pth.startswith(s.prefix) and self._valid(pth)):
+            log.info("data for %s with path %r outside the session, dropped", s.sid, pth)
+            return [
+                Outgoing(
+                    conn_id, Error(BAD_REQUEST, pth, f"data path outside session path {s.path!r}")
+                )
+            ]
+        if s.gen != self.acl.generation:
+            out = self._recheck(s)
+            if self.sessions.get(s.sid) is not s:
+                return out
+            return out + [Outgoing(c, msg, tp) for c in s.deliver]
+        return [Outgoing(c, msg, tp) for c in s.deliver]
+
+    @staticmethod
+    def _valid(path: str) -> bool:
+        try:
+            validate_path(path)
+        except ProtocolError:
+            return False
+        return True
+
+    # ------------------------------------------------------------- hotlink control
+
+    def _open(self, conn: Conn, mid: str, m: HotlinkOpen) -> list[Outgoing]:
+        user = conn.user
+        if not m.sid or len(m.sid) > MAX_SID:
+            return [Outgoing(conn.id, Error(BAD_REQUEST, m.path, "bad session id"))]
+        try:
+            validate_path(m.path)
+            if m.to:
+                validate_email(m.to)
+        except ProtocolError as exc:
+            return [Outgoing(conn.id, HotlinkReject(m.sid, f"bad request: {exc}"))]
+        if not self.acl.can(user, m.path, Access.WRITE):
+            return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
+        if m.to and m.to != user and not self.acl.can(m.to, m.path, Access.READ):
+            return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
+        s = self.sessions.get(m.sid)
+        out: list[Outgoing] = []
+        if s is not None:
+            if s.sender != user:
+                log.warning("user %s tried to re-open session %s of %s", user, m.sid, s.sender)
+                return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_SESSION_IN_USE))]
+            if s.path != m.path or s.to != m.to:
+                # a different session under the same id: end the old one first
+                out += self._end(s, "session re-opened", notify_sender=False)
+                s = None
+            else:  # reconnect: re-bind to this connection
+                old = self.conns.get(s.sender_conn)
+                if old is not None:
+                    old.sending.discard(s.sid)
+                s.sender_conn = conn.id
+                conn.sending.add(s.sid)
+        if s is None:
+            s = Session(m.sid, m.path, user, conn.id, m.to, gen=self.acl.generation)
+            s.prefix = m.path + "/"
+            self.sessions[m.sid] = s
+            conn.sending.add(m.sid)
+        out.append(Outgoing(conn.id, Ack(mid)))
+        targets: Iterable[str] = (m.to,) if m.to else list(self.by_user)
+        for u in targets:
+            if u == user or not self.acl.can(u, s.path, Access.READ):
+                continue
+            for cid in self.by_user.get(u, ()):
+                if cid not in s.readers:
+                    out.append(self._offer(s, self.conns[cid]))
+        return out
+
+    def _accept(self, conn: Conn, mid: str, m: HotlinkAccept) -> list[Outgoing]:
+        s = self.sessions.get(m.sid)
+        if s is None:
+            return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_UNKNOWN_SESSION))]
+        user = conn.user
+        if user == s.sender:
+            return []
+        if (s.to and user != s.to) or not self.acl.can(user, s.path, Access.READ):
+            return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
+        if conn.id in s.readers:  # idempotent per connection
+            return [Outgoing(conn.id, Ack(mid))]
+        s.readers[conn.id] = user
+        s.set_readers()
+        s.offered.add(conn.id)
+        conn.reading.add(s.sid)
+        conn.offered.add(s.sid)
+        return [
+            Outgoing(conn.id, Ack(mid)),
+            Outgoing(s.sender_conn, HotlinkAccept(s.sid, user)),
+        ]
+
+    def _reject(self, conn: Conn, m: HotlinkReject) -> list[Outgoing]:
+        """A reader declines (or leaves) a session: passed on to the sender."""
+        s = self.sessions.get(m.sid)
+        if s is None or conn.user == s.sender:
+            return []
+        if not self.acl.can(conn.user, s.path, Access.READ):
+            return []
+        if s.readers.pop(conn.id, None) is not None:
+            s.set_readers()
+            conn.reading.discard(s.sid)
+        return [Outgoing(s.sender_conn, HotlinkReject(s.sid, m.reason, conn.user))]
+
+    def _close(self, conn: Conn, m: HotlinkClose) -> list[Outgoing]:
+        s = self.sessions.get(m.sid)
+        if s is None:
+            return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_UNKNOWN_SESSION))]
+        if conn.user == s.sender:
+            return self._end(s, m.reason, notify_sender=False)
+        if s.readers.pop(conn.id, None) is not None:  # a reader leaves its leg
+            s.set_readers()
+            conn.reading.discard(s.sid)
+            return [Outgoing(s.sender_conn, HotlinkClose(s.sid, m.reason, conn.user))]
+        return [Outgoing(conn.id, Error(FORBIDDEN, s.path, f"not in session {m.sid!r}"))]
+
+    # ------------------------------------------------------------- session helpers
+
+    def _may_offer(self, s: Session, user: str) -> bool:
+        if user == s.sender or (s.to and user != s.to):
+            return False
+        return self.acl.can(user, s.path, Access.READ)
+
+    def _offer(self, s: Session, conn: Conn) -> Outgoing:
+        s.offered.add(conn.id)
+        conn.offered.add(s.sid)
+        return Outgoing(conn.id, HotlinkOpen(s.sid, s.path, s.sender, s.to))
+
+    def _end(self, s: Session, reason: str, *, notify_sender: bool) -> list[Outgoing]:
+        """Remove a session; everyone who was offered it (readers included) is told."""
+        del self.sessions[s.sid]
+        out: list[Outgoing] = []
+        for cid in s.offered | s.readers.keys():
+            c = self.conns.get(cid)
+            if c is None:
+                continue
+            c.reading.discard(s.sid)
+            c.offered.discard(s.sid)
+            out.append(Outgoing(cid, HotlinkClose(s.sid, reason)))
+        sender = self.conns.get(s.sender_conn)
+        if sender is not None:
+            sender.sending.discard(s.sid)
+            if notify_sender:
+                out.append(Outgoing(sender.id, HotlinkClose(s.sid, reason)))
+        return out
+
+    def _recheck(self, s: Session) -> list[Outgoing]:
+        """Re-validate a session after an ACL change: a sender without write access
+        ends it; readers without read access are dropped and told; users who gained
+        read access are offered it."""
+        s.gen = self.acl.generation
+        if not self.acl.can(s.sender, s.path, Access.WRITE):
+            log.info("session %s closed: sender %s lost write access", s.sid, s.sender)
+            return self._end(s, REASON_PERMISSION_DENIED, notify_sender=True)
+        out: list[Outgoing] = []
+        for cid in list(s.offered):
+            c = self.conns.get(cid)
+            if c is None or self.acl.can(c.user, s.path, Access.READ):
+                continue
+            s.offered.discard(cid)
+            c.offered.discard(s.sid)
+            out.append(Outgoing(cid, HotlinkClose(s.sid, REASON_PERMISSION_DENIED)))
+            if s.readers.pop(cid, None) is not None:
+                c.reading.discard(s.sid)
+                out.append(
+                    Outgoing(s.sender_conn, HotlinkClose(s.sid, REASON_PERMISSION_DENIED, c.user))
+                )
+        s.set_readers()
+        for cid, c in self.conns.items():
+            if cid not in s.offered and self._may_offer(s, c.user):
+                out.append(self._offer(s, c))
+        return out
+
+    def recheck_all(self) -> list[Outgoing]:
+        """Apply the current ACLs to every live session (called after an ACL write)."""
+        out: list[Outgoing] = []
+        for s in list(self.sessions.values()):
+            if s.gen != self.acl.generation and self.sessions.get(s.sid) is s:
+                out += self._recheck(s)
+        return out
+
+    # ----------------------------------------------------------------------- files
+
+    def _file_write(self, conn: Conn, mid: str, m: FileWrite) -> list[Outgoing]:
+        user = conn.user
+        try:
+            validate_path(m.path)
+        except ProtocolError as exc:
+            return [Outgoing(conn.id, Nack(mid, f"bad path: {exc}"))]
+        acl_file = is_acl_path(m.path)
+        # an ACL file only by the datasite owner (not even an admin may hand out access)
+        if not (owner_of(m.path) == user if acl_file else self.acl.can(user, m.path, Access.WRITE)):
+            return [Outgoing(conn.id, Nack(mid, REASON_PERMISSION_DENIED))]
+        if m.length and m.length != len(m.content):
+            return [Outgoing(conn.id, Nack(mid, f"len {m.length} != content of {len(m.content)}"))]
+        parsed = None
+        if acl_file:
+            try:
+                parsed = parse_acl(m.content)
+            except AclError as exc:
+                log.info("rejected ACL %s from %s: %s", m.path, user, exc)
+                return [Outgoing(conn.id, Nack(mid, f"invalid {m.path}: {exc}"))]
+        try:
+            stored = self.store.write(m.path, m.content, m.etag)
+        except StoreError as exc:
+            log.warning("file write %s by %s failed: %s", m.path, user, exc)
+            return [Outgoing(conn.id, Nack(mid, str(exc)))]
+        out = [Outgoing(conn.id, Ack(mid))]
+        if parsed is not None:
+            self.acl.set_file(m.path.rsplit("/", 1)[0], parsed)
+            log.info("ACL %s updated by %s (generation %d)", m.path, user, self.acl.generation)
+            out += self.recheck_all()
+        fwd = FileWrite(m.path, stored.etag, len(m.content), m.content)
+        for u, cids in self.by_user.items():
+            if u == user or not self.acl.can(u, m.path, Access.READ):
+                continue
+            out += [Outgoing(cid, fwd) for cid in cids]
+        return out
