@@ -1,0 +1,611 @@
+"""`hotlinkctl bench`: one-way latency app socket → app socket, against a measured floor.
+
+Each payload carries `perf_counter_ns()` (CLOCK_MONOTONIC; sender and receiver are this
+one process) little-endian in bytes 0..8 and its message index in bytes 8..16, so a lost
+or reordered frame is detected rather than silently skewing the figures. For every
+(size, mode) the floor (`floor.py`: same topology, plain forwarding) is measured first
+and hotlink right after, so each ratio compares runs seconds apart on the same machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from hotlink.v1 import agent_pb2 as pb
+
+from . import devstack
+from .client import AgentClient, Endpoint, Stream
+from .errors import CtlError, Unavailable, UsageError
+from .stats import LatencySummary, fmt_ns, fmt_size, ratios, summarize
+
+STAMP = struct.Struct("<QQ")  # send time ns, message index
+DEFAULT_SIZES = (1024, 10 * 1024, 100 * 1024)
+
+#: The reference's published figures (hotlink-protocol.md §7): 25 samples, one in flight.
+REFERENCE: dict[str, dict[str, int]] = {
+    "go": {"p50_ns": 330_000, "p90_ns": 870_000, "p95_ns": 880_000, "p99_ns": 1_100_000},
+    "rust": {"p50_ns": 970_000, "p90_ns": 4_800_000, "p95_ns": 5_500_000, "p99_ns": 5_800_000},
+}
+
+SendFn = Callable[[bytes], Awaitable[None]]
+RecvFn = Callable[[], Awaitable[bytes]]
+
+
+@dataclass
+class Channel:
+    """One direction of a topology, as the app sees it."""
+
+    name: str
+    send: SendFn
+    recv: RecvFn
+    close: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class BenchConfig:
+    bench: str = "hotlink-protocol"
+    sizes: tuple[int, ...] = DEFAULT_SIZES
+    count: int = 1000
+    warmup: int = 50
+    inflight: int = 8
+    ipc: str = "unix"
+    floor: bool = True
+    throughput_mb: float = 0.0
+    frame_size: int = 64 * 1024
+    timeout: float = 60.0
+    devstack_dir: str = ""
+
+
+@dataclass
+class RunResult:
+    size: int
+    mode: str  # "sequential" | "pipelined"
+    inflight: int
+    hotlink: LatencySummary
+    floor: LatencySummary | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "size": self.size,
+            "mode": self.mode,
+            "inflight": self.inflight,
+            "hotlink": self.hotlink.to_dict(),
+        }
+        if self.floor is not None:
+            d["floor"] = self.floor.to_dict()
+            d["ratio_to_floor"] = ratios(self.hotlink, self.floor)
+        return d
+
+
+@dataclass
+class ThroughputResult:
+    path: str
+    total_bytes: int
+    frame_size: int
+    frames: int
+    elapsed_s: float
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.total_bytes / self.elapsed_s / 1e6 if self.elapsed_s > 0 else 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "total_bytes": self.total_bytes,
+            "frame_size": self.frame_size,
+            "frames": self.frames,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "mb_per_s": round(self.mb_per_s, 2),
+            "frames_per_s": round(self.frames_per_s, 1),
+        }
+
+
+@dataclass
+class BenchReport:
+    config: BenchConfig
+    environment: dict[str, Any]
+    results: list[RunResult] = field(default_factory=list)
+    throughput: list[ThroughputResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "bench": cfg.bench,
+            "description": "one-way latency, app socket to app socket, monotonic ns stamp",
+            "config": {
+                "sizes": list(cfg.sizes),
+                "count": cfg.count,
+                "warmup": cfg.warmup,
+                "inflight": cfg.inflight,
+                "ipc": cfg.ipc,
+                "floor": cfg.floor,
+                "throughput_mb": cfg.throughput_mb,
+                "frame_size": cfg.frame_size,
+            },
+            "environment": self.environment,
+            "results": [r.to_dict() for r in self.results],
+            "throughput": [t.to_dict() for t in self.throughput],
+            "reference": REFERENCE,
+        }
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A single updating line on a tty; one line per run otherwise. Always on stderr."""
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.out = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = self.out.isatty()
+        self.label = ""
+        self.total = 0
+        self._last = 0.0
+
+    def start(self, label: str, total: int) -> None:
+        self.label, self.total = label, total
+        if not self.enabled:
+            return
+        if self.tty:
+            self._draw(0)
+        else:
+            print(f"bench: {label} ({total} messages)", file=self.out, flush=True)
+
+    def update(self, done: int) -> None:
+        if self.enabled and self.tty:
+            now = time.monotonic()
+            if now - self._last > 0.1 or done == self.total:
+                self._last = now
+                self._draw(done)
+
+    def _draw(self, done: int) -> None:
+        pct = 100 * done // self.total if self.total else 100
+        print(f"\r\x1b[2K{self.label}: {done}/{self.total} ({pct}%)", end="", file=self.out)
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            print(f"\r\x1b[2K{text}", file=self.out, flush=True)
+        else:
+            print(f"bench: {text}", file=self.out, flush=True)
+
+    def finish(self) -> None:
+        if self.enabled and self.tty:
+            print("\r\x1b[2K", end="", file=self.out, flush=True)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+async def measure(
+    ch: Channel,
+    size: int,
+    count: int,
+    *,
+    inflight: int = 1,
+    warmup: int = 0,
+    timeout: float = 60.0,
+    progress: Progress | None = None,
+    label: str = "",
+) -> LatencySummary:
+    """Send `count` messages of `size` bytes with at most `inflight` unanswered."""
+    if size < STAMP.size:
+        raise UsageError(f"payload size {size} below the {STAMP.size}-byte stamp")
+    body = bytearray(os.urandom(min(size, 4096)) * (size // 4096 + 1))[:size]
+    if warmup:
+        await _run(ch, body, warmup, inflight, timeout, None, 0)
+    if progress:
+        progress.start(label, count)
+    t0 = time.perf_counter()
+    samples = await _run(ch, body, count, inflight, timeout, progress, warmup)
+    elapsed = time.perf_counter() - t0
+    return summarize(samples, size, elapsed)
+
+
+async def _run(
+    ch: Channel,
+    body: bytearray,
+    count: int,
+    inflight: int,
+    timeout: float,
+    progress: Progress | None,
+    base: int,
+) -> list[int]:
+    samples: list[int] = []
+    send, recv, clock, stamp = ch.send, ch.recv, time.perf_counter_ns, STAMP.pack_into
+
+    def check(msg: bytes, expect: int) -> None:
+        now = clock()
+        sent, idx = STAMP.unpack_from(msg)
+        if idx != expect or len(msg) != len(body):
+            raise CtlError(
+                f"{ch.name}: expected message {expect} of {len(body)} bytes, got message "
+                f"{idx} of {len(msg)} bytes (lost, duplicated or reordered frame)"
+            )
+        samples.append(now - sent)
+
+    async def sequential() -> None:
+        for i in range(count):
+            stamp(body, 0, clock(), base + i)
+            await send(bytes(body))
+            check(await recv(), base + i)
+            if progress is not None and not i % 16:
+                progress.update(i)
+
+    async def pipelined() -> None:
+        window = asyncio.Semaphore(inflight)
+
+        async def produce() -> None:
+            for i in range(count):
+                await window.acquire()
+                stamp(body, 0, clock(), base + i)
+                await send(bytes(body))
+
+        producer = asyncio.create_task(produce())
+        try:
+            for i in range(count):
+                check(await recv(), base + i)
+                window.release()
+                if progress is not None and not i % 16:
+                    progress.update(i)
+            await producer
+        finally:
+            producer.cancel()
+
+    try:
+        await asyncio.wait_for(sequential() if inflight <= 1 else pipelined(), timeout)
+    except TimeoutError:
+        raise Unavailable(
+            f"{ch.name}: only {len(samples)} of {count} messages arrived within {timeout:g}s",
+            "frames were lost or the path stalled; see the agent logs (devstack logs/)",
+        ) from None
+    if progress is not None:
+        progress.update(count)
+    return samples
+
+
+async def measure_throughput(
+    ch: Channel, total_bytes: int, frame_size: int, inflight: int, timeout: float
+) -> ThroughputResult:
+    """Stream `total_bytes` in `frame_size` frames, `inflight` unanswered at most."""
+    frames = max(1, -(-total_bytes // frame_size))
+    body = bytearray(os.urandom(min(frame_size, 4096)) * (frame_size // 4096 + 1))[:frame_size]
+    t0 = time.perf_counter()
+    await _run(ch, body, frames, max(inflight, 1), timeout, None, 0)
+    elapsed = time.perf_counter() - t0
+    return ThroughputResult(ch.name, frames * frame_size, frame_size, frames, elapsed)
+
+
+# --------------------------------------------------------------------------- topologies
+
+
+async def open_hotlink_channel(
+    sender: AgentClient,
+    sender_email: str,
+    reader: AgentClient,
+    reader_email: str,
+    rel_path: str,
+    *,
+    ipc: str = "unix",
+    timeout: float = 15.0,
+) -> Channel:
+    """Open `rel_path` on the sender's datasite for `reader_email`, connect both apps,
+    and wait until the reader accepted and its app is attached (no frame can be lost)."""
+    ipc_mode = pb.IPC_MODE_TCP if ipc == "tcp" else pb.IPC_MODE_UNIX
+    full = f"{sender_email}/{rel_path}"
+    s_sess = await sender.open_session(
+        rel_path, to=reader_email, ipc_mode=ipc_mode, fallback_mode=pb.FALLBACK_MODE_OFF
+    )
+    r_sess = await reader.open_session(full, ipc_mode=ipc_mode, fallback_mode=pb.FALLBACK_MODE_OFF)
+    rx = await Stream.connect(r_sess.session_dir, timeout=timeout)
+    tx = await Stream.connect(s_sess.session_dir, timeout=timeout)
+    await sender.wait_session(
+        full,
+        lambda s: s.state == pb.SESSION_STATE_OPEN and reader_email in s.readers,
+        timeout,
+        f"{reader_email} to accept",
+    )
+    await reader.wait_session(
+        full,
+        lambda s: s.state == pb.SESSION_STATE_OPEN and s.ipc_clients >= 1,
+        timeout,
+        "the reader app to attach",
+    )
+
+    async def recv() -> bytes:
+        return (await rx.recv()).payload
+
+    async def close() -> None:
+        await tx.close()
+        await rx.close()
+        for client, ref in ((sender, full), (reader, full)):
+            with contextlib.suppress(CtlError):
+                await client.close_session(ref, "bench done")
+
+    return Channel(f"hotlink {sender_email}->{reader_email}", tx.send, recv, close)
+
+
+@dataclass
+class FloorStack:
+    """The three floor processes and the two app connections."""
+
+    procs: list[asyncio.subprocess.Process]
+    tmp: tempfile.TemporaryDirectory[str]
+    channel: Channel
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.channel.close()
+        for p in self.procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.terminate()
+        for p in self.procs:
+            try:
+                await asyncio.wait_for(p.wait(), 5.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+                await p.wait()
+        self.tmp.cleanup()
+
+
+async def _spawn_floor(args: list[str], expect: str) -> tuple[asyncio.subprocess.Process, str]:
+    argv = [sys.executable, "-m", "hotlink.ctl.floor"]
+    if not uvloop_available():
+        argv.append("--no-uvloop")
+    proc = await asyncio.create_subprocess_exec(
+        *argv, *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15.0)).decode().strip()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise Unavailable(f"floor process {' '.join(args)} did not start within 15s") from None
+    if not line.startswith(expect):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise CtlError(f"floor process {' '.join(args)} failed to start: {line!r}")
+    return proc, line
+
+
+async def start_floor() -> FloorStack:
+    tmp = tempfile.TemporaryDirectory(prefix="hlfloor-", dir="/tmp")
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        relay, line = await _spawn_floor(["relay", "--port", "0"], "floor-relay listening on ")
+        procs.append(relay)
+        url = line.rsplit(" ", 1)[-1]
+        sa, sb = str(Path(tmp.name) / "a.sock"), str(Path(tmp.name) / "b.sock")
+        for sock in (sa, sb):
+            p, _ = await _spawn_floor(["peer", "--server", url, "--socket", sock], "floor-peer")
+            procs.append(p)
+        tx = await Stream.connect_endpoint(Endpoint("unix", path=sa))
+        rx = await Stream.connect_endpoint(Endpoint("unix", path=sb))
+    except BaseException:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            await p.wait()
+        tmp.cleanup()
+        raise
+
+    async def recv() -> bytes:
+        return (await rx.recv()).payload
+
+    async def close() -> None:
+        await tx.close()
+        await rx.close()
+
+    return FloorStack(procs, tmp, Channel("floor", tx.send, recv, close))
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def uvloop_available() -> bool:
+    if sys.platform == "win32":
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def running_on_uvloop() -> bool:
+    loop = asyncio.get_running_loop()
+    return type(loop).__module__.startswith("uvloop")
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    tracing = (
+        any(
+            os.environ.get(k)
+            for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "HOTLINK_TRACING")
+        )
+        and os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true"
+    )
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "uvloop": running_on_uvloop(),
+        "tracing": bool(tracing),
+        "clock": "time.perf_counter_ns (CLOCK_MONOTONIC), sender and receiver in one process",
+        "time_unix": int(time.time()),
+    }
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
+    """Start (or reuse) a devstack and the floor, measure, stop what we started."""
+    if cfg.bench != "hotlink-protocol":
+        raise Unavailable(
+            f"benchmark {cfg.bench!r} is not yet available: it needs the file fallback path "
+            "(issue 6)",
+            "run --bench hotlink-protocol",
+        )
+    report = BenchReport(cfg, environment())
+    own_dir: tempfile.TemporaryDirectory[str] | None = None
+    state: devstack.DevstackState | None = None
+    floor: FloorStack | None = None
+    chan: Channel | None = None
+    clients: list[AgentClient] = []
+    try:
+        if cfg.floor:
+            # Before any gRPC channel exists: forking after gRPC started threads makes
+            # grpc log fork warnings.
+            progress.note("starting the floor (plain forwarding processes)")
+            floor = await start_floor()
+        if cfg.devstack_dir:
+            state = devstack.DevstackState.load(cfg.devstack_dir)
+            progress.note(f"using the devstack in {cfg.devstack_dir}")
+        else:
+            own_dir = tempfile.TemporaryDirectory(prefix="hlbench-", dir="/tmp")
+            progress.note(f"starting a devstack in {own_dir.name}")
+            state = await devstack.up(own_dir.name)
+        if len(state.peers) < 2:
+            raise CtlError(f"the devstack in {state.dir} has fewer than two peers")
+        a, b = state.peers[0], state.peers[1]
+        ca, cb = AgentClient(a.control), AgentClient(b.control)
+        clients += [ca, cb]
+        rel = f"_mpc/bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        chan = await open_hotlink_channel(ca, a.email, cb, b.email, rel, ipc=cfg.ipc)
+
+        modes = [("sequential", 1)]
+        if cfg.inflight > 1:
+            modes.append(("pipelined", cfg.inflight))
+        if cfg.count > 0:
+            for size in cfg.sizes:
+                for mode, inflight in modes:
+                    tag = f"{fmt_size(size)} {mode}"
+                    fl = None
+                    if floor is not None:
+                        fl = await measure(
+                            floor.channel, size, cfg.count, inflight=inflight,
+                            warmup=cfg.warmup, timeout=cfg.timeout, progress=progress,
+                            label=f"floor   {tag}",
+                        )  # fmt: skip
+                    hl = await measure(
+                        chan, size, cfg.count, inflight=inflight, warmup=cfg.warmup,
+                        timeout=cfg.timeout, progress=progress, label=f"hotlink {tag}",
+                    )  # fmt: skip
+                    report.results.append(RunResult(size, mode, inflight, hl, fl))
+        if cfg.throughput_mb > 0:
+            total = int(cfg.throughput_mb * 1_000_000)
+            window = max(cfg.inflight, 1)
+            for name, ch in (("floor", floor.channel if floor else None), ("hotlink", chan)):
+                if ch is None:
+                    continue
+                progress.note(
+                    f"{name}: throughput, {cfg.throughput_mb:g} MB in "
+                    f"{fmt_size(cfg.frame_size)} frames"
+                )
+                t = await measure_throughput(ch, total, cfg.frame_size, window, cfg.timeout)
+                t.path = name
+                report.throughput.append(t)
+    finally:
+        progress.finish()
+        if floor is not None:
+            await floor.stop()
+        if chan is not None:
+            with contextlib.suppress(Exception):
+                await chan.close()
+        for c in clients:
+            await c.close()
+        if own_dir is not None:
+            if state is not None:
+                devstack.down_state(state)
+            own_dir.cleanup()
+    return report
+
+
+# --------------------------------------------------------------------------- output
+
+
+_COLS = ("P50", "P90", "P95", "P99", "max", "mean")
+
+
+def render_table(report: BenchReport) -> str:
+    cfg = report.config
+    env = report.environment
+    lines = [
+        f"{cfg.bench}: one-way latency, app socket -> app socket "
+        f"({cfg.count} msgs per row, warm-up {cfg.warmup}, ipc {cfg.ipc})",
+        f"{env['cpu_model']}, {env['cpu_count']} cores, Python {env['python']}, "
+        f"uvloop {'on' if env['uvloop'] else 'off'}, tracing {'on' if env['tracing'] else 'off'}",
+        "",
+    ]
+    hdr = f"{'size':>6} {'mode':<10} {'path':<8}" + "".join(f"{c:>9}" for c in _COLS)
+    hdr += f"{'MB/s':>9} {'x floor':>8}"
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for r in report.results:
+        mode = "seq" if r.mode == "sequential" else f"pipe x{r.inflight}"
+        rows = [("floor", r.floor)] if r.floor else []
+        rows.append(("hotlink", r.hotlink))
+        for path, s in rows:
+            if s is None:
+                continue
+            figures = (s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.max_ns, s.mean_ns)
+            line = f"{fmt_size(r.size):>6} {mode:<10} {path:<8}"
+            line += "".join(f"{fmt_ns(v):>9}" for v in figures)
+            line += f"{s.mb_per_s:>9.1f}"
+            if path == "hotlink" and r.floor is not None:
+                line += f" {r.hotlink.p50_ns / r.floor.p50_ns:>7.2f}x"
+            lines.append(line)
+    if report.results:
+        lines.append("")
+        if any(r.floor for r in report.results):
+            lines.append(
+                "x floor = hotlink P50 / floor P50 (floor measured just before, same sizes)."
+            )
+        lines.append(
+            "Published reference (25 msgs, one in flight): Go P50 ~330 µs, P99 ~1.1 ms; "
+            "Rust P50 ~970 µs, P99 ~5.8 ms."
+        )
+    if report.throughput:
+        lines.append("")
+        lines.append(f"{'throughput':<10} {'frames':>8} {'frame':>8} {'MB/s':>9} {'frames/s':>10}")
+        for t in report.throughput:
+            lines.append(
+                f"{t.path:<10} {t.frames:>8} {fmt_size(t.frame_size):>8} "
+                f"{t.mb_per_s:>9.1f} {t.frames_per_s:>10.0f}"
+            )
+    return "\n".join(lines)
