@@ -1,0 +1,117 @@
+"""Wiring: config -> link + sessions + control server, lifecycle and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+import sys
+
+from .config import AgentConfig
+from .control import ControlServicer, EventBus, start_control_server
+from .ipc import EndpointRegistry
+from .link import WsLink
+from .pubsync import PubSync
+from .runtime_dir import default_runtime_dir, ensure_private_dir
+from .sessions import SessionManager
+
+log = logging.getLogger("hotlink.agent")
+
+
+class StartupError(RuntimeError):
+    """The agent cannot start (bad token file, insecure directories, ...)."""
+
+
+def read_token(cfg: AgentConfig) -> str:
+    try:
+        token = cfg.token_file.read_text().strip()
+    except OSError as exc:
+        raise StartupError(f"cannot read token file {cfg.token_file}: {exc}") from None
+    if not token:
+        raise StartupError(f"token file {cfg.token_file} is empty")
+    return token
+
+
+async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None:
+    token = read_token(cfg)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    hl_dir = cfg.root / ".hotlink"
+    try:
+        ensure_private_dir(hl_dir, fix_mode=True)
+    except OSError as exc:
+        raise StartupError(f"control directory: {exc}") from None
+    runtime_dir = default_runtime_dir()
+    if sys.platform != "win32":
+        try:
+            ensure_private_dir(runtime_dir)
+        except OSError as exc:
+            # Only sessions with long socket paths need it; they fail (and say why).
+            log.warning("runtime dir unusable, long session paths will fail: %s", exc)
+    (cfg.root / "datasites" / cfg.email).mkdir(parents=True, exist_ok=True)
+
+    registry = EndpointRegistry(hl_dir / "endpoints.json")
+    stale = registry.clean_stale()
+    if stale:
+        log.info("removed %d stale endpoint files of a previous run", len(stale))
+
+    link = WsLink(
+        cfg.server,
+        token,
+        max_message=cfg.max_message,
+        backoff_initial=cfg.backoff_initial,
+        backoff_max=cfg.backoff_max,
+    )
+    bus = EventBus()
+    mgr = SessionManager(cfg, link, runtime_dir=runtime_dir, registry=registry, emit=bus.emit)
+    pub = PubSync(cfg.root, cfg.email, link, cfg.pub_scan_interval)
+    mgr.link_up_hooks.append(pub.on_link_up)
+    mgr.ack_hooks.append(pub.on_ack)
+
+    servicer = ControlServicer(mgr, bus, cfg.server)
+    try:
+        server, health_servicer = await start_control_server(servicer, cfg.control, cfg.control_tcp)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise StartupError(f"control API: {exc}") from None
+    await pub.rescan()  # prime the ACL files before the first link up
+    registry.go_async()
+    await link.start()
+    pub_task = loop.create_task(pub.run(), name="hotlink-pubsync")
+    # Startup objects never die: keep them out of the collector's way on the hot path.
+    gc.collect()
+    gc.freeze()
+    await health_servicer.set("", health_pb2_serving())
+    log.info(
+        "hotlink-agent %s for %s serving control on %s%s",
+        os.getpid(),
+        cfg.email,
+        cfg.control,
+        f" and {cfg.control_tcp}" if cfg.control_tcp else "",
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await health_servicer.enter_graceful_shutdown()
+        pub_task.cancel()
+        await pub.stop()
+        mgr.close_all()
+        registry.go_sync()
+        await link.stop()
+        with contextlib.suppress(Exception):
+            await server.stop(0.5)
+        with contextlib.suppress(OSError):
+            cfg.control.unlink()
+
+
+def health_pb2_serving() -> int:
+    from grpc_health.v1 import health_pb2
+
+    return health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,45 @@
+"""`hotlink-agent` entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, load_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = load_config(argv)
+    except ConfigError as exc:
+        print(f"hotlink-agent: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=cfg.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Library loggers that log per message at DEBUG would put logging on the hot path.
+    for noisy in ("websockets", "grpc", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    from .app import StartupError, run_agent
+
+    try:
+        if sys.platform == "win32":
+            asyncio.run(run_agent(cfg))
+        else:
+            import uvloop
+
+            uvloop.run(run_agent(cfg))
+    except StartupError as exc:
+        logging.getLogger("hotlink.agent").error("cannot start: %s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Agent configuration: command line > `HOTLINK_*` environment > TOML file > default.
+
+Every option has one entry in `OPTIONS`; the flag is `--name-with-dashes`, the
+environment variable `HOTLINK_NAME_UPPER` and the TOML key `name` (docs/design.md).
+The config file itself is chosen by `--config` or `HOTLINK_CONFIG`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
+from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD
+from hotlink.wire.paths import validate_email
+
+
+class ConfigError(ValueError):
+    """A missing or invalid setting."""
+
+
+@dataclass(slots=True)
+class AgentConfig:
+    server: str
+    email: str
+    token_file: Path
+    root: Path
+    control: Path
+    control_tcp: str = ""
+    log_level: str = "INFO"
+    #: frames a reader app connection may have queued (beyond the socket buffer)
+    #: before the agent disconnects it as too slow.
+    reader_queue: int = 4096
+    #: bytes the agent lets pile up in one reader connection's socket buffer
+    #: before it starts counting frames against `reader_queue`.
+    reader_buffer_bytes: int = 1 << 20
+    #: frames / bytes a sender session holds while they cannot be sent.
+    send_queue_frames: int = 10_000
+    send_queue_bytes: int = 64 << 20
+    #: recently sent frames / bytes kept per sender session and re-sent after a
+    #: reconnect (0 frames disables).
+    resend_frames: int = 1024
+    resend_bytes: int = 16 << 20
+    #: reorder window (seqs) and how long a gap may stay open before it is skipped.
+    reorder_window: int = 4096
+    reorder_timeout: float = 2.0
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    max_message: int = DEFAULT_MAX_MESSAGE
+    backoff_initial: float = 0.05
+    backoff_max: float = 5.0
+    #: seconds between cheap mtime scans for changed `syft.pub.yaml` files.
+    pub_scan_interval: float = 10.0
+    open_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    conv: Callable[[Any], Any]
+    help: str
+    required: bool = False
+    metavar: str | None = None
+
+
+def _pos_int(v: Any) -> int:
+    n = int(v)
+    if n <= 0:
+        raise ValueError(f"must be a positive integer, got {v!r}")
+    return n
+
+
+def _nonneg_int(v: Any) -> int:
+    n = int(v)
+    if n < 0:
+        raise ValueError(f"must be >= 0, got {v!r}")
+    return n
+
+
+def _pos_float(v: Any) -> float:
+    x = float(v)
+    if x <= 0:
+        raise ValueError(f"must be a positive number, got {v!r}")
+    return x
+
+
+def _hostport(v: Any) -> str:
+    s = str(v)
+    if not s:
+        return s
+    host, sep, port = s.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {s!r}")
+    return s
+
+
+def _server(v: Any) -> str:
+    s = str(v)
+    if not s.startswith(("ws://", "wss://")):
+        raise ValueError(f"expected a ws:// or wss:// URL, got {s!r}")
+    return s.rstrip("/")
+
+
+def _level(v: Any) -> str:
+    s = str(v).upper()
+    if s not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"unknown log level {v!r}")
+    return s
+
+
+def _path(v: Any) -> Path:
+    return Path(os.path.expanduser(str(v))).absolute()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("server", _server, "relay URL, e.g. ws://127.0.0.1:8080", True, "URL"),
+    Option("email", validate_email, "this peer's email (its datasite owner name)", True, "EMAIL"),
+    Option("token_file", _path, "file holding the relay bearer token", True, "FILE"),
+    Option("root", _path, "peer root; DIR/datasites/<email>/... is the local tree", True, "DIR"),
+    Option(
+        "control",
+        _path,
+        "gRPC control UNIX socket (default DIR/.hotlink/agent.sock, mode 0600)",
+        metavar="PATH",
+    ),
+    Option(
+        "control_tcp", _hostport, "also serve the control API on this loopback HOST:PORT", False
+    ),
+    Option("log_level", _level, "DEBUG, INFO, WARNING or ERROR (default INFO)", metavar="LEVEL"),
+    Option(
+        "reader_queue",
+        _pos_int,
+        "frames a slow reader app may have queued before it is disconnected (default 4096)",
+        metavar="N",
+    ),
+    Option(
+        "reader_buffer_bytes",
+        _pos_int,
+        "socket write buffer per reader app before frames count as queued (default 1 MiB)",
+        metavar="BYTES",
+    ),
+    Option(
+        "send_queue_frames",
+        _pos_int,
+        "frames a sender session keeps while the link is down; then the app gets "
+        "back-pressure (default 10000)",
+        metavar="N",
+    ),
+    Option(
+        "send_queue_bytes",
+        _pos_int,
+        "payload bytes a sender session keeps while the link is down (default 64 MiB)",
+        metavar="BYTES",
+    ),
+    Option(
+        "resend_frames",
+        _nonneg_int,
+        "recently sent frames kept per sender session and re-sent after a reconnect; "
+        "readers drop copies by seq (default 1024, 0 disables)",
+        metavar="N",
+    ),
+    Option(
+        "resend_bytes",
+        _nonneg_int,
+        "payload bytes kept for re-sending after a reconnect (default 16 MiB)",
+        metavar="BYTES",
+    ),
+    Option("reorder_window", _pos_int, "reorder buffer size in seqs (default 4096)", metavar="N"),
+    Option(
+        "reorder_timeout",
+        _pos_float,
+        "seconds a seq gap may stay open before it is reported and skipped (default 2)",
+        metavar="SECONDS",
+    ),
+    Option("max_payload", _pos_int, "largest IPC frame payload accepted (default 16 MiB)"),
+    Option("max_message", _pos_int, "largest WS message accepted (default 16 MiB)"),
+    Option("backoff_initial", _pos_float, "first reconnect delay in seconds (default 0.05)"),
+    Option("backoff_max", _pos_float, "largest reconnect delay in seconds (default 5)"),
+    Option(
+        "pub_scan_interval",
+        _pos_float,
+        "seconds between scans for changed syft.pub.yaml files (default 10)",
+        metavar="SECONDS",
+    ),
+    Option(
+        "open_timeout",
+        _pos_float,
+        "default seconds to wait for the relay's verdict on an open (default 5)",
+        metavar="SECONDS",
+    ),
+)
+
+
+def env_name(name: str) -> str:
+    return "HOTLINK_" + name.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hotlink-agent",
+        description=(
+            "Hotlink peer agent: holds one WebSocket to the relay and serves session "
+            "endpoints (stream.sock / stream.tcp) plus a gRPC control API. Every option "
+            "can also be set by the environment variable shown and by the TOML key of the "
+            "same name (with '_'); precedence is flag > env > config file > default."
+        ),
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        default=argparse.SUPPRESS,
+        help="TOML config file with keys named like the flags (env HOTLINK_CONFIG)",
+    )
+    for opt in OPTIONS:
+        flag = "--" + opt.name.replace("_", "-")
+        req = " [required]" if opt.required else ""
+        p.add_argument(
+            flag,
+            dest=opt.name,
+            metavar=opt.metavar or opt.name.upper(),
+            default=argparse.SUPPRESS,
+            help=f"{opt.help} (env {env_name(opt.name)}){req}",
+        )
+    return p
+
+
+def load_config(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> AgentConfig:
+    """Merge flags, environment and TOML file; raise `ConfigError` on bad/missing values."""
+    env = os.environ if env is None else env
+    ns = vars(build_parser().parse_args(argv))
+    cfg_file = ns.pop("config", None) or env.get("HOTLINK_CONFIG")
+    file_vals: dict[str, Any] = {}
+    if cfg_file:
+        try:
+            with open(os.path.expanduser(cfg_file), "rb") as fh:
+                file_vals = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {cfg_file}: {exc}") from None
+        known = {o.name for o in OPTIONS}
+        unknown = sorted(set(file_vals) - known)
+        if unknown:
+            raise ConfigError(f"unknown keys in {cfg_file}: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        raw: Any = None
+        source = ""
+        if opt.name in ns:
+            raw, source = ns[opt.name], "--" + opt.name.replace("_", "-")
+        elif env.get(env_name(opt.name)):
+            raw, source = env[env_name(opt.name)], env_name(opt.name)
+        elif opt.name in file_vals:
+            raw, source = file_vals[opt.name], f"{cfg_file}:{opt.name}"
+        if raw is None:
+            if opt.required:
+                raise ConfigError(
+                    f"missing --{opt.name.replace('_', '-')} "
+                    f"(or {env_name(opt.name)}, or '{opt.name}' in the config file)"
+                )
+            continue
+        try:
+            values[opt.name] = opt.conv(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid {source}: {exc}") from None
+    if "control" not in values:
+        values["control"] = values["root"] / ".hotlink" / "agent.sock"
+    cfg = AgentConfig(**values)
+    if cfg.backoff_max < cfg.backoff_initial:
+        raise ConfigError("backoff_max must be >= backoff_initial")
+    return cfg
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(AgentConfig)]

@@ -1,0 +1,405 @@
+"""Session IPC endpoints (`stream.sock`, `stream.tcp`) and app connections.
+
+One `IpcEndpoint` per session serves any number of app connections. Each connection
+is an `asyncio.Protocol` (no StreamReader/Writer): bytes go straight into a
+`FrameDecoder` (whose length check runs before any buffering, so a hostile length
+prefix cannot make the agent allocate) and frames out with
+`transport.writelines((header, payload))`.
+
+Back-pressure toward a slow reader app (`AppConnection.write`): frames go straight to
+the socket while its write buffer is under `buffer_bytes`. Above that the transport
+pauses us and further frames wait in a per-connection queue of at most `queue_limit`
+frames. When that queue is full the app is too slow: its connection is aborted with a
+logged reason, the frames it did not get (queued ones plus the one that overflowed)
+are counted as drops for the session, and it can reconnect to read from then on.
+One slow app therefore costs bounded memory and never delays other apps or
+sessions: nothing on the data path ever waits for it.
+
+Malformed input (bad magic/version, oversized or non-UTF-8 header fields, unsafe
+path, a partial frame at EOF) closes only that connection, with a logged reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+from hotlink.wire.errors import ProtocolError
+from hotlink.wire.frames import Frame, FrameDecoder
+
+from .runtime_dir import (
+    bind_unix_socket,
+    ensure_private_dir,
+    is_windows,
+    pipe_name,
+    unix_socket_location,
+    write_file_atomic,
+)
+
+log = logging.getLogger("hotlink.agent.ipc")
+
+MODE_UNIX = 1
+MODE_TCP = 2
+MODE_PIPE = 3
+
+
+class EndpointOwner(Protocol):
+    """What an endpoint needs from its session."""
+
+    path: str
+
+    def app_connected(self, conn: AppConnection) -> None: ...
+
+    def app_disconnected(self, conn: AppConnection) -> None: ...
+
+    def app_frames(self, conn: AppConnection, frames: list[Frame]) -> None: ...
+
+    def app_dropped(self, conn: AppConnection, frames: int) -> None: ...
+
+
+class AppConnection(asyncio.Protocol):
+    """One app on a session endpoint. See the module docstring for back-pressure."""
+
+    __slots__ = (
+        "backlog",
+        "buffer_bytes",
+        "closed",
+        "decoder",
+        "is_sender",
+        "owner",
+        "paused",
+        "peer",
+        "queue_limit",
+        "registered",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        owner: EndpointOwner,
+        *,
+        is_sender: bool,
+        max_payload: int,
+        queue_limit: int,
+        buffer_bytes: int,
+    ) -> None:
+        self.owner = owner
+        self.is_sender = is_sender
+        self.decoder = FrameDecoder(max_payload)
+        self.queue_limit = queue_limit
+        self.buffer_bytes = buffer_bytes
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self.backlog: deque[tuple[bytes, bytes]] = deque()
+        self.closed = False
+        self.registered = False
+        self.peer = ""
+
+    # asyncio callbacks -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        self.transport.set_write_buffer_limits(high=self.buffer_bytes)  # type: ignore[union-attr]
+        if isinstance(peer, tuple):
+            sock = transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            uid = tcp_peer_uid(peer, transport.get_extra_info("sockname"))
+            if uid is not None and uid != os.getuid():
+                self.fail(f"TCP peer belongs to uid {uid}, not to this user")
+                return
+        self.registered = True
+        self.owner.app_connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            frames = self.decoder.feed(data)
+            if frames and self.is_sender:
+                self.owner.app_frames(self, frames)
+            # Frames written to a reader endpoint have nowhere to go: ignored.
+        except ProtocolError as exc:
+            self.fail(f"malformed frame: {exc}")
+
+    def eof_received(self) -> bool | None:
+        try:
+            self.decoder.close()
+        except ProtocolError as exc:
+            log.warning("app connection on %s closed: %s", self.owner.path, exc)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.backlog.clear()
+        self.transport = None
+        if self.registered:
+            self.registered = False
+            self.owner.app_disconnected(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        bl = self.backlog
+        t = self.transport
+        while bl and not self.paused and t is not None:
+            t.writelines(bl.popleft())
+
+    # data path -----------------------------------------------------------------
+
+    def write(self, header: bytes, payload: bytes) -> bool:
+        """Queue one frame for this app; False if the connection is (now) gone."""
+        if self.closed:
+            return False
+        if self.paused or self.backlog:
+            if len(self.backlog) >= self.queue_limit:
+                n = len(self.backlog) + 1
+                self.backlog.clear()
+                log.warning(
+                    "reader app on %s too slow: %d frames queued beyond a %d-byte socket "
+                    "buffer; disconnecting it (%d frames dropped for it)",
+                    self.owner.path,
+                    self.queue_limit,
+                    self.buffer_bytes,
+                    n,
+                )
+                self.owner.app_dropped(self, n)
+                self._abort()
+                return False
+            self.backlog.append((header, payload))
+            return True
+        t = self.transport
+        if t is None:
+            return False
+        t.writelines((header, payload))
+        return True
+
+    # control -------------------------------------------------------------------
+
+    def fail(self, reason: str) -> None:
+        log.warning("closing app connection on %s (%s): %s", self.owner.path, self.peer, reason)
+        self._abort()
+
+    def _abort(self) -> None:
+        self.closed = True
+        t = self.transport
+        if t is not None:
+            t.abort()
+
+    def close(self) -> None:
+        """Graceful: flush what the socket already has, then close."""
+        if self.closed:
+            return
+        self.closed = True
+        t = self.transport
+        if t is not None:
+            bl = self.backlog
+            while bl:
+                t.writelines(bl.popleft())
+            t.close()
+
+    def pause_reading(self) -> None:
+        t = self.transport
+        if t is not None and not self.closed:
+            t.pause_reading()
+
+    def resume_reading(self) -> None:
+        t = self.transport
+        if t is not None and not self.closed:
+            t.resume_reading()
+
+
+def tcp_peer_uid(peer: tuple, local: tuple | None) -> int | None:
+    """Owner uid of the client end of a loopback TCP connection (Linux /proc), or None."""
+    if local is None or len(peer) != 2 or ":" in peer[0]:
+        return None
+    try:
+        want_local = _proc_addr(peer[0], peer[1])
+        want_rem = _proc_addr(local[0], local[1])
+        with open("/proc/net/tcp") as fh:
+            next(fh)
+            for line in fh:
+                f = line.split()
+                if f[1] == want_local and f[2] == want_rem:
+                    return int(f[7])
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
+    return None
+
+
+def _proc_addr(host: str, port: int) -> str:
+    (n,) = struct.unpack("=I", socket.inet_aton(host))
+    return f"{n:08X}:{port:04X}"
+
+
+class IpcEndpoint:
+    """The listening endpoint of one session, plus the marker file apps resolve."""
+
+    def __init__(
+        self,
+        owner: EndpointOwner,
+        session_dir: Path,
+        mode: int,
+        *,
+        is_sender: bool,
+        runtime_dir: Path,
+        max_payload: int,
+        queue_limit: int,
+        buffer_bytes: int,
+        tcp_addr: str = "",
+    ) -> None:
+        self.owner = owner
+        self.session_dir = session_dir
+        self.mode = mode
+        self.is_sender = is_sender
+        self.runtime_dir = runtime_dir
+        self.tcp_addr = tcp_addr or "127.0.0.1:0"
+        self.max_payload = max_payload
+        self.queue_limit = queue_limit
+        self.buffer_bytes = buffer_bytes
+        self.server: asyncio.AbstractServer | None = None
+        self.endpoint = ""
+        #: files this endpoint created (removed on close; recorded for stale cleanup)
+        self.files: list[Path] = []
+
+    def _factory(self) -> AppConnection:
+        return AppConnection(
+            self.owner,
+            is_sender=self.is_sender,
+            max_payload=self.max_payload,
+            queue_limit=self.queue_limit,
+            buffer_bytes=self.buffer_bytes,
+        )
+
+    async def start(self) -> str:
+        loop = asyncio.get_running_loop()
+        self.session_dir.mkdir(parents=True, exist_ok=True)
+        if self.mode == MODE_UNIX:
+            marker = self.session_dir / "stream.sock"
+            sock_path, indirect = unix_socket_location(marker, self.runtime_dir)
+            if indirect:
+                ensure_private_dir(self.runtime_dir)
+            sock = bind_unix_socket(sock_path)
+            self.files.append(sock_path)
+            try:
+                self.server = await loop.create_unix_server(self._factory, sock=sock, backlog=128)
+            except BaseException:
+                sock.close()
+                self._remove_files()
+                raise
+            if indirect:
+                with contextlib.suppress(FileNotFoundError):
+                    marker.unlink()
+                write_file_atomic(marker, str(sock_path), 0o600)
+                self.files.append(marker)
+            self.endpoint = str(sock_path)
+        elif self.mode == MODE_TCP:
+            host, _, port = self.tcp_addr.rpartition(":")
+            host = host.strip("[]")
+            self.server = await loop.create_server(
+                self._factory, host, int(port), reuse_address=True, backlog=128
+            )
+            addr = self.server.sockets[0].getsockname()
+            self.endpoint = f"{addr[0]}:{addr[1]}"
+            marker = self.session_dir / "stream.tcp"
+            write_file_atomic(marker, self.endpoint)
+            self.files.append(marker)
+        elif self.mode == MODE_PIPE:
+            if not is_windows():
+                raise ProtocolError("IPC mode PIPE is only available on Windows")
+            raise NotImplementedError(f"named pipe endpoints ({pipe_name(self.session_dir)})")
+        else:
+            raise ProtocolError(f"unknown IPC mode {self.mode}")
+        return self.endpoint
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self._remove_files()
+
+    def _remove_files(self) -> None:
+        for f in self.files:
+            with contextlib.suppress(OSError):
+                f.unlink()
+        self.files = []
+
+
+class EndpointRegistry:
+    """Files of live endpoints, kept in `ROOT/.hotlink/endpoints.json` (a 0700 dir).
+
+    Rewritten when a session opens or closes (never on the data path). On start,
+    `clean_stale()` removes what a previous agent that died without cleanup left.
+    Only socket files and marker files with endpoint names are ever removed.
+    """
+
+    NAMES = ("stream.sock", "stream.tcp", "stream.pipe")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files: set[str] = set()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def go_async(self) -> None:
+        """From now on, save in one worker thread (in order), off the event loop."""
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hotlink-registry")
+
+    def go_sync(self) -> None:
+        """Wait for pending saves and save synchronously again (shutdown)."""
+        ex, self._executor = self._executor, None
+        if ex is not None:
+            ex.shutdown(wait=True)
+        self._save()
+
+    def clean_stale(self) -> list[str]:
+        removed: list[str] = []
+        try:
+            old = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            old = []
+        for name in old if isinstance(old, list) else []:
+            p = Path(str(name))
+            if p.name not in self.NAMES and not p.name.endswith(".sock"):
+                continue
+            with contextlib.suppress(OSError):
+                st = os.lstat(p)
+                if stat.S_ISSOCK(st.st_mode) or stat.S_ISREG(st.st_mode):
+                    p.unlink()
+                    removed.append(str(p))
+        self._save()
+        return removed
+
+    def add(self, files: list[Path]) -> None:
+        self.files.update(str(f) for f in files)
+        self._save()
+
+    def remove(self, files: list[Path]) -> None:
+        self.files.difference_update(str(f) for f in files)
+        self._save()
+
+    def _save(self) -> None:
+        text = json.dumps(sorted(self.files))
+        if self._executor is not None:
+            self._executor.submit(self._write, text)
+        else:
+            self._write(text)
+
+    def _write(self, text: str) -> None:
+        try:
+            write_file_atomic(self.path, text, 0o600)
+        except OSError as exc:
+            log.warning("cannot record endpoints in %s: %s", self.path, exc)

@@ -1,0 +1,282 @@
+"""The WebSocket relay link: one connection to the relay, reconnected with backoff.
+
+Built on `websockets.asyncio.client.connect` (websockets 17) with a connection
+subclass that hands every complete message to the listener synchronously from the
+protocol callback (`process_event`) instead of going through `recv()`: no task
+switch, no per-message await on the receive path. Sends are synchronous too
+(`protocol.send_binary` + `send_data`), with the write buffer's pause/resume
+callbacks exposed as `writable` / `on_writable` for back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from hotlink.wire.envelope import HDR_ENCODING, HDR_ENCODINGS, decode, encode
+from hotlink.wire.errors import ProtocolError
+from hotlink.wire.messages import Message
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+from websockets.frames import Opcode
+from websockets.protocol import State
+
+from .transport import LinkDown, LinkState, Transport, TransportListener
+
+log = logging.getLogger("hotlink.agent.link")
+
+EVENTS_PATH = "/api/v1/events"
+
+
+class Backoff:
+    """Exponential backoff with "equal jitter": delay in [d/2, d], d = min(max, base*2^n)."""
+
+    def __init__(
+        self, initial: float, maximum: float, rng: Callable[[], float] = random.random
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng
+
+    def next_delay(self) -> float:
+        d = min(self.maximum, self.initial * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return d / 2 + self._rng() * d / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def events_url(server: str) -> str:
+    parts = urlsplit(server)
+    if parts.path in ("", "/"):
+        return server.rstrip("/") + EVENTS_PATH
+    return server
+
+
+class _HotConnection(ClientConnection):
+    """Delivers whole messages to `handler` from the protocol callback."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handler: Callable[[bytes | str], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
+        self._early: list[bytes | str] = []
+        self._frag_op: Opcode | None = None
+        self._frag: list[bytes] = []
+
+    def set_handler(self, handler: Callable[[bytes | str], None]) -> None:
+        self.handler = handler
+        early, self._early = self._early, []
+        for m in early:
+            handler(m)
+
+    def process_event(self, event: Any) -> None:
+        if self.response is None:
+            super().process_event(event)
+            return
+        op = event.opcode
+        if op is Opcode.BINARY or op is Opcode.TEXT:
+            data = event.data
+            if event.fin:
+                self._dispatch(op, data if type(data) is bytes else bytes(data))
+            else:
+                self._frag_op = op
+                self._frag = [bytes(data)]
+        elif op is Opcode.CONT:
+            self._frag.append(bytes(event.data))
+            if event.fin and self._frag_op is not None:
+                data, op = b"".join(self._frag), self._frag_op
+                self._frag, self._frag_op = [], None
+                self._dispatch(op, data)
+        else:
+            super().process_event(event)
+
+    def _dispatch(self, op: Opcode, data: bytes) -> None:
+        msg: bytes | str = data
+        if op is Opcode.TEXT:
+            try:
+                msg = data.decode()
+            except UnicodeDecodeError:
+                return  # the protocol layer already fails invalid UTF-8 text frames
+        h = self.handler
+        if h is None:
+            self._early.append(msg)
+        else:
+            h(msg)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        cb = self.on_resume
+        if cb is not None:
+            cb()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, InvalidStatus):
+        return f"relay refused the connection: HTTP {exc.response.status_code}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class WsLink(Transport):
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        *,
+        max_message: int,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 5.0,
+        write_limit: int = 1 << 20,
+        open_timeout: float = 10.0,
+    ) -> None:
+        self.url = events_url(server)
+        self._token = token
+        self.max_message = max_message
+        self.backoff = Backoff(backoff_initial, backoff_max)
+        self.write_limit = write_limit
+        self.open_timeout = open_timeout
+        self.state = LinkState.DOWN
+        self.since_ns = time.time_ns()
+        self.last_error = ""
+        self.reconnects = 0
+        self.encoding = ""
+        self._listener: TransportListener | None = None
+        self._conn: _HotConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._ids = itertools.count(1)
+        self._id_prefix = format(random.getrandbits(24), "x") + "-"
+        self._bad_messages = 0
+
+    def set_listener(self, listener: TransportListener) -> None:
+        self._listener = listener
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="hotlink-link")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    @property
+    def writable(self) -> bool:
+        c = self._conn
+        return c is not None and not c.paused and self.state is LinkState.UP
+
+    def send(self, msg: Message, id: str | None = None) -> str:
+        c = self._conn
+        if c is None or self.state is not LinkState.UP or c.protocol.state is not State.OPEN:
+            raise LinkDown("relay link is down")
+        mid = id if id is not None else self._id_prefix + format(next(self._ids), "x")
+        data = encode(msg, mid)  # a ProtocolError here is the caller's problem
+        try:
+            c.protocol.send_binary(data)
+            c.send_data()
+        except Exception as exc:  # the connection is going away under us
+            raise LinkDown(f"relay link is closing: {exc}") from None
+        return mid
+
+    def _set_state(self, state: LinkState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.since_ns = time.time_ns()
+
+    async def _run(self) -> None:
+        listener = self._listener
+        assert listener is not None, "set_listener() first"
+        connected_before = False
+        while not self._stopping:
+            self._set_state(LinkState.CONNECTING)
+            try:
+                conn = await connect(
+                    self.url,
+                    additional_headers={
+                        "Authorization": f"Bearer {self._token}",
+                        HDR_ENCODINGS: "msgpack,json",
+                    },
+                    compression=None,
+                    max_size=self.max_message,
+                    create_connection=_HotConnection,
+                    open_timeout=self.open_timeout,
+                    ping_interval=20,
+                    ping_timeout=20,
+                    close_timeout=2,
+                    write_limit=self.write_limit,
+                    proxy=None,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = _describe(exc)
+                self._set_state(LinkState.DOWN)
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "relay %s unreachable (%s); retry in %.2fs", self.url, self.last_error, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            assert isinstance(conn, _HotConnection)
+            sock = conn.transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.encoding = conn.response.headers.get(HDR_ENCODING, "") if conn.response else ""
+            self._conn = conn
+            self.backoff.reset()
+            if connected_before:
+                self.reconnects += 1
+            connected_before = True
+            self._set_state(LinkState.UP)
+            log.info("link up: %s (encoding %s)", self.url, self.encoding or "?")
+            conn.on_resume = listener.on_writable
+            try:
+                listener.on_link_up()
+            except Exception:
+                log.exception("on_link_up failed")
+            conn.set_handler(self._on_raw)
+            try:
+                await conn.wait_closed()
+            finally:
+                reason = f"closed: code {conn.close_code} {conn.close_reason or ''}".strip()
+                self._conn = None
+                self._set_state(LinkState.DOWN)
+                self.last_error = reason
+            log.warning("link down: %s", reason)
+            try:
+                listener.on_link_down(reason)
+            except Exception:
+                log.exception("on_link_down failed")
+            if not self._stopping:
+                await asyncio.sleep(self.backoff.next_delay())
+
+    def _on_raw(self, data: bytes | str) -> None:
+        try:
+            env = decode(data, self.max_message)
+        except ProtocolError as exc:
+            self._bad_messages += 1
+            if self._bad_messages <= 10 or self._bad_messages % 1000 == 0:
+                log.warning("undecodable message from relay (#%d): %s", self._bad_messages, exc)
+            return
+        listener = self._listener
+        assert listener is not None
+        try:
+            listener.on_message(env)
+        except Exception:
+            log.exception("error handling %s from relay", type(env.msg).__name__)
