@@ -20,7 +20,6 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,15 @@ ACL_FILE = "syft.pub.yaml"
 EVERYONE = "*"
 #: ACL files larger than this are refused (they are tiny in practice).
 MAX_ACL_BYTES = 256 * 1024
+#: Rules per file and user entries per file (all lists together). YAML aliases let a
+#: small file repeat a big list many times (`[*r, *r, ...]`): without these caps a
+#: 256 KiB file meant ~10^8 email checks, minutes of a stalled event loop.
+MAX_RULES = 1024
+MAX_ENTRIES = 16384
 _CACHE_LIMIT = 1 << 16
+#: libyaml's safe loader when built in: ~6x faster than the pure-Python one, and an ACL
+#: upload is parsed on the relay's event loop (a 256 KiB file took ~1 s in Python).
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Access(enum.IntEnum):
@@ -50,37 +57,81 @@ class AclError(ProtocolError):
     """An ACL file that cannot be parsed or validated; the message says where and why."""
 
 
-def _glob_segment(seg: str) -> str:
-    out = []
-    for ch in seg:
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
+def _segment_match(pat: str, seg: str) -> bool:
+    """`*`/`?` glob within one path segment, O(len(pat) * len(seg)) at worst.
+
+    Greedy matching that backtracks only to the last `*` (the classic wildcard
+    algorithm). A backtracking regex would be exponential in the number of `*`s:
+    `*a*a*a*a*b` against 200 `a`s took seconds, and ACL patterns come from users.
+    """
+    if "*" not in pat and "?" not in pat:
+        return pat == seg
+    p = s = 0
+    star = -1
+    mark = 0
+    np, ns = len(pat), len(seg)
+    while s < ns:
+        if p < np and (pat[p] == "?" or pat[p] == seg[s]):
+            p += 1
+            s += 1
+        elif p < np and pat[p] == "*":
+            star, mark = p, s
+            p += 1
+        elif star >= 0:
+            p = star + 1
+            mark += 1
+            s = mark
         else:
-            out.append(re.escape(ch))
-    return "".join(out).replace("[^/]*[^/]*", "[^/]*")
+            return False
+    while p < np and pat[p] == "*":
+        p += 1
+    return p == np
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a rule pattern; it matches paths relative to the yaml's folder."""
-    segs = pattern.split("/")
-    out = []
-    last = len(segs) - 1
-    for i, seg in enumerate(segs):
-        if seg == "**":
-            if i == last:
-                # `a/**` also matches `a` itself; a lone `**` matches everything.
-                out.append(".*")
+class Glob:
+    """A compiled rule pattern, matched against paths relative to the yaml's folder.
+
+    Same algorithm one level up: `**` is the "star" over whole segments, every other
+    pattern segment matches exactly one path segment. Worst case is polynomial in the
+    (bounded) pattern and path lengths, never exponential.
+    """
+
+    __slots__ = ("pattern", "segs")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.segs = tuple(pattern.split("/"))
+
+    def fullmatch(self, rel: str) -> bool:
+        pats = self.segs
+        if pats == ("**",):
+            return True
+        segs = rel.split("/")
+        p = s = 0
+        star = -1
+        mark = 0
+        np, ns = len(pats), len(segs)
+        while s < ns:
+            if p < np and pats[p] == "**":
+                star, mark = p, s
+                p += 1
+            elif p < np and _segment_match(pats[p], segs[s]):
+                p += 1
+                s += 1
+            elif star >= 0:
+                p = star + 1
+                mark += 1
+                s = mark
             else:
-                out.append("(?:[^/]+/)*")
-        else:
-            out.append(_glob_segment(seg) + ("" if i == last else "/"))
-    rx = "".join(out)
-    if len(segs) > 1 and segs[-1] == "**":
-        # turn `prefix/.*` into `prefix(?:/.*)?`
-        rx = rx[: -len("/.*")] + "(?:/.*)?"
-    return re.compile(rx, re.DOTALL)
+                return False
+        while p < np and pats[p] == "**":
+            p += 1
+        return p == np
+
+
+def glob_to_regex(pattern: str) -> Glob:
+    """Compile a rule pattern (kept name; returns a `Glob` with `fullmatch`)."""
+    return Glob(pattern)
 
 
 @dataclass(slots=True, frozen=True)
@@ -89,7 +140,7 @@ class Rule:
     read: frozenset[str]
     write: frozenset[str]
     admin: frozenset[str]
-    regex: re.Pattern[str] = field(compare=False, repr=False)
+    regex: Glob = field(compare=False, repr=False)
 
     def allows(self, user: str, access: Access) -> bool:
         if access is Access.READ:
@@ -117,11 +168,14 @@ class AclFile:
 DENY_ALL = AclFile(rules=(), terminal=True)
 
 
-def _users(v: Any, where: str) -> frozenset[str]:
+def _users(v: Any, where: str, budget: list[int]) -> frozenset[str]:
     if v is None:
         return frozenset()
     if not isinstance(v, list):
         raise AclError(f"{where}: must be a list of emails or '*', got {type(v).__name__}")
+    budget[0] -= len(v)
+    if budget[0] < 0:
+        raise AclError(f"{where}: more than {MAX_ENTRIES} user entries in the file")
     out = set()
     for u in v:
         if not isinstance(u, str):
@@ -135,7 +189,7 @@ def _users(v: Any, where: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _rule(i: int, raw: Any) -> Rule:
+def _rule(i: int, raw: Any, budget: list[int]) -> Rule:
     where = f"rules[{i}]"
     if not isinstance(raw, dict):
         raise AclError(f"{where}: must be a mapping with 'pattern' and 'access'")
@@ -159,9 +213,9 @@ def _rule(i: int, raw: Any) -> Rule:
         raise AclError(f"{where}.access: unknown keys {sorted(map(str, unknown))}")
     return Rule(
         pattern=pattern,
-        read=_users(access.get("read"), f"{where}.access.read"),
-        write=_users(access.get("write"), f"{where}.access.write"),
-        admin=_users(access.get("admin"), f"{where}.access.admin"),
+        read=_users(access.get("read"), f"{where}.access.read", budget),
+        write=_users(access.get("write"), f"{where}.access.write", budget),
+        admin=_users(access.get("admin"), f"{where}.access.admin", budget),
         regex=glob_to_regex(pattern),
     )
 
@@ -171,7 +225,7 @@ def parse_acl(data: bytes | str) -> AclFile:
     if len(data) > MAX_ACL_BYTES:
         raise AclError(f"ACL file larger than {MAX_ACL_BYTES} bytes")
     try:
-        doc = yaml.safe_load(data)
+        doc = yaml.load(data, Loader=_LOADER)  # a safe loader (C or Python)
     except yaml.YAMLError as exc:
         raise AclError(f"invalid YAML: {exc}") from None
     except (ValueError, TypeError, RecursionError, UnicodeDecodeError) as exc:
@@ -191,7 +245,10 @@ def parse_acl(data: bytes | str) -> AclFile:
         rules = []
     if not isinstance(rules, list):
         raise AclError("'rules' must be a list")
-    return AclFile(rules=tuple(_rule(i, r) for i, r in enumerate(rules)), terminal=terminal)
+    if len(rules) > MAX_RULES:
+        raise AclError(f"more than {MAX_RULES} rules")
+    budget = [MAX_ENTRIES]
+    return AclFile(rules=tuple(_rule(i, r, budget) for i, r in enumerate(rules)), terminal=terminal)
 
 
 def is_acl_path(path: str) -> bool:

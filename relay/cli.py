@@ -10,10 +10,12 @@ import os
 import re
 import signal
 import sys
+from typing import Any
 
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 
 from .auth import AuthError, load_or_create_secret, mint_token
+from .router import Limits
 
 _SIZE = re.compile(r"(\d+)\s*([kKmMgG]i?[bB]?|[bB])?")
 _MULT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -28,6 +30,19 @@ def parse_size(text: str) -> int:
     if n < 1024:
         raise argparse.ArgumentTypeError("size must be at least 1024 bytes")
     return n
+
+
+def _non_negative(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+        return v
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +80,46 @@ def build_parser() -> argparse.ArgumentParser:
         "with code 1009 (default 16MiB)",
     )
     s.add_argument(
+        "--max-queue",
+        type=parse_size,
+        default=None,
+        metavar="BYTES",
+        help="bound of each connection's send queue; a client that lets it fill up "
+        "(reads too slowly) is closed with code 1008 (default max(64MiB, 4 x --max-message))",
+    )
+    d = Limits()
+    s.add_argument(
+        "--max-sessions-per-user",
+        type=_non_negative(int),
+        default=d.max_sessions_per_user,
+        metavar="N",
+        help="live sessions one user may send at once; an open over it gets "
+        "Reject 'too many sessions' (default %(default)s; 0 = unlimited)",
+    )
+    s.add_argument(
+        "--open-rate",
+        type=_non_negative(float),
+        default=d.open_rate,
+        metavar="PER_SEC",
+        help="opens per second per connection (token bucket refill); an open over "
+        "it gets Reject 'rate limited', the connection stays (default %(default)s; 0 = off)",
+    )
+    s.add_argument(
+        "--open-burst",
+        type=_non_negative(int),
+        default=d.open_burst,
+        metavar="N",
+        help="token bucket size for --open-rate (default %(default)s)",
+    )
+    s.add_argument(
+        "--idle-timeout",
+        type=_non_negative(float),
+        default=d.idle_timeout,
+        metavar="SECONDS",
+        help="a session with no data or control message for this long is closed: "
+        "Close 'idle timeout' to its sender and readers (default %(default)s; 0 = never)",
+    )
+    s.add_argument(
         "--log-level",
         default=os.environ.get("HOTLINK_LOG_LEVEL", "INFO"),
         type=str.upper,
@@ -86,7 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
 async def _serve(args: argparse.Namespace) -> int:
     from .server import RelayServer, format_url
 
-    server = RelayServer(args.data, args.host, args.port, args.max_message)
+    limits = Limits(
+        max_sessions_per_user=args.max_sessions_per_user,
+        open_rate=args.open_rate,
+        open_burst=args.open_burst,
+        idle_timeout=args.idle_timeout,
+    )
+    server = RelayServer(
+        args.data, args.host, args.port, args.max_message, args.max_queue, limits=limits
+    )
     host, port = await server.start()
     print(f"hotlink-relay listening on {format_url(host, port)}", flush=True)
     stop = asyncio.Event()

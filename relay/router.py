@@ -6,15 +6,22 @@ so every protocol rule is unit-testable; the asyncio adapter (`server.py`) only 
 bytes.
 
 Hot path (`HotlinkData`): one dict lookup, an identity check of the sender
-connection, the path check, one integer compare of the ACL generation, and one
-`Outgoing` per accepted reader sharing the same message object (the adapter encodes it
-once per encoding). ACL files are evaluated only when the generation changed.
+connection, the path check, one integer compare of the ACL generation, one attribute
+store of the coarse clock (idle tracking), and one `Outgoing` per accepted reader
+sharing the same message object (the adapter encodes it once per encoding). ACL files
+are evaluated only when the generation changed.
+
+Limits (`Limits`, docs/reliability.md): live sessions per user, an open-rate token
+bucket per connection, and an idle timeout applied by `expire(now)`, which the adapter
+calls periodically. Time enters only through `clock` (non-hot paths) and `expire(now)`;
+the data path reads `self.now`, a clock value refreshed by those calls.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -54,8 +61,25 @@ FORBIDDEN = 403
 NOT_FOUND = 404
 TOO_LARGE = 413
 
+REASON_TOO_MANY_SESSIONS = "too many sessions"
+REASON_RATE_LIMITED = "rate limited"
+REASON_IDLE = "idle timeout"
+
 #: Message types a client may send that need no answer.
 _IGNORED = frozenset({System.TYP, Ack.TYP, Nack.TYP, Error.TYP})
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    """Per-user and per-connection limits; 0 disables a limit."""
+
+    #: live sessions one user may send at once (over it: Reject "too many sessions")
+    max_sessions_per_user: int = 256
+    #: token bucket of opens per connection: refill rate (per second) and burst size
+    open_rate: float = 100.0
+    open_burst: int = 200
+    #: seconds without data or control on a session before `expire` closes it
+    idle_timeout: float = 600.0
 
 
 class Outgoing(NamedTuple):
@@ -74,6 +98,12 @@ class Conn:
     reading: set[str] = field(default_factory=set)
     #: sessions whose Open this connection was sent
     offered: set[str] = field(default_factory=set)
+    #: open-rate token bucket: tokens left and when they were last refilled
+    tokens: float = 0.0
+    refilled: float = 0.0
+    #: set when an open was rate limited: the adapter should not read this
+    #: connection's next frame before this clock value (backpressure on the flooder)
+    pause_until: float = 0.0
 
 
 @dataclass(slots=True, eq=False)
@@ -93,6 +123,8 @@ class Session:
     deliver: tuple[int, ...] = ()
     #: `path + "/"`, precomputed for the data-path containment check
     prefix: str = ""
+    #: `Router.now` at the last data or control message of the session
+    last_activity: float = 0.0
 
     def set_readers(self) -> None:
         self.deliver = tuple(self.readers)
@@ -101,13 +133,26 @@ class Session:
 class Router:
     """All relay state and rules; see design.md "Relay protocol decisions"."""
 
-    def __init__(self, acl: AclIndex, store: Store, version: str = VERSION) -> None:
+    def __init__(
+        self,
+        acl: AclIndex,
+        store: Store,
+        version: str = VERSION,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.acl = acl
         self.store = store
         self.version = version
+        self.limits = limits or Limits()
+        self.clock = clock
+        #: coarse clock for idle tracking; refreshed by non-hot paths and `expire`
+        self.now = clock()
         self.conns: dict[int, Conn] = {}
         self.by_user: dict[str, set[int]] = {}
         self.sessions: dict[str, Session] = {}
+        #: live sessions per sending user (for `max_sessions_per_user`)
+        self.sending_count: dict[str, int] = {}
 
     # ----------------------------------------------------------------- connections
 
@@ -116,7 +161,8 @@ class Router:
         it may read."""
         if conn_id in self.conns:
             raise ValueError(f"connection {conn_id} already registered")
-        conn = Conn(conn_id, user)
+        self.now = self.clock()
+        conn = Conn(conn_id, user, tokens=float(self.limits.open_burst), refilled=self.now)
         self.conns[conn_id] = conn
         self.by_user.setdefault(user, set()).add(conn_id)
         out = [Outgoing(conn_id, System(self.version, "ok"))]
@@ -201,6 +247,7 @@ class Router:
                     Error(FORBIDDEN, msg.path, f"not the sender of session {msg.sid!r}"),
                 )
             ]
+        s.last_activity = self.now
         pth = msg.path
         if pth and pth != s.path and not (pth.startswith(s.prefix) and self._valid(pth)):
             log.info("data for %s with path %r outside the session, dropped", s.sid, pth)
@@ -228,6 +275,9 @@ class Router:
 
     def _open(self, conn: Conn, mid: str, m: HotlinkOpen) -> list[Outgoing]:
         user = conn.user
+        self.now = now = self.clock()
+        if not self._take_token(conn, now):
+            return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_RATE_LIMITED))]
         if not m.sid or len(m.sid) > MAX_SID:
             return [Outgoing(conn.id, Error(BAD_REQUEST, m.path, "bad session id"))]
         try:
@@ -255,11 +305,18 @@ class Router:
                 if old is not None:
                     old.sending.discard(s.sid)
                 s.sender_conn = conn.id
+                s.last_activity = now
                 conn.sending.add(s.sid)
         if s is None:
+            cap = self.limits.max_sessions_per_user
+            if cap and self.sending_count.get(user, 0) >= cap:
+                log.info("user %s: open of %s refused, %d live sessions", user, m.sid, cap)
+                return [*out, Outgoing(conn.id, HotlinkReject(m.sid, REASON_TOO_MANY_SESSIONS))]
             s = Session(m.sid, m.path, user, conn.id, m.to, gen=self.acl.generation)
             s.prefix = m.path + "/"
+            s.last_activity = now
             self.sessions[m.sid] = s
+            self.sending_count[user] = self.sending_count.get(user, 0) + 1
             conn.sending.add(m.sid)
         out.append(Outgoing(conn.id, Ack(mid)))
         targets: Iterable[str] = (m.to,) if m.to else list(self.by_user)
@@ -280,6 +337,7 @@ class Router:
             return []
         if (s.to and user != s.to) or not self.acl.can(user, s.path, Access.READ):
             return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
+        s.last_activity = self.now = self.clock()
         if conn.id in s.readers:  # idempotent per connection
             return [Outgoing(conn.id, Ack(mid))]
         s.readers[conn.id] = user
@@ -311,6 +369,7 @@ class Router:
         if conn.user == s.sender:
             return self._end(s, m.reason, notify_sender=False)
         if s.readers.pop(conn.id, None) is not None:  # a reader leaves its leg
+            s.last_activity = self.now = self.clock()
             s.set_readers()
             conn.reading.discard(s.sid)
             return [Outgoing(s.sender_conn, HotlinkClose(s.sid, m.reason, conn.user))]
@@ -331,6 +390,11 @@ class Router:
     def _end(self, s: Session, reason: str, *, notify_sender: bool) -> list[Outgoing]:
         """Remove a session; everyone who was offered it (readers included) is told."""
         del self.sessions[s.sid]
+        n = self.sending_count.get(s.sender, 0) - 1
+        if n > 0:
+            self.sending_count[s.sender] = n
+        else:
+            self.sending_count.pop(s.sender, None)
         out: list[Outgoing] = []
         for cid in s.offered | s.readers.keys():
             c = self.conns.get(cid)
@@ -371,6 +435,33 @@ class Router:
         for cid, c in self.conns.items():
             if cid not in s.offered and self._may_offer(s, c.user):
                 out.append(self._offer(s, c))
+        return out
+
+    def _take_token(self, conn: Conn, now: float) -> bool:
+        """Open-rate token bucket of one connection."""
+        rate, burst = self.limits.open_rate, max(1, self.limits.open_burst)
+        if rate <= 0:
+            return True
+        conn.tokens = min(float(burst), conn.tokens + (now - conn.refilled) * rate)
+        conn.refilled = now
+        if conn.tokens < 1.0:
+            conn.pause_until = now + (1.0 - conn.tokens) / rate
+            return False
+        conn.tokens -= 1.0
+        return True
+
+    def expire(self, now: float) -> list[Outgoing]:
+        """Periodic tick: refresh the coarse clock and close sessions idle for longer
+        than `idle_timeout` (Close "idle timeout" to the sender and every reader)."""
+        self.now = now
+        idle = self.limits.idle_timeout
+        if idle <= 0:
+            return []
+        cutoff = now - idle
+        out: list[Outgoing] = []
+        for s in [s for s in self.sessions.values() if s.last_activity < cutoff]:
+            log.info("session %s of %s closed: idle for %.0f s", s.sid, s.sender, idle)
+            out += self._end(s, REASON_IDLE, notify_sender=True)
         return out
 
     def recheck_all(self) -> list[Outgoing]:

@@ -18,6 +18,7 @@ import http
 import itertools
 import logging
 import os
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from websockets.http11 import Request, Response
 
 from .acl import AclIndex
 from .auth import AuthError, bearer_token, load_or_create_secret, verify_token
-from .router import Outgoing, Router
+from .router import Conn, Limits, Outgoing, Router
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class RelayServer:
         port: int = 8080,
         max_message: int = DEFAULT_MAX_MESSAGE,
         max_queue_bytes: int | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -137,13 +139,15 @@ class RelayServer:
         self.secret = load_or_create_secret(data_dir)
         self.store = Store(data_dir)
         self.acl = AclIndex.load(self.store.root)
-        self.router = Router(self.acl, self.store)
+        self.limits = limits or Limits()
+        self.router = Router(self.acl, self.store, limits=self.limits)
         self.peers: dict[int, Peer] = {}
         self._pending: weakref.WeakKeyDictionary[ServerConnection, _Pending] = (
             weakref.WeakKeyDictionary()
         )
         self._ids = itertools.count(1)
         self._server: Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ handshake
 
@@ -192,6 +196,7 @@ class RelayServer:
         closed: ConnectionClosed | None = None
         try:
             self._dispatch(router.connect(cid, peer.user))
+            rconn = router.conns[cid]
             async for frame in ws:
                 try:
                     env = decode(frame, self.max_message)
@@ -207,6 +212,8 @@ class RelayServer:
                     log.exception("conn %d: internal error handling typ %d", cid, env.typ)
                     out = router.bad_frame(cid, ProtocolError("internal error"))
                 self._dispatch(out)
+                if rconn.pause_until:  # rate limited: stop reading until a token is due
+                    await self._pause(rconn)
         except ConnectionClosed as exc:
             closed = exc
         finally:
@@ -227,6 +234,16 @@ class RelayServer:
                 log.warning("conn %d (%s): closed, message too big: %s", cid, peer.user, reason)
             else:
                 log.info("conn %d (%s): disconnected (%s %s)", cid, peer.user, code, reason)
+
+    @staticmethod
+    async def _pause(rconn: Conn) -> None:
+        """Not reading a flooding connection lets its socket buffers fill, so the
+        flooder is slowed by TCP instead of costing us a decode and a Reject per
+        frame."""
+        delay = rconn.pause_until - time.monotonic()
+        rconn.pause_until = 0.0
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     def _dispatch(self, out: list[Outgoing]) -> None:
         """Encode and queue; one encoding per (message, encoding) in the batch."""
@@ -267,13 +284,36 @@ class RelayServer:
         )
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
+        self._ticker = asyncio.create_task(self._tick(), name="relay-tick")
         return host, port
+
+    @property
+    def tick_interval(self) -> float:
+        """How often `Router.expire` runs: a tenth of the idle timeout, within
+        [0.05, 1] s. It is also the resolution of the data path's idle clock."""
+        idle = self.limits.idle_timeout
+        return 1.0 if idle <= 0 else min(1.0, max(0.05, idle / 10))
+
+    async def _tick(self) -> None:
+        """Drive the router's clock and idle expiry (the router never reads time on
+        the data path)."""
+        interval = self.tick_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._dispatch(self.router.expire(time.monotonic()))
+            except Exception:
+                log.exception("internal error in the periodic tick")
 
     async def serve_forever(self) -> None:
         assert self._server is not None
         await self._server.serve_forever()
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

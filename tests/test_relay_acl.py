@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from hotlink.relay.acl import (
     glob_to_regex,
     parse_acl,
 )
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 A = "alice@example.org"
@@ -162,6 +164,53 @@ def test_glob(pattern: str, yes: list[str], no: list[str]) -> None:
         assert not rx.fullmatch(p), (pattern, p)
 
 
+def _regex_oracle(pattern: str) -> re.Pattern[str]:
+    """The former regex translation: exact semantics, exponential worst case."""
+
+    def seg(s: str) -> str:
+        return "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in s)
+
+    segs = pattern.split("/")
+    out = []
+    for i, sg in enumerate(segs):
+        last = i == len(segs) - 1
+        if sg == "**":
+            out.append(".*" if last else "(?:[^/]+/)*")
+        else:
+            out.append(seg(sg) + ("" if last else "/"))
+    rx = "".join(out)
+    if len(segs) > 1 and segs[-1] == "**":
+        rx = rx[: -len("/.*")] + "(?:/.*)?"
+    return re.compile(rx, re.DOTALL)
+
+
+_GSEG = st.text("ab*?", min_size=1, max_size=4) | st.just("**")
+_PSEG = st.text("ab", min_size=1, max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_GSEG, min_size=1, max_size=4), st.lists(_PSEG, min_size=0, max_size=5))
+def test_glob_matches_regex_semantics(pat: list[str], path: list[str]) -> None:
+    # the old translation mangled a trailing `**/**` (matched nothing sensible)
+    assume(pat[-2:] != ["**", "**"])
+    pattern, rel = "/".join(pat), "/".join(path)
+    assert glob_to_regex(pattern).fullmatch(rel) == bool(_regex_oracle(pattern).fullmatch(rel))
+
+
+def test_glob_no_catastrophic_backtracking() -> None:
+    """A user-written pattern must not stall the relay's event loop (ReDoS)."""
+    t0 = time.perf_counter()
+    for pattern, rel in [
+        ("*a*a*a*a*a*b", "a" * 4000),
+        ("*" * 40 + "x", "a" * 4000),
+        ("**/" * 40 + "x", "/".join("a" * 2000)),
+        ("**/*a*a*a*b/**/" * 8 + "z", "/".join(["a" * 60] * 60)),
+    ]:
+        assert not glob_to_regex(pattern).fullmatch(rel)
+    assert glob_to_regex("**/**").fullmatch("a/b") and glob_to_regex("a/**/**").fullmatch("a")
+    assert time.perf_counter() - t0 < 2.0
+
+
 # ------------------------------------------------------------------------ parser
 
 
@@ -241,3 +290,15 @@ def test_load_from_disk_and_broken_file_fails_closed(tmp_path: Path) -> None:
     assert idx.get_file(f"{A}/pub") is DENY_ALL
     assert not idx.can(B, f"{A}/pub/x", Access.READ)  # broken file: owner only
     assert idx.can(A, f"{A}/pub/x", Access.WRITE)
+
+
+def test_alias_bomb_refused_quickly() -> None:
+    """YAML aliases repeating a big list: refused by the entry/rule caps, not evaluated
+    for minutes on the relay's event loop."""
+    users = ",".join(f"u{i}@x.io" for i in range(3000))
+    head = f"rules: [&r {{pattern: '**', access: {{read: &u [{users}], write: *u}}}},"
+    t0 = time.perf_counter()
+    for n in (10, 5000):
+        with pytest.raises(AclError, match="more than"):
+            parse_acl(head + ",".join(["*r"] * n) + "]")
+    assert time.perf_counter() - t0 < 5.0
