@@ -20,6 +20,7 @@ from hotlink.v1 import agent_pb2 as pb
 
 from . import bench as bench_mod
 from . import devstack, output
+from . import trace as trace_mod
 from .client import AgentClient, Stream, default_control_socket
 from .errors import (
     EXIT_CODES_HELP,
@@ -640,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="use the running devstack in DIR instead of starting one")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    trace_mod.register(add)
     return ap
 
 
