@@ -171,10 +171,156 @@ def _loads(text: str | bytes) -> Any:
         raise ProtocolError(f"invalid JSON: {exc}") from None
 
 
+# --------------------------------------------------------------------- data fast path
+#
+# A HotlinkData frame in the layout `encode()` writes (and the reference's encoders:
+# keys in struct order) is decoded by reading its msgpack bytes in place instead of
+# `unpackb` twice (outer map, then `dat`) plus `_norm`/`from_dat`: no intermediate
+# dicts, and the payload is copied once (or not at all with `view=True`). Anything
+# else (other key order, extra keys, other value types, trailing bytes) returns None
+# and takes the generic path, so the result, or the error, is always the generic
+# decoder's.
+
+_STR_WIDE = {0xD9: 1, 0xDA: 2, 0xDB: 4}
+_BIN_WIDE = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_UINT_WIDE = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_OUTER3 = b"\x83\xa2id"
+_OUTER4 = b"\x84\xa2id"
+_K_TYP_DATA = b"\xa3typ" + bytes([HotlinkData.TYP])
+_FROM = int.from_bytes
+
+
+def _fast_data(frame: bytes, view: bool) -> Envelope | None:
+    """`{id, typ: 12, [tpc], dat: bin{sid, seq, pth, [etg], [pay]}}`, else None."""
+    head = frame[4:8]
+    if (head != _OUTER3 and head != _OUTER4) or frame[:4] != PREFIX:
+        return None
+    try:
+        b = frame[8]  # id: a fixstr (ours are 8-14 characters)
+        if b & 0xE0 != 0xA0:
+            return None
+        pos = 9 + (b & 0x1F)
+        mid = frame[9:pos].decode()
+        if frame[pos : pos + 5] != _K_TYP_DATA:
+            return None
+        pos += 5
+        tpc = ""
+        if head == _OUTER4:
+            if frame[pos : pos + 4] != _K_TPC:
+                return None
+            b = frame[pos + 4]
+            if b & 0xE0 == 0xA0:
+                s0 = pos + 5
+                pos = s0 + (b & 0x1F)
+            elif b == 0xD9:
+                s0 = pos + 6
+                pos = s0 + frame[pos + 5]
+            else:
+                return None
+            tpc = frame[s0:pos].decode()
+        if frame[pos : pos + 4] != _K_DAT:
+            return None
+        w = _BIN_WIDE.get(frame[pos + 4])
+        if w is None:
+            return None
+        d0 = pos + 5 + w
+        end = d0 + _FROM(frame[pos + 5 : d0], "big")
+        if end != len(frame):
+            return None
+        # dat
+        b = frame[d0]
+        if b & 0xF0 != 0x80 or frame[d0 + 1 : d0 + 5] != _K_SID:
+            return None
+        left = (b & 0x0F) - 3
+        b = frame[d0 + 5]
+        if b & 0xE0 == 0xA0:
+            s0 = d0 + 6
+            pos = s0 + (b & 0x1F)
+        elif b == 0xD9:
+            s0 = d0 + 7
+            pos = s0 + frame[d0 + 6]
+        else:
+            return None
+        sid = frame[s0:pos].decode()
+        if frame[pos : pos + 4] != _K_SEQ:
+            return None
+        b = frame[pos + 4]
+        if b < 0x80:
+            seq = b
+            pos += 5
+        else:
+            w = _UINT_WIDE.get(b)
+            if w is None:
+                return None
+            seq = _FROM(frame[pos + 5 : pos + 5 + w], "big")
+            pos += 5 + w
+        if frame[pos : pos + 4] != _K_PTH:
+            return None
+        b = frame[pos + 4]
+        if b & 0xE0 == 0xA0:
+            s0 = pos + 5
+            pos = s0 + (b & 0x1F)
+        else:
+            w = _STR_WIDE.get(b)
+            if w is None:
+                return None
+            s0 = pos + 5 + w
+            pos = s0 + _FROM(frame[pos + 5 : s0], "big")
+        pth = frame[s0:pos].decode()
+        etg = ""
+        if left > 0 and frame[pos : pos + 4] == _K_ETG:
+            b = frame[pos + 4]
+            if b & 0xE0 == 0xA0:
+                s0 = pos + 5
+                pos = s0 + (b & 0x1F)
+            else:
+                w = _STR_WIDE.get(b)
+                if w is None:
+                    return None
+                s0 = pos + 5 + w
+                pos = s0 + _FROM(frame[pos + 5 : s0], "big")
+            etg = frame[s0:pos].decode()
+            left -= 1
+        payload: bytes | memoryview = b""
+        if left:
+            if left != 1 or frame[pos : pos + 4] != _K_PAY:
+                return None
+            w = _BIN_WIDE.get(frame[pos + 4])
+            if w is None:
+                return None
+            p0 = pos + 5 + w
+            pos = p0 + _FROM(frame[pos + 5 : p0], "big")
+            if pos == end:
+                payload = memoryview(frame)[p0:pos] if view else frame[p0:pos]
+        if pos != end:
+            return None
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return Envelope(mid, HotlinkData(sid, seq, pth, payload, etg), tpc)  # type: ignore[arg-type]
+
+
+def decode_data_view(frame: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Envelope | None:
+    """The relay's fast path: a HotlinkData msgpack frame decoded without copying its
+    payload (`msg.payload` is a memoryview into `frame`), or None for anything the
+    generic `decode` must handle. The frame itself can be forwarded unchanged."""
+    if len(frame) > max_size:
+        return None
+    return _fast_data(frame, True)
+
+
 def decode(frame: bytes | str, max_size: int = DEFAULT_MAX_MESSAGE) -> Envelope:
     """Decode one WS message: `bytes` for a binary frame, `str` for a text frame."""
     if len(frame) > max_size:
         raise FrameTooLarge(f"message of {len(frame)} bytes over the maximum of {max_size}")
+    if type(frame) is bytes:
+        env = _fast_data(frame, False)
+        if env is not None:
+            return env
+    return _decode_generic(frame)
+
+
+def _decode_generic(frame: bytes | str) -> Envelope:
+    """Every message type: `unpackb` (or `json.loads`) and `message_from_dat`."""
     if isinstance(frame, str):
         return _from_outer(_loads(frame), text=True, dat_is_packed=False)
     if len(frame) < 4 or frame[:2] != MAGIC:

@@ -121,16 +121,23 @@ class Error:
 
 @dataclass(slots=True)
 class FileWrite:
+    """`mtm` (our extension, omitted when 0) is the relay's store mtime in ns; the relay
+    sets it only on files it sends in answer to a `FileSync`, so a reader can resume
+    its catch-up from there. Reference peers ignore it."""
+
     TYP: ClassVar[int] = 2
     path: str
     etag: str = ""
     length: int = 0
     content: bytes = b""
+    mtime: int = 0
 
     def to_dat(self) -> dict[str, Any]:
         d: dict[str, Any] = {"pth": self.path, "etg": self.etag, "len": self.length}
         if self.content:
             d["con"] = self.content
+        if self.mtime:
+            d["mtm"] = self.mtime
         return d
 
     @classmethod
@@ -140,6 +147,7 @@ class FileWrite:
             _str(d, "etg", ""),
             _int(d, "len", 0, 2**63 - 1),
             _bytes(d, "con", text),
+            _int(d, "mtm", 0, 2**63 - 1),
         )
 
 
@@ -212,21 +220,29 @@ class HotlinkOpen:
 @dataclass(slots=True)
 class HotlinkAccept:
     """`frm` (our extension, omitted when empty) names the accepting reader when the
-    relay passes the accept on to the sender; the relay sets it, never the client."""
+    relay passes the accept on to the sender; the relay sets it, never the client.
+
+    `seq` (our extension, issue 7; omitted when None): the last seq the reader has
+    delivered in order on this sid (0: none yet). The relay passes it on with `frm`;
+    the sender re-sends from `seq + 1`. Absent (reference reader): nothing is known."""
 
     TYP: ClassVar[int] = 10
     sid: str
     frm: str = ""
+    seq: int | None = None
 
     def to_dat(self) -> dict[str, Any]:
         d: dict[str, Any] = {"sid": self.sid}
         if self.frm:
             d["frm"] = self.frm
+        if self.seq is not None:
+            d["seq"] = self.seq
         return d
 
     @classmethod
     def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkAccept:
-        return cls(_str(d, "sid"), _str(d, "frm", ""))
+        seq = _int(d, "seq") if d.get("seq") is not None else None
+        return cls(_str(d, "sid"), _str(d, "frm", ""), seq)
 
 
 @dataclass(slots=True)
@@ -336,6 +352,84 @@ class HotlinkSignal:
 
 
 @dataclass(slots=True)
+class FileSync:
+    """Hotlink extension (type 15, unused by the reference): "send me the files under
+    `pth` stored after the cursor (`snc` mtime ns, then `aft` path, both exclusive)".
+
+    Client -> relay: a request for at most `max` files (0 = the relay's page size),
+    optionally only fallback files of session `sid` (files of other sessions are
+    skipped; files that are not fallback files always pass) and only files of at most
+    `lim` bytes (larger ones would not fit the client's WS message limit; skipped).
+    Relay -> client: after
+    the `FileWrite`s of the page (each with `mtm`), the same message type with the
+    cursor after the last file sent and `mor` true when more files wait (ask again
+    from that cursor). See docs/design.md "File path".
+    """
+
+    TYP: ClassVar[int] = 15
+    path: str
+    since: int = 0
+    after: str = ""
+    max: int = 0
+    sid: str = ""
+    more: bool = False
+    limit: int = 0
+
+    def to_dat(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"pth": self.path, "snc": self.since}
+        if self.limit:
+            d["lim"] = self.limit
+        if self.after:
+            d["aft"] = self.after
+        if self.max:
+            d["max"] = self.max
+        if self.sid:
+            d["sid"] = self.sid
+        if self.more:
+            d["mor"] = True
+        return d
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> FileSync:
+        more = d.get("mor", False)
+        if not isinstance(more, bool):
+            raise ProtocolError("field 'mor' must be a boolean")
+        return cls(
+            _str(d, "pth"),
+            _int(d, "snc", 0, 2**63 - 1),
+            _str(d, "aft", ""),
+            _int(d, "max", 0, 2**31 - 1),
+            _str(d, "sid", ""),
+            more,
+            _int(d, "lim", 0, 2**63 - 1),
+        )
+
+
+@dataclass(slots=True)
+class HotlinkProgress:
+    """Hotlink extension (type 16): a reader tells the sender, through the relay, the
+    highest seq it has delivered in order (`seq`); the relay forwards it to the
+    session's sender with `frm` set to the reader. The sender drops frames up to it
+    from its re-send window, so after a relay failure it re-sends (or writes as
+    fallback files) exactly the frames no reader confirmed."""
+
+    TYP: ClassVar[int] = 16
+    sid: str
+    seq: int
+    frm: str = ""
+
+    def to_dat(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"sid": self.sid, "seq": self.seq}
+        if self.frm:
+            d["frm"] = self.frm
+        return d
+
+    @classmethod
+    def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkProgress:
+        return cls(_str(d, "sid"), _int(d, "seq"), _str(d, "frm", ""))
+
+
+@dataclass(slots=True)
 class Unsupported:
     """A message type the reference defines (Http, ACLManifest) or we do not know.
 
@@ -367,6 +461,8 @@ Message = (
     | HotlinkData
     | HotlinkClose
     | HotlinkSignal
+    | FileSync
+    | HotlinkProgress
     | Unsupported
 )
 
@@ -386,6 +482,8 @@ BY_TYP: dict[int, Any] = {
         HotlinkData,
         HotlinkClose,
         HotlinkSignal,
+        FileSync,
+        HotlinkProgress,
     )
 }
 
