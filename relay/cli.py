@@ -12,6 +12,8 @@ import signal
 import sys
 from typing import Any
 
+from hotlink import telemetry
+from hotlink.telemetry import names as N
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 
 from .auth import AuthError, load_or_create_secret, mint_token
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="stderr log level (default INFO, env HOTLINK_LOG_LEVEL)",
     )
+    telemetry.add_arguments(s)
 
     t = sub.add_parser(
         "token",
@@ -139,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from .server import RelayServer, format_url
+    from .server import RelayServer
 
     limits = Limits(
         max_sessions_per_user=args.max_sessions_per_user,
@@ -147,9 +150,25 @@ async def _serve(args: argparse.Namespace) -> int:
         open_burst=args.open_burst,
         idle_timeout=args.idle_timeout,
     )
-    server = RelayServer(
-        args.data, args.host, args.port, args.max_message, args.max_queue, limits=limits
-    )
+    tel = telemetry.setup(telemetry.options_from_args(args), service_name=N.SERVICE_RELAY)
+    try:
+        server = RelayServer(
+            args.data,
+            args.host,
+            args.port,
+            args.max_message,
+            args.max_queue,
+            limits=limits,
+            tel=tel,
+        )
+        return await _serve_until_stopped(server)
+    finally:
+        tel.shutdown()  # export what is still queued
+
+
+async def _serve_until_stopped(server: Any) -> int:
+    from .server import format_url
+
     host, port = await server.start()
     print(f"hotlink-relay listening on {format_url(host, port)}", flush=True)
     stop = asyncio.Event()

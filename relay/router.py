@@ -20,6 +20,7 @@ the data path reads `self.now`, a clock value refreshed by those calls.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import NamedTuple
 
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
+from hotlink.wire.fallbackfile import peek_sid
 from hotlink.wire.messages import (
     REASON_PERMISSION_DENIED,
     REASON_READER_GONE,
@@ -35,20 +37,22 @@ from hotlink.wire.messages import (
     REASON_UNKNOWN_SESSION,
     Ack,
     Error,
+    FileSync,
     FileWrite,
     HotlinkAccept,
     HotlinkClose,
     HotlinkData,
     HotlinkOpen,
+    HotlinkProgress,
     HotlinkReject,
     Message,
     Nack,
     System,
 )
-from hotlink.wire.paths import owner_of, validate_email, validate_path
+from hotlink.wire.paths import MAX_PATH, owner_of, validate_email, validate_path
 
 from .acl import Access, AclError, AclIndex, is_acl_path, parse_acl
-from .store import Store, StoreError
+from .store import Store, StoreError, etag_of
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,19 @@ TOO_LARGE = 413
 REASON_TOO_MANY_SESSIONS = "too many sessions"
 REASON_RATE_LIMITED = "rate limited"
 REASON_IDLE = "idle timeout"
+
+#: FileSync pages: files sent, content bytes, and files looked at (skipped ones count)
+#: per request, so one catch-up never holds the event loop for long.
+SYNC_PAGE_FILES = 500
+SYNC_PAGE_BYTES = 8 << 20
+SYNC_SCAN_FILES = 4 * SYNC_PAGE_FILES
+
+#: A valid path below a session's (already validated) path, matched from just after
+#: its `prefix`: what `validate_path` accepts there, as one compiled match (it runs on
+#: every data frame): non-empty segments, none `.` or `..`, no `/` at either end, no
+#: backslash, NUL or control character. The length limit is checked apart.
+_SEGMENT = r"(?!\.\.?(?:/|\Z))[^/\\\x00-\x1f\x7f]+"
+_TAIL = re.compile(f"{_SEGMENT}(?:/{_SEGMENT})*")
 
 #: Message types a client may send that need no answer.
 _IGNORED = frozenset({System.TYP, Ack.TYP, Nack.TYP, Error.TYP})
@@ -125,6 +142,8 @@ class Session:
     prefix: str = ""
     #: `Router.now` at the last data or control message of the session
     last_activity: float = 0.0
+    #: last seq each reader confirmed (HotlinkProgress, or the seq of its Accept)
+    acked: dict[str, int] = field(default_factory=dict)
 
     def set_readers(self) -> None:
         self.deliver = tuple(self.readers)
@@ -190,9 +209,10 @@ class Router:
             s = self.sessions.get(sid)
             if s is not None and s.readers.pop(conn_id, None) is not None:
                 s.set_readers()
-                out.append(
-                    Outgoing(s.sender_conn, HotlinkClose(sid, REASON_READER_GONE, conn.user))
-                )
+                if conn.user not in s.readers.values():  # no other leg of that user
+                    out.append(
+                        Outgoing(s.sender_conn, HotlinkClose(sid, REASON_READER_GONE, conn.user))
+                    )
         for sid in conn.offered:
             s = self.sessions.get(sid)
             if s is not None:
@@ -226,6 +246,10 @@ class Router:
                 return self._reject(conn, msg)  # type: ignore[arg-type]
             if typ is FileWrite:
                 return self._file_write(conn, env.id, msg)  # type: ignore[arg-type]
+            if typ is HotlinkProgress:
+                return self._progress(conn, msg)  # type: ignore[arg-type]
+            if typ is FileSync:
+                return self._file_sync(conn, msg)  # type: ignore[arg-type]
         except ProtocolError as exc:
             log.info("conn %d (%s): bad %s: %s", conn_id, conn.user, typ.__name__, exc)
             return [Outgoing(conn_id, Error(BAD_REQUEST, "", f"bad message: {exc}"))]
@@ -249,7 +273,15 @@ class Router:
             ]
         s.last_activity = self.now
         pth = msg.path
-        if pth and pth != s.path and not (pth.startswith(s.prefix) and self._valid(pth)):
+        if (
+            pth
+            and pth != s.path
+            and not (
+                pth.startswith(s.prefix)
+                and len(pth) <= MAX_PATH
+                and _TAIL.fullmatch(pth, len(s.prefix))
+            )
+        ):
             log.info("data for %s with path %r outside the session, dropped", s.sid, pth)
             return [
                 Outgoing(
@@ -262,14 +294,6 @@ class Router:
                 return out
             return out + [Outgoing(c, msg, tp) for c in s.deliver]
         return [Outgoing(c, msg, tp) for c in s.deliver]
-
-    @staticmethod
-    def _valid(path: str) -> bool:
-        try:
-            validate_path(path)
-        except ProtocolError:
-            return False
-        return True
 
     # ------------------------------------------------------------- hotlink control
 
@@ -292,6 +316,7 @@ class Router:
             return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
         s = self.sessions.get(m.sid)
         out: list[Outgoing] = []
+        resume: list[Outgoing] = []
         if s is not None:
             if s.sender != user:
                 log.warning("user %s tried to re-open session %s of %s", user, m.sid, s.sender)
@@ -307,6 +332,12 @@ class Router:
                 s.sender_conn = conn.id
                 s.last_activity = now
                 conn.sending.add(s.sid)
+                # the sender's agent forgot its readers with its old link: tell it who
+                # still reads and where they are (issue 7 finding 2), after the Ack
+                resume = [
+                    Outgoing(conn.id, HotlinkAccept(s.sid, u, s.acked.get(u)))
+                    for u in dict.fromkeys(s.readers.values())
+                ]
         if s is None:
             cap = self.limits.max_sessions_per_user
             if cap and self.sending_count.get(user, 0) >= cap:
@@ -319,6 +350,7 @@ class Router:
             self.sending_count[user] = self.sending_count.get(user, 0) + 1
             conn.sending.add(m.sid)
         out.append(Outgoing(conn.id, Ack(mid)))
+        out += resume
         targets: Iterable[str] = (m.to,) if m.to else list(self.by_user)
         for u in targets:
             if u == user or not self.acl.can(u, s.path, Access.READ):
@@ -340,14 +372,28 @@ class Router:
         s.last_activity = self.now = self.clock()
         if conn.id in s.readers:  # idempotent per connection
             return [Outgoing(conn.id, Ack(mid))]
+        # A new connection of a reader who still has a leg: that user reconnected
+        # before we noticed the old connection go (a silently lost path). The new leg
+        # replaces the old one, so frames stop going to the dead one and its later
+        # close announces nothing (issue 7 finding 3).
+        for cid in [c for c, u in s.readers.items() if u == user]:
+            del s.readers[cid]
+            old = self.conns.get(cid)
+            if old is not None:
+                old.reading.discard(s.sid)
+            log.info(
+                "session %s: %s re-accepted on conn %d, leg %d replaced", s.sid, user, conn.id, cid
+            )
         s.readers[conn.id] = user
         s.set_readers()
+        if m.seq is not None:
+            s.acked[user] = m.seq
         s.offered.add(conn.id)
         conn.reading.add(s.sid)
         conn.offered.add(s.sid)
         return [
             Outgoing(conn.id, Ack(mid)),
-            Outgoing(s.sender_conn, HotlinkAccept(s.sid, user)),
+            Outgoing(s.sender_conn, HotlinkAccept(s.sid, user, m.seq)),
         ]
 
     def _reject(self, conn: Conn, m: HotlinkReject) -> list[Outgoing]:
@@ -360,6 +406,8 @@ class Router:
         if s.readers.pop(conn.id, None) is not None:
             s.set_readers()
             conn.reading.discard(s.sid)
+        if conn.user in s.readers.values():  # another leg of that user still reads
+            return []
         return [Outgoing(s.sender_conn, HotlinkReject(s.sid, m.reason, conn.user))]
 
     def _close(self, conn: Conn, m: HotlinkClose) -> list[Outgoing]:
@@ -372,6 +420,8 @@ class Router:
             s.last_activity = self.now = self.clock()
             s.set_readers()
             conn.reading.discard(s.sid)
+            if conn.user in s.readers.values():  # another leg of that user still reads
+                return []
             return [Outgoing(s.sender_conn, HotlinkClose(s.sid, m.reason, conn.user))]
         return [Outgoing(conn.id, Error(FORBIDDEN, s.path, f"not in session {m.sid!r}"))]
 
@@ -509,3 +559,59 @@ class Router:
                 continue
             out += [Outgoing(cid, fwd) for cid in cids]
         return out
+
+    def _file_sync(self, conn: Conn, m: FileSync) -> list[Outgoing]:
+        """Catch-up for a reader that was away: the files under `m.path` it may read,
+        stored after its cursor, oldest first, one bounded page per request, then a
+        `FileSync` with the new cursor (`mor` when another page waits)."""
+        validate_path(m.path)
+        user = conn.user
+        try:
+            files = self.store.list_since(m.path, max(0, m.since - 1))
+        except StoreError as exc:
+            return [Outgoing(conn.id, Error(BAD_REQUEST, m.path, str(exc)))]
+        limit = min(m.max or SYNC_PAGE_FILES, SYNC_PAGE_FILES)
+        cursor = (m.since, m.after)
+        out: list[Outgoing] = []
+        sent = size = looked = 0
+        more = False
+        for f in files:
+            key = (f.mtime_ns, f.path)
+            if key <= cursor:
+                continue
+            if sent >= limit or size >= SYNC_PAGE_BYTES or looked >= SYNC_SCAN_FILES:
+                more = True
+                break
+            looked += 1
+            cursor = key
+            if not self.acl.can(user, f.path, Access.READ):
+                continue
+            if m.limit and f.size > m.limit:
+                log.info("catch-up for %s: %s is over its limit, skipped", user, f.path)
+                continue
+            try:
+                content = self.store.read(f.path)
+            except StoreError:
+                continue  # removed meanwhile
+            if m.sid:
+                sid = peek_sid(content)
+                if sid is not None and sid != m.sid:
+                    continue
+            out.append(
+                Outgoing(
+                    conn.id,
+                    FileWrite(f.path, etag_of(content), len(content), content, f.mtime_ns),
+                )
+            )
+            sent += 1
+            size += len(content)
+        out.append(Outgoing(conn.id, FileSync(m.path, cursor[0], cursor[1], 0, m.sid, more)))
+        return out
+
+    def _progress(self, conn: Conn, m: HotlinkProgress) -> list[Outgoing]:
+        """A reader's delivered-seq report, passed to the sender (never from others)."""
+        s = self.sessions.get(m.sid)
+        if s is None or conn.id not in s.readers:
+            return []
+        s.acked[conn.user] = m.seq
+        return [Outgoing(s.sender_conn, HotlinkProgress(m.sid, m.seq, conn.user))]

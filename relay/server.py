@@ -3,44 +3,60 @@
 - `process_request` answers `/healthz`, refuses unknown paths (404) and requests
   without a valid bearer token (401) before the WebSocket upgrade.
 - `process_response` adds the negotiated `X-Syft-WS-Encoding` header.
-- Each connection has its own bounded send queue drained by its own task, so one slow
-  client never blocks the event loop or other clients; a client whose queue overflows
-  is closed (1008, "send queue overflow") instead of growing memory.
-- Outgoing messages are encoded once per (message, encoding) per batch: a data frame
-  fanned out to N readers is encoded once.
+- Data path without tasks or awaits: `RelayConnection` hands every complete message
+  to the router from the protocol callback (no receive queue, no task wake-up), and
+  each outgoing message is written synchronously (`protocol.send_*` + `send_data`)
+  while the client's transport buffer is below its high-water mark.
+- Back-pressure: past the mark, a connection's messages wait in its own bounded queue,
+  drained from `resume_writing`, so one slow client never blocks the event loop or
+  other clients; a client whose queue overflows is closed (1008, "send queue
+  overflow") instead of growing memory.
+- A HotlinkData frame in msgpack is decoded without copying its payload
+  (`decode_data_view`) and, when the router forwards the message unchanged, its
+  original bytes go to msgpack readers: no re-encode. Other messages are encoded once
+  per (message, encoding) per batch: a message fanned out to N readers is encoded once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
 import http
 import itertools
 import logging
 import os
+import struct
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hotlink.telemetry import OFF, Telemetry
 from hotlink.wire.envelope import (
     DEFAULT_MAX_MESSAGE,
     HDR_ENCODING,
     HDR_ENCODINGS,
+    Envelope,
     decode,
+    decode_data_view,
     encode,
     encode_json,
 )
 from hotlink.wire.errors import ProtocolError
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from .acl import AclIndex
 from .auth import AuthError, bearer_token, load_or_create_secret, verify_token
 from .router import Conn, Limits, Outgoing, Router
 from .store import Store
+from .tracing import TRACED, RelayTracer
 
 log = logging.getLogger(__name__)
 
@@ -66,51 +82,156 @@ def negotiate(header_values: list[str]) -> str:
     return DEFAULT_ENCODING
 
 
+class RelayConnection(ServerConnection):
+    """Delivers each complete message to `handler` from the protocol callback.
+
+    Control frames (ping, pong, close) keep going through websockets; data frames never
+    reach its receive queue. Messages that arrive before `set_handler` are kept and
+    delivered by it. `on_resume` is called when the transport drains below its
+    low-water mark (the queued messages of this connection can go out)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handler: Callable[[bytes | str], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
+        self._early: list[bytes | str] | None = []
+        self._frag_op: Opcode | None = None
+        self._frag: list[bytes] = []
+
+    def set_handler(self, handler: Callable[[bytes | str], None] | None) -> None:
+        self.handler = handler
+        early, self._early = self._early, None
+        if handler is not None and early:
+            for m in early:
+                handler(m)
+
+    def process_event(self, event: Any) -> None:
+        if self.request is None:  # the handshake request
+            super().process_event(event)
+            return
+        op = event.opcode
+        if op is Opcode.BINARY or op is Opcode.TEXT:
+            data = event.data
+            if event.fin:
+                self._deliver(op, data if type(data) is bytes else bytes(data))
+            else:
+                self._frag_op = op
+                self._frag = [bytes(data)]
+        elif op is Opcode.CONT:
+            self._frag.append(bytes(event.data))
+            if event.fin and self._frag_op is not None:
+                data, op = b"".join(self._frag), self._frag_op
+                self._frag, self._frag_op = [], None
+                self._deliver(op, data)
+        else:
+            super().process_event(event)
+
+    def _deliver(self, op: Opcode, data: bytes) -> None:
+        msg: bytes | str = data
+        if op is Opcode.TEXT:
+            try:
+                msg = data.decode()
+            except UnicodeDecodeError:
+                return  # the protocol layer already fails invalid UTF-8 text frames
+        h = self.handler
+        if h is not None:
+            h(msg)
+        elif self._early is not None:
+            self._early.append(msg)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        cb = self.on_resume
+        if cb is not None:
+            cb()
+
+
 @dataclass(slots=True, eq=False)
 class Peer:
-    """Per-connection adapter state."""
+    """Per-connection adapter state and its send path."""
 
     id: int
-    ws: ServerConnection
+    ws: RelayConnection
     user: str
     encoding: str
     max_queue_bytes: int
+    #: messages waiting for the transport to drain (only while it is paused)
     queue: deque[bytes | str] = field(default_factory=deque)
     queued_bytes: int = 0
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
     bad_frames: int = 0
+    #: frames received while the connection is paused by the open-rate limit
+    held: deque[bytes | str] | None = None
+    timer: asyncio.TimerHandle | None = None
+    #: the task closing this connection after a queue overflow (kept referenced)
+    closer: asyncio.Task[None] | None = None
 
     def push(self, data: bytes | str) -> None:
+        """Send now if the transport takes it, else queue (bounded)."""
         if self.overflowed:
+            return
+        ws = self.ws
+        if not ws.paused and not self.queue:
+            self._write(data)
             return
         self.queued_bytes += len(data)
         if self.queued_bytes > self.max_queue_bytes:
             self.overflowed = True
             self.queue.clear()
+            self.queued_bytes = 0
             log.warning("conn %d (%s): send queue overflow, closing", self.id, self.user)
+            self.closer = ws.loop.create_task(_close(ws, _CLOSE_POLICY, "send queue overflow"))
         else:
             self.queue.append(data)
-        self.wakeup.set()
 
-    async def writer(self) -> None:
-        """Drain the queue into the socket; `ws.send` waits for the kernel buffer, so a
-        slow client only ever stalls this task."""
+    def flush(self) -> None:
+        """`resume_writing`: send what waited, until the transport pauses again."""
         ws = self.ws
         q = self.queue
+        while q and not ws.paused and not self.overflowed:
+            data = q.popleft()
+            self.queued_bytes -= len(data)
+            self._write(data)
+
+    def _write(self, data: bytes | str) -> None:
+        ws = self.ws
+        proto = ws.protocol
+        if proto.state is not State.OPEN:
+            return  # closing: what is still queued for it is dropped, as before
         try:
-            while True:
-                while q:
-                    data = q.popleft()
-                    self.queued_bytes -= len(data)
-                    await ws.send(data)
-                if self.overflowed:
-                    await ws.close(_CLOSE_POLICY, "send queue overflow")
-                    return
-                self.wakeup.clear()
-                await self.wakeup.wait()
-        except ConnectionClosed:
-            pass
+            if type(data) is bytes and not proto.extensions:
+                # A server frame is unmasked: its header and the message go to the
+                # transport as they are, without `Frame.serialize` copying the message
+                # into a new buffer. What websockets itself queued (a pong) goes first.
+                if proto.writes:
+                    ws.send_data()
+                ws.transport.writelines((_binary_header(len(data)), data))
+                return
+            if type(data) is str:
+                proto.send_text(data.encode())
+            else:
+                proto.send_binary(data)
+            ws.send_data()
+        except Exception as exc:  # the transport is going away under us
+            log.debug("conn %d: write failed: %s", self.id, exc)
+
+
+_HEAD16 = struct.Struct("!BBH").pack
+_HEAD64 = struct.Struct("!BBQ").pack
+
+
+def _binary_header(n: int) -> bytes:
+    """RFC 6455 header of an unmasked, unfragmented binary frame of `n` bytes."""
+    if n < 126:
+        return bytes((0x82, n))
+    if n < 0x10000:
+        return _HEAD16(0x82, 126, n)
+    return _HEAD64(0x82, 127, n)
+
+
+async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await ws.close(code, reason)
 
 
 @dataclass(slots=True)
@@ -130,6 +251,7 @@ class RelayServer:
         max_message: int = DEFAULT_MAX_MESSAGE,
         max_queue_bytes: int | None = None,
         limits: Limits | None = None,
+        tel: Telemetry = OFF,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -141,6 +263,9 @@ class RelayServer:
         self.acl = AclIndex.load(self.store.root)
         self.limits = limits or Limits()
         self.router = Router(self.acl, self.store, limits=self.limits)
+        self.tel = tel
+        #: spans (relay/tracing.py); None when tracing is off
+        self.tracer = RelayTracer(tel, self.router) if tel.enabled else None
         self.peers: dict[int, Peer] = {}
         self._pending: weakref.WeakKeyDictionary[ServerConnection, _Pending] = (
             weakref.WeakKeyDictionary()
@@ -184,66 +309,119 @@ class RelayServer:
 
     async def _handler(self, ws: ServerConnection) -> None:
         pending = self._pending.pop(ws, None)
-        if pending is None:  # not possible after a successful process_request
+        if pending is None or not isinstance(ws, RelayConnection):
             await ws.close(_CLOSE_POLICY, "not authenticated")
             return
         cid = next(self._ids)
         peer = Peer(cid, ws, pending.user, pending.encoding, self.max_queue_bytes)
         self.peers[cid] = peer
-        writer = asyncio.create_task(peer.writer(), name=f"relay-writer-{cid}")
         log.info("conn %d: %s connected from %s (%s)", cid, peer.user, _peer(ws), peer.encoding)
         router = self.router
-        closed: ConnectionClosed | None = None
         try:
             self._dispatch(router.connect(cid, peer.user))
-            rconn = router.conns[cid]
-            async for frame in ws:
-                try:
-                    env = decode(frame, self.max_message)
-                except ProtocolError as exc:
-                    peer.bad_frames += 1
-                    if peer.bad_frames <= _LOG_BAD_FRAMES:
-                        log.warning("conn %d (%s): bad frame: %s", cid, peer.user, exc)
-                    self._dispatch(router.bad_frame(cid, exc))
-                    continue
-                try:
-                    out = router.handle(cid, env)
-                except Exception:
-                    log.exception("conn %d: internal error handling typ %d", cid, env.typ)
-                    out = router.bad_frame(cid, ProtocolError("internal error"))
-                self._dispatch(out)
-                if rconn.pause_until:  # rate limited: stop reading until a token is due
-                    await self._pause(rconn)
-        except ConnectionClosed as exc:
-            closed = exc
+            ws.on_resume = peer.flush
+            ws.set_handler(functools.partial(self._on_message, peer, router.conns[cid]))
+            await ws.wait_closed()
         finally:
+            ws.set_handler(None)
+            ws.on_resume = None
+            if peer.timer is not None:
+                peer.timer.cancel()
+            peer.held = None
             self.peers.pop(cid, None)
             try:
-                self._dispatch(router.disconnect(cid))
+                out = router.disconnect(cid)
+                if self.tracer is not None and out:
+                    out = self.tracer.ended(out, "connection closed")
+                self._dispatch(out)
             except Exception:
                 log.exception("conn %d: internal error on disconnect", cid)
-            peer.wakeup.set()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-            frame = closed.sent or closed.rcvd if closed is not None else None
-            if frame is None:
-                frame = ws.protocol.close_sent or ws.protocol.close_rcvd
+            frame = ws.protocol.close_sent or ws.protocol.close_rcvd
             code, reason = (frame.code, frame.reason) if frame is not None else (None, "")
             if code == 1009:
                 log.warning("conn %d (%s): closed, message too big: %s", cid, peer.user, reason)
             else:
                 log.info("conn %d (%s): disconnected (%s %s)", cid, peer.user, code, reason)
 
-    @staticmethod
-    async def _pause(rconn: Conn) -> None:
-        """Not reading a flooding connection lets its socket buffers fill, so the
-        flooder is slowed by TCP instead of costing us a decode and a Reject per
-        frame."""
+    def _on_message(self, peer: Peer, rconn: Conn, frame: bytes | str) -> None:
+        """One complete message, from the protocol callback."""
+        held = peer.held
+        if held is not None:  # paused by the open-rate limit: keep the order
+            held.append(frame)
+            return
+        self._route(peer, frame)
+        if rconn.pause_until:
+            self._pause(peer, rconn, deque())
+
+    def _route(self, peer: Peer, frame: bytes | str) -> None:
+        cid = peer.id
+        t0 = time.time_ns() if self.tracer is not None else 0  # tracing on: before decode
+        try:
+            env: Envelope | None = None
+            if type(frame) is bytes:
+                env = decode_data_view(frame, self.max_message)
+            if env is not None:  # HotlinkData in msgpack: its bytes can be forwarded
+                msg = env.msg
+                out = self.router.handle(cid, env)
+                tp = env.traceparent
+                if t0 and tp:  # a sampled message (tracing on): relay.route
+                    self.tracer.route(peer.user, env, out, t0, self._dispatch)  # type: ignore[union-attr]
+                    return
+                peers = self.peers
+                for o in out:
+                    p = peers.get(o.conn)
+                    if p is None:
+                        continue
+                    if o.msg is msg and p.encoding == "msgpack" and o.traceparent == tp:
+                        p.push(frame)
+                    else:
+                        self._dispatch([o])
+                return
+            try:
+                env = decode(frame, self.max_message)
+            except ProtocolError as exc:
+                peer.bad_frames += 1
+                if peer.bad_frames <= _LOG_BAD_FRAMES:
+                    log.warning("conn %d (%s): bad frame: %s", cid, peer.user, exc)
+                self._dispatch(self.router.bad_frame(cid, exc))
+                return
+            out = self.router.handle(cid, env)
+            if t0 and type(env.msg) in TRACED:  # tracing on: spans (relay/tracing.py)
+                self.tracer.after_handle(  # type: ignore[union-attr]
+                    peer.user, env, out, t0, time.time_ns(), self._dispatch
+                )
+                return
+            self._dispatch(out)
+        except Exception:
+            log.exception("conn %d: internal error handling a message", cid)
+            self._dispatch(self.router.bad_frame(cid, ProtocolError("internal error")))
+
+    def _pause(self, peer: Peer, rconn: Conn, held: deque[bytes | str]) -> bool:
+        """Rate limited: stop reading the connection until a token is due. Not reading
+        a flooding connection lets its socket buffers fill, so the flooder is slowed by
+        TCP instead of costing us a decode and a Reject per frame. Frames already read
+        wait in `held`, in order. False if no wait is needed."""
         delay = rconn.pause_until - time.monotonic()
         rconn.pause_until = 0.0
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if delay <= 0:
+            return False
+        peer.held = held
+        with contextlib.suppress(Exception):
+            peer.ws.transport.pause_reading()
+        peer.timer = asyncio.get_running_loop().call_later(delay, self._release, peer, rconn, held)
+        return True
+
+    def _release(self, peer: Peer, rconn: Conn, held: deque[bytes | str]) -> None:
+        peer.timer = None
+        peer.held = None
+        if self.peers.get(peer.id) is not peer:
+            return
+        while held:
+            self._route(peer, held.popleft())
+            if rconn.pause_until and self._pause(peer, rconn, held):
+                return
+        with contextlib.suppress(Exception):
+            peer.ws.transport.resume_reading()
 
     def _dispatch(self, out: list[Outgoing]) -> None:
         """Encode and queue; one encoding per (message, encoding) in the batch."""
@@ -281,10 +459,15 @@ class RelayServer:
             max_size=self.max_message,
             max_queue=64,
             write_limit=256 * 1024,
+            create_connection=RelayConnection,
         )
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
         self._ticker = asyncio.create_task(self._tick(), name="relay-tick")
+        # Startup objects (ACL index, imported modules) never die: keep them out of the
+        # collector's generations so a collection on the data path walks less.
+        gc.collect()
+        gc.freeze()
         return host, port
 
     @property
@@ -301,7 +484,10 @@ class RelayServer:
         while True:
             await asyncio.sleep(interval)
             try:
-                self._dispatch(self.router.expire(time.monotonic()))
+                out = self.router.expire(time.monotonic())
+                if self.tracer is not None and out:
+                    out = self.tracer.ended(out, "idle timeout")
+                self._dispatch(out)
             except Exception:
                 log.exception("internal error in the periodic tick")
 
