@@ -10,6 +10,9 @@ import os
 import signal
 import sys
 
+from hotlink import telemetry
+from hotlink.telemetry import names as N
+
 from .config import AgentConfig
 from .control import ControlServicer, EventBus, start_control_server
 from .ipc import EndpointRegistry
@@ -17,6 +20,9 @@ from .link import WsLink
 from .pubsync import PubSync
 from .runtime_dir import default_runtime_dir, ensure_private_dir
 from .sessions import SessionManager
+from .state import StateKeeper, load_state
+from .tracing import AgentTracer
+from .watcher import RequestWatcher
 
 log = logging.getLogger("hotlink.agent")
 
@@ -71,6 +77,11 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     )
     bus = EventBus()
     mgr = SessionManager(cfg, link, runtime_dir=runtime_dir, registry=registry, emit=bus.emit)
+    tel = telemetry.setup(
+        cfg.tracing, service_name=N.SERVICE_AGENT, resource_attrs={N.RES_PEER_EMAIL: cfg.email}
+    )
+    if tel.enabled:
+        link.tracer = mgr.tracer = AgentTracer(tel, mgr)
     pub = PubSync(cfg.root, cfg.email, link, cfg.pub_scan_interval)
     mgr.link_up_hooks.append(pub.on_link_up)
     mgr.ack_hooks.append(pub.on_ack)
@@ -82,6 +93,22 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         raise StartupError(f"control API: {exc}") from None
     await pub.rescan()  # prime the ACL files before the first link up
     registry.go_async()
+    keeper: StateKeeper | None = None
+    if cfg.restore_sessions:
+        state_path = hl_dir / "state.json"
+        saved = load_state(state_path)
+        if saved is not None and saved.sessions:
+            n = await mgr.restore(saved)
+            log.info(
+                "restored %d of %d sessions of the previous run (%s shutdown)",
+                n,
+                len(saved.sessions),
+                "clean" if saved.clean else "unclean",
+            )
+        keeper = StateKeeper(state_path, mgr.snapshot_state)
+        keeper.start()
+    watcher = RequestWatcher(cfg.root / "datasites" / cfg.email, mgr.on_watched)
+    watcher.start()
     await link.start()
     pub_task = loop.create_task(pub.run(), name="hotlink-pubsync")
     # Startup objects never die: keep them out of the collector's way on the hot path.
@@ -102,6 +129,11 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         await health_servicer.enter_graceful_shutdown()
         pub_task.cancel()
         await pub.stop()
+        await watcher.stop()
+        mgr.spill_all()
+        await mgr.files.close()
+        if keeper is not None:
+            await keeper.close()
         mgr.close_all()
         registry.go_sync()
         await link.stop()
@@ -109,6 +141,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
             await server.stop(0.5)
         with contextlib.suppress(OSError):
             cfg.control.unlink()
+        tel.shutdown()  # export what is still queued
 
 
 def health_pb2_serving() -> int:

@@ -11,10 +11,12 @@ import argparse
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hotlink import telemetry
+from hotlink.telemetry import TracingOptions
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD
 from hotlink.wire.paths import validate_email
@@ -42,10 +44,12 @@ class AgentConfig:
     #: frames / bytes a sender session holds while they cannot be sent.
     send_queue_frames: int = 10_000
     send_queue_bytes: int = 64 << 20
-    #: recently sent frames / bytes kept per sender session and re-sent after a
-    #: reconnect (0 frames disables).
-    resend_frames: int = 1024
-    resend_bytes: int = 16 << 20
+    #: sent frames / bytes no reader confirmed yet, kept per sender session and re-sent
+    #: after a reconnect or a reader's re-accept (0 disables). Readers confirm what they
+    #: delivered (HotlinkProgress), which trims it; when full and every reader confirms,
+    #: the apps get back-pressure (issue 7); readers that never confirm: oldest evicted.
+    resend_frames: int = 8192
+    resend_bytes: int = 64 << 20
     #: reorder window (seqs) and how long a gap may stay open before it is skipped.
     reorder_window: int = 4096
     reorder_timeout: float = 2.0
@@ -56,6 +60,14 @@ class AgentConfig:
     #: seconds between cheap mtime scans for changed `syft.pub.yaml` files.
     pub_scan_interval: float = 10.0
     open_timeout: float = 5.0
+    #: keep fallback `.request` files after they were sent (sender, once the relay
+    #: acknowledged them) and replayed (reader mirror); default: remove / do not keep.
+    keep_files: bool = False
+    #: write the open sessions to ROOT/.hotlink/state.json and restore them on start.
+    restore_sessions: bool = True
+    #: OpenTelemetry (`--otel*` flags, HOTLINK_OTEL* env, `otel*` TOML keys; see
+    #: `tracing_options`); OTEL_* variables apply below them
+    tracing: TracingOptions = field(default_factory=TracingOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +77,19 @@ class Option:
     help: str
     required: bool = False
     metavar: str | None = None
+    #: a switch: `--flag` alone means true, `--flag=false` false
+    switch: bool = False
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {v!r}")
 
 
 def _pos_int(v: Any) -> int:
@@ -159,14 +184,15 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "resend_frames",
         _nonneg_int,
-        "recently sent frames kept per sender session and re-sent after a reconnect; "
-        "readers drop copies by seq (default 1024, 0 disables)",
+        "sent frames not yet confirmed by every reader, kept per sender session and re-sent "
+        "after a reconnect or a reader's re-accept; readers drop copies by seq; when full, "
+        "the apps get back-pressure (default 8192, 0 disables)",
         metavar="N",
     ),
     Option(
         "resend_bytes",
         _nonneg_int,
-        "payload bytes kept for re-sending after a reconnect (default 16 MiB)",
+        "payload bytes of that re-send window (default 64 MiB, 0 disables)",
         metavar="BYTES",
     ),
     Option("reorder_window", _pos_int, "reorder buffer size in seqs (default 4096)", metavar="N"),
@@ -191,6 +217,19 @@ OPTIONS: tuple[Option, ...] = (
         _pos_float,
         "default seconds to wait for the relay's verdict on an open (default 5)",
         metavar="SECONDS",
+    ),
+    Option(
+        "keep_files",
+        _bool,
+        "keep fallback .request files once sent (sender) and replayed (reader); "
+        "default: remove them",
+        switch=True,
+    ),
+    Option(
+        "restore_sessions",
+        _bool,
+        "save open sessions in ROOT/.hotlink/state.json and restore them on start (default true)",
+        switch=True,
     ),
 )
 
@@ -218,6 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     for opt in OPTIONS:
         flag = "--" + opt.name.replace("_", "-")
         req = " [required]" if opt.required else ""
+        if opt.switch:
+            p.add_argument(
+                flag,
+                dest=opt.name,
+                nargs="?",
+                const="true",
+                metavar="BOOL",
+                default=argparse.SUPPRESS,
+                help=f"{opt.help} (env {env_name(opt.name)})",
+            )
+            continue
         p.add_argument(
             flag,
             dest=opt.name,
@@ -225,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help=f"{opt.help} (env {env_name(opt.name)}){req}",
         )
+    telemetry.add_arguments(p)
     return p
 
 
@@ -234,6 +285,9 @@ def load_config(
     """Merge flags, environment and TOML file; raise `ConfigError` on bad/missing values."""
     env = os.environ if env is None else env
     ns = vars(build_parser().parse_args(argv))
+    tflags = {k: ns.pop(k) for k in TRACING_KEYS if ns.get(k) is not None}
+    for k in TRACING_KEYS:
+        ns.pop(k, None)
     cfg_file = ns.pop("config", None) or env.get("HOTLINK_CONFIG")
     file_vals: dict[str, Any] = {}
     if cfg_file:
@@ -242,7 +296,7 @@ def load_config(
                 file_vals = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {cfg_file}: {exc}") from None
-        known = {o.name for o in OPTIONS}
+        known = {o.name for o in OPTIONS} | set(TRACING_KEYS)
         unknown = sorted(set(file_vals) - known)
         if unknown:
             raise ConfigError(f"unknown keys in {cfg_file}: {', '.join(unknown)}")
@@ -269,6 +323,7 @@ def load_config(
             raise ConfigError(f"invalid {source}: {exc}") from None
     if "control" not in values:
         values["control"] = values["root"] / ".hotlink" / "agent.sock"
+    values["tracing"] = tracing_options(tflags, env, file_vals, cfg_file or "")
     cfg = AgentConfig(**values)
     if cfg.backoff_max < cfg.backoff_initial:
         raise ConfigError("backoff_max must be >= backoff_initial")
@@ -277,3 +332,61 @@ def load_config(
 
 def config_fields() -> list[str]:
     return [f.name for f in fields(AgentConfig)]
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+def _ratio(v: Any) -> float:
+    x = float(v)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"must be a number in [0, 1], got {v!r}")
+    return x
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def conv(v: Any) -> str:
+        s = str(v).strip().lower()
+        if s not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {v!r}")
+        return s
+
+    return conv
+
+
+#: Tracing settings: flag `--otel-...` (from `telemetry.add_arguments`), env
+#: `HOTLINK_OTEL_...`, TOML key `otel_...`, with the usual precedence; the standard
+#: OTEL_* variables come after all three (`hotlink.telemetry.config`).
+TRACING_KEYS: dict[str, Callable[[Any], Any]] = {
+    "otel": _bool,
+    "otel_endpoint": str,
+    "otel_protocol": _choice(telemetry.config.PROTOCOLS),
+    "otel_sampler": _choice(telemetry.config.SAMPLERS),
+    "otel_sampler_arg": _ratio,
+}
+
+
+def tracing_options(
+    flags: Mapping[str, Any], env: Mapping[str, str], file_vals: Mapping[str, Any], cfg_file: str
+) -> TracingOptions:
+    vals: dict[str, Any] = {}
+    for key, conv in TRACING_KEYS.items():
+        if key in flags:
+            raw, source = flags[key], "--" + key.replace("_", "-")
+        elif env.get(env_name(key)):
+            raw, source = env[env_name(key)], env_name(key)
+        elif key in file_vals:
+            raw, source = file_vals[key], f"{cfg_file}:{key}"
+        else:
+            continue
+        try:
+            vals[key] = conv(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid {source}: {exc}") from None
+    return TracingOptions(
+        enabled=vals.get("otel"),
+        endpoint=vals.get("otel_endpoint") or None,
+        protocol=vals.get("otel_protocol"),
+        sampler=vals.get("otel_sampler"),
+        ratio=vals.get("otel_sampler_arg"),
+    )

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
 
+from .fallback import normalize_mode
 from .runtime_dir import InsecureDirectory, ensure_private_dir
 from .sessions import EventType, Session, SessionError, SessionManager
 
@@ -55,7 +56,7 @@ def session_to_proto(s: Session) -> pb.Session:
         ipc_mode=s.ipc_mode,
         endpoint=s.endpoint,
         fallback_mode=s.fallback_mode or pb.FALLBACK_MODE_ON_FAILURE,
-        active_path=pb.ACTIVE_PATH_HOTLINK,
+        active_path=int(s.active_path),
         last_seq=s.seq if s.is_sender else s.last_seq,
         ipc_clients=len(s.conns),
         counters=pb.SessionCounters(
@@ -65,6 +66,13 @@ def session_to_proto(s: Session) -> pb.Session:
             bytes_received=s.bytes_received,
             drops=s.drops,
             queued=len(s.pending),
+            files_sent=s.files_sent,
+            files_received=s.files_received,
+            duplicates=s.reorder.duplicates,
+            file_duplicates=s.reorder.file_duplicates,
+            files_pending=s.file_backlog,
+            path_switches=s.policy.switches,
+            confirmed_seq=s.confirmed,
         ),
         opened_unix_nano=s.opened_ns,
     )
@@ -161,7 +169,7 @@ class ControlServicer(pb_grpc.HotlinkAgentServicer):
         except SessionError as exc:
             await self._abort(context, exc)
             raise AssertionError("unreachable") from None
-        s.fallback_mode = request.mode or pb.FALLBACK_MODE_ON_FAILURE
+        s.set_mode(normalize_mode(request.mode))
         return session_to_proto(s)
 
     async def WatchEvents(

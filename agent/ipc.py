@@ -76,12 +76,14 @@ class AppConnection(asyncio.Protocol):
         "closed",
         "decoder",
         "is_sender",
+        "marks",
         "owner",
         "paused",
         "peer",
         "queue_limit",
         "registered",
         "transport",
+        "written",
     )
 
     def __init__(
@@ -104,6 +106,10 @@ class AppConnection(asyncio.Protocol):
         self.closed = False
         self.registered = False
         self.peer = ""
+        #: bytes handed to the transport, and (end offset, frame header) of frames
+        #: handed to it that may still sit in its buffer (see `flushed_seq`)
+        self.written = 0
+        self.marks: deque[tuple[int, bytes]] = deque()
 
     # asyncio callbacks -------------------------------------------------------
 
@@ -157,7 +163,10 @@ class AppConnection(asyncio.Protocol):
         bl = self.backlog
         t = self.transport
         while bl and not self.paused and t is not None:
-            t.writelines(bl.popleft())
+            h, p = bl.popleft()
+            t.writelines((h, p))
+            self.written += len(h) + len(p)
+            self.marks.append((self.written, h))
 
     # data path -----------------------------------------------------------------
 
@@ -186,7 +195,27 @@ class AppConnection(asyncio.Protocol):
         if t is None:
             return False
         t.writelines((header, payload))
+        self.written += len(header) + len(payload)
+        self.marks.append((self.written, header))
         return True
+
+    def flushed_seq(self, last: int) -> int:
+        """The seq of the last frame wholly handed to the kernel (it reaches the app
+        even if the agent dies now; `last` when nothing is held in user space). Frames
+        still in the transport's buffer or our backlog are not (issue 7 finding 4)."""
+        marks = self.marks
+        t = self.transport
+        if t is None or self.closed:
+            marks.clear()
+            return last
+        out = self.written - t.get_write_buffer_size()
+        while marks and marks[0][0] <= out:
+            marks.popleft()
+        if marks:  # the oldest frame not yet in the kernel, less one
+            return int.from_bytes(marks[0][1][13:21], "big") - 1
+        if self.backlog:
+            return int.from_bytes(self.backlog[0][0][13:21], "big") - 1
+        return last
 
     # control -------------------------------------------------------------------
 

@@ -29,11 +29,14 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Opcode
 from websockets.protocol import State
 
+from .tracing import CONTROL, AgentTracer
 from .transport import LinkDown, LinkState, Transport, TransportListener
 
 log = logging.getLogger("hotlink.agent.link")
 
 EVENTS_PATH = "/api/v1/events"
+#: a link up at least this long resets the reconnect backoff (issue 7 finding 5)
+STABLE_AFTER = 5.0
 
 
 class Backoff:
@@ -54,6 +57,14 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+    def link_ended(self, uptime: float, stable_after: float) -> None:
+        """A connection that had completed its handshake closed after `uptime` s.
+        Only one that stayed up `stable_after` s resets the growth: a link that dies
+        right after each connect (e.g. a message-too-big close) keeps backing off
+        instead of reconnecting every `initial` s forever."""
+        if uptime >= stable_after:
+            self.reset()
 
 
 def events_url(server: str) -> str:
@@ -128,6 +139,11 @@ def _describe(exc: BaseException) -> str:
 
 
 class WsLink(Transport):
+    #: spans (agent/tracing.py), set by the app when tracing is on
+    tracer: AgentTracer | None = None
+    #: seconds a connection must stay up before the reconnect backoff starts over
+    stable_after: float = STABLE_AFTER
+
     def __init__(
         self,
         server: str,
@@ -185,12 +201,20 @@ class WsLink(Transport):
         if c is None or self.state is not LinkState.UP or c.protocol.state is not State.OPEN:
             raise LinkDown("relay link is down")
         mid = id if id is not None else self._id_prefix + format(next(self._ids), "x")
-        data = encode(msg, mid)  # a ProtocolError here is the caller's problem
+        tr = self.tracer
+        if tr is None:  # tracing off
+            data = encode(msg, mid)  # a ProtocolError here is the caller's problem
+            rec = None
+        else:
+            rec, tp = tr.before_send(msg, mid)
+            data = encode(msg, mid, tp)
         try:
             c.protocol.send_binary(data)
             c.send_data()
         except Exception as exc:  # the connection is going away under us
             raise LinkDown(f"relay link is closing: {exc}") from None
+        if rec is not None:
+            tr.after_send(rec)  # type: ignore[union-attr]
         return mid
 
     def _set_state(self, state: LinkState) -> None:
@@ -239,7 +263,7 @@ class WsLink(Transport):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.encoding = conn.response.headers.get(HDR_ENCODING, "") if conn.response else ""
             self._conn = conn
-            self.backoff.reset()
+            up_at = time.monotonic()  # the backoff resets only once the link proved stable
             if connected_before:
                 self.reconnects += 1
             connected_before = True
@@ -258,6 +282,7 @@ class WsLink(Transport):
                 self._conn = None
                 self._set_state(LinkState.DOWN)
                 self.last_error = reason
+            self.backoff.link_ended(time.monotonic() - up_at, self.stable_after)
             log.warning("link down: %s", reason)
             try:
                 listener.on_link_down(reason)
@@ -267,6 +292,8 @@ class WsLink(Transport):
                 await asyncio.sleep(self.backoff.next_delay())
 
     def _on_raw(self, data: bytes | str) -> None:
+        tr = self.tracer
+        t0 = time.time_ns() if tr is not None else 0  # tracing on: before decode
         try:
             env = decode(data, self.max_message)
         except ProtocolError as exc:
@@ -277,6 +304,9 @@ class WsLink(Transport):
         listener = self._listener
         assert listener is not None
         try:
-            listener.on_message(env)
+            if t0 and (env.traceparent or type(env.msg) in CONTROL):
+                tr.on_message(env, t0, listener)  # type: ignore[union-attr]
+            else:
+                listener.on_message(env)
         except Exception:
             log.exception("error handling %s from relay", type(env.msg).__name__)

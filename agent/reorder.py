@@ -23,6 +23,7 @@ stream); `start=1` means the stream is known to start at seq 1.
 
 from __future__ import annotations
 
+import enum
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -139,3 +140,45 @@ class ReorderBuffer(Generic[T]):
             out.append((exp, buf.pop(exp)))
             exp += 1
         self.expected = exp
+
+
+class Source(enum.IntEnum):
+    """Where a frame came from (issue 6: the same seq can arrive both ways)."""
+
+    HOTLINK = 1
+    FILE = 2
+
+
+class StreamMerge(ReorderBuffer[T]):
+    """The reader's merge of hotlink frames and replayed fallback files.
+
+    One seq space per session, whatever the path: a frame is released once, in seq
+    order, by whichever copy arrives first; the other copy is a duplicate. Hotlink
+    frames use the inherited `push` (the hot path stays as it was); files use
+    `push_file`, which also counts the file copies that were duplicates, so
+    `duplicates - file_duplicates` are the hotlink ones.
+    """
+
+    __slots__ = ("file_duplicates",)
+
+    def __init__(self, window: int = 4096, gap_timeout: float = 2.0, start: int | None = None):
+        super().__init__(window, gap_timeout, start)
+        self.file_duplicates = 0
+
+    def push_file(self, seq: int, item: T, now: float) -> list[tuple[int, T]]:
+        dup = self.duplicates
+        out = self.push(seq, item, now)
+        if self.duplicates != dup:
+            self.file_duplicates += 1
+        return out
+
+    def is_new(self, seq: int) -> bool:
+        """Not yet released nor buffered (so a file copy of it is still useful)."""
+        exp = self.expected
+        return (exp is None or seq >= exp) and seq not in self._buf
+
+    @property
+    def delivered(self) -> int:
+        """Highest seq released in order (0 before the first)."""
+        exp = self.expected
+        return 0 if exp is None else exp - 1

@@ -18,10 +18,13 @@ in the session's pending queue. That queue is bounded by `send_queue_frames` and
 `send_queue_bytes`; at the bound the session stops reading its apps' sockets
 (back-pressure; the overshoot is at most one socket read) and resumes below half.
 Nothing is dropped silently: frames only leave the queue by being sent, or, when the
-session is closed/rejected, counted as drops with a log line. The last
-`resend_frames` / `resend_bytes` frames sent are kept; when the link drops they go
-back to the front of the queue and are re-sent after the re-open (frames in flight
-when a relay dies are not lost; readers drop the copies they already have by seq).
+session is closed/rejected, counted as drops with a log line. Sent frames not yet
+confirmed by every reader (`HotlinkProgress`) are kept, at most `resend_frames` /
+`resend_bytes` (full: back-pressure on the apps when every reader confirms); when the
+link drops they go back to the front of the queue and are re-sent after the re-open,
+and a reader's Accept with `seq` (re-accept, restart) re-queues those after it (frames
+in flight when a relay or a link dies are not lost; readers drop copies by seq).
+See docs/design.md "Loss-free resume" (issue 7).
 
 Reader data path: frames are reordered per session (`ReorderBuffer`) and written to
 every connected app at once. While no app is connected a backlog of at most
@@ -41,25 +44,46 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hotlink.wire import messages as m
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
+from hotlink.wire.fallbackfile import FallbackFrame
 from hotlink.wire.frames import Frame, encode_header
 from hotlink.wire.paths import owner_of, validate_email, validate_path, validate_relpath
 
+from .acks import plan_resend
 from .config import AgentConfig
+from .fallback import ActivePath, FallbackMode, FallbackPolicy, Switch, normalize_mode
+from .filepath import APP, FALLBACK, RESERVED_NAMES, TEE, FileWorker, Upload
 from .ipc import MODE_PIPE, MODE_TCP, MODE_UNIX, AppConnection, EndpointRegistry, IpcEndpoint
-from .reorder import ReorderBuffer
+from .reorder import StreamMerge
 from .runtime_dir import InsecureDirectory, is_windows
+from .state import AgentState, SessionRecord
+from .tracing import AgentTracer
 from .transport import LinkDown, Transport
 
 log = logging.getLogger("hotlink.agent.sessions")
 
 #: bytes of envelope, keys, sid and seq around a HotlinkData payload (generous)
 ENVELOPE_SLACK = 256
+#: how long a reader waits before reporting its delivered seq to the sender
+PROGRESS_DELAY = 0.01
+#: a catch-up page that gets no answer in this time is given up (old relay?)
+SYNC_TIMEOUT = 5.0
+#: relay reasons after which a sender keeps its session and retries the open later
+TRANSIENT_REJECTS = frozenset({"too many sessions", "rate limited"})
+REASON_IDLE = "idle timeout"
+RETRY_OPEN_INITIAL = 0.25
+RETRY_OPEN_MAX = 5.0
+
+
+@dataclass(slots=True)
+class FileData(m.HotlinkData):
+    """A frame replayed from a fallback file (same fields; the type tells the source)."""
 
 
 class Role(enum.IntEnum):
@@ -81,6 +105,7 @@ class EventType(enum.IntEnum):
     CLOSED = 4
     LINK_UP = 5
     LINK_DOWN = 6
+    PATH_SWITCHED = 7
 
 
 class SessionError(Exception):
@@ -130,8 +155,13 @@ def is_loopback(host: str) -> bool:
 
 
 def validate_frame_name(name: str) -> str:
-    """A frame's `path`: the `.request` file name relative to the session dir."""
-    return validate_relpath(name)
+    """A frame's `path`: the `.request` file name relative to the session dir. It may
+    become a file there, so endpoint names and hidden temp names are refused."""
+    validate_relpath(name)
+    last = name.rsplit("/", 1)[-1]
+    if last in RESERVED_NAMES or last.startswith(".hotlink"):
+        raise ProtocolError(f"frame path {name!r} is reserved")
+    return name
 
 
 class Session:
@@ -148,6 +178,8 @@ class Session:
         fallback_mode: int,
         to: str,
         tcp_addr: str,
+        restore: SessionRecord | None = None,
+        clean: bool = False,
     ) -> None:
         cfg = mgr.cfg
         self.mgr = mgr
@@ -165,12 +197,14 @@ class Session:
         self.ipc_mode = ipc_mode
         self.tcp_addr = tcp_addr
         self.endpoint = ""
-        self.fallback_mode = fallback_mode
+        self.policy = FallbackPolicy(normalize_mode(fallback_mode))
+        self.tee = self.policy.tee
         self.opened_ns = time.time_ns()
         self.last_seq = 0
         self.frames_sent = self.bytes_sent = 0
         self.frames_received = self.bytes_received = 0
         self.drops = 0
+        self.files_sent = self.files_received = 0
         self.conns: list[AppConnection] = []
         self.verdict: asyncio.Future[str | None] | None = None
         self.closed = False
@@ -186,10 +220,33 @@ class Session:
         self.recent_bytes = 0
         self.replay_until = 0
         self.resent = 0
+        #: file path (sender): frames handed to files and not yet acked by the relay,
+        #: fallback frames waiting for the disk thread, highest seq handed to files
+        self.file_backlog = 0
+        self.disk_frames = self.disk_bytes = 0
+        self.file_seq_high = 0
+        self.files_acked_seq = 0
+        #: highest seq each reader reported delivered (HotlinkProgress)
+        self.reader_acks: dict[str, int] = {}
+        self.confirmed = 0
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self._retry_delay = RETRY_OPEN_INITIAL
         # reader
-        self.reorder: ReorderBuffer[m.HotlinkData] = ReorderBuffer(
+        self.reorder: StreamMerge[m.HotlinkData] = StreamMerge(
             cfg.reorder_window, cfg.reorder_timeout
         )
+        #: which path the frames delivered last came by
+        self.reader_path = ActivePath.HOTLINK
+        #: catch-up cursor in the relay's store, and the last one safe to persist
+        self.cursor: tuple[int, str] = (0, "")
+        self.safe_cursor: tuple[int, str] = (0, "")
+        self.syncing = False
+        self.synced_sid = ""
+        self.deferred_offer: m.HotlinkOpen | None = None
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self.ingest_pending = 0
+        self._progress_timer: asyncio.TimerHandle | None = None
+        self.progress_sent = 0
         self._lost_seen = 0
         self.backlog: deque[tuple[bytes, bytes]] = deque()
         self._gap_timer: asyncio.TimerHandle | None = None
@@ -207,6 +264,42 @@ class Session:
             buffer_bytes=cfg.reader_buffer_bytes,
             tcp_addr=tcp_addr,
         )
+        #: restored after a clean stop: the same stream goes on (see state.py)
+        self.resumed = False
+        #: reader: the sid whose seqs `app_delivered()` counts; our Accept of that sid
+        #: tells the sender where we are (`seq`, issue 7) so it re-sends the rest
+        self.resume_sid = ""
+        #: sender: seqs a reader resumed after that we no longer held (issue 7)
+        self.resend_gaps = 0
+        if restore is not None:
+            if self.is_sender and clean:
+                self.sid = restore.sid
+                self.seq = self.last_seq = restore.seq
+                self.file_seq_high = self.seq
+                self.files_acked_seq = min(restore.delivered, self.seq)
+                self.resumed = True
+            elif self.is_sender:
+                log.warning(
+                    "session %s: the agent did not stop cleanly; it goes on as a new stream",
+                    path,
+                )
+            else:
+                self.sid = restore.sid
+                self.resume_sid = restore.sid
+                self.last_seq = restore.delivered
+                if restore.delivered:
+                    self.reorder.reset(restore.delivered + 1)
+                self.cursor = self.safe_cursor = (restore.cursor_mtime, restore.cursor_path)
+        if self.is_sender and self.policy.files_allowed:
+            self.policy.active = ActivePath.FILES  # nothing accepted yet
+
+    @property
+    def fallback_mode(self) -> int:
+        return int(self.policy.mode)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
     # --- endpoint owner -----------------------------------------------------------
 
@@ -222,6 +315,8 @@ class Session:
                 conn.write(h, p)
                 self.frames_received += 1
                 self.bytes_received += len(p)
+            if self._progress_timer is None:
+                self._progress_timer = self.mgr.loop.call_later(PROGRESS_DELAY, self._send_progress)
 
     def app_disconnected(self, conn: AppConnection) -> None:
         with contextlib.suppress(ValueError):
@@ -234,9 +329,15 @@ class Session:
     def app_frames(self, conn: AppConnection, frames: list[Frame]) -> None:
         """Sender hot path: assign seqs, send or queue. Raises ProtocolError on a bad
         frame path (after handling the frames before it)."""
+        if self.policy.active is ActivePath.FILES:
+            self._frames_to_files(frames)
+            return
         mgr = self.mgr
+        tr = mgr.tracer  # None: tracing off (agent/tracing.py)
+        t_in = time.time_ns() if tr is not None else 0
         link = mgr.link
         pending = self.pending
+        failed = False
         direct = (
             self.state is SessionState.OPEN and bool(self.readers) and not pending and link.writable
         )
@@ -257,11 +358,14 @@ class Session:
             msg = m.HotlinkData(
                 sid, seq, prefix + name if name else f"{prefix}{seq:08d}.request", f.payload, f.etag
             )
+            if tr is not None:
+                tr.origin(self, msg, t_in)
             if direct:
                 try:
                     link.send(msg)
                 except LinkDown:
                     direct = False
+                    failed = True
                 else:
                     self._sent(msg)
                     if not link.writable:
@@ -269,6 +373,10 @@ class Session:
                     continue
             pending.append(msg)
             self.pending_bytes += len(f.payload)
+        if failed:
+            sw = self.policy.send_failed("send to the relay failed (link closing)")
+            if sw is not None:
+                self._switched(sw)
         if pending and not self.reading_paused:
             cfg = mgr.cfg
             if len(pending) >= cfg.send_queue_frames or self.pending_bytes >= cfg.send_queue_bytes:
@@ -287,6 +395,8 @@ class Session:
         mgr.bytes_out += n
         self.last_seq = msg.seq
         self._remember(msg)
+        if self.tee and msg.seq > self.file_seq_high:
+            self._tee(msg)
 
     def _remember(self, msg: m.HotlinkData) -> None:
         ring = self.recent
@@ -294,7 +404,33 @@ class Session:
         self.recent_bytes += len(msg.payload)
         cfg = self.mgr.cfg
         while ring and (len(ring) > cfg.resend_frames or self.recent_bytes > cfg.resend_bytes):
+            if ring[0].seq > self.confirmed and self._acking():
+                # issue 7: never forget a frame a reader has not confirmed; stop
+                # reading the apps instead until the readers catch up (on_progress)
+                if not self.reading_paused:
+                    self.reading_paused = True
+                    for c in self.conns:
+                        c.pause_reading()
+                break
             self.recent_bytes -= len(ring.popleft().payload)
+
+    def _acking(self) -> bool:
+        """Every reader reports its progress (so a full window frees up again), and
+        the window is not disabled (`--resend-frames 0` / `--resend-bytes 0`)."""
+        cfg = self.mgr.cfg
+        acks = self.reader_acks
+        return (
+            cfg.resend_frames > 0
+            and cfg.resend_bytes > 0
+            and bool(self.readers)
+            and all(r in acks for r in self.readers)
+        )
+
+    def _window_full(self) -> bool:
+        cfg = self.mgr.cfg
+        return (
+            len(self.recent) > cfg.resend_frames or self.recent_bytes > cfg.resend_bytes
+        ) and self._acking()
 
     def requeue_recent(self) -> None:
         """The link dropped: frames written shortly before may not have reached the
@@ -336,14 +472,208 @@ class Session:
                     self.resent += 1
                     self._remember(msg)
         if self.reading_paused:
-            cfg = self.mgr.cfg
-            if (
-                len(pend) <= cfg.send_queue_frames // 2
-                and self.pending_bytes <= cfg.send_queue_bytes // 2
-            ):
-                self.reading_paused = False
-                for c in self.conns:
-                    c.resume_reading()
+            self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        cfg = self.mgr.cfg
+        if (
+            len(self.pending) + self.disk_frames <= cfg.send_queue_frames // 2
+            and self.pending_bytes + self.disk_bytes <= cfg.send_queue_bytes // 2
+            and not self._window_full()
+        ):
+            self.reading_paused = False
+            for c in self.conns:
+                c.resume_reading()
+
+    # --- sender: file path -------------------------------------------------------
+
+    def hotlink_ready(self) -> bool:
+        return self.state is SessionState.OPEN and bool(self.readers) and self.mgr.link.up
+
+    def reevaluate(self, why: str = "") -> None:
+        """Inputs of the fallback policy changed: maybe switch paths."""
+        if not self.is_sender or self.closed:
+            return
+        sw = self.policy.update(self.hotlink_ready(), self.file_backlog, why)
+        if sw is not None:
+            self._switched(sw)
+
+    def set_mode(self, mode: FallbackMode) -> None:
+        if not self.is_sender:  # a reader takes whatever path the sender uses
+            self.policy.mode = mode
+            return
+        sw = self.policy.set_mode(mode, self.hotlink_ready(), self.file_backlog)
+        self.tee = self.policy.tee
+        if sw is not None:
+            self._switched(sw)
+
+    def _switched(self, sw: Switch) -> None:
+        log.info(
+            "session %s: now on the %s path (%s)",
+            self.path,
+            "file" if sw.to is ActivePath.FILES else "hotlink",
+            sw.reason,
+        )
+        if sw.to is ActivePath.FILES:
+            self._spill()
+        self.mgr.emit(EventType.PATH_SWITCHED, self, "", sw.reason)
+        if sw.to is ActivePath.HOTLINK:
+            self.flush()
+
+    def _spill(self) -> None:
+        """Entering the file path: frames waiting for the hotlink (and sent frames no
+        reader confirmed) become fallback files, in seq order."""
+        ring = [x for x in self.recent if x.seq > self.confirmed]
+        self.recent.clear()
+        self.recent_bytes = 0
+        frames = sorted(
+            (x for x in (*ring, *self.pending) if x.seq > self.file_seq_high),
+            key=lambda x: x.seq,
+        )
+        self.pending.clear()
+        self.pending_bytes = 0
+        self.replay_until = 0
+        files = self.mgr.files
+        plen = len(self.prefix)
+        last = 0
+        for x in frames:
+            if x.seq == last:
+                continue
+            last = x.seq
+            files.write_frame(self, x.seq, x.path[plen:], x.etag, x.payload, FALLBACK)
+        if frames:
+            self.file_seq_high = max(self.file_seq_high, frames[-1].seq)
+            log.info(
+                "session %s: %d queued/unconfirmed frames (seq %d..%d) go by files",
+                self.path,
+                len(frames),
+                frames[0].seq,
+                frames[-1].seq,
+            )
+        self._check_pause()
+
+    def _frames_to_files(self, frames: list[Frame]) -> None:
+        files = self.mgr.files
+        wire_room = self.wire_room
+        for f in frames:
+            name = f.path
+            if name and name != self._last_name:
+                validate_frame_name(name)
+                self._last_name = name
+            if len(f.payload) + len(name) + len(f.etag) > wire_room:
+                raise FrameTooLarge(
+                    f"frame of {len(f.payload)} payload bytes does not fit the relay's "
+                    f"{self.mgr.cfg.max_message}-byte message limit"
+                )
+            self.seq = seq = self.seq + 1
+            files.write_frame(self, seq, name or f"{seq:08d}.request", f.etag, f.payload, FALLBACK)
+            self.file_seq_high = seq
+        self._check_pause()
+
+    def _tee(self, msg: m.HotlinkData) -> None:
+        name = msg.path[len(self.prefix) :]
+        if self.mgr.files.write_frame(self, msg.seq, name, msg.etag, msg.payload, TEE):
+            self.file_seq_high = msg.seq
+
+    def _check_pause(self) -> None:
+        if self.reading_paused:
+            return
+        cfg = self.mgr.cfg
+        if (
+            len(self.pending) + self.disk_frames >= cfg.send_queue_frames
+            or self.pending_bytes + self.disk_bytes >= cfg.send_queue_bytes
+        ):
+            self.reading_paused = True
+            for c in self.conns:
+                c.pause_reading()
+
+    def disk_progress(self) -> None:
+        """The disk thread wrote some of our files: maybe resume the apps."""
+        if self.reading_paused:
+            self._maybe_resume()
+
+    def file_acked(self, u: Upload) -> None:
+        self.file_backlog -= 1
+        self.files_sent += 1
+        if u.kind != TEE:
+            n = u.size
+            self.frames_sent += 1
+            self.bytes_sent += n
+        if u.kind == FALLBACK and u.seq > self.files_acked_seq:
+            self.files_acked_seq = u.seq
+        if self.file_backlog == 0 and self.policy.files:
+            self.reevaluate("hotlink available, file backlog sent")
+
+    def file_failed(self, u: Upload, why: str) -> None:
+        self.file_backlog -= 1
+        if u.kind in (FALLBACK, APP):
+            self.drops += 1
+            self.mgr.drops += 1
+        if self.file_backlog == 0 and self.policy.files:
+            self.reevaluate()
+
+    def on_progress(self, reader: str, seq: int) -> None:
+        """A reader confirmed seqs up to `seq`: they need no re-send any more."""
+        if reader not in self.readers:
+            return
+        acks = self.reader_acks
+        if seq <= acks.get(reader, 0):
+            return
+        acks[reader] = seq
+        low = min(acks.get(r, 0) for r in self.readers)
+        if low <= self.confirmed:
+            return
+        self.confirmed = low
+        ring = self.recent
+        while ring and ring[0].seq <= low:
+            self.recent_bytes -= len(ring.popleft().payload)
+        if self.reading_paused:
+            self._maybe_resume()
+
+    def resume_reader(self, reader: str, ack: int) -> None:
+        """`reader` (re-)accepted having delivered up to `ack` (issue 7): the frames we
+        still hold after it go to the front of the queue again (readers drop copies by
+        seq). Seqs after it we no longer hold are a gap: logged and counted here; the
+        ones that went by fallback files reach the reader by its catch-up."""
+        self.reader_acks[reader] = ack
+        pend = self.pending
+        plan = plan_resend(self.recent, ack, pend[0].seq - 1 if pend else self.seq, lambda x: x.seq)
+        if plan.frames:
+            n = sum(len(x.payload) for x in plan.frames)
+            self.recent_bytes -= n
+            self.pending_bytes += n
+            pend.extendleft(reversed(plan.frames))
+            self.replay_until = max(self.replay_until, plan.frames[-1].seq)
+            log.info(
+                "session %s: %s resumes after seq %d: re-sending seq %d..%d",
+                self.path,
+                reader,
+                ack,
+                plan.frames[0].seq,
+                plan.frames[-1].seq,
+            )
+        if plan.gap is not None:
+            first, last = plan.gap
+            if last <= self.file_seq_high:  # the reader's catch-up brings them
+                log.info(
+                    "session %s: %s resumes after seq %d; seq %d..%d went by fallback files",
+                    self.path,
+                    reader,
+                    ack,
+                    first,
+                    last,
+                )
+                return
+            self.resend_gaps += last - first + 1
+            log.warning(
+                "session %s: %s resumes after seq %d but seq %d..%d are no longer held for "
+                "a re-send (lost for that reader unless they went by fallback files)",
+                self.path,
+                reader,
+                ack,
+                first,
+                last,
+            )
 
     # --- reader -----------------------------------------------------------------
 
@@ -351,6 +681,47 @@ class Session:
         ro = self.reorder
         for seq, item in ro.push(msg.seq, msg, self.mgr.loop.time()):
             self._deliver(seq, item)
+        if self._progress_timer is None:
+            self._progress_timer = self.mgr.loop.call_later(PROGRESS_DELAY, self._send_progress)
+        self._after_push()
+
+    def take_file(self, frame: FallbackFrame) -> bool:
+        """Is this fallback file part of our current stream?"""
+        if frame.sid == self.sid:
+            return True
+        if not self.sid and not self.closed:  # no offer seen yet: the file tells the sid
+            self.sid = frame.sid
+            self.mgr.by_sid[self.sid] = self
+            return True
+        return False
+
+    def on_file_frame(self, frame: FallbackFrame) -> None:
+        """A fallback file of this stream: merged with hotlink frames by seq."""
+        if self.closed or frame.sid != self.sid:
+            return
+        item = FileData(self.sid, frame.seq, self.prefix + frame.name, frame.payload, frame.etag)
+        for seq, it in self.reorder.push_file(frame.seq, item, self.mgr.loop.time()):
+            self._deliver(seq, it)
+        self._after_push()
+
+    def _send_progress(self) -> None:
+        """Confirm what reached an app (frames still in the no-app backlog are not
+        confirmed: the sender keeps them for a re-send or a fallback file)."""
+        self._progress_timer = None
+        seq = self.app_delivered()
+        if seq < self.last_seq and self.conns and not self.closed:
+            # a slow app: frames still in our socket buffers are confirmed once the
+            # kernel has them (issue 7), so look again even if no new frame comes
+            self._progress_timer = self.mgr.loop.call_later(PROGRESS_DELAY * 5, self._send_progress)
+        if seq <= self.progress_sent or self.closed or not self.sid:
+            return
+        if self.state is SessionState.OPEN and self.mgr.link.up:
+            with contextlib.suppress(LinkDown):
+                self.mgr.link.send(m.HotlinkProgress(self.sid, seq))
+                self.progress_sent = seq
+
+    def _after_push(self) -> None:
+        ro = self.reorder
         if ro.lost != self._lost_seen:
             self._report_gaps()
         if len(ro):
@@ -365,6 +736,9 @@ class Session:
     def _on_gap_timer(self) -> None:
         self._gap_timer = None
         ro = self.reorder
+        if self.syncing:  # the missing seqs are most likely in the catch-up still coming
+            self._gap_timer = self.mgr.loop.call_later(ro.gap_timeout, self._on_gap_timer)
+            return
         for seq, item in ro.expire(self.mgr.loop.time()):
             self._deliver(seq, item)
         self._report_gaps()
@@ -399,6 +773,12 @@ class Session:
         etag = msg.etag.encode() if msg.etag else b""
         header = encode_header(name.encode(), etag, len(payload), seq)
         self.last_seq = seq
+        if type(msg) is FileData:
+            self.files_received += 1
+            if self.reader_path is not ActivePath.FILES:
+                self._reader_switch(ActivePath.FILES)
+        elif self.reader_path is not ActivePath.HOTLINK:
+            self._reader_switch(ActivePath.HOTLINK)
         conns = self.conns
         if conns:
             for c in conns:
@@ -421,8 +801,54 @@ class Session:
                 )
         bl.append((header, payload))
 
+    def _reader_switch(self, to: ActivePath) -> None:
+        self.reader_path = to
+        self.policy.switches += 1
+        why = "frames arrive by fallback files" if to is ActivePath.FILES else "frames by hotlink"
+        log.info("session %s: %s", self.path, why)
+        self.mgr.emit(EventType.PATH_SWITCHED, self, self.sender, why)
+
+    def app_delivered(self) -> int:
+        """Last seq handed to an app (frames still in the no-app backlog, or in an
+        app connection's user-space buffers, which die with the agent, are not)."""
+        if self.backlog:
+            h = self.backlog[0][0]
+            return int.from_bytes(h[13:21], "big") - 1
+        if self.conns:
+            last = self.last_seq
+            return min(c.flushed_seq(last) for c in self.conns)
+        return self.last_seq
+
+    @property
+    def active_path(self) -> ActivePath:
+        return self.policy.active if self.is_sender else self.reader_path
+
+    def record(self) -> SessionRecord:
+        """What the state file keeps (see `state.py`); called off the data path."""
+        rec = SessionRecord(
+            self.path,
+            int(self.role),
+            self.to,
+            self.ipc_mode,
+            self.tcp_addr,
+            int(self.policy.mode),
+            self.sid,
+        )
+        if self.is_sender:
+            rec.seq = self.seq
+            rec.delivered = self.files_acked_seq
+        else:
+            rec.delivered = self.app_delivered()
+            if not len(self.reorder) and not self.backlog and not self.ingest_pending:
+                self.safe_cursor = self.cursor
+            rec.cursor_mtime, rec.cursor_path = self.safe_cursor
+        return rec
+
     def reset_stream(self) -> None:
         self.reorder.reset()
+        self.progress_sent = 0
+        self.resume_sid = ""
+        self.last_seq = 0
         self._lost_seen = 0
         if self._gap_timer is not None:
             self._gap_timer.cancel()
@@ -443,9 +869,11 @@ class Session:
     def shutdown(self, graceful: bool = True) -> None:
         """Remove the endpoint and close app connections (gracefully: flush first)."""
         self.closed = True
-        if self._gap_timer is not None:
-            self._gap_timer.cancel()
-            self._gap_timer = None
+        for t in (self._gap_timer, self._progress_timer, self._retry_timer, self._sync_timer):
+            if t is not None:
+                t.cancel()
+        self._gap_timer = self._progress_timer = self._retry_timer = self._sync_timer = None
+        self.mgr.files.forget_session(self)
         files = list(self.ipc.files)
         self.ipc.close()
         for c in list(self.conns):
@@ -469,6 +897,9 @@ EmitFn = Callable[[EventType, "Session | None", str, str], None]
 
 class SessionManager:
     """Owns all sessions; the `TransportListener` of the link."""
+
+    #: spans (agent/tracing.py), set by the app when tracing is on
+    tracer: AgentTracer | None = None
 
     def __init__(
         self,
@@ -499,6 +930,15 @@ class SessionManager:
         self.drops = 0
         self.unknown_frames = 0
         self._errors = 0
+        self.files = FileWorker(
+            self,
+            link,
+            keep_files=cfg.keep_files,
+            max_file_bytes=min(cfg.max_payload, cfg.max_message - 4096),
+            memory_budget=cfg.send_queue_bytes,
+            tee_queue=cfg.send_queue_frames,
+        )
+        self.ack_hooks.append(self.files.on_ack)
         link.set_listener(self)
 
     # --- queries ----------------------------------------------------------------
@@ -535,9 +975,15 @@ class SessionManager:
         tcp_addr: str = "",
         require_link: bool = False,
         timeout: float = 0.0,
+        restore: SessionRecord | None = None,
+        clean: bool = False,
     ) -> Session:
         try:
             full, r = resolve_path(self.email, path, role)
+            try:
+                normalize_mode(fallback_mode)
+            except ValueError:
+                raise ProtocolError(f"unknown fallback_mode {fallback_mode}") from None
             if to:
                 validate_email(to)
             if tcp_addr:
@@ -558,7 +1004,16 @@ class SessionManager:
         try:
             async with lock:  # concurrent opens of one path: one creates, others see it
                 return await self._open_locked(
-                    full, r, mode, to, fallback_mode, tcp_addr, require_link, timeout
+                    full,
+                    r,
+                    mode,
+                    to,
+                    fallback_mode,
+                    tcp_addr,
+                    require_link,
+                    timeout,
+                    restore,
+                    clean,
                 )
         finally:
             if not lock.locked() and self._open_locks.get(full) is lock:
@@ -574,6 +1029,8 @@ class SessionManager:
         tcp_addr: str,
         require_link: bool,
         timeout: float,
+        restore: SessionRecord | None = None,
+        clean: bool = False,
     ) -> Session:
         s = self.by_path.get(full)
         if s is not None:
@@ -606,6 +1063,8 @@ class SessionManager:
             fallback_mode=fallback_mode,
             to=to,
             tcp_addr=tcp_addr,
+            restore=restore,
+            clean=clean,
         )
         try:
             s.endpoint = await s.ipc.start()
@@ -624,16 +1083,25 @@ class SessionManager:
         self.by_path[full] = s
         log.info("session %s opened locally as %s: %s", full, r.name.lower(), s.endpoint)
         if s.is_sender:
-            s.sid = secrets.token_hex(8)
+            if not s.sid:
+                s.sid = secrets.token_hex(8)
             self.by_sid[s.sid] = s
+            if s.resumed:
+                self.files.restore_uploads(s, s.files_acked_seq)
             if self.link.up:
                 self._send_open(s)
-                await self._wait_verdict(s, timeout)
+                if restore is None:
+                    await self._wait_verdict(s, timeout)
         else:
+            if s.sid:
+                self.by_sid[s.sid] = s
             offer = self.offers.get(full)
             if offer is not None and self.link.up:
-                self._accept(s, offer)
-                await self._wait_verdict(s, timeout)
+                self._reader_offer(s, offer)
+                if restore is None:
+                    await self._wait_verdict(s, timeout)
+            elif s.sid and self.link.up:
+                self._start_sync(s)
         return s
 
     async def _wait_verdict(self, s: Session, timeout: float) -> None:
@@ -701,11 +1169,170 @@ class SessionManager:
             self.by_sid[s.sid] = s
         s.sender = offer.frm or s.sender
         s.new_verdict()
+        # where we are in this stream, if we were in it before (re-accept, restart)
+        seq = s.app_delivered() if s.resume_sid == s.sid else None
         try:
-            oid = self.link.send(m.HotlinkAccept(s.sid))
+            oid = self.link.send(m.HotlinkAccept(s.sid, seq=seq))
         except LinkDown:
             return
+        s.resume_sid = s.sid
         self._acks[oid] = s
+
+    # --- file path: catch-up, offers, restore, watcher ---------------------------
+
+    def reader_session_for(self, path: str) -> Session | None:
+        """The open reader session whose folder holds `path`, if any."""
+        p = path
+        by_path = self.by_path
+        while "/" in p:
+            p = p.rsplit("/", 1)[0]
+            s = by_path.get(p)
+            if s is not None:
+                return None if s.is_sender or s.closed else s
+        return None
+
+    def _reader_offer(self, s: Session, offer: m.HotlinkOpen) -> None:
+        """The sender's open is known: catch up on stored fallback files of this
+        stream first (once per link connection), then accept. Accepting only after
+        the catch-up keeps hotlink frames behind the files they follow."""
+        if s.sid != offer.sid:
+            if s.sid and self.by_sid.get(s.sid) is s:
+                del self.by_sid[s.sid]
+            if s.sid:
+                log.info("session %s: new stream %s (was %s)", s.path, offer.sid, s.sid)
+                s.reset_stream()
+            s.sid = offer.sid
+            self.by_sid[s.sid] = s
+            s.cursor = s.safe_cursor = (0, "")
+            s.synced_sid = ""
+            s.syncing = False
+        s.sender = offer.frm or s.sender
+        if s.synced_sid != s.sid:
+            s.deferred_offer = offer
+            s.new_verdict()
+            if not s.syncing:
+                self._start_sync(s)
+            return
+        self._accept(s, offer)
+
+    def _start_sync(self, s: Session) -> None:
+        if not self.link.up or not s.sid or s.closed:
+            return
+        try:
+            self.link.send(
+                m.FileSync(
+                    s.path,
+                    s.cursor[0],
+                    s.cursor[1],
+                    sid=s.sid,
+                    # a larger file would not fit one WS message to us (path, keys)
+                    limit=max(1, self.cfg.max_message - 4096),
+                )
+            )
+        except LinkDown:
+            return
+        s.syncing = True
+        if s._sync_timer is not None:
+            s._sync_timer.cancel()
+        s._sync_timer = self.loop.call_later(SYNC_TIMEOUT, self._sync_timeout, s)
+
+    def _sync_timeout(self, s: Session) -> None:
+        s._sync_timer = None
+        if s.syncing and not s.closed:
+            log.warning(
+                "session %s: no catch-up answer from the relay in %gs; going on without",
+                s.path,
+                SYNC_TIMEOUT,
+            )
+            self._sync_done(s)
+
+    def _on_file_sync(self, msg: m.FileSync) -> None:
+        s = self.by_path.get(msg.path)
+        if s is None or s.is_sender or s.closed or not s.syncing or msg.sid != s.sid:
+            return
+        s.cursor = (msg.since, msg.after)
+        if msg.more:
+            self._start_sync(s)
+            return
+        self._sync_done(s)
+
+    def _sync_done(self, s: Session) -> None:
+        s.syncing = False
+        if s._sync_timer is not None:
+            s._sync_timer.cancel()
+            s._sync_timer = None
+        s.synced_sid = s.sid
+        offer, s.deferred_offer = s.deferred_offer, None
+        if offer is not None and offer.sid == s.sid and self.link.up:
+            self._accept(s, offer)
+
+    def _schedule_reopen(self, s: Session) -> None:
+        if s._retry_timer is not None or s.closed:
+            return
+        delay = s._retry_delay
+        s._retry_delay = min(RETRY_OPEN_MAX, delay * 2)
+
+        def retry() -> None:
+            s._retry_timer = None
+            if not s.closed and s.state is SessionState.PENDING and self.link.up:
+                self._send_open(s)
+
+        s._retry_timer = self.loop.call_later(delay, retry)
+
+    def on_watched(self, paths: list[Path]) -> None:
+        """New/changed `*.request` files in our datasite (from the watcher)."""
+        own = self.files.own_paths
+        senders = [(str(s.session_dir) + "/", s) for s in self.by_path.values() if s.is_sender]
+        for p in paths:
+            sp = str(p)
+            if sp in own:
+                del own[sp]
+                continue
+            for prefix, s in senders:
+                if sp.startswith(prefix) and not s.closed:
+                    name = sp[len(prefix) :]
+                    try:
+                        validate_frame_name(name)
+                    except ProtocolError as exc:
+                        log.warning("refused %s: %s", sp, exc)
+                        break
+                    self.files.upload_app_file(s, p, name)
+                    break
+
+    def snapshot_state(self) -> AgentState:
+        return AgentState(
+            sessions=[
+                s.record()
+                for s in self.by_path.values()
+                if not s.closed and s.state in (SessionState.PENDING, SessionState.OPEN)
+            ]
+        )
+
+    async def restore(self, state: AgentState) -> int:
+        """Re-open the sessions of a previous run (before the link starts)."""
+        n = 0
+        for rec in state.sessions:
+            try:
+                await self.open_session(
+                    rec.path,
+                    role=rec.role,
+                    to=rec.to,
+                    ipc_mode=rec.ipc_mode,
+                    fallback_mode=rec.fallback_mode,
+                    tcp_addr=rec.tcp_addr,
+                    restore=rec,
+                    clean=state.clean,
+                )
+                n += 1
+            except SessionError as exc:
+                log.warning("cannot restore session %s: %s", rec.path, exc)
+        return n
+
+    def spill_all(self) -> None:
+        """Shutdown: frames still waiting for the hotlink become fallback files."""
+        for s in self.by_path.values():
+            if s.is_sender and not s.closed and s.policy.files_allowed and s.pending:
+                s._spill()
 
     def _reject(self, s: Session, reason: str) -> None:
         s.state = SessionState.REJECTED
@@ -726,27 +1353,40 @@ class SessionManager:
             except Exception:
                 log.exception("link-up hook failed")
         self.emit(EventType.LINK_UP, None, "", "")
+        self.files.pump()
         for s in list(self.by_path.values()):
             if s.is_sender and s.state in (SessionState.PENDING, SessionState.OPEN):
                 s.state = SessionState.PENDING
                 self._send_open(s)
+            elif not s.is_sender and s.sid and not s.closed:
+                self._start_sync(s)
 
     def on_link_down(self, reason: str) -> None:
         self.offers.clear()
         self._acks.clear()
+        self.files.on_link_down()
         for s in self.by_path.values():
             if s.state is SessionState.OPEN:
                 s.state = SessionState.PENDING
                 s.reason = "link down"
             s.readers.clear()
+            s.reader_acks.clear()
             if s.is_sender:
                 s.requeue_recent()
+            else:
+                s.syncing = False
+                s.synced_sid = ""
+                s.deferred_offer = None
         self.emit(EventType.LINK_DOWN, None, "", reason)
+        for s in list(self.by_path.values()):
+            s.reevaluate(f"relay link down: {reason}")
 
     def on_writable(self) -> None:
         for s in self.by_path.values():
             if s.pending:
                 s.flush()
+        if self.files.uploads:
+            self.files.pump()
 
     def on_message(self, env: Envelope) -> None:
         msg = env.msg
@@ -771,7 +1411,19 @@ class SessionManager:
             self._on_reject(msg)  # type: ignore[arg-type]
         elif t is m.HotlinkClose:
             self._on_close(msg)  # type: ignore[arg-type]
+        elif t is m.HotlinkProgress:
+            s = self.by_sid.get(msg.sid)  # type: ignore[union-attr]
+            if s is not None and s.is_sender:
+                s.on_progress(msg.frm, msg.seq)  # type: ignore[union-attr]
+        elif t is m.FileWrite:
+            self.files.ingest(msg)  # type: ignore[arg-type]
+        elif t is m.FileSync:
+            self._on_file_sync(msg)  # type: ignore[arg-type]
         elif t is m.Error:
+            s = self.by_path.get(msg.path)  # type: ignore[union-attr]
+            if s is not None and s.syncing:  # the relay could not answer our catch-up
+                log.warning("session %s: catch-up failed: %s", s.path, msg.message)  # type: ignore[union-attr]
+                self._sync_done(s)
             self._errors += 1
             if self._errors <= 20 or self._errors % 1000 == 0:
                 log.warning(
@@ -801,8 +1453,10 @@ class SessionManager:
         s.settle(None)
         log.info("session %s (%s) open on the relay as %s", s.path, s.sid, s.role.name.lower())
         if s.is_sender:
+            s._retry_delay = RETRY_OPEN_INITIAL
             self.emit(EventType.OPENED, s, "", "")
             s.flush()
+            s.reevaluate("session open on the relay")
         else:
             self.emit(EventType.ACCEPTED, s, s.sender, "")
 
@@ -818,7 +1472,7 @@ class SessionManager:
             return
         if s.state is SessionState.PENDING or s.sid != msg.sid:
             s.state = SessionState.PENDING
-            self._accept(s, msg)
+            self._reader_offer(s, msg)
 
     def _on_accept(self, msg: m.HotlinkAccept) -> None:
         s = self.by_sid.get(msg.sid)
@@ -828,7 +1482,10 @@ class SessionManager:
         if peer not in s.readers:
             s.readers.add(peer)
             self.emit(EventType.ACCEPTED, s, peer, "")
+        if msg.seq is not None:  # the reader says where it is: re-send after it
+            s.resume_reader(peer, msg.seq)
         s.flush()
+        s.reevaluate(f"{peer} accepted")
 
     def _on_reject(self, msg: m.HotlinkReject) -> None:
         s = self.by_sid.get(msg.sid)
@@ -836,7 +1493,9 @@ class SessionManager:
             return
         if msg.frm:  # a reader turned our open down
             s.readers.discard(msg.frm)
+            s.reader_acks.pop(msg.frm, None)
             self.emit(EventType.REJECTED, s, msg.frm, msg.reason)
+            s.reevaluate(f"{msg.frm} rejected: {msg.reason}")
             return
         if msg.reason == m.REASON_UNKNOWN_SESSION:
             # The relay lost the session (sender gone / relay restarted): wait for or
@@ -844,13 +1503,28 @@ class SessionManager:
             if s.is_sender:
                 if s.state is SessionState.OPEN:
                     s.state = SessionState.PENDING
+                    s.readers.clear()
                     self._send_open(s)
+                    s.reevaluate("relay lost the session")
             else:
                 s.state = SessionState.PENDING
                 s.reason = msg.reason
                 off = self.offers.get(s.path)
                 if off is not None and off.sid == msg.sid:
                     del self.offers[s.path]
+            return
+        if s.is_sender and msg.reason in TRANSIENT_REJECTS and s.policy.files_allowed:
+            # Not accepted for now: frames travel by files; the open is retried.
+            s.state = SessionState.PENDING
+            s.reason = msg.reason
+            s.readers.clear()
+            s.settle(None)
+            for oid in [k for k, v in self._acks.items() if v is s]:
+                del self._acks[oid]
+            log.warning("session %s not accepted by the relay (%s); retrying", s.path, msg.reason)
+            self.emit(EventType.REJECTED, s, "", msg.reason)
+            s.reevaluate(f"relay did not accept the session: {msg.reason}")
+            self._schedule_reopen(s)
             return
         self._reject(s, msg.reason)
 
@@ -864,14 +1538,26 @@ class SessionManager:
         if s.is_sender:
             if msg.frm:  # one reader's leg ended
                 s.readers.discard(msg.frm)
+                s.reader_acks.pop(msg.frm, None)
                 self.emit(EventType.CLOSED, s, msg.frm, msg.reason)
+                s.reevaluate(f"{msg.frm}: {msg.reason}")
+            elif msg.reason == REASON_IDLE:
+                # Like a disconnect, not a verdict: open again (same sid, same seqs).
+                s.state = SessionState.PENDING
+                s.reason = msg.reason
+                s.readers.clear()
+                s.reader_acks.clear()
+                self.emit(EventType.CLOSED, s, "", msg.reason)
+                s.reevaluate("relay closed the idle session")
+                if self.link.up:
+                    self._send_open(s)
             else:  # the relay ended our session (e.g. we lost write access)
                 self._reject(s, msg.reason or "closed by the relay")
             return
         off = self.offers.get(s.path)
         if off is not None and off.sid == msg.sid:
             del self.offers[s.path]
-        if msg.reason == m.REASON_SENDER_GONE:
+        if msg.reason in (m.REASON_SENDER_GONE, REASON_IDLE):
             s.state = SessionState.PENDING
             s.reason = msg.reason
             self.emit(EventType.CLOSED, s, s.sender, msg.reason)

@@ -86,7 +86,8 @@ def test_link_down_pending_and_require_link(agent_factory, relay):
     with pytest.raises(grpc.RpcError) as exc:
         alice.open("_mpc/0_to_1", require_link=True)
     assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
-    s = alice.open("_mpc/0_to_1")
+    # hotlink only: the frame waits in memory (the file fallback: test_fallback_e2e.py)
+    s = alice.open("_mpc/0_to_1", fallback_mode=pb.FALLBACK_MODE_OFF)
     assert s.state == pb.SESSION_STATE_PENDING and s.session_id
     r = bob.open(PATH)
     assert r.state == pb.SESSION_STATE_PENDING
@@ -130,7 +131,10 @@ def test_watch_events(agent_factory):
     alice.stub.CloseSession(pb.CloseSessionRequest(session=pb.SessionRef(path=PATH)), timeout=5)
     assert seen.wait(10)
     call.cancel()
-    types = [e.type for e in events]
+    # the first accept also moves the session from the file path to the hotlink
+    switched = [e for e in events if e.type == pb.EVENT_TYPE_PATH_SWITCHED]
+    assert switched and switched[0].session.active_path == pb.ACTIVE_PATH_HOTLINK
+    types = [e.type for e in events if e.type != pb.EVENT_TYPE_PATH_SWITCHED]
     assert types[:3] == [pb.EVENT_TYPE_OPENED, pb.EVENT_TYPE_ACCEPTED, pb.EVENT_TYPE_CLOSED]
     acc = events[1]
     assert acc.peer == B and acc.path == PATH and acc.session.readers == [B]

@@ -16,9 +16,9 @@ C = "carol@example.org"
 PATH = f"{A}/_mpc/0_to_1"
 
 
-def _open_pair(alice, bob, sender_first: bool = True):
+def _open_pair(alice, bob, sender_first: bool = True, fallback: int = 0):
     if sender_first:
-        s = alice.open("_mpc/0_to_1")
+        s = alice.open("_mpc/0_to_1", fallback_mode=fallback)
         assert s.state == pb.SESSION_STATE_OPEN, s
         assert s.role == pb.ROLE_SENDER
         r = bob.open(PATH)
@@ -26,7 +26,7 @@ def _open_pair(alice, bob, sender_first: bool = True):
         r = bob.open(PATH)
         assert r.state == pb.SESSION_STATE_PENDING
         assert r.role == pb.ROLE_READER
-        s = alice.open("_mpc/0_to_1")
+        s = alice.open("_mpc/0_to_1", fallback_mode=fallback)
         assert s.state == pb.SESSION_STATE_OPEN
     bob.wait_session(PATH, lambda x: x.state == pb.SESSION_STATE_OPEN)
     alice.wait_session(PATH, lambda x: B in x.readers)
@@ -124,20 +124,24 @@ def test_ten_thousand_frames_in_order(agent_factory):
 def test_relay_restart_mid_stream(agent_factory, relay):
     alice = agent_factory(A)
     bob = agent_factory(B)
-    _open_pair(alice, bob)
+    # hotlink only (mode OFF): frames wait in memory; the file fallback is
+    # tests/test_fallback_e2e.py
+    _open_pair(alice, bob, fallback=pb.FALLBACK_MODE_OFF)
     reader = AppClient(bob.session_dir(PATH), timeout=30)
     writer = AppClient(alice.session_dir(PATH))
     for i in range(100):
         writer.send(b"before-%d" % i)
     assert [f.seq for f in reader.recv_n(100)] == list(range(1, 101))
+    # bob reports what he delivered (HotlinkProgress): alice keeps none of it
+    alice.wait_session(PATH, lambda s: s.counters.confirmed_seq == 100)
     relay.kill()
     alice.wait_link(pb.LINK_STATE_DOWN, 15)
     bob.wait_link(pb.LINK_STATE_DOWN, 15)
     assert alice.session(PATH).state == pb.SESSION_STATE_PENDING
     for i in range(50):
         writer.send(b"during-%d" % i)
-    # the 50 new frames wait behind the 100 recent ones kept for re-sending
-    alice.wait_session(PATH, lambda s: s.counters.queued == 150)
+    # the 50 new frames wait; the 100 before were confirmed, so none is re-sent
+    alice.wait_session(PATH, lambda s: s.counters.queued == 50)
     relay.start()
     alice.wait_link(pb.LINK_STATE_UP, 15)
     got = reader.recv_n(50)
@@ -154,7 +158,8 @@ def test_relay_restart_mid_stream(agent_factory, relay):
 
 
 def test_agent_killed_endpoints_cleaned_on_restart(agent_factory):
-    alice = agent_factory(A)
+    # without restoring its sessions (state.json), which would re-create the endpoints
+    alice = agent_factory(A, args=["--restore-sessions=false"])
     s = alice.open("_mpc/0_to_1", require_link=True)
     t = alice.open("_mpc/tcp_side", ipc_mode=pb.IPC_MODE_TCP)
     marker = alice.session_dir(PATH) / "stream.sock"

@@ -163,7 +163,7 @@ class SetFallbackModeRequest(_message.Message):
     def __init__(self, session: _Optional[_Union[SessionRef, _Mapping]] = ..., mode: _Optional[_Union[FallbackMode, str]] = ...) -> None: ...
 
 class SessionCounters(_message.Message):
-    __slots__ = ("frames_sent", "bytes_sent", "frames_received", "bytes_received", "drops", "queued", "files_sent", "files_received")
+    __slots__ = ("frames_sent", "bytes_sent", "frames_received", "bytes_received", "drops", "queued", "files_sent", "files_received", "duplicates", "file_duplicates", "files_pending", "path_switches", "confirmed_seq")
     FRAMES_SENT_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     FRAMES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +172,11 @@ class SessionCounters(_message.Message):
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     FILES_SENT_FIELD_NUMBER: _ClassVar[int]
     FILES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    FILE_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    FILES_PENDING_FIELD_NUMBER: _ClassVar[int]
+    PATH_SWITCHES_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_SEQ_FIELD_NUMBER: _ClassVar[int]
     frames_sent: int
     bytes_sent: int
     frames_received: int
@@ -180,7 +185,12 @@ class SessionCounters(_message.Message):
     queued: int
     files_sent: int
     files_received: int
-    def __init__(self, frames_sent: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., frames_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., drops: _Optional[int] = ..., queued: _Optional[int] = ..., files_sent: _Optional[int] = ..., files_received: _Optional[int] = ...) -> None: ...
+    duplicates: int
+    file_duplicates: int
+    files_pending: int
+    path_switches: int
+    confirmed_seq: int
+    def __init__(self, frames_sent: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., frames_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., drops: _Optional[int] = ..., queued: _Optional[int] = ..., files_sent: _Optional[int] = ..., files_received: _Optional[int] = ..., duplicates: _Optional[int] = ..., file_duplicates: _Optional[int] = ..., files_pending: _Optional[int] = ..., path_switches: _Optional[int] = ..., confirmed_seq: _Optional[int] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("session_id", "path", "role", "state", "reason", "sender", "to", "readers", "session_dir", "ipc_mode", "endpoint", "fallback_mode", "active_path", "last_seq", "ipc_clients", "counters", "opened_unix_nano")

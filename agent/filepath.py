@@ -1,0 +1,562 @@
+"""The file path (issue 6): fallback files out, the reader's mirror in.
+
+All disk work runs in ONE worker thread, fed by one FIFO (`DiskQueue`): fallback and
+TEE file writes, re-reads for upload, mirror writes, deletions and reads of
+app-written `.request` files. One thread keeps them in order (a frame's file is
+written before it is uploaded, a mirror file before its frame is replayed) and never
+blocks the event loop that carries the hotlink. Results come back to the loop in
+submission order.
+
+Upload (`FileWorker.pump`, on the loop): files go to the relay as `FileWrite` in the
+order they were written, at most `MAX_INFLIGHT` unacknowledged, only while the link is
+writable. The relay's Ack makes a file durable; only then does the sender count it as
+sent (and, without `--keep-files`, delete its own copy). When the link drops, the
+unacknowledged files go back to the front of the queue. File contents are kept in
+memory for the upload up to `memory_budget` bytes; beyond that the upload re-reads
+them from disk, so a long relay outage costs disk, not memory.
+
+Mirror (reader): `ingest` takes every `FileWrite` the relay sends (broadcasts and
+catch-up pages). Paths are validated and resolved inside `ROOT/datasites` (a symlink
+in the tree cannot redirect a write); files are written atomically (temp + rename);
+fallback files of an open reader session are replayed into its stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import stat
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hotlink.wire import fallbackfile as ff
+from hotlink.wire.errors import ProtocolError
+from hotlink.wire.messages import FileWrite
+from hotlink.wire.paths import owner_of, validate_path
+
+from .transport import LinkDown, Transport
+
+if TYPE_CHECKING:
+    from .sessions import Session, SessionManager
+
+log = logging.getLogger("hotlink.agent.filepath")
+
+TMP_PREFIX = ".hotlink-tmp-"
+#: names a fallback or mirror file may never take (they are the session's endpoint)
+RESERVED_NAMES = frozenset({"stream.sock", "stream.tcp", "stream.pipe"})
+MAX_INFLIGHT = 256
+BATCH = 256
+
+#: Upload kinds
+FALLBACK = 1  # a frame on the file path (counts as the frame being sent)
+TEE = 2  # an audit copy of a frame that also went by hotlink
+APP = 3  # a .request file an app wrote itself (seq assigned by the agent)
+
+
+class FileRefused(Exception):
+    """A file the file path will not take; the message says why (it is logged)."""
+
+
+@dataclass(slots=True, eq=False)
+class Upload:
+    session: Session
+    wire_path: str
+    seq: int
+    kind: int
+    #: local file that holds exactly `content` (re-read from it when content is None)
+    local: Path | None
+    content: bytes | None = None
+    etag: str = ""
+    size: int = 0
+    reading: bool = False
+    #: content is counted in the worker's memory budget
+    budgeted: bool = False
+
+
+def resolve_inside(base: Path, real_base: Path, rel_parts: list[str]) -> Path:
+    """`base/rel` if its folder resolves inside `real_base` (symlinks followed)."""
+    target = base.joinpath(*rel_parts)
+    parent = target.parent.resolve()
+    if parent != real_base and real_base not in parent.parents:
+        raise FileRefused(f"{'/'.join(rel_parts)} resolves outside {base} (symlink?)")
+    name = target.name
+    if name.startswith(TMP_PREFIX) or name in RESERVED_NAMES:
+        raise FileRefused(f"reserved file name {name!r}")
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(target)
+        if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            raise FileRefused(f"{target} is a symlink or a folder")
+    return target
+
+
+def write_atomic(target: Path, parts: tuple[bytes, ...] | list[bytes]) -> None:
+    """Temp file in the target's folder, then rename: nobody ever sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for p in parts:
+                f.write(p)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_regular(path: Path, real_dir: Path, max_bytes: int) -> bytes:
+    """Read an app-written file, refusing symlinks, non-regular files, files whose
+    folder resolves outside `real_dir`, and files over `max_bytes`."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise FileRefused(f"{path} vanished before it could be read") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise FileRefused(f"{path} is a symlink")
+    if not stat.S_ISREG(st.st_mode):
+        raise FileRefused(f"{path} is not a regular file")
+    parent = path.parent.resolve()
+    if parent != real_dir and real_dir not in parent.parents:
+        raise FileRefused(f"{path} is outside the session directory {real_dir}")
+    if st.st_size > max_bytes:
+        raise FileRefused(f"{path} has {st.st_size} bytes, over the {max_bytes}-byte limit")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise FileRefused(f"cannot read {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileRefused(f"{path} grew over the {max_bytes}-byte limit while being read")
+    return data
+
+
+def etag_of(content: bytes) -> str:
+    return hashlib.md5(content, usedforsecurity=False).hexdigest()
+
+
+Done = Callable[[Any, BaseException | None], None]
+
+
+class DiskQueue:
+    """One worker thread, one FIFO of (work, done) jobs; `done` runs on the loop."""
+
+    def __init__(self) -> None:
+        self.jobs: deque[tuple[Callable[[], Any], Done]] = deque()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hotlink-files")
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def submit(self, work: Callable[[], Any], done: Done) -> None:
+        if self.closed:
+            return
+        if self._task is None:
+            self.start()
+        self.jobs.append((work, done))
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="hotlink-disk")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        jobs = self.jobs
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while jobs:
+                batch = [jobs.popleft() for _ in range(min(BATCH, len(jobs)))]
+                results = await loop.run_in_executor(
+                    self._executor, _run_batch, [w for w, _ in batch]
+                )
+                for (_, done), (res, exc) in zip(batch, results, strict=True):
+                    try:
+                        done(res, exc)
+                    except Exception:
+                        log.exception("file path callback failed")
+
+    async def close(self) -> None:
+        """Finish queued jobs (bounded wait), then stop the thread."""
+        if self._task is None:
+            self.closed = True
+            self._executor.shutdown(wait=False)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while self.jobs:
+                    await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.closed = True
+        self._executor.shutdown(wait=True)
+
+
+def _run_batch(works: list[Callable[[], Any]]) -> list[tuple[Any, BaseException | None]]:
+    out: list[tuple[Any, BaseException | None]] = []
+    for w in works:
+        try:
+            out.append((w(), None))
+        except Exception as exc:
+            out.append((None, exc))
+    return out
+
+
+class FileWorker:
+    """Fallback/TEE files and uploads for senders; mirror and replay for readers."""
+
+    def __init__(
+        self,
+        mgr: SessionManager,
+        link: Transport,
+        *,
+        keep_files: bool,
+        max_file_bytes: int,
+        memory_budget: int,
+        tee_queue: int,
+    ) -> None:
+        self.mgr = mgr
+        self.link = link
+        self.keep_files = keep_files
+        self.max_file_bytes = max_file_bytes
+        self.memory_budget = memory_budget
+        self.tee_queue = tee_queue
+        self.base = mgr.cfg.root / "datasites"
+        self.real_base = self.base.resolve()
+        self.disk = DiskQueue()
+        self.uploads: deque[Upload] = deque()
+        self.inflight: dict[str, Upload] = {}
+        self.memory = 0
+        #: local paths this agent wrote (the watcher skips them); bounded
+        self.own_paths: dict[str, None] = {}
+        self.refused = 0
+        self.tee_skipped = 0
+        self.mirrored = 0
+
+    async def close(self) -> None:
+        await self.disk.close()
+
+    # --- sender: writing fallback / TEE files -------------------------------------
+
+    def write_frame(
+        self, s: Session, seq: int, name: str, etag: str, payload: bytes, kind: int
+    ) -> bool:
+        """Queue one frame as a file (no I/O here). False if a TEE copy was skipped."""
+        if kind == TEE and len(self.disk) >= self.tee_queue:
+            self.tee_skipped += 1
+            if self.tee_skipped == 1 or self.tee_skipped % 1000 == 0:
+                log.warning(
+                    "session %s: TEE file copies fall behind the hotlink; %d skipped so far",
+                    s.path,
+                    self.tee_skipped,
+                )
+            return False
+        local = s.session_dir / name
+        sid = s.sid
+        keep = self.budget_ok(len(payload))
+        own = self.own_paths
+        own[str(local)] = None
+        if len(own) > 200_000:
+            for k in list(own)[:100_000]:
+                del own[k]
+        u = Upload(s, s.prefix + name, seq, kind, local)
+        s.file_backlog += 1
+        if kind == FALLBACK:
+            s.disk_frames += 1
+            s.disk_bytes += len(payload)
+
+        def work() -> tuple[bytes | None, str, int]:
+            head = ff.encode_parts(sid, seq, name, etag, len(payload))
+            write_atomic(local, (head, payload))
+            content = head + payload
+            return (content if keep else None), etag_of(content), len(content)
+
+        def done(res: Any, exc: BaseException | None) -> None:
+            if kind == FALLBACK:
+                s.disk_frames -= 1
+                s.disk_bytes -= len(payload)
+            if exc is not None:
+                log.error("session %s: cannot write fallback file %s: %s", s.path, local, exc)
+                s.file_failed(u, f"write failed: {exc}")
+                s.disk_progress()
+                return
+            u.content, u.etag, u.size = res
+            if u.content is not None:
+                u.budgeted = True
+                self.memory += u.size
+            self.uploads.append(u)
+            s.disk_progress()
+            self.pump()
+
+        self.disk.submit(work, done)
+        return True
+
+    def budget_ok(self, n: int) -> bool:
+        return self.memory + n <= self.memory_budget
+
+    def upload_app_file(self, s: Session, local: Path, name: str) -> None:
+        """An app wrote `<session dir>/<name>`: read it (checked) and send it as the
+        session's next frame."""
+        real_dir = s.session_dir.resolve()
+        limit = self.max_file_bytes
+
+        def work() -> bytes:
+            return read_regular(local, real_dir, limit)
+
+        def done(res: Any, exc: BaseException | None) -> None:
+            if exc is not None:
+                self.refused += 1
+                log.warning("refused %s: %s", local, exc)
+                return
+            if s.closed:
+                return
+            raw: bytes = res
+            if ff.peek_sid(raw) == s.sid:
+                return  # one of our own fallback files (e.g. restored): already handled
+            seq = s.next_seq()
+            try:
+                content = ff.encode(s.sid, seq, name, "", raw)
+            except ProtocolError as exc2:
+                log.warning("refused %s: %s", local, exc2)
+                return
+            s.file_backlog += 1
+            u = Upload(s, s.prefix + name, seq, APP, None, content, etag_of(content), len(content))
+            self.uploads.append(u)
+            log.debug("session %s: app file %s queued as seq %d", s.path, name, seq)
+            self.pump()
+
+        self.disk.submit(work, done)
+
+    def restore_uploads(self, s: Session, acked: int) -> None:
+        """A restored sender: its fallback files the relay never acknowledged (seq >
+        `acked`, this stream's sid) are uploaded again, in seq order."""
+        root = s.session_dir
+        sid = s.sid
+
+        def work() -> list[tuple[int, Path, bytes]]:
+            found: list[tuple[int, Path, bytes]] = []
+            for dirpath, dirs, names in os.walk(root):
+                dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
+                for n in names:
+                    if n.startswith("."):
+                        continue
+                    p = Path(dirpath, n)
+                    try:
+                        if p.is_symlink() or not p.is_file():
+                            continue
+                        with open(p, "rb") as fh:
+                            head = fh.read(300)
+                            if ff.peek_sid(head) != sid:
+                                continue
+                            data = head + fh.read()
+                        frame = ff.decode(data)
+                    except (OSError, ProtocolError):
+                        continue
+                    if frame.seq > acked:
+                        found.append((frame.seq, p, data))
+            found.sort(key=lambda t: t[0])
+            return found
+
+        def done(res: Any, exc: BaseException | None) -> None:
+            if exc is not None:
+                log.warning(
+                    "session %s: scanning for unsent fallback files failed: %s", s.path, exc
+                )
+                return
+            if s.closed or not res:
+                return
+            prefix = str(root) + "/"
+            for seq, p, data in res:
+                name = str(p)[len(prefix) :]
+                u = Upload(s, s.prefix + name, seq, FALLBACK, p, None, etag_of(data), len(data))
+                if self.budget_ok(len(data)):
+                    u.content, u.budgeted = data, True
+                    self.memory += len(data)
+                s.file_backlog += 1
+                self.uploads.append(u)
+            log.info(
+                "session %s: %d fallback files of the previous run (seq %d..%d) will be sent",
+                s.path,
+                len(res),
+                res[0][0],
+                res[-1][0],
+            )
+            s.reevaluate()
+            self.pump()
+
+        self.disk.submit(work, done)
+
+    # --- upload ---------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Send queued files while the link takes them (called on every change)."""
+        link = self.link
+        q = self.uploads
+        if not q or not link.up:
+            return
+        inflight = self.inflight
+        while q and len(inflight) < MAX_INFLIGHT and link.writable:
+            u = q[0]
+            if u.content is None:
+                self._read_ahead()
+                return
+            try:
+                oid = link.send(FileWrite(u.wire_path, u.etag, u.size, u.content))
+            except LinkDown:
+                return
+            q.popleft()
+            inflight[oid] = u
+
+    def _read_ahead(self) -> None:
+        batch = []
+        for u in self.uploads:
+            if u.content is not None or len(batch) >= BATCH:
+                break
+            if u.reading:
+                return
+            u.reading = True
+            batch.append(u)
+        paths = [u.local for u in batch]
+
+        def work() -> list[bytes | BaseException]:
+            out: list[bytes | BaseException] = []
+            for p in paths:
+                try:
+                    assert p is not None
+                    out.append(p.read_bytes())
+                except OSError as exc:
+                    out.append(exc)
+            return out
+
+        def done(res: Any, exc: BaseException | None) -> None:
+            results = res if exc is None else [exc] * len(batch)
+            for u, r in zip(batch, results, strict=True):
+                u.reading = False
+                if isinstance(r, BaseException):
+                    log.error("cannot re-read %s for upload: %s", u.local, r)
+                    with contextlib.suppress(ValueError):
+                        self.uploads.remove(u)
+                    u.session.file_failed(u, f"re-read failed: {r}")
+                else:
+                    u.content, u.size = r, len(r)
+                    u.etag = etag_of(r)
+            self.pump()
+
+        self.disk.submit(work, done)
+
+    def on_ack(self, oid: str, error: str | None) -> bool:
+        u = self.inflight.pop(oid, None)
+        if u is None:
+            return False
+        if u.budgeted:
+            self.memory -= u.size
+            u.budgeted = False
+        u.content = None
+        s = u.session
+        if error is not None:
+            log.error("relay refused file %s (seq %d): %s", u.wire_path, u.seq, error)
+            s.file_failed(u, error)
+        else:
+            s.file_acked(u)
+            if not self.keep_files and u.local is not None and u.kind != APP:
+                local = u.local
+                self.disk.submit(lambda: local.unlink(missing_ok=True), _ignore)
+        self.pump()
+        return True
+
+    def on_link_down(self) -> None:
+        if self.inflight:
+            self.uploads.extendleft(reversed(list(self.inflight.values())))
+            self.inflight.clear()
+
+    def forget_session(self, s: Session) -> None:
+        """Session closed: its queued uploads are dropped (files stay on disk)."""
+        if any(u.session is s for u in self.uploads):
+            kept = deque(u for u in self.uploads if u.session is not s)
+            for u in self.uploads:
+                if u.session is s and u.budgeted:
+                    self.memory -= u.size
+            self.uploads = kept
+
+    # --- reader: mirror and replay ------------------------------------------------
+
+    def ingest(self, msg: FileWrite) -> None:
+        """A file from the relay (broadcast or catch-up page)."""
+        path = msg.path
+        try:
+            validate_path(path)
+        except ProtocolError as exc:
+            log.warning("relay sent a file with a bad path %r: %s; ignored", path, exc)
+            return
+        if owner_of(path) == self.mgr.email:
+            log.debug("ignoring relay copy of our own datasite file %s", path)
+            return
+        content = msg.content
+        s = self.mgr.reader_session_for(path)
+        frame = None
+        if s is not None and ff.is_fallback(content):
+            try:
+                frame = ff.decode(content)
+            except ProtocolError as exc:
+                log.warning("fallback file %s is malformed (%s); mirrored, not replayed", path, exc)
+        if s is not None and frame is not None and s.take_file(frame):
+            if s.syncing and not msg.mtime:
+                # A broadcast during our catch-up: the catch-up pages will list this
+                # file too, in store order; taking it now would only put it ahead of
+                # the older files still to come (and could overflow the reorder window).
+                return
+            if not self.keep_files:
+                s.on_file_frame(frame)
+                return
+            s.ingest_pending += 1
+            sess = s
+
+            def then(res: Any, exc: BaseException | None) -> None:
+                sess.ingest_pending -= 1
+                if exc is not None:
+                    log.warning("cannot mirror %s: %s", path, exc)
+                if not sess.closed:
+                    sess.on_file_frame(frame)
+
+            self._mirror(path, content, then)
+            return
+        if s is not None and frame is not None and not self.keep_files:
+            return  # another stream's file on an open session's path: not kept
+        self._mirror(path, content, _log_mirror_error(path))
+
+    def _mirror(self, path: str, content: bytes, done: Done) -> None:
+        base, real_base = self.base, self.real_base
+        parts = path.split("/")
+
+        def work() -> None:
+            target = resolve_inside(base, real_base, parts)
+            write_atomic(target, (content,))
+
+        self.mirrored += 1
+        self.disk.submit(work, done)
+
+
+def _ignore(res: Any, exc: BaseException | None) -> None:
+    return None
+
+
+def _log_mirror_error(path: str) -> Done:
+    def done(res: Any, exc: BaseException | None) -> None:
+        if exc is not None:
+            log.warning("not mirrored %s: %s", path, exc)
+
+    return done

@@ -1,0 +1,334 @@
+"""Agent spans (issue 5). Everything trace-related in the agent lives here; the
+data-path modules only call in when `tracer` is not None (tracing on):
+
+- `sessions.Session.app_frames` (sender): `origin(session, msg, t_in)` per frame.
+  Samples the message (`sample_origin`), records `hotlink.ipc_read` (frames read from
+  the app socket -> HotlinkData built) and remembers the `hotlink.send` context for
+  the link. Unsampled: nothing is kept.
+- `link.WsLink.send`: `before_send(msg, mid)` gives the traceparent to encode (the
+  `hotlink.send` span's for sampled data; lifecycle and file messages get theirs)
+  and `after_send` records once the message is on the socket.
+- `link.WsLink._on_raw` (every message from the relay, `t0` stamped before decode):
+  `on_message(env, t0, listener)` for data with a `tpc` and for control messages.
+  Data: `hotlink.receive_ws` (decode, dispatch) then `hotlink.ipc_write` (reorder,
+  write to every app connection of the session; attribute `hotlink.delivery` says
+  whether the frame reached an app socket now or waits in the reorder buffer / the
+  no-app backlog).
+
+Session lifecycle spans (always sampled while tracing is on, see `sample_lifecycle`):
+`hotlink.session.open` (sender: Open sent -> relay Ack, or ERROR with the Reject
+reason; a `hotlink.session.reject` child records the reject), `hotlink.session.accept`
+(reader: Accept sent -> Ack, a child of the relay's open span that offered it; sender:
+a reader accepted), `hotlink.session.reject` (a reader turned the open down),
+`hotlink.session.close` (sent or received).
+
+File (fallback) path: `priority.send` (a FileWrite sent; continues the trace of the
+message that fell back when `file_origin` / `FileTraces` knows the path, else a new
+origin) and `client.receive_ws` (a FileWrite from the relay with a `tpc`) are recorded
+from the link hooks. `watcher.detected` and `client.write_file` need call sites in the
+file path (issue 6, in progress): `file_detected(path)` where the watcher hands a
+`.request` file to the upload, `file_written(path, ok)` where the mirror write is done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from hotlink.telemetry import FileTraces, Telemetry, TraceCtx
+from hotlink.telemetry import names as N
+from hotlink.wire import messages as m
+from hotlink.wire.envelope import Envelope
+
+if TYPE_CHECKING:
+    from .sessions import Session, SessionManager
+
+Attrs = dict[str, Any]
+#: (span name, ctx, start ns, attrs, error) of a span that ends when its message is sent
+SendRec = tuple[str, TraceCtx, int, Attrs, str]
+
+_MAX_WAITING = 4096
+_IPC_MODES = {1: "unix", 2: "tcp", 3: "pipe"}
+_FALLBACK = {1: "off", 2: "on-failure", 3: "tee"}
+#: control messages `on_message` looks at (data only when it carries a tpc)
+CONTROL = frozenset(
+    {m.Ack, m.Nack, m.HotlinkOpen, m.HotlinkAccept, m.HotlinkReject, m.HotlinkClose}
+)
+
+
+def _bound(d: dict[Any, Any]) -> None:
+    while len(d) > _MAX_WAITING:
+        del d[next(iter(d))]
+
+
+class AgentTracer:
+    def __init__(self, tel: Telemetry, mgr: SessionManager | None = None) -> None:
+        self.tel = tel
+        self.mgr = mgr
+        #: id(HotlinkData) -> (msg, hotlink.send ctx, start, attrs): sampled, not yet sent
+        self._data: dict[int, tuple[m.HotlinkData, TraceCtx, int, Attrs]] = {}
+        #: Open / Accept message id -> (name, ctx, start, attrs, sid), until the Ack
+        self._waiting: dict[str, tuple[str, TraceCtx, int, Attrs, str]] = {}
+        self._open_by_sid: dict[str, str] = {}
+        #: traceparent of the relay's Open (offer) per sid: the reader's accept continues it
+        self._offer_tp: dict[str, str] = {}
+        #: file path: path -> traceparent of `watcher.detected` (or the message that fell back)
+        self.files = FileTraces()
+
+    # ------------------------------------------------------------------ attributes
+
+    def session_attrs(self, sid: str, s: Session | None = None) -> Attrs:
+        a: Attrs = {N.MESSAGING_SYSTEM: N.SYSTEM_VALUE, N.SESSION_ID: sid}
+        if s is None and self.mgr is not None and sid:
+            s = self.mgr.by_sid.get(sid)
+        if s is not None:
+            a[N.PATH] = s.path
+            a[N.MESSAGING_DESTINATION] = s.path
+            a[N.SENDER] = s.sender
+            if s.is_sender:
+                if s.to:
+                    a[N.READER] = s.to
+                if s.readers:
+                    a[N.READERS] = ",".join(sorted(s.readers))
+            else:
+                a[N.READER] = s.mgr.email
+            a[N.FALLBACK_MODE] = _FALLBACK.get(int(s.fallback_mode), str(s.fallback_mode))
+            a[N.IPC_MODE] = _IPC_MODES.get(s.ipc_mode, str(s.ipc_mode))
+        return a
+
+    def _data_attrs(self, s: Session | None, msg: m.HotlinkData, op: str) -> Attrs:
+        a = self.session_attrs(msg.sid, s)
+        a[N.MESSAGING_OPERATION_TYPE] = op
+        a[N.MESSAGING_BODY_SIZE] = len(msg.payload)
+        a[N.PATH] = msg.path
+        a[N.SEQ] = msg.seq
+        a[N.TRANSPORT] = "hotlink"
+        return a
+
+    # ------------------------------------------------------------ sender data path
+
+    def origin(self, s: Session, msg: m.HotlinkData, t_in: int) -> None:
+        """A frame read from an app became `msg`: sample it here, once."""
+        ctx = self.tel.sample_origin()
+        if ctx is None:
+            return
+        t1 = time.time_ns()
+        a = self._data_attrs(s, msg, "receive")
+        self.tel.record(N.HOTLINK_IPC_READ, ctx, t_in, t1, a)
+        sa = dict(a)
+        sa[N.MESSAGING_OPERATION_TYPE] = "send"
+        self._data[id(msg)] = (msg, ctx.child(), t1, sa)  # msg kept: its id stays unique
+        _bound(self._data)
+
+    # ---------------------------------------------------------------- link: send
+
+    def before_send(self, msg: m.Message, mid: str) -> tuple[SendRec | None, str]:
+        """The traceparent for `msg` ("" if none) and what `after_send` records."""
+        t = type(msg)
+        if t is m.HotlinkData:
+            got = self._data.pop(id(msg), None)
+            if got is None:
+                return None, ""
+            _, ctx, t1, a = got
+            a[N.MESSAGING_MESSAGE_ID] = mid
+            return (N.HOTLINK_SEND, ctx, t1, a, ""), ctx.traceparent
+        tel = self.tel
+        now = time.time_ns()
+        if t is m.HotlinkOpen or t is m.HotlinkAccept:
+            sid = msg.sid  # type: ignore[union-attr]
+            if t is m.HotlinkOpen:
+                ctx = tel.sample_lifecycle()
+                name = N.AGENT_SESSION_OPEN
+            else:
+                tp = self._offer_tp.get(sid, "")
+                ctx = tel.child_of(tp) if tp else tel.sample_lifecycle()
+                name = N.AGENT_SESSION_ACCEPT
+            if ctx is None:
+                return None, ""
+            a = self.session_attrs(sid)
+            a[N.MESSAGING_MESSAGE_ID] = mid
+            self._waiting[mid] = (name, ctx, now, a, sid)
+            _bound(self._waiting)
+            if t is m.HotlinkOpen:
+                self._open_by_sid[sid] = mid
+                _bound(self._open_by_sid)
+            return None, ctx.traceparent
+        if t is m.HotlinkClose:
+            ctx = tel.sample_lifecycle()
+            if ctx is None:
+                return None, ""
+            a = self.session_attrs(msg.sid)  # type: ignore[union-attr]
+            a[N.REASON] = msg.reason  # type: ignore[union-attr]
+            return (N.AGENT_SESSION_CLOSE, ctx, now, a, ""), ctx.traceparent
+        if t is m.FileWrite:
+            path = msg.path  # type: ignore[union-attr]
+            tp = self.files.take(path)
+            ctx = tel.child_of(tp) if tp else tel.sample_origin()
+            if ctx is None:
+                return None, ""
+            a = {
+                N.MESSAGING_SYSTEM: N.SYSTEM_VALUE,
+                N.MESSAGING_OPERATION_TYPE: "send",
+                N.MESSAGING_DESTINATION: path,
+                N.MESSAGING_MESSAGE_ID: mid,
+                N.MESSAGING_BODY_SIZE: len(msg.content),  # type: ignore[union-attr]
+                N.PATH: path,
+                N.TRANSPORT: "file",
+            }
+            return (N.PRIORITY_SEND, ctx, now, a, ""), ctx.traceparent
+        return None, ""
+
+    def after_send(self, rec: SendRec) -> None:
+        name, ctx, t0, a, err = rec
+        self.tel.record(name, ctx, t0, time.time_ns(), a, error=err)
+
+    # ------------------------------------------------------------- link: receive
+
+    def on_message(self, env: Envelope, t0: int, listener: Any) -> None:
+        """A message from the relay (`t0`: before decode); hands it to `listener`."""
+        msg = env.msg
+        t = type(msg)
+        tel = self.tel
+        if t is m.HotlinkData:
+            ctx = tel.child_of(env.traceparent)
+            t1 = time.time_ns()
+            listener.on_message(env)
+            if ctx is None:
+                return
+            t2 = time.time_ns()
+            self._received(msg, ctx, t0, t1, t2, env.id)  # type: ignore[arg-type]
+            return
+        if t is m.FileWrite:
+            ctx = tel.child_of(env.traceparent)
+            t1 = time.time_ns()
+            listener.on_message(env)
+            if ctx is not None:
+                path = msg.path  # type: ignore[union-attr]
+                a = {
+                    N.MESSAGING_SYSTEM: N.SYSTEM_VALUE,
+                    N.MESSAGING_OPERATION_TYPE: "receive",
+                    N.MESSAGING_DESTINATION: path,
+                    N.MESSAGING_MESSAGE_ID: env.id,
+                    N.MESSAGING_BODY_SIZE: len(msg.content),  # type: ignore[union-attr]
+                    N.PATH: path,
+                    N.TRANSPORT: "file",
+                }
+                tel.record(N.CLIENT_RECEIVE_WS, ctx, t0, t1, a)
+                self.files.put("rx:" + path, ctx.traceparent)  # for file_written
+            return
+        try:
+            self._control(env, t0)
+        finally:
+            listener.on_message(env)
+
+    def _received(
+        self, msg: m.HotlinkData, ctx: TraceCtx, t0: int, t1: int, t2: int, mid: str
+    ) -> None:
+        s = self.mgr.by_sid.get(msg.sid) if self.mgr is not None else None
+        a = self._data_attrs(s, msg, "receive")
+        a[N.MESSAGING_MESSAGE_ID] = mid
+        if s is None or s.is_sender:
+            delivery = "unknown session"
+        elif s.last_seq < msg.seq:
+            delivery = "reorder"  # held until the gap before it fills (or times out)
+        elif s.conns:
+            delivery = "written"
+        else:
+            delivery = "backlog"  # no app connected: kept for the first one
+        wa = dict(a)
+        wa[N.MESSAGING_OPERATION_TYPE] = "send"
+        wa[N.DELIVERY] = delivery
+        if s is not None:
+            wa[N.APP_CONNECTIONS] = len(s.conns)
+        self.tel.record(N.HOTLINK_RECEIVE_WS, ctx, t0, t1, a)
+        self.tel.record(N.HOTLINK_IPC_WRITE, ctx.child(), t1, t2, wa)
+
+    def _control(self, env: Envelope, t0: int) -> None:
+        msg = env.msg
+        t = type(msg)
+        tel = self.tel
+        now = time.time_ns()
+        if t is m.Ack or t is m.Nack:
+            got = self._waiting.pop(msg.original_id, None)  # type: ignore[union-attr]
+            if got is None:
+                return
+            name, ctx, start, a, sid = got
+            if self._open_by_sid.get(sid) == msg.original_id:  # type: ignore[union-attr]
+                del self._open_by_sid[sid]
+            err = f"nack: {msg.error}" if t is m.Nack else ""  # type: ignore[union-attr]
+            tel.record(name, ctx, start, now, a, error=err)
+            return
+        if t is m.HotlinkOpen:  # an offer: our accept continues the relay's open span
+            if env.traceparent:
+                self._offer_tp[msg.sid] = env.traceparent  # type: ignore[union-attr]
+                _bound(self._offer_tp)
+            return
+        sid = msg.sid  # type: ignore[union-attr]
+        parent = tel.child_of(env.traceparent) if env.traceparent else None
+        if t is m.HotlinkReject:
+            reason = msg.reason  # type: ignore[union-attr]
+            mid = "" if msg.frm else self._open_by_sid.pop(sid, "")  # type: ignore[union-attr]
+            got = self._waiting.pop(mid, None) if mid else None
+            ctx = parent
+            if got is not None:  # our open was refused: it ends in ERROR
+                name, octx, start, a, _ = got
+                a[N.REASON] = reason
+                tel.record(name, octx, start, now, a, error=f"rejected: {reason}")
+                ctx = ctx or octx.child()
+            ctx = ctx or tel.sample_lifecycle()
+            if ctx is None:
+                return
+            a = self.session_attrs(sid)
+            a[N.REASON] = reason
+            if msg.frm:  # type: ignore[union-attr]
+                a[N.READER] = msg.frm  # type: ignore[union-attr]
+            tel.record(N.AGENT_SESSION_REJECT, ctx, t0, now, a, error=f"rejected: {reason}")
+            return
+        ctx = parent or tel.sample_lifecycle()
+        if ctx is None:
+            return
+        a = self.session_attrs(sid)
+        if t is m.HotlinkAccept:
+            a[N.READER] = msg.frm  # type: ignore[union-attr]
+            tel.record(N.AGENT_SESSION_ACCEPT, ctx, t0, now, a, kind=N.SERVER)
+        elif t is m.HotlinkClose:
+            a[N.REASON] = msg.reason  # type: ignore[union-attr]
+            if msg.frm:  # type: ignore[union-attr]
+                a[N.READER] = msg.frm  # type: ignore[union-attr]
+            tel.record(N.AGENT_SESSION_CLOSE, ctx, t0, now, a, kind=N.SERVER)
+
+    # ---------------------------------------------- file path (issue 6 call sites)
+
+    def file_detected(self, path: str, fell_back: str = "") -> Callable[[str], None] | None:
+        """TODO(issue 6) call site: the watcher hands the `.request` file `path`
+        (datasite-relative, as on the wire) to the upload. Records `watcher.detected`
+        (continuing `fell_back`, the traceparent of the hotlink message that became the
+        file, if known) and makes the FileWrite's `priority.send` its child. Returns a
+        callable `done(error)` to end the span, or None if not sampled."""
+        tel = self.tel
+        tp = fell_back or self.files.take(path)
+        ctx = tel.child_of(tp) if tp else tel.sample_origin()
+        if ctx is None:
+            return None
+        t0 = time.time_ns()
+        a: Attrs = {N.MESSAGING_SYSTEM: N.SYSTEM_VALUE, N.PATH: path, N.TRANSPORT: "file"}
+        self.files.put(path, ctx.traceparent)
+
+        def done(error: str = "") -> None:
+            tel.record(N.WATCHER_DETECTED, ctx, t0, time.time_ns(), a, error=error)
+
+        return done
+
+    def file_written(self, path: str, t_start: int, error: str = "") -> None:
+        """TODO(issue 6) call site: the mirror wrote (and replayed) the file `path` it
+        got from the relay; `t_start` = time.time_ns() when the write was queued."""
+        tp = self.files.take("rx:" + path)
+        if not tp:
+            return
+        parent = self.tel.child_of(tp)
+        if parent is None:
+            return
+        ctx = TraceCtx(parent.trace_id, parent.span_id, parent.parent_id, False)
+        a: Attrs = {N.MESSAGING_SYSTEM: N.SYSTEM_VALUE, N.PATH: path, N.TRANSPORT: "file"}
+        self.tel.record(N.CLIENT_WRITE_FILE, ctx, t_start, time.time_ns(), a, error=error)

@@ -1,0 +1,47 @@
+"""Smoke run of the load test (tests/load/run_load.py): 4 agents, 8 sessions, 3 s.
+
+Checks completeness only (every frame of every session arrived once, in order); the
+figures are printed, never asserted. The full run and its figures: docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SCRIPT = Path(__file__).with_name("run_load.py")
+
+
+def test_load_smoke(tmp_path):
+    out = tmp_path / "report.json"
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--peers",
+        "4",
+        "--sessions",
+        "8",
+        "--duration",
+        "3",
+        "--rate",
+        "50",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--json",
+        str(out),
+        "--quiet",
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=100)
+    assert out.exists(), p.stdout + p.stderr
+    r = json.loads(out.read_text())
+    print(json.dumps(r, indent=1))
+    assert r["sent"] >= 8 * 50  # every session wrote (at least ~1 s worth)
+    assert (r["lost"], r["duplicates"], r["out_of_order"]) == (0, 0, 0), r
+    assert r["received"] == r["sent"] and r["sessions_incomplete"] == 0, r
+    assert p.returncode == 0, p.stderr
