@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Hotlink benchmarks, with the reference's flags:
 #   ./benchmark.sh --bench=hotlink-protocol --lang=python [hotlinkctl bench options...]
-#   ./benchmark.sh --bench=e2e-latency --lang=python      (not yet available: issue 6)
+#   ./benchmark.sh --bench=e2e-latency --lang=python      (the file path: .request files)
 # Any other option is passed to `hotlinkctl bench` (see `hotlinkctl bench --help`),
 # e.g. --count 5000 --inflight 16 --json --throughput 200 --frame-size 64KB.
 set -euo pipefail

@@ -1,5 +1,13 @@
 """`hotlinkctl bench`: one-way latency app socket → app socket, against a measured floor.
 
+`--bench e2e-latency` measures the file path instead (issue 6; the reference's
+"e2e-latency"): the sending app writes a `.request` file into the sender's session
+directory (temp name, then rename, as apps should), the sender's agent notices it
+(inotify), uploads it, the relay stores and broadcasts it, and the reader's agent
+writes it into its mirror and replays it into the reader app's stream.sock; the sample
+ends when the reader app has the frame (the mirror file is checked to exist too). No
+floor: there is no plain-forwarding equivalent of the file path.
+
 Each payload carries `perf_counter_ns()` (CLOCK_MONOTONIC; sender and receiver are this
 one process) little-endian in bytes 0..8 and its message index in bytes 8..16, so a lost
 or reordered frame is detected rather than silently skewing the figures. For every
@@ -11,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import platform
 import struct
@@ -37,6 +46,12 @@ DEFAULT_SIZES = (1024, 10 * 1024, 100 * 1024)
 REFERENCE: dict[str, dict[str, int]] = {
     "go": {"p50_ns": 330_000, "p90_ns": 870_000, "p95_ns": 880_000, "p99_ns": 1_100_000},
     "rust": {"p50_ns": 970_000, "p90_ns": 4_800_000, "p95_ns": 5_500_000, "p99_ns": 5_800_000},
+}
+
+DESCRIPTIONS = {
+    "hotlink-protocol": "one-way latency, app socket to app socket, monotonic ns stamp",
+    "e2e-latency": "one-way latency, .request file in the sender's session dir to the "
+    "reader app's stream.sock (file path), monotonic ns stamp",
 }
 
 SendFn = Callable[[bytes], Awaitable[None]]
@@ -123,12 +138,14 @@ class BenchReport:
     environment: dict[str, Any]
     results: list[RunResult] = field(default_factory=list)
     throughput: list[ThroughputResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         cfg = self.config
         return {
             "bench": cfg.bench,
-            "description": "one-way latency, app socket to app socket, monotonic ns stamp",
+            "description": DESCRIPTIONS.get(cfg.bench, ""),
+            "notes": self.notes,
             "config": {
                 "sizes": list(cfg.sizes),
                 "count": cfg.count,
@@ -345,6 +362,64 @@ async def open_hotlink_channel(
     return Channel(f"hotlink {sender_email}->{reader_email}", tx.send, recv, close)
 
 
+async def open_file_channel(
+    sender: AgentClient,
+    sender_email: str,
+    reader: AgentClient,
+    reader_email: str,
+    rel_path: str,
+    *,
+    timeout: float = 15.0,
+    notes: list[str] | None = None,
+) -> Channel:
+    """The file path as an app sees it: write `.request` files on the sender side,
+    read frames from the reader's stream.sock."""
+    full = f"{sender_email}/{rel_path}"
+    s_sess = await sender.open_session(rel_path, to=reader_email)
+    r_sess = await reader.open_session(full)
+    rx = await Stream.connect(r_sess.session_dir, timeout=timeout)
+    await sender.wait_session(
+        full,
+        lambda s: s.state == pb.SESSION_STATE_OPEN and reader_email in s.readers,
+        timeout,
+        f"{reader_email} to accept",
+    )
+    await reader.wait_session(
+        full,
+        lambda s: s.state == pb.SESSION_STATE_OPEN and s.ipc_clients >= 1,
+        timeout,
+        "the reader app to attach",
+    )
+    sdir, rdir = Path(s_sess.session_dir), Path(r_sess.session_dir)
+    names = itertools.count()
+    missing = [0]
+
+    async def send(payload: bytes) -> None:
+        name = f"e2e-{next(names):08d}.request"
+        tmp = sdir / f".{name}.tmp"
+        tmp.write_bytes(payload)
+        os.replace(tmp, sdir / name)  # atomic: the watcher never sees half a file
+
+    async def recv() -> bytes:
+        f = await rx.recv()
+        if not (rdir / f.path).exists():
+            missing[0] += 1
+        return f.payload
+
+    async def close() -> None:
+        await rx.close()
+        if missing[0] and notes is not None:
+            notes.append(
+                f"{missing[0]} replayed files were not in the reader's mirror "
+                "(start its agent with --keep-files to keep them)"
+            )
+        for client in (sender, reader):
+            with contextlib.suppress(CtlError):
+                await client.close_session(full, "bench done")
+
+    return Channel(f"files {sender_email}->{reader_email}", send, recv, close)
+
+
 @dataclass
 class FloorStack:
     """The three floor processes and the two app connections."""
@@ -475,12 +550,12 @@ def environment() -> dict[str, Any]:
 
 async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
     """Start (or reuse) a devstack and the floor, measure, stop what we started."""
-    if cfg.bench != "hotlink-protocol":
-        raise Unavailable(
-            f"benchmark {cfg.bench!r} is not yet available: it needs the file fallback path "
-            "(issue 6)",
-            "run --bench hotlink-protocol",
-        )
+    if cfg.bench not in DESCRIPTIONS:
+        raise UsageError(f"unknown benchmark {cfg.bench!r}", "use " + " or ".join(DESCRIPTIONS))
+    files = cfg.bench == "e2e-latency"
+    if files:
+        cfg.floor = False  # nothing to compare the file path with
+        cfg.throughput_mb = 0.0
     report = BenchReport(cfg, environment())
     own_dir: tempfile.TemporaryDirectory[str] | None = None
     state: devstack.DevstackState | None = None
@@ -499,14 +574,18 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
         else:
             own_dir = tempfile.TemporaryDirectory(prefix="hlbench-", dir="/tmp")
             progress.note(f"starting a devstack in {own_dir.name}")
-            state = await devstack.up(own_dir.name)
+            keep = ["--keep-files"] if files else []
+            state = await devstack.up(own_dir.name, agent_args=keep)
         if len(state.peers) < 2:
             raise CtlError(f"the devstack in {state.dir} has fewer than two peers")
         a, b = state.peers[0], state.peers[1]
         ca, cb = AgentClient(a.control), AgentClient(b.control)
         clients += [ca, cb]
         rel = f"_mpc/bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        chan = await open_hotlink_channel(ca, a.email, cb, b.email, rel, ipc=cfg.ipc)
+        if files:
+            chan = await open_file_channel(ca, a.email, cb, b.email, rel, notes=report.notes)
+        else:
+            chan = await open_hotlink_channel(ca, a.email, cb, b.email, rel, ipc=cfg.ipc)
 
         modes = [("sequential", 1)]
         if cfg.inflight > 1:
@@ -524,7 +603,8 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
                         )  # fmt: skip
                     hl = await measure(
                         chan, size, cfg.count, inflight=inflight, warmup=cfg.warmup,
-                        timeout=cfg.timeout, progress=progress, label=f"hotlink {tag}",
+                        timeout=cfg.timeout, progress=progress,
+                        label=f"{'files' if files else 'hotlink'} {tag}",
                     )  # fmt: skip
                     report.results.append(RunResult(size, mode, inflight, hl, fl))
         if cfg.throughput_mb > 0:
@@ -565,21 +645,27 @@ _COLS = ("P50", "P90", "P95", "P99", "max", "mean")
 def render_table(report: BenchReport) -> str:
     cfg = report.config
     env = report.environment
+    what = (
+        ".request file -> reader app socket (file path)"
+        if cfg.bench == "e2e-latency"
+        else "app socket -> app socket"
+    )
+    path_name = "files" if cfg.bench == "e2e-latency" else "hotlink"
     lines = [
-        f"{cfg.bench}: one-way latency, app socket -> app socket "
+        f"{cfg.bench}: one-way latency, {what} "
         f"({cfg.count} msgs per row, warm-up {cfg.warmup}, ipc {cfg.ipc})",
         f"{env['cpu_model']}, {env['cpu_count']} cores, Python {env['python']}, "
         f"uvloop {'on' if env['uvloop'] else 'off'}, tracing {'on' if env['tracing'] else 'off'}",
         "",
     ]
     hdr = f"{'size':>6} {'mode':<10} {'path':<8}" + "".join(f"{c:>9}" for c in _COLS)
-    hdr += f"{'MB/s':>9} {'x floor':>8}"
+    hdr += f"{'MB/s':>9}" + (f" {'x floor':>8}" if any(r.floor for r in report.results) else "")
     lines.append(hdr)
     lines.append("-" * len(hdr))
     for r in report.results:
         mode = "seq" if r.mode == "sequential" else f"pipe x{r.inflight}"
         rows = [("floor", r.floor)] if r.floor else []
-        rows.append(("hotlink", r.hotlink))
+        rows.append((path_name, r.hotlink))
         for path, s in rows:
             if s is None:
                 continue
@@ -596,10 +682,13 @@ def render_table(report: BenchReport) -> str:
             lines.append(
                 "x floor = hotlink P50 / floor P50 (floor measured just before, same sizes)."
             )
-        lines.append(
-            "Published reference (25 msgs, one in flight): Go P50 ~330 µs, P99 ~1.1 ms; "
-            "Rust P50 ~970 µs, P99 ~5.8 ms."
-        )
+        if cfg.bench == "hotlink-protocol":
+            lines.append(
+                "Published reference (25 msgs, one in flight): Go P50 ~330 µs, P99 ~1.1 ms; "
+                "Rust P50 ~970 µs, P99 ~5.8 ms."
+            )
+    for note in report.notes:
+        lines.append(f"note: {note}")
     if report.throughput:
         lines.append("")
         lines.append(f"{'throughput':<10} {'frames':>8} {'frame':>8} {'MB/s':>9} {'frames/s':>10}")

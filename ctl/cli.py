@@ -349,6 +349,8 @@ def cmd_devstack(args: argparse.Namespace) -> int:
                 devstack.parse_peers(args.peers),
                 timeout=args.timeout,
                 log_level=args.log_level or "",
+                otel=args.otel,
+                otel_ratio=args.otel_sampler_arg,
             )
         )
         if args.json:
@@ -363,6 +365,20 @@ def cmd_devstack(args: argparse.Namespace) -> int:
         else:
             for name, what in res.items():
                 print(f"{name}: {what}")
+        return ExitCode.OK
+    if action == "stop":
+        what = devstack.stop(args.dir, args.name)
+        if args.json:
+            output.dump_json({"dir": str(Path(args.dir).absolute()), args.name: what})
+        else:
+            print(f"{args.name}: {what}")
+        return ExitCode.OK
+    if action == "start":
+        pid = _run(devstack.start(args.dir, args.name, timeout=args.timeout))
+        if args.json:
+            output.dump_json({"dir": str(Path(args.dir).absolute()), args.name: pid})
+        else:
+            print(f"{args.name}: started (pid {pid})")
         return ExitCode.OK
     if action == "status":
         rows = _run(devstack.status(args.dir))
@@ -408,6 +424,13 @@ def _up_text(state: devstack.DevstackState) -> str:
         f"  echo hello | hotlinkctl --root {a.root} send _mpc/0_to_1 -",
         f"stop it with: hotlinkctl devstack down --dir {state.dir}",
     ]
+    if "--otel-endpoint" in state.relay.args:
+        ep = state.relay.args[state.relay.args.index("--otel-endpoint") + 1]
+        lines.insert(
+            2 + len(state.peers),
+            f"tracing: spans to {ep} (Jaeger UI: http://localhost:16686, "
+            "or: hotlinkctl trace --listen)",
+        )
     return "\n".join(lines)
 
 
@@ -583,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("up", "start relay + agents, return when all are ready"),
         ("down", "stop them (SIGTERM, wait, SIGKILL)"),
         ("status", "process, health and link state (exit 6 unless all healthy)"),
+        ("stop", "stop one process (NAME: a peer's email or 'relay'), for fault tests"),
+        ("start", "start one stopped process again (same port, data dir, root)"),
     ):
         q = ds.add_parser(name, help=help, description=help, parents=[common])
         q.add_argument(
@@ -590,6 +615,16 @@ def build_parser() -> argparse.ArgumentParser:
             default=default_dir,
             help=f"devstack directory (default {default_dir}; env HOTLINK_DEVSTACK)",
         )
+        if name in ("stop", "start"):
+            q.add_argument("name", metavar="NAME", help="a peer's email, or relay")
+        if name == "start":
+            q.add_argument(
+                "--timeout",
+                type=float,
+                default=argparse.SUPPRESS,
+                metavar="S",
+                help="readiness timeout (default 30)",
+            )
         if name == "up":
             q.add_argument(
                 "--peers",
@@ -605,7 +640,25 @@ def build_parser() -> argparse.ArgumentParser:
                 help="readiness timeout (default 30)",
             )
             q.add_argument("--log-level", metavar="LEVEL", help="relay/agent log level")
-    p.set_defaults(log_level=None)
+            q.add_argument(
+                "--otel",
+                nargs="?",
+                const=devstack.DEFAULT_OTEL_ENDPOINT,
+                default=None,
+                metavar="ENDPOINT",
+                help="trace: relay and agents export spans over OTLP/gRPC to ENDPOINT "
+                f"(default {devstack.DEFAULT_OTEL_ENDPOINT}: docker-compose.otel.yaml's "
+                "Jaeger, or `hotlinkctl trace --listen`); see README 'See a message in Jaeger'",
+            )
+            q.add_argument(
+                "--otel-sampler-arg",
+                type=float,
+                default=1.0,
+                metavar="RATIO",
+                help="with --otel: share of messages traced (default 1: every message; "
+                "the processes' own default is 0.01)",
+            )
+    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None)
 
     p = add(
         "bench",
@@ -619,7 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--bench",
         default="hotlink-protocol",
         choices=["hotlink-protocol", "e2e-latency"],
-        help="hotlink-protocol (default); e2e-latency needs the file fallback (issue 6)",
+        help="hotlink-protocol (default), or e2e-latency: the file path (.request file in "
+        "the sender's session dir to the reader app)",
     )
     p.add_argument("--lang", default="python", help="client language (only python here)")
     p.add_argument("--count", type=int, default=1000, help="messages per size and mode")

@@ -6,6 +6,11 @@ what `down()` and `status()` need. Readiness follows the design contracts: the r
 `hotlink-relay listening on ws://HOST:PORT` line, then each agent's gRPC health SERVING
 and its link UP in GetStatus.
 
+`stop(D, NAME)` / `start(D, NAME)` stop and restart one process (NAME = a peer's email
+or `relay`) of a running stack, for fault tests and demos: the relay comes back on the
+same port with the same data dir, an agent with the same root (its sessions are
+restored from its state file). `devstack.json` always holds each process's pid.
+
 Layout under D:
     devstack.json         relay url/pid, per peer: email, root, control, pid, token, log
     relay/                relay data dir (ACLs pre-seeded under relay/datasites/)
@@ -40,6 +45,8 @@ _RELAY_LINE = re.compile(r"hotlink-relay listening on (ws://\S+)")
 #: sun_path is 108 bytes on Linux (104 on macOS); keep a margin.
 _MAX_SOCK_PATH = 100
 _TERM_WAIT = 5.0
+#: `--otel` without an endpoint: the OTLP/gRPC port of docker-compose.otel.yaml's Jaeger
+DEFAULT_OTEL_ENDPOINT = "http://127.0.0.1:4317"
 
 #: Popen objects of processes this interpreter started, so `down()` in the same process
 #: can reap them (no zombies, no ResourceWarning) instead of only signalling.
@@ -52,6 +59,8 @@ class RelayInfo:
     pid: int
     data: str
     log_file: str
+    #: extra relay flags given to `up` (tracing; kept for `start`)
+    args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +71,8 @@ class PeerInfo:
     pid: int
     token_file: str
     log_file: str
+    #: extra agent flags given to `up` (kept for `start`)
+    args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -89,8 +100,16 @@ class DevstackState:
             ) from None
         except json.JSONDecodeError as exc:
             raise CtlError(f"{path} is not valid JSON: {exc}") from None
-        relay = RelayInfo(**raw["relay"]) if raw.get("relay") else None
-        peers = [PeerInfo(**p) for p in raw.get("peers", [])]
+        rknown = set(RelayInfo.__dataclass_fields__)
+        relay = (
+            RelayInfo(**{k: v for k, v in raw["relay"].items() if k in rknown})
+            if raw.get("relay")
+            else None
+        )
+        known = set(PeerInfo.__dataclass_fields__)
+        peers = [
+            PeerInfo(**{k: v for k, v in p.items() if k in known}) for p in raw.get("peers", [])
+        ]
         return cls(
             dir=str(directory),
             relay=relay,
@@ -157,6 +176,19 @@ def _child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINK_")}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def otel_args(endpoint: str | None, ratio: float | None = None) -> list[str]:
+    """Tracing flags for every relay and agent of a devstack (`up --otel [ENDPOINT]`):
+    export to `endpoint` over OTLP/gRPC; sampler ratio `ratio` (None: the processes'
+    default, 0.01, unless OTEL_TRACES_SAMPLER[_ARG] in the environment say otherwise).
+    None/"" endpoint: no flags (the OTEL_* environment still reaches the processes)."""
+    if not endpoint:
+        return []
+    args = ["--otel", "--otel-endpoint", endpoint]
+    if ratio is not None:
+        args += ["--otel-sampler-arg", f"{ratio:g}"]
+    return args
 
 
 def _spawn(argv: list[str], log_file: Path) -> subprocess.Popen[bytes]:
@@ -248,11 +280,16 @@ def _reap(pid: int) -> None:
             proc.wait(timeout=1.0)
 
 
-async def _wait_relay(proc: subprocess.Popen[bytes], log_file: Path, timeout: float) -> str:
+async def _wait_relay(
+    proc: subprocess.Popen[bytes], log_file: Path, timeout: float, offset: int = 0
+) -> str:
+    """Wait for the listening line the relay writes after `offset` in its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
-            m = _RELAY_LINE.search(log_file.read_text(errors="replace"))
+            with open(log_file, "rb") as f:
+                f.seek(offset)
+                m = _RELAY_LINE.search(f.read().decode(errors="replace"))
             if m:
                 return m.group(1)
         if proc.poll() is not None:
@@ -320,8 +357,13 @@ async def up(
     *,
     timeout: float = 30.0,
     log_level: str = "",
+    agent_args: list[str] | None = None,
+    otel: str | None = None,
+    otel_ratio: float | None = None,
 ) -> DevstackState:
     """Start relay + agents, wait until all are ready, return the recorded state.
+
+    `otel`: an OTLP/gRPC endpoint every process exports spans to (`otel_args`).
 
     On any failure everything started so far is stopped again, so a failed `up` never
     leaves processes behind.
@@ -376,22 +418,16 @@ async def up(
             token_files[email] = tf
 
         relay_log = logs / "relay.log"
-        relay_argv = [
-            *relay_cmd,
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--data",
-            str(relay_data),
-        ]
-        if log_level:
-            relay_argv += ["--log-level", log_level]
+        tracing = otel_args(otel, otel_ratio)
+        relay_argv = _relay_argv(relay_cmd, 0, relay_data, log_level, tracing)
         _write_header(relay_log, relay_argv)
         relay_proc = _spawn(relay_argv, relay_log)
         state.relay = RelayInfo(
-            url="", pid=relay_proc.pid, data=str(relay_data), log_file=str(relay_log)
+            url="",
+            pid=relay_proc.pid,
+            data=str(relay_data),
+            log_file=str(relay_log),
+            args=tracing,
         )
         state.save()
         state.relay.url = await _wait_relay(relay_proc, relay_log, timeout)
@@ -403,31 +439,24 @@ async def up(
             root.mkdir(parents=True, exist_ok=True)
             ctl = default_control_socket(root)
             log = logs / f"{email}.log"
-            argv = [
-                *agent_cmd,
-                "--server",
-                state.relay.url,
-                "--email",
-                email,
-                "--token-file",
-                str(token_files[email]),
-                "--root",
-                str(root),
-                "--control",
-                ctl,
+            extra = [
+                *(["--log-level", log_level] if log_level else []),
+                *tracing,
+                *(agent_args or []),
             ]
-            if log_level:
-                argv += ["--log-level", log_level]
-            _write_header(log, argv)
-            proc = _spawn(argv, log)
             info = PeerInfo(
                 email=email,
                 root=str(root),
                 control=ctl,
-                pid=proc.pid,
+                pid=0,
                 token_file=str(token_files[email]),
                 log_file=str(log),
+                args=extra,
             )
+            argv = _agent_argv(agent_cmd, info, state.relay.url)
+            _write_header(log, argv)
+            proc = _spawn(argv, log)
+            info.pid = proc.pid
             state.peers.append(info)
             procs.append((info, proc))
             state.save()
@@ -437,6 +466,94 @@ async def up(
             down_state(state)
         raise
     return state
+
+
+def _relay_argv(
+    cmd: list[str], port: int, data: Path, log_level: str = "", extra: list[str] | None = None
+) -> list[str]:
+    argv = [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)]
+    return argv + (["--log-level", log_level] if log_level else []) + (extra or [])
+
+
+def _agent_argv(cmd: list[str], p: PeerInfo, relay_url: str) -> list[str]:
+    return [
+        *cmd,
+        "--server",
+        relay_url,
+        "--email",
+        p.email,
+        "--token-file",
+        p.token_file,
+        "--root",
+        p.root,
+        "--control",
+        p.control,
+        *p.args,
+    ]
+
+
+def stop(directory: str | os.PathLike[str], name: str) -> str:
+    """Stop one process of a running devstack: `relay` or a peer's email."""
+    state = DevstackState.load(directory)
+    if name == "relay":
+        if state.relay is None:
+            raise NotFound(f"the devstack in {directory} has no relay")
+        return stop_pid(state.relay.pid)
+    return stop_pid(state.peer(name).pid)
+
+
+async def start(directory: str | os.PathLike[str], name: str, timeout: float = 30.0) -> int:
+    """Start one stopped process again (same port / data dir / root); returns its pid."""
+    state = DevstackState.load(directory)
+    if state.relay is None or not state.relay.url:
+        raise NotFound(f"the devstack in {directory} has no relay")
+    relay = state.relay
+    info_pid = relay.pid if name == "relay" else state.peer(name).pid
+    if pid_alive(info_pid):
+        raise CtlError(
+            f"{name} is already running (pid {info_pid})",
+            f"stop it first: hotlinkctl devstack stop {name} --dir {directory}",
+        )
+    if name == "relay":
+        port = int(relay.url.rsplit(":", 1)[1])
+        log_file = Path(relay.log_file)
+        relay_cmd = tool_command("hotlink-relay", "hotlink.relay.cli")
+        argv = _relay_argv(relay_cmd, port, Path(relay.data), extra=relay.args)
+        offset = log_file.stat().st_size if log_file.exists() else 0
+        _write_header(log_file, argv)
+        proc = _spawn(argv, log_file)
+        relay.pid = proc.pid
+        state.save()
+        try:
+            url = await _wait_relay(proc, log_file, timeout, offset)
+        except BaseException:
+            stop_pid(proc.pid)
+            raise
+        if url != relay.url:
+            stop_pid(proc.pid)
+            raise Unavailable(f"relay came back on {url}, not {relay.url}")
+        return proc.pid
+    peer = state.peer(name)
+    argv = _agent_argv(tool_command("hotlink-agent", "hotlink.agent.cli"), peer, relay.url)
+    _write_header(Path(peer.log_file), argv)
+    proc = _spawn(argv, Path(peer.log_file))
+    peer.pid = proc.pid
+    state.save()
+    # the link can only come up while the relay runs
+    link_up = pid_alive(relay.pid)
+    try:
+        if link_up:
+            await _wait_agent(peer, proc, timeout)
+        else:
+            client = AgentClient(peer.control, timeout=2.0)
+            try:
+                await client.wait_ready(timeout)
+            finally:
+                await client.close()
+    except BaseException:
+        stop_pid(proc.pid)
+        raise
+    return proc.pid
 
 
 def _write_header(log: Path, argv: list[str]) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from hotlink.wire.frames import FrameDecoder, encode_header
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Opcode
+from websockets.protocol import State
 
 MAX_MESSAGE = 64 * 1024 * 1024
 #: First message the floor relay sends a client, once it forwards messages to it.
@@ -89,6 +91,29 @@ class _Direct:
 class _DirectServer(_Direct, ServerConnection):
     def _handshaken(self) -> bool:
         return self.request is not None
+
+    def send_now(self, data: bytes) -> None:
+        """Server frames are unmasked: header and message go to the transport as they
+        are, without `Frame.serialize` copying the message (the relay does the same)."""
+        proto = self.protocol
+        if proto.state is not State.OPEN:
+            return
+        if proto.writes:
+            self.send_data()
+        self.transport.writelines((_binary_header(len(data)), data))
+
+
+_HEAD16 = struct.Struct("!BBH").pack
+_HEAD64 = struct.Struct("!BBQ").pack
+
+
+def _binary_header(n: int) -> bytes:
+    """RFC 6455 header of an unmasked, unfragmented binary frame of `n` bytes."""
+    if n < 126:
+        return bytes((0x82, n))
+    if n < 0x10000:
+        return _HEAD16(0x82, 126, n)
+    return _HEAD64(0x82, 127, n)
 
 
 class _DirectClient(_Direct, ClientConnection):

@@ -104,5 +104,9 @@ TRANSPORT = "hotlink.transport"  # "hotlink" (stream) | "file" (fallback)
 FALLBACK_MODE = "hotlink.fallback.mode"  # off | on-failure | tee
 IPC_MODE = "hotlink.ipc.mode"  # unix | tcp
 REASON = "hotlink.reason"  # reject / close reason
+#: reader agent, hotlink.ipc_write: written | reorder (held for a gap) | backlog (no app
+#: connected yet) | unknown session
+DELIVERY = "hotlink.delivery"
+APP_CONNECTIONS = "hotlink.app.connections"  # app connections the frame was written to
 
 SYSTEM_VALUE = "hotlink"
