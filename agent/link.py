@@ -18,15 +18,14 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 from hotlink.wire.envelope import HDR_ENCODING, HDR_ENCODINGS, decode, encode
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import Message
+from hotlink.wire.websocket import DirectMessages
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
-from websockets.frames import Opcode
 from websockets.protocol import State
 
 from .tracing import CONTROL, AgentTracer
@@ -74,62 +73,8 @@ def events_url(server: str) -> str:
     return server
 
 
-class _HotConnection(ClientConnection):
+class _HotConnection(DirectMessages, ClientConnection):
     """Delivers whole messages to `handler` from the protocol callback."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.handler: Callable[[bytes | str], None] | None = None
-        self.on_resume: Callable[[], None] | None = None
-        self._early: list[bytes | str] = []
-        self._frag_op: Opcode | None = None
-        self._frag: list[bytes] = []
-
-    def set_handler(self, handler: Callable[[bytes | str], None]) -> None:
-        self.handler = handler
-        early, self._early = self._early, []
-        for m in early:
-            handler(m)
-
-    def process_event(self, event: Any) -> None:
-        if self.response is None:
-            super().process_event(event)
-            return
-        op = event.opcode
-        if op is Opcode.BINARY or op is Opcode.TEXT:
-            data = event.data
-            if event.fin:
-                self._dispatch(op, data if type(data) is bytes else bytes(data))
-            else:
-                self._frag_op = op
-                self._frag = [bytes(data)]
-        elif op is Opcode.CONT:
-            self._frag.append(bytes(event.data))
-            if event.fin and self._frag_op is not None:
-                data, op = b"".join(self._frag), self._frag_op
-                self._frag, self._frag_op = [], None
-                self._dispatch(op, data)
-        else:
-            super().process_event(event)
-
-    def _dispatch(self, op: Opcode, data: bytes) -> None:
-        msg: bytes | str = data
-        if op is Opcode.TEXT:
-            try:
-                msg = data.decode()
-            except UnicodeDecodeError:
-                return  # the protocol layer already fails invalid UTF-8 text frames
-        h = self.handler
-        if h is None:
-            self._early.append(msg)
-        else:
-            h(msg)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        cb = self.on_resume
-        if cb is not None:
-            cb()
 
 
 def _describe(exc: BaseException) -> str:

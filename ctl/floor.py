@@ -21,15 +21,13 @@ import contextlib
 import os
 import signal
 import socket
-import struct
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from hotlink.wire.frames import FrameDecoder, encode_header
+from hotlink.wire.websocket import DirectMessages, binary_header
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.frames import Opcode
 from websockets.protocol import State
 
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -40,48 +38,10 @@ READY = b"floor-ready"
 # --------------------------------------------------------------------------- processes
 
 
-class _Direct:
-    """Mixin: hand each whole data message to `handler` from the protocol callback.
-
-    The agent's link does the same (no receive queue, no task wake-up per message), so
-    the floor uses the cheapest I/O pattern the library allows; writes are synchronous
-    (`protocol.send_binary` + `send_data`) for the same reason.
-    """
-
-    handler: Callable[[bytes], None] | None = None
-    _frag: list[bytes]
-    _early: list[bytes] | None = None
-
-    def set_handler(self, handler: Callable[[bytes], None]) -> None:
-        """Install the handler and deliver what arrived before it (nothing is lost)."""
-        self.handler = handler
-        early, self._early = self._early or [], None
-        for m in early:
-            handler(m)
-
-    def _handshaken(self) -> bool:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def process_event(self, event: Any) -> None:
-        if not self._handshaken():
-            super().process_event(event)  # type: ignore[misc]
-            return
-        op = event.opcode
-        if op is Opcode.BINARY or op is Opcode.TEXT or op is Opcode.CONT:
-            if op is not Opcode.CONT:
-                self._frag = []
-            self._frag.append(bytes(event.data))
-            if event.fin:
-                data = self._frag[0] if len(self._frag) == 1 else b"".join(self._frag)
-                self._frag = []
-                if self.handler is not None:
-                    self.handler(data)
-                else:
-                    if self._early is None:
-                        self._early = []
-                    self._early.append(data)
-        else:
-            super().process_event(event)  # type: ignore[misc]
+class _Direct(DirectMessages):
+    """The product's own whole-message delivery (no receive queue, no task wake-up per
+    message), so the floor uses the cheapest I/O pattern the library allows; writes are
+    synchronous (`protocol.send_binary` + `send_data`) for the same reason."""
 
     def send_now(self, data: bytes) -> None:
         self.protocol.send_binary(data)  # type: ignore[attr-defined]
@@ -89,9 +49,6 @@ class _Direct:
 
 
 class _DirectServer(_Direct, ServerConnection):
-    def _handshaken(self) -> bool:
-        return self.request is not None
-
     def send_now(self, data: bytes) -> None:
         """Server frames are unmasked: header and message go to the transport as they
         are, without `Frame.serialize` copying the message (the relay does the same)."""
@@ -100,25 +57,11 @@ class _DirectServer(_Direct, ServerConnection):
             return
         if proto.writes:
             self.send_data()
-        self.transport.writelines((_binary_header(len(data)), data))
-
-
-_HEAD16 = struct.Struct("!BBH").pack
-_HEAD64 = struct.Struct("!BBQ").pack
-
-
-def _binary_header(n: int) -> bytes:
-    """RFC 6455 header of an unmasked, unfragmented binary frame of `n` bytes."""
-    if n < 126:
-        return bytes((0x82, n))
-    if n < 0x10000:
-        return _HEAD16(0x82, 126, n)
-    return _HEAD64(0x82, 127, n)
+        self.transport.writelines((binary_header(len(data)), data))
 
 
 class _DirectClient(_Direct, ClientConnection):
-    def _handshaken(self) -> bool:
-        return self.response is not None
+    """Client side: masked frames through websockets' own serializer."""
 
 
 async def run_relay(host: str, port: int) -> None:

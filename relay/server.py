@@ -27,11 +27,9 @@ import http
 import itertools
 import logging
 import os
-import struct
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,8 +45,8 @@ from hotlink.wire.envelope import (
     encode_json,
 )
 from hotlink.wire.errors import ProtocolError
+from hotlink.wire.websocket import DirectMessages, binary_header
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -82,68 +80,10 @@ def negotiate(header_values: list[str]) -> str:
     return DEFAULT_ENCODING
 
 
-class RelayConnection(ServerConnection):
-    """Delivers each complete message to `handler` from the protocol callback.
-
-    Control frames (ping, pong, close) keep going through websockets; data frames never
-    reach its receive queue. Messages that arrive before `set_handler` are kept and
-    delivered by it. `on_resume` is called when the transport drains below its
-    low-water mark (the queued messages of this connection can go out)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.handler: Callable[[bytes | str], None] | None = None
-        self.on_resume: Callable[[], None] | None = None
-        self._early: list[bytes | str] | None = []
-        self._frag_op: Opcode | None = None
-        self._frag: list[bytes] = []
-
-    def set_handler(self, handler: Callable[[bytes | str], None] | None) -> None:
-        self.handler = handler
-        early, self._early = self._early, None
-        if handler is not None and early:
-            for m in early:
-                handler(m)
-
-    def process_event(self, event: Any) -> None:
-        if self.request is None:  # the handshake request
-            super().process_event(event)
-            return
-        op = event.opcode
-        if op is Opcode.BINARY or op is Opcode.TEXT:
-            data = event.data
-            if event.fin:
-                self._deliver(op, data if type(data) is bytes else bytes(data))
-            else:
-                self._frag_op = op
-                self._frag = [bytes(data)]
-        elif op is Opcode.CONT:
-            self._frag.append(bytes(event.data))
-            if event.fin and self._frag_op is not None:
-                data, op = b"".join(self._frag), self._frag_op
-                self._frag, self._frag_op = [], None
-                self._deliver(op, data)
-        else:
-            super().process_event(event)
-
-    def _deliver(self, op: Opcode, data: bytes) -> None:
-        msg: bytes | str = data
-        if op is Opcode.TEXT:
-            try:
-                msg = data.decode()
-            except UnicodeDecodeError:
-                return  # the protocol layer already fails invalid UTF-8 text frames
-        h = self.handler
-        if h is not None:
-            h(msg)
-        elif self._early is not None:
-            self._early.append(msg)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        cb = self.on_resume
-        if cb is not None:
-            cb()
+class RelayConnection(DirectMessages, ServerConnection):
+    """Each complete message goes to `handler` from the protocol callback (see
+    `hotlink.wire.websocket.DirectMessages`); data frames never reach websockets'
+    receive queue."""
 
 
 @dataclass(slots=True, eq=False)
@@ -205,7 +145,7 @@ class Peer:
                 # into a new buffer. What websockets itself queued (a pong) goes first.
                 if proto.writes:
                     ws.send_data()
-                ws.transport.writelines((_binary_header(len(data)), data))
+                ws.transport.writelines((binary_header(len(data)), data))
                 return
             if type(data) is str:
                 proto.send_text(data.encode())
@@ -214,19 +154,6 @@ class Peer:
             ws.send_data()
         except Exception as exc:  # the transport is going away under us
             log.debug("conn %d: write failed: %s", self.id, exc)
-
-
-_HEAD16 = struct.Struct("!BBH").pack
-_HEAD64 = struct.Struct("!BBQ").pack
-
-
-def _binary_header(n: int) -> bytes:
-    """RFC 6455 header of an unmasked, unfragmented binary frame of `n` bytes."""
-    if n < 126:
-        return bytes((0x82, n))
-    if n < 0x10000:
-        return _HEAD16(0x82, 126, n)
-    return _HEAD64(0x82, 127, n)
 
 
 async def _close(ws: ServerConnection, code: int, reason: str) -> None:

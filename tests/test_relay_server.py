@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 from hotlink.relay.cli import build_parser, parse_size
-from hotlink.relay.server import Peer, _binary_header, format_url, negotiate
+from hotlink.relay.server import Peer, format_url, negotiate
+from hotlink.wire.websocket import binary_header
 from websockets.protocol import State
 
 
@@ -68,7 +69,7 @@ class FakeWS:
     def writelines(self, parts: tuple[bytes, bytes]) -> None:
         """Binary messages are written as (frame header, message) without a copy."""
         header, data = parts
-        assert header == _binary_header(len(data))
+        assert header == binary_header(len(data))
         self.sent.append(data)
 
     def resume(self) -> None:
@@ -140,4 +141,4 @@ def test_binary_header_matches_websockets() -> None:
 
     for n in (0, 1, 125, 126, 127, 0xFFFF, 0x10000, 1 << 20):
         wire = Frame(Opcode.BINARY, b"x" * n).serialize(mask=False)
-        assert wire == _binary_header(n) + b"x" * n
+        assert wire == binary_header(n) + b"x" * n
