@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,35 +58,48 @@ class AclError(ProtocolError):
     """An ACL file that cannot be parsed or validated; the message says where and why."""
 
 
-def _segment_match(pat: str, seg: str) -> bool:
-    """`*`/`?` glob within one path segment, O(len(pat) * len(seg)) at worst.
+def _wildcard_match(
+    pat: Sequence[str], items: Sequence[str], star: str, one: Callable[[str, str], bool]
+) -> bool:
+    """Does `pat` match all of `items`, `star` standing for any run of items?
 
-    Greedy matching that backtracks only to the last `*` (the classic wildcard
-    algorithm). A backtracking regex would be exponential in the number of `*`s:
-    `*a*a*a*a*b` against 200 `a`s took seconds, and ACL patterns come from users.
+    Greedy matching that backtracks only to the last star (the classic wildcard
+    algorithm): O(len(pat) * len(items)) at worst. A backtracking regex would be
+    exponential in the number of stars: `*a*a*a*a*b` against 200 `a`s took seconds, and
+    ACL patterns come from users. Used per character within a segment (`*`, `?`) and
+    per segment within a path (`**`).
     """
-    if "*" not in pat and "?" not in pat:
-        return pat == seg
-    p = s = 0
-    star = -1
+    p = i = 0
+    back = -1
     mark = 0
-    np, ns = len(pat), len(seg)
-    while s < ns:
-        if p < np and (pat[p] == "?" or pat[p] == seg[s]):
+    np_, ni = len(pat), len(items)
+    while i < ni:
+        if p < np_ and pat[p] == star:
+            back, mark = p, i
             p += 1
-            s += 1
-        elif p < np and pat[p] == "*":
-            star, mark = p, s
+        elif p < np_ and one(pat[p], items[i]):
             p += 1
-        elif star >= 0:
-            p = star + 1
+            i += 1
+        elif back >= 0:
+            p = back + 1
             mark += 1
-            s = mark
+            i = mark
         else:
             return False
-    while p < np and pat[p] == "*":
+    while p < np_ and pat[p] == star:
         p += 1
-    return p == np
+    return p == np_
+
+
+def _char_match(p: str, c: str) -> bool:
+    return p == "?" or p == c
+
+
+def _segment_match(pat: str, seg: str) -> bool:
+    """`*`/`?` glob within one path segment."""
+    if "*" not in pat and "?" not in pat:
+        return pat == seg
+    return _wildcard_match(pat, seg, "*", _char_match)
 
 
 class Glob:
@@ -106,27 +120,7 @@ class Glob:
         pats = self.segs
         if pats == ("**",):
             return True
-        segs = rel.split("/")
-        p = s = 0
-        star = -1
-        mark = 0
-        np, ns = len(pats), len(segs)
-        while s < ns:
-            if p < np and pats[p] == "**":
-                star, mark = p, s
-                p += 1
-            elif p < np and _segment_match(pats[p], segs[s]):
-                p += 1
-                s += 1
-            elif star >= 0:
-                p = star + 1
-                mark += 1
-                s = mark
-            else:
-                return False
-        while p < np and pats[p] == "**":
-            p += 1
-        return p == np
+        return _wildcard_match(pats, rel.split("/"), "**", _segment_match)
 
 
 def glob_to_regex(pattern: str) -> Glob:

@@ -302,3 +302,13 @@ def test_alias_bomb_refused_quickly() -> None:
         with pytest.raises(AclError, match="more than"):
             parse_acl(head + ",".join(["*r"] * n) + "]")
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_star_in_a_path_segment_does_not_swallow_the_pattern_star() -> None:
+    """A literal `*` in a path segment must not be consumed as a literal by a pattern
+    `*` (that made `*b` miss `*ab`)."""
+    from hotlink.relay.acl import _segment_match
+
+    assert _segment_match("*b", "*ab")
+    assert _segment_match("a*", "a*")
+    assert not _segment_match("*b", "*a")
