@@ -30,6 +30,7 @@ import logging
 import os
 import stat
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -313,6 +314,18 @@ class FileWorker:
         session's next frame."""
         real_dir = s.session_dir.resolve()
         limit = self.max_file_bytes
+        wire = s.prefix + name
+        tr = self.mgr.tracer  # None: tracing off
+        # watcher.detected: from here to the upload queued; priority.send is its child
+        detected = tr.file_detected(wire) if tr is not None else None
+
+        def untraced(error: str) -> None:
+            """The file will not be sent: end `watcher.detected` (if `error`) and drop
+            its context so a later file on this path does not continue it."""
+            if detected is not None and tr is not None:
+                tr.files.take(wire)
+                if error:
+                    detected(error)
 
         def work() -> bytes:
             return read_regular(local, real_dir, limit)
@@ -321,22 +334,28 @@ class FileWorker:
             if exc is not None:
                 self.refused += 1
                 log.warning("refused %s: %s", local, exc)
+                untraced(f"refused: {exc}")
                 return
             if s.closed:
+                untraced("session closed")
                 return
             raw: bytes = res
             if ff.peek_sid(raw) == s.sid:
+                untraced("")
                 return  # one of our own fallback files (e.g. restored): already handled
             seq = s.next_seq()
             try:
                 content = ff.encode(s.sid, seq, name, "", raw)
             except ProtocolError as exc2:
                 log.warning("refused %s: %s", local, exc2)
+                untraced(f"refused: {exc2}")
                 return
             s.file_backlog += 1
-            u = Upload(s, s.prefix + name, seq, APP, None, content, etag_of(content), len(content))
+            u = Upload(s, wire, seq, APP, None, content, etag_of(content), len(content))
             self.uploads.append(u)
             log.debug("session %s: app file %s queued as seq %d", s.path, name, seq)
+            if detected is not None:
+                detected("", len(raw))
             self.pump()
 
         self.disk.submit(work, done)
@@ -547,7 +566,22 @@ class FileWorker:
             write_atomic(target, (content,))
 
         self.mirrored += 1
-        self.disk.submit(work, done)
+        tr = self.mgr.tracer  # None: tracing off
+        if tr is None:
+            self.disk.submit(work, done)
+            return
+        t_start = time.time_ns()
+        size = len(content)
+
+        def traced(res: Any, exc: BaseException | None) -> None:
+            # client.write_file: queued -> written (temp + rename) and replayed by `done`
+            try:
+                done(res, exc)
+            finally:
+                err = "" if exc is None else f"write failed: {exc}"
+                tr.file_written(path, t_start, err, size)
+
+        self.disk.submit(work, traced)
 
 
 def _ignore(res: Any, exc: BaseException | None) -> None:

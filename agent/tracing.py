@@ -25,9 +25,12 @@ a reader accepted), `hotlink.session.reject` (a reader turned the open down),
 File (fallback) path: `priority.send` (a FileWrite sent; continues the trace of the
 message that fell back when `file_origin` / `FileTraces` knows the path, else a new
 origin) and `client.receive_ws` (a FileWrite from the relay with a `tpc`) are recorded
-from the link hooks. `watcher.detected` and `client.write_file` need call sites in the
-file path (issue 6, in progress): `file_detected(path)` where the watcher hands a
-`.request` file to the upload, `file_written(path, ok)` where the mirror write is done.
+from the link hooks. `watcher.detected` and `client.write_file` come from the file path
+(`agent/filepath.py`): `file_detected(path)` in `FileWorker.upload_app_file`, where the
+watcher hands a `.request` file to the upload (ends once the upload is queued), and
+`file_written(path, t_start)` in `FileWorker._mirror`, once the reader's mirror write
+(temp + rename) is done and the file replayed. (A reader without `--keep-files` replays
+its session's fallback files without writing them: no `client.write_file` then.)
 """
 
 from __future__ import annotations
@@ -300,8 +303,8 @@ class AgentTracer:
 
     # ---------------------------------------------- file path (issue 6 call sites)
 
-    def file_detected(self, path: str, fell_back: str = "") -> Callable[[str], None] | None:
-        """TODO(issue 6) call site: the watcher hands the `.request` file `path`
+    def file_detected(self, path: str, fell_back: str = "") -> Callable[..., None] | None:
+        """Call site (`FileWorker.upload_app_file`): the watcher hands the `.request` file `path`
         (datasite-relative, as on the wire) to the upload. Records `watcher.detected`
         (continuing `fell_back`, the traceparent of the hotlink message that became the
         file, if known) and makes the FileWrite's `priority.send` its child. Returns a
@@ -315,13 +318,15 @@ class AgentTracer:
         a: Attrs = {N.MESSAGING_SYSTEM: N.SYSTEM_VALUE, N.PATH: path, N.TRANSPORT: "file"}
         self.files.put(path, ctx.traceparent)
 
-        def done(error: str = "") -> None:
+        def done(error: str = "", size: int = -1) -> None:
+            if size >= 0:
+                a[N.MESSAGING_BODY_SIZE] = size
             tel.record(N.WATCHER_DETECTED, ctx, t0, time.time_ns(), a, error=error)
 
         return done
 
-    def file_written(self, path: str, t_start: int, error: str = "") -> None:
-        """TODO(issue 6) call site: the mirror wrote (and replayed) the file `path` it
+    def file_written(self, path: str, t_start: int, error: str = "", size: int = -1) -> None:
+        """Call site (`FileWorker._mirror`): the mirror wrote (and replayed) the file `path` it
         got from the relay; `t_start` = time.time_ns() when the write was queued."""
         tp = self.files.take("rx:" + path)
         if not tp:
@@ -331,4 +336,6 @@ class AgentTracer:
             return
         ctx = TraceCtx(parent.trace_id, parent.span_id, parent.parent_id, False)
         a: Attrs = {N.MESSAGING_SYSTEM: N.SYSTEM_VALUE, N.PATH: path, N.TRANSPORT: "file"}
+        if size >= 0:
+            a[N.MESSAGING_BODY_SIZE] = size
         self.tel.record(N.CLIENT_WRITE_FILE, ctx, t_start, time.time_ns(), a, error=error)

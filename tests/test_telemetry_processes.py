@@ -2,11 +2,15 @@
 and two agents (configured by OTEL_* env) export to the in-test OTLP receiver; one
 message alice -> bob must make one trace
 hotlink.ipc_read -> hotlink.send -> relay.route -> hotlink.receive_ws -> hotlink.ipc_write
-across the three processes, plus the session lifecycle spans."""
+across the three processes, plus the session lifecycle spans; one `.request` file an app
+writes makes one trace of the file path
+watcher.detected -> priority.send -> server.handle_file_write -> server.broadcast
+-> client.receive_ws -> client.write_file."""
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -158,6 +162,81 @@ def test_one_message_one_trace_across_three_processes(
     (b_close,) = closes(spans, N.AGENT_SESSION_CLOSE, B, "SERVER")
     assert b_close["parent_span_id"] == r_close["span_id"]
     assert b_close["attributes"][N.REASON] == "done"
+
+
+def test_app_request_file_one_trace_across_three_processes(
+    relay_factory: Callable[..., Any],
+    agent_factory: Callable[..., Any],
+    otlp_receiver: OtlpReceiver,
+    otel_env: Callable[..., dict[str, str]],
+) -> None:
+    relay = relay_factory(
+        extra_args=["--otel", "--otel-endpoint", otlp_receiver.endpoint,
+                    "--otel-sampler", "parentbased_traceidratio", "--otel-sampler-arg", "1"]
+    )  # fmt: skip
+    env = otel_env(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="1")
+    alice = agent_factory(A, relay_=relay, env=env)
+    # --keep-files: bob mirrors the file (temp + rename) before replaying it
+    bob = agent_factory(B, relay_=relay, env=env, args=["--keep-files"])
+    s = alice.open("_mpc/0_to_1", to=B)
+    assert s.state == pb.SESSION_STATE_OPEN, s
+    bob.open(PATH)
+    bob.wait_session(PATH, lambda x: x.state == pb.SESSION_STATE_OPEN)
+    alice.wait_session(PATH, lambda x: B in x.readers)
+    payload = b"q" * 700
+    reader = AppClient(bob.session_dir(PATH))
+    try:
+        d = alice.session_dir(PATH)
+        tmp = d / "1.request.tmp"  # an app writes a temp name, then renames
+        tmp.write_bytes(payload)
+        os.replace(tmp, d / "1.request")
+        f = reader.recv()
+        assert f.payload == payload, f
+    finally:
+        reader.close()
+
+    full = f"{PATH}/1.request"
+    spans = otlp_receiver.wait_for(
+        lambda sp: all(
+            any(x["attributes"].get(N.PATH) == full for x in by_name(sp).get(n, []))
+            for n in N.FILE_STAGES
+        ),
+        timeout=20,
+    )
+    chain = [_one(spans, n, **{N.PATH: full}) for n in N.FILE_STAGES]
+    det, send, handle, bcast, recv, write = chain
+
+    # one trace, each stage the child of the one before, across three processes
+    assert len({x["trace_id"] for x in chain}) == 1
+    assert det["parent_span_id"] == ""
+    for parent, child in itertools.pairwise(chain):
+        assert child["parent_span_id"] == parent["span_id"], (parent["name"], child["name"])
+    ag, rl = N.SERVICE_AGENT, N.SERVICE_RELAY
+    assert [x["service"] for x in chain] == [ag, ag, rl, rl, ag, ag]
+    assert det["resource"][N.RES_PEER_EMAIL] == send["resource"][N.RES_PEER_EMAIL] == A
+    assert recv["resource"][N.RES_PEER_EMAIL] == write["resource"][N.RES_PEER_EMAIL] == B
+    assert all(x["status"] != "ERROR" for x in chain), chain
+    # times in order (one host clock)
+    assert det["start_ns"] <= det["end_ns"] <= send["start_ns"] <= send["end_ns"]
+    assert send["start_ns"] <= handle["start_ns"] <= handle["end_ns"] <= bcast["start_ns"]
+    assert bcast["start_ns"] <= recv["end_ns"] and recv["start_ns"] <= write["start_ns"]
+    assert write["start_ns"] <= write["end_ns"]
+
+    # attributes: path, sizes (the app's bytes, then the fallback file on the wire), peers
+    for x in chain:
+        a = x["attributes"]
+        assert a[N.PATH] == full and a[N.TRANSPORT] == "file", x
+        assert a[N.MESSAGING_SYSTEM] == "hotlink"
+    assert det["attributes"][N.MESSAGING_BODY_SIZE] == len(payload)
+    wire = {x["attributes"][N.MESSAGING_BODY_SIZE] for x in chain[1:]}
+    assert len(wire) == 1 and wire.pop() > len(payload)
+    assert handle["attributes"][N.SENDER] == A and bcast["attributes"][N.SENDER] == A
+    assert bcast["attributes"][N.READERS] == B
+    assert (
+        send["attributes"][N.MESSAGING_MESSAGE_ID] == handle["attributes"][N.MESSAGING_MESSAGE_ID]
+    )
+    assert send["attributes"][N.MESSAGING_OPERATION_TYPE] == "send"
+    assert recv["attributes"][N.MESSAGING_OPERATION_TYPE] == "receive"
 
 
 def test_rejected_open_is_an_error_span(
