@@ -32,7 +32,7 @@ import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.frames import Frame, FrameDecoder
@@ -301,6 +301,8 @@ class IpcEndpoint:
         self.queue_limit = queue_limit
         self.buffer_bytes = buffer_bytes
         self.server: asyncio.AbstractServer | None = None
+        #: Windows named-pipe servers (ProactorEventLoop.start_serving_pipe)
+        self._pipes: list[Any] = []
         self.endpoint = ""
         #: files this endpoint created (removed on close; recorded for stale cleanup)
         self.files: list[Path] = []
@@ -350,7 +352,17 @@ class IpcEndpoint:
         elif self.mode == MODE_PIPE:
             if not is_windows():
                 raise ProtocolError("IPC mode PIPE is only available on Windows")
-            raise NotImplementedError(f"named pipe endpoints ({pipe_name(self.session_dir)})")
+            # UNTESTED (no Windows CI): the Proactor loop, Windows' default, serves named
+            # pipes with the same Protocol; stream.pipe holds the name, like stream.tcp.
+            serve_pipe = getattr(loop, "start_serving_pipe", None)
+            if serve_pipe is None:
+                raise NotImplementedError("named pipes need the Proactor event loop")
+            name = pipe_name(self.session_dir)
+            self._pipes = await serve_pipe(self._factory, name)
+            self.endpoint = name
+            marker = self.session_dir / "stream.pipe"
+            write_file_atomic(marker, name)
+            self.files.append(marker)
         else:
             raise ProtocolError(f"unknown IPC mode {self.mode}")
         return self.endpoint
@@ -359,6 +371,9 @@ class IpcEndpoint:
         if self.server is not None:
             self.server.close()
             self.server = None
+        for pipe in self._pipes:
+            pipe.close()
+        self._pipes = []
         self._remove_files()
 
     def _remove_files(self) -> None:

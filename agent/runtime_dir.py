@@ -5,8 +5,7 @@
   `/tmp/syftbox-hotlink` could be pre-created by another user (reference §8).
 - `unix_socket_location` applies the long-path rule: a socket path over 100 bytes
   lives in the private runtime dir under the sha1 of the marker path.
-- `pipe_name` is the Windows named-pipe name (naming only; the pipe server is not
-  implemented).
+- `pipe_name` is the Windows named-pipe name (served by `ipc.IpcEndpoint`, untested).
 - `bind_unix_socket` binds with umask 0177 so the socket is never reachable by
   others, even for an instant, then chmods it 0600.
 """

@@ -44,6 +44,7 @@ from .errors import (
 
 SOCK_NAME = "stream.sock"
 TCP_NAME = "stream.tcp"
+PIPE_NAME = "stream.pipe"
 #: Below this size header and payload are joined into one write (one syscall); above
 #: it, two writes avoid copying a large payload.
 _JOIN_LIMIT = 64 * 1024
@@ -58,13 +59,13 @@ _RECV_HIGH_WATER = 4096
 class Endpoint:
     """Where an app connects: a UNIX socket path, or a TCP host and port."""
 
-    kind: str  # "unix" | "tcp"
+    kind: str  # "unix" | "tcp" | "pipe" (Windows named pipe; path holds its name)
     path: str = ""
     host: str = ""
     port: int = 0
 
     def __str__(self) -> str:
-        return self.path if self.kind == "unix" else f"{self.host}:{self.port}"
+        return f"{self.host}:{self.port}" if self.kind == "tcp" else self.path
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -83,7 +84,8 @@ def resolve_endpoint(session_dir: str | os.PathLike[str]) -> Endpoint:
 
     `stream.sock` is either the socket itself or a regular file holding the real
     socket's path (used when the path would exceed the ~108-byte sun_path limit);
-    `stream.tcp` holds `host:port`. A path that is itself a socket is accepted too.
+    `stream.tcp` holds `host:port`; `stream.pipe` (Windows) the named pipe's name. A path
+    that is itself a socket is accepted too.
     Raises `EndpointNotFound` when neither exists yet.
     """
     d = Path(session_dir)
@@ -110,6 +112,12 @@ def resolve_endpoint(session_dir: str | os.PathLike[str]) -> Endpoint:
             return Endpoint("unix", path=target)
         if stat.S_ISLNK(mode):
             return Endpoint("unix", path=str(sock.resolve()))
+    pipe = d / PIPE_NAME
+    if pipe.is_file():
+        name = pipe.read_text().strip()
+        if not name:
+            raise EndpointNotFound(f"{pipe} is empty (agent still writing it?)")
+        return Endpoint("pipe", path=name)
     tcp = d / TCP_NAME
     try:
         text = tcp.read_text()
@@ -251,6 +259,13 @@ class Stream:
         proto = _FrameProtocol(max_payload)
         if endpoint.kind == "unix":
             transport, _ = await loop.create_unix_connection(lambda: proto, endpoint.path)
+        elif endpoint.kind == "pipe":  # Windows, Proactor loop; UNTESTED (no Windows CI)
+            connect_pipe = getattr(loop, "create_pipe_connection", None)
+            if connect_pipe is None:
+                raise EndpointNotFound(
+                    f"{endpoint.path} is a Windows named pipe; this event loop cannot open it"
+                )
+            transport, _ = await connect_pipe(lambda: proto, endpoint.path)
         else:
             transport, _ = await loop.create_connection(lambda: proto, endpoint.host, endpoint.port)
             sock = transport.get_extra_info("socket")

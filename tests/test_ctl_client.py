@@ -89,6 +89,14 @@ def test_resolve_tcp(tmp_path: Path) -> None:
     assert resolve_endpoint(tmp_path) == Endpoint("tcp", host="::1", port=9)
 
 
+def test_resolve_windows_pipe_marker(tmp_path: Path) -> None:
+    """`stream.pipe` holds the named pipe's name (Windows; the connect is untested)."""
+    name = "\\\\.\\pipe\\hotlink-" + "a" * 40
+    (tmp_path / "stream.pipe").write_text(name)
+    ep = resolve_endpoint(tmp_path)
+    assert (ep.kind, ep.path, str(ep)) == ("pipe", name, name)
+
+
 def test_resolve_path_that_is_the_socket(short_tmp: Path) -> None:
     s = _bind_unix(short_tmp / "x.sock")
     try:
