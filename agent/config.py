@@ -38,6 +38,9 @@ class AgentConfig:
     #: frames a reader app connection may have queued (beyond the socket buffer)
     #: before the agent disconnects it as too slow.
     reader_queue: int = 4096
+    #: bytes (headers + payloads) of that queue, and of the no-app backlog, at most:
+    #: frames alone would allow 4096 x 16 MiB.
+    reader_queue_bytes: int = 64 << 20
     #: bytes the agent lets pile up in one reader connection's socket buffer
     #: before it starts counting frames against `reader_queue`.
     reader_buffer_bytes: int = 1 << 20
@@ -161,6 +164,13 @@ OPTIONS: tuple[Option, ...] = (
         _pos_int,
         "frames a slow reader app may have queued before it is disconnected (default 4096)",
         metavar="N",
+    ),
+    Option(
+        "reader_queue_bytes",
+        _pos_int,
+        "bytes a slow reader app may have queued before it is disconnected, and bytes kept "
+        "for the first app while none is connected (default 64 MiB)",
+        metavar="BYTES",
     ),
     Option(
         "reader_buffer_bytes",

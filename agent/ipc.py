@@ -9,9 +9,10 @@ prefix cannot make the agent allocate) and frames out with
 Back-pressure toward a slow reader app (`AppConnection.write`): frames go straight to
 the socket while its write buffer is under `buffer_bytes`. Above that the transport
 pauses us and further frames wait in a per-connection queue of at most `queue_limit`
-frames. When that queue is full the app is too slow: its connection is aborted with a
-logged reason, the frames it did not get (queued ones plus the one that overflowed)
-are counted as drops for the session, and it can reconnect to read from then on.
+frames and `queue_bytes` bytes. When that queue is full the app is too slow: its
+connection is aborted with a logged reason, the frames it did not get (queued ones
+plus the one that overflowed) are counted as drops for the session, and it can
+reconnect to read from then on.
 One slow app therefore costs bounded memory and never delays other apps or
 sessions: nothing on the data path ever waits for it.
 
@@ -72,6 +73,7 @@ class AppConnection(asyncio.Protocol):
 
     __slots__ = (
         "backlog",
+        "backlog_bytes",
         "buffer_bytes",
         "closed",
         "decoder",
@@ -80,6 +82,7 @@ class AppConnection(asyncio.Protocol):
         "owner",
         "paused",
         "peer",
+        "queue_bytes",
         "queue_limit",
         "registered",
         "transport",
@@ -94,6 +97,7 @@ class AppConnection(asyncio.Protocol):
         max_payload: int,
         queue_limit: int,
         buffer_bytes: int,
+        queue_bytes: int,
     ) -> None:
         self.owner = owner
         self.is_sender = is_sender
@@ -103,6 +107,8 @@ class AppConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.paused = False
         self.backlog: deque[tuple[bytes, bytes]] = deque()
+        self.queue_bytes = queue_bytes
+        self.backlog_bytes = 0
         self.closed = False
         self.registered = False
         self.peer = ""
@@ -150,6 +156,7 @@ class AppConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.backlog.clear()
+        self.backlog_bytes = 0
         self.transport = None
         if self.registered:
             self.registered = False
@@ -165,6 +172,7 @@ class AppConnection(asyncio.Protocol):
         while bl and not self.paused and t is not None:
             h, p = bl.popleft()
             t.writelines((h, p))
+            self.backlog_bytes -= len(h) + len(p)
             self.written += len(h) + len(p)
             self.marks.append((self.written, h))
 
@@ -175,21 +183,31 @@ class AppConnection(asyncio.Protocol):
         if self.closed:
             return False
         if self.paused or self.backlog:
-            if len(self.backlog) >= self.queue_limit:
+            size = len(header) + len(payload)
+            if (
+                len(self.backlog) >= self.queue_limit
+                or self.backlog_bytes + size > self.queue_bytes
+            ):
                 n = len(self.backlog) + 1
-                self.backlog.clear()
                 log.warning(
-                    "reader app on %s too slow: %d frames queued beyond a %d-byte socket "
-                    "buffer; disconnecting it (%d frames dropped for it)",
+                    "reader app on %s too slow: %d frames / %d bytes queued beyond a %d-byte "
+                    "socket buffer (limits %d frames, %d bytes); disconnecting it (%d frames "
+                    "dropped for it)",
                     self.owner.path,
-                    self.queue_limit,
+                    len(self.backlog),
+                    self.backlog_bytes,
                     self.buffer_bytes,
+                    self.queue_limit,
+                    self.queue_bytes,
                     n,
                 )
+                self.backlog.clear()
+                self.backlog_bytes = 0
                 self.owner.app_dropped(self, n)
                 self._abort()
                 return False
             self.backlog.append((header, payload))
+            self.backlog_bytes += size
             return True
         t = self.transport
         if t is None:
@@ -239,6 +257,7 @@ class AppConnection(asyncio.Protocol):
             bl = self.backlog
             while bl:
                 t.writelines(bl.popleft())
+            self.backlog_bytes = 0
             t.close()
 
     def pause_reading(self) -> None:
@@ -289,6 +308,7 @@ class IpcEndpoint:
         max_payload: int,
         queue_limit: int,
         buffer_bytes: int,
+        queue_bytes: int,
         tcp_addr: str = "",
     ) -> None:
         self.owner = owner
@@ -300,6 +320,7 @@ class IpcEndpoint:
         self.max_payload = max_payload
         self.queue_limit = queue_limit
         self.buffer_bytes = buffer_bytes
+        self.queue_bytes = queue_bytes
         self.server: asyncio.AbstractServer | None = None
         #: Windows named-pipe servers (ProactorEventLoop.start_serving_pipe)
         self._pipes: list[Any] = []
@@ -314,6 +335,7 @@ class IpcEndpoint:
             max_payload=self.max_payload,
             queue_limit=self.queue_limit,
             buffer_bytes=self.buffer_bytes,
+            queue_bytes=self.queue_bytes,
         )
 
     async def start(self) -> str:

@@ -249,6 +249,7 @@ class Session:
         self.progress_sent = 0
         self._lost_seen = 0
         self.backlog: deque[tuple[bytes, bytes]] = deque()
+        self.backlog_bytes = 0
         self._gap_timer: asyncio.TimerHandle | None = None
         #: payload + name + etag must fit one WS message with the envelope around it, so
         #: an oversized app frame closes that app connection, never the relay link.
@@ -262,6 +263,7 @@ class Session:
             max_payload=min(cfg.max_payload, cfg.max_message),
             queue_limit=cfg.reader_queue,
             buffer_bytes=cfg.reader_buffer_bytes,
+            queue_bytes=cfg.reader_queue_bytes,
             tcp_addr=tcp_addr,
         )
         #: restored after a clean stop: the same stream goes on (see state.py)
@@ -310,6 +312,7 @@ class Session:
                 conn.pause_reading()
         elif self.backlog:
             bl = self.backlog
+            self.backlog_bytes = 0
             while bl:
                 h, p = bl.popleft()
                 conn.write(h, p)
@@ -787,8 +790,13 @@ class Session:
             self.bytes_received += len(payload)
             return
         bl = self.backlog
-        if len(bl) >= self.mgr.cfg.reader_queue:
-            bl.popleft()
+        cfg = self.mgr.cfg
+        size = len(header) + len(payload)
+        while bl and (
+            len(bl) >= cfg.reader_queue or self.backlog_bytes + size > cfg.reader_queue_bytes
+        ):
+            h, p = bl.popleft()
+            self.backlog_bytes -= len(h) + len(p)
             self.drops += 1
             self.mgr.drops += 1
             if self.drops == 1 or self.drops % 1000 == 0:
@@ -800,6 +808,7 @@ class Session:
                     self.drops,
                 )
         bl.append((header, payload))
+        self.backlog_bytes += size
 
     def _reader_switch(self, to: ActivePath) -> None:
         self.reader_path = to

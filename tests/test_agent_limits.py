@@ -58,6 +58,50 @@ def test_reader_backlog_without_app_keeps_newest(agent_factory):
     assert reader.recv().seq == 121
 
 
+def test_reader_backlog_without_app_bounded_in_bytes(agent_factory):
+    """--reader-queue-bytes bounds the no-app backlog too: 20 frames of ~1 KiB fit in
+    a 10 KiB bound only as the newest 9 (frame count alone would keep all 20)."""
+    alice = agent_factory(A)
+    bob = agent_factory(B, args=["--reader-queue-bytes", "10240"])
+    _pair(alice, bob)
+    writer = AppClient(alice.session_dir(PATH))
+    payload = b"k" * 1000
+    writer.send_raw(b"".join(encode_frame(Frame(payload)) for _ in range(20)))
+    bob.wait_session(PATH, lambda s: s.last_seq == 20)
+    kept = 10240 // len(encode_frame(Frame(payload, 1, f"{A}/_mpc/limits/00000001.request")))
+    assert bob.session(PATH).counters.drops == 20 - kept
+    reader = AppClient(bob.session_dir(PATH))
+    assert [f.seq for f in reader.recv_n(kept)] == list(range(21 - kept, 21))
+
+
+def test_slow_reader_app_bounded_in_bytes(agent_factory):
+    """A reader app that does not read is disconnected once its queued bytes pass
+    --reader-queue-bytes, long before --reader-queue frames; a fast app gets all."""
+    # 8 MiB = 1024 frames of 8 KiB, a quarter of the default 4096-frame bound: only the
+    # byte bound can trip for 3000 frames (24 MiB) that the slow app never reads.
+    args = ["--reader-queue-bytes", "8388608", "--reader-buffer-bytes", "262144"]
+    alice = agent_factory(A)
+    bob = agent_factory(B, args=args)
+    _pair(alice, bob)
+    slow = AppClient(bob.session_dir(PATH))  # never reads
+    fast = AppClient(bob.session_dir(PATH), timeout=60)
+    bob.wait_session(PATH, lambda s: s.ipc_clients == 2)
+    writer = AppClient(alice.session_dir(PATH))
+    n = 3000
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.extend(f.seq for f in fast.recv_n(n)))
+    t.start()
+    for _ in range(n):
+        writer.send(b"b" * 8192)
+    t.join(60)
+    assert got == list(range(1, n + 1))
+    bob.wait_session(PATH, lambda s: s.ipc_clients == 1)
+    assert bob.session(PATH).counters.drops > 0
+    log = bob.log_text()
+    assert "too slow" in log and "limits 4096 frames, 8388608 bytes" in log
+    assert slow.is_closed(timeout=10)
+
+
 def _fill_until_paused(alice, writer, frame: bytes, total: int) -> tuple[int, threading.Thread]:
     """Write `total` frames from a thread; return the most frames the session held
     while its app was blocked by back-pressure."""
