@@ -346,18 +346,9 @@ class Session:
         )
         prefix = self.prefix
         sid = self.sid
-        wire_room = self.wire_room
         for f in frames:
+            seq = self._admit(f)
             name = f.path
-            if name and name != self._last_name:
-                validate_frame_name(name)
-                self._last_name = name
-            if len(f.payload) + len(name) + len(f.etag) > wire_room:
-                raise FrameTooLarge(
-                    f"frame of {len(f.payload)} payload bytes does not fit the relay's "
-                    f"{mgr.cfg.max_message}-byte message limit"
-                )
-            self.seq = seq = self.seq + 1
             msg = m.HotlinkData(
                 sid, seq, prefix + name if name else f"{prefix}{seq:08d}.request", f.payload, f.etag
             )
@@ -555,20 +546,26 @@ class Session:
             )
         self._check_pause()
 
+    def _admit(self, f: Frame) -> int:
+        """Check an app frame whichever path it takes (a safe `.request` name; it fits
+        one relay message, so it can go by hotlink later) and give it the next seq."""
+        name = f.path
+        if name and name != self._last_name:
+            validate_frame_name(name)
+            self._last_name = name
+        if len(f.payload) + len(name) + len(f.etag) > self.wire_room:
+            raise FrameTooLarge(
+                f"frame of {len(f.payload)} payload bytes does not fit the relay's "
+                f"{self.mgr.cfg.max_message}-byte message limit"
+            )
+        self.seq += 1
+        return self.seq
+
     def _frames_to_files(self, frames: list[Frame]) -> None:
         files = self.mgr.files
-        wire_room = self.wire_room
         for f in frames:
+            seq = self._admit(f)
             name = f.path
-            if name and name != self._last_name:
-                validate_frame_name(name)
-                self._last_name = name
-            if len(f.payload) + len(name) + len(f.etag) > wire_room:
-                raise FrameTooLarge(
-                    f"frame of {len(f.payload)} payload bytes does not fit the relay's "
-                    f"{self.mgr.cfg.max_message}-byte message limit"
-                )
-            self.seq = seq = self.seq + 1
             files.write_frame(self, seq, name or f"{seq:08d}.request", f.etag, f.payload, FALLBACK)
             self.file_seq_high = seq
         self._check_pause()
