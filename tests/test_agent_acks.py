@@ -69,7 +69,7 @@ def test_reader_confirms_only_frames_handed_to_the_kernel() -> None:
     from hotlink.wire.frames import encode_header
 
     c = AppConnection(None, is_sender=False, max_payload=1 << 20, queue_limit=10,
-                      buffer_bytes=1 << 20)  # fmt: skip
+                      buffer_bytes=1 << 20, queue_bytes=1 << 20)  # fmt: skip
     t = FakeTransport()
     c.transport = t  # type: ignore[assignment]
     for seq in (1, 2, 3):
