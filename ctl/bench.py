@@ -316,6 +316,24 @@ async def measure_throughput(
 # --------------------------------------------------------------------------- topologies
 
 
+async def _wait_attached(
+    sender: AgentClient, reader: AgentClient, reader_email: str, full: str, timeout: float
+) -> None:
+    """Until the reader accepted and its app is attached: no frame can be lost."""
+    await sender.wait_session(
+        full,
+        lambda s: s.state == pb.SESSION_STATE_OPEN and reader_email in s.readers,
+        timeout,
+        f"{reader_email} to accept",
+    )
+    await reader.wait_session(
+        full,
+        lambda s: s.state == pb.SESSION_STATE_OPEN and s.ipc_clients >= 1,
+        timeout,
+        "the reader app to attach",
+    )
+
+
 async def open_hotlink_channel(
     sender: AgentClient,
     sender_email: str,
@@ -336,18 +354,7 @@ async def open_hotlink_channel(
     r_sess = await reader.open_session(full, ipc_mode=ipc_mode, fallback_mode=pb.FALLBACK_MODE_OFF)
     rx = await Stream.connect(r_sess.session_dir, timeout=timeout)
     tx = await Stream.connect(s_sess.session_dir, timeout=timeout)
-    await sender.wait_session(
-        full,
-        lambda s: s.state == pb.SESSION_STATE_OPEN and reader_email in s.readers,
-        timeout,
-        f"{reader_email} to accept",
-    )
-    await reader.wait_session(
-        full,
-        lambda s: s.state == pb.SESSION_STATE_OPEN and s.ipc_clients >= 1,
-        timeout,
-        "the reader app to attach",
-    )
+    await _wait_attached(sender, reader, reader_email, full, timeout)
 
     async def recv() -> bytes:
         return (await rx.recv()).payload
@@ -378,18 +385,7 @@ async def open_file_channel(
     s_sess = await sender.open_session(rel_path, to=reader_email)
     r_sess = await reader.open_session(full)
     rx = await Stream.connect(r_sess.session_dir, timeout=timeout)
-    await sender.wait_session(
-        full,
-        lambda s: s.state == pb.SESSION_STATE_OPEN and reader_email in s.readers,
-        timeout,
-        f"{reader_email} to accept",
-    )
-    await reader.wait_session(
-        full,
-        lambda s: s.state == pb.SESSION_STATE_OPEN and s.ipc_clients >= 1,
-        timeout,
-        "the reader app to attach",
-    )
+    await _wait_attached(sender, reader, reader_email, full, timeout)
     sdir, rdir = Path(s_sess.session_dir), Path(r_sess.session_dir)
     names = itertools.count()
     missing = [0]

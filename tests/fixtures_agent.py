@@ -15,7 +15,6 @@ the real relay fixture (`fixtures_relay.relay`).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 import grpc
 import pytest
+from fixtures_relay import terminate
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
@@ -152,14 +152,7 @@ class AgentProcess:
         self._close_channel()
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def kill(self) -> None:
         self._close_channel()

@@ -37,6 +37,18 @@ LISTEN_PREFIX = "hotlink-relay listening on "
 START_TIMEOUT = 15.0
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM and wait (graceful shutdown); SIGKILL if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class RelayProcess:
     """A relay subprocess; its stderr log goes to `DATA/../relay-<n>.log`."""
 
@@ -119,13 +131,7 @@ class RelayProcess:
         """SIGTERM and wait (graceful shutdown); SIGKILL if it does not exit."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         return self._reap()
 
     def kill(self) -> int | None:
