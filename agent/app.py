@@ -21,6 +21,7 @@ from .pubsync import PubSync
 from .runtime_dir import default_runtime_dir, ensure_private_dir
 from .sessions import SessionManager
 from .state import StateKeeper, load_state
+from .tokenfile import permission_problem, unverified_subject
 from .tracing import AgentTracer
 from .watcher import RequestWatcher
 
@@ -38,12 +39,24 @@ def read_token(cfg: AgentConfig) -> str:
         raise StartupError(f"cannot read token file {cfg.token_file}: {exc}") from None
     if not token:
         raise StartupError(f"token file {cfg.token_file} is empty")
+    problem = permission_problem(cfg.token_file)
+    if problem:
+        log.warning("%s", problem)
+    sub = unverified_subject(token)
+    if sub and sub != cfg.email:
+        raise StartupError(
+            f"token file {cfg.token_file} holds a token for {sub}, but this agent is "
+            f"{cfg.email} (--email); use a token minted for {cfg.email}: "
+            f"hotlink-relay token {cfg.email} --data DIR --out FILE"
+        )
     return token
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None:
     token = read_token(cfg)
     stop = stop or asyncio.Event()
+    #: why the link gave up for good (the relay knows our token as another user)
+    fatal: list[str] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -74,6 +87,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         max_message=cfg.max_message,
         backoff_initial=cfg.backoff_initial,
         backoff_max=cfg.backoff_max,
+        expect_user=cfg.email,
+        on_fatal=lambda reason: (fatal.append(reason), stop.set()),
     )
     bus = EventBus()
     mgr = SessionManager(cfg, link, runtime_dir=runtime_dir, registry=registry, emit=bus.emit)
@@ -107,7 +122,9 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
             )
         keeper = StateKeeper(state_path, mgr.snapshot_state)
         keeper.start()
-    watcher = RequestWatcher(cfg.root / "datasites" / cfg.email, mgr.on_watched)
+    watcher = RequestWatcher(
+        cfg.root / "datasites" / cfg.email, mgr.on_watched, on_acl=pub.request_rescan
+    )
     watcher.start()
     await link.start()
     pub_task = loop.create_task(pub.run(), name="hotlink-pubsync")
@@ -142,6 +159,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         with contextlib.suppress(OSError):
             cfg.control.unlink()
         tel.shutdown()  # export what is still queued
+    if fatal:
+        raise StartupError(fatal[0])
 
 
 def health_pb2_serving() -> int:

@@ -20,6 +20,7 @@ from hotlink.telemetry import TracingOptions
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD
 from hotlink.wire.paths import validate_email
+from hotlink.wire.version import version_line
 
 
 class ConfigError(ValueError):
@@ -258,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
             "same name (with '_'); precedence is flag > env > config file > default."
         ),
     )
+    p.add_argument("--version", action="version", version=version_line("hotlink-agent"))
     p.add_argument(
         "--config",
         metavar="FILE.toml",

@@ -1,4 +1,5 @@
-"""gRPC control API (`hotlink.v1.HotlinkAgent`) on grpc.aio, plus health and reflection.
+"""gRPC control API (`hotlink.v1.HotlinkAgent`) on grpc.aio, plus health and reflection
+(v1 and v1alpha, see reflection.py).
 
 grpc.aio runs on the agent's uvloop loop (checked with grpcio 1.85 / uvloop 0.23).
 Served on `ROOT/.hotlink/agent.sock` (directory 0700, socket 0600; the agent refuses
@@ -19,17 +20,21 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
+from hotlink.wire.version import package_version
 
 from .fallback import normalize_mode
+from .pending import pending_reason
+from .reflection import enable_reflection
 from .runtime_dir import InsecureDirectory, ensure_private_dir
-from .sessions import EventType, Session, SessionError, SessionManager
+from .sessions import EventType, Session, SessionError, SessionManager, SessionState
 
 log = logging.getLogger("hotlink.agent.control")
 
-VERSION = "0.1.0"
+VERSION = package_version()
+#: trailing metadata on every error the servicer itself returns
+ORIGIN_MD = (("hotlink-origin", "agent"),)
 _CODES = {
     SessionError.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     SessionError.EXISTS: grpc.StatusCode.ALREADY_EXISTS,
@@ -42,13 +47,21 @@ _CODES = {
 }
 
 
+def session_reason(s: Session) -> str:
+    """`s.reason`, or for a PENDING session what it waits for (see agent/pending.py)."""
+    if s.state is not SessionState.PENDING:
+        return s.reason
+    link = s.mgr.link
+    return pending_reason(s, link.up, link.state.name, link.last_error)
+
+
 def session_to_proto(s: Session) -> pb.Session:
     return pb.Session(
         session_id=s.sid,
         path=s.path,
         role=int(s.role),
         state=int(s.state),
-        reason=s.reason,
+        reason=session_reason(s),
         sender=s.sender,
         to=s.to,
         readers=sorted(s.readers),
@@ -114,7 +127,11 @@ class ControlServicer(pb_grpc.HotlinkAgentServicer):
         self.server_url = server_url
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: SessionError) -> None:
-        await context.abort(_CODES.get(exc.code, grpc.StatusCode.INTERNAL), str(exc))
+        # The metadata marks an answer of the agent itself: a client must not read an
+        # UNAVAILABLE about the relay link as "the agent is unreachable".
+        await context.abort(
+            _CODES.get(exc.code, grpc.StatusCode.INTERNAL), str(exc), trailing_metadata=ORIGIN_MD
+        )
 
     def _find(self, ref: pb.SessionRef) -> Session:
         which = ref.WhichOneof("target")
@@ -139,6 +156,8 @@ class ControlServicer(pb_grpc.HotlinkAgentServicer):
         except SessionError as exc:
             await self._abort(context, exc)
             raise AssertionError("unreachable") from None
+        if s.state is SessionState.PENDING:
+            log.info("session %s is pending: %s", s.path, session_reason(s))
         return pb.OpenSessionResponse(session=session_to_proto(s))
 
     async def CloseSession(self, request: pb.CloseSessionRequest, context: Any) -> Any:
@@ -235,12 +254,13 @@ async def start_control_server(
     pb_grpc.add_HotlinkAgentServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (
-        pb.DESCRIPTOR.services_by_name["HotlinkAgent"].full_name,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
+    enable_reflection(
+        server,
+        (
+            pb.DESCRIPTOR.services_by_name["HotlinkAgent"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        ),
     )
-    reflection.enable_server_reflection(names, server)
     prepare_control_socket(socket_path)
     old = os.umask(0o177)
     try:

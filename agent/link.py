@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from hotlink.wire.envelope import HDR_ENCODING, HDR_ENCODINGS, decode, encode
+from hotlink.wire.envelope import HDR_ENCODING, HDR_ENCODINGS, HDR_USER, decode, encode
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import Message
 from hotlink.wire.websocket import DirectMessages
@@ -36,6 +36,9 @@ log = logging.getLogger("hotlink.agent.link")
 EVENTS_PATH = "/api/v1/events"
 #: a link up at least this long resets the reconnect backoff (issue 7 finding 5)
 STABLE_AFTER = 5.0
+#: seconds between attempts after the relay refused our token (HTTP 401/403): a bad
+#: token does not fix itself, so no fast retries hammering the relay and the log
+AUTH_RETRY = 60.0
 
 
 class Backoff:
@@ -79,8 +82,29 @@ class _HotConnection(DirectMessages, ClientConnection):
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, InvalidStatus):
-        return f"relay refused the connection: HTTP {exc.response.status_code}"
+        why = _refusal_reason(exc)
+        return f"relay refused the connection: HTTP {exc.response.status_code}" + (
+            f" ({why})" if why else ""
+        )
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _refusal_reason(exc: InvalidStatus) -> str:
+    """The relay's one-line reason from a refused upgrade's body ("unauthorized: bad
+    token signature" -> "bad token signature"), bounded and printable."""
+    body = exc.response.body or b""
+    text = body[:200].decode("utf-8", "replace").strip().splitlines()
+    line = text[0] if text else ""
+    line = line.removeprefix("unauthorized:").strip()
+    return "".join(c for c in line if c.isprintable())
+
+
+def is_auth_refusal(exc: BaseException) -> bool:
+    return isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403)
+
+
+class IdentityMismatch(Exception):
+    """The relay authenticated our token as another user than the agent's --email."""
 
 
 class WsLink(Transport):
@@ -99,8 +123,17 @@ class WsLink(Transport):
         backoff_max: float = 5.0,
         write_limit: int = 1 << 20,
         open_timeout: float = 10.0,
+        expect_user: str = "",
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.url = events_url(server)
+        #: the --email: the relay must authenticate the token as this user
+        self.expect_user = expect_user
+        #: the user the relay says the token is for (learnt at each connect)
+        self.user = ""
+        #: called once with the reason when the link gives up for good
+        self.on_fatal = on_fatal
+        self.fatal = ""
         self._token = token
         self.max_message = max_message
         self.backoff = Backoff(backoff_initial, backoff_max)
@@ -193,8 +226,22 @@ class WsLink(Transport):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.last_error = _describe(exc)
                 self._set_state(LinkState.DOWN)
+                if is_auth_refusal(exc):
+                    # Final until someone changes the token: say which refusal, once
+                    # per distinct reason at ERROR, and retry slowly.
+                    msg = f"relay refused our token: {_describe(exc)}"
+                    if msg != self.last_error:
+                        log.error(
+                            "%s; check --token-file (mint one with: hotlink-relay token "
+                            "EMAIL --data DIR --out FILE); retrying every %.0fs",
+                            msg,
+                            AUTH_RETRY,
+                        )
+                    self.last_error = msg
+                    await asyncio.sleep(max(AUTH_RETRY, self.backoff.next_delay()))
+                    continue
+                self.last_error = _describe(exc)
                 delay = self.backoff.next_delay()
                 log.warning(
                     "relay %s unreachable (%s); retry in %.2fs", self.url, self.last_error, delay
@@ -202,6 +249,17 @@ class WsLink(Transport):
                 await asyncio.sleep(delay)
                 continue
             assert isinstance(conn, _HotConnection)
+            user = conn.response.headers.get(HDR_USER, "") if conn.response else ""
+            if user and self.expect_user and user != self.expect_user:
+                self._give_up(
+                    f"the relay authenticated our token as {user}, but this agent is "
+                    f"{self.expect_user} (--email): the token file is another user's; "
+                    f"use a token minted for {self.expect_user}"
+                )
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(1008, "identity mismatch"), 2)
+                return
+            self.user = user
             sock = conn.transport.get_extra_info("socket")
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
                 with contextlib.suppress(OSError):
@@ -213,7 +271,13 @@ class WsLink(Transport):
                 self.reconnects += 1
             connected_before = True
             self._set_state(LinkState.UP)
-            log.info("link up: %s (encoding %s)", self.url, self.encoding or "?")
+            self.last_error = ""  # the error of a down period, not history
+            log.info(
+                "link up: %s as %s (encoding %s)",
+                self.url,
+                self.user or self.expect_user or "?",
+                self.encoding or "?",
+            )
             conn.on_resume = listener.on_writable
             try:
                 listener.on_link_up()
@@ -235,6 +299,15 @@ class WsLink(Transport):
                 log.exception("on_link_down failed")
             if not self._stopping:
                 await asyncio.sleep(self.backoff.next_delay())
+
+    def _give_up(self, reason: str) -> None:
+        """Stop for good: nothing a retry could fix (the token names another user)."""
+        self.fatal = self.last_error = reason
+        self._stopping = True
+        self._set_state(LinkState.DOWN)
+        log.error("%s", reason)
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
 
     def _on_raw(self, data: bytes | str) -> None:
         tr = self.tracer

@@ -2,7 +2,9 @@
 
 Disk work (an os.walk + stat scan, reading changed files) runs in a worker thread so
 it never blocks the event loop that carries the data path. Scans run at start, on
-every link up and every `interval` seconds (low frequency). When the link comes up
+every link up, whenever the file watcher reports a changed `syft.pub.yaml`
+(`request_rescan`, so a grant reaches the relay within about the watcher's debounce)
+and every `interval` seconds as a safety net for missed events. When the link comes up
 the files of the last scan are sent at once from memory (before the sessions are
 re-opened, so a fresh relay learns the ACLs first) and a rescan follows. Acks/Nacks
 are matched by message id; a Nack is logged and the file is retried on the next scan.
@@ -42,6 +44,8 @@ class PubSync:
         self.synced: dict[str, Key] = {}
         self._inflight: dict[str, tuple[str, Key]] = {}
         self._scan_task: asyncio.Task[None] | None = None
+        #: a change was reported while a scan ran: scan once more when it ends
+        self._rescan_again = False
 
     # --- disk (worker thread) ----------------------------------------------------
 
@@ -111,11 +115,22 @@ class PubSync:
         if self._scan_task is None or self._scan_task.done():
             self._scan_task = asyncio.get_running_loop().create_task(self._safe_rescan())
 
+    def request_rescan(self) -> None:
+        """An ACL file changed on disk: scan now (or right after the running scan)."""
+        if self._scan_task is not None and not self._scan_task.done():
+            self._rescan_again = True
+            return
+        self._scan_task = asyncio.get_running_loop().create_task(self._safe_rescan())
+
     async def _safe_rescan(self) -> None:
-        try:
-            await self.rescan()
-        except Exception:
-            log.exception("syft.pub.yaml scan failed")
+        while True:
+            self._rescan_again = False
+            try:
+                await self.rescan()
+            except Exception:
+                log.exception("syft.pub.yaml scan failed")
+            if not self._rescan_again:
+                return
 
     async def run(self) -> None:
         while True:

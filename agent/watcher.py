@@ -1,9 +1,13 @@
-"""Watch this peer's datasite for new `*.request` files (inotify via watchfiles).
+"""Watch this peer's datasite for new `*.request` files and ACL changes (inotify via
+watchfiles).
 
 No polling: watchfiles' Rust watcher (inotify on Linux) wakes us when files appear.
-Events are filtered to `*.request` files that were added or modified; temp files of
-atomic writers (`x.request.tmp`, `.hotlink-tmp-*`) do not match. What to do with a
-path is the session manager's decision (`on_paths`); the watcher only reports.
+Events are filtered to `*.request` files that were added or modified, and to
+`syft.pub.yaml` files (any change, so an edited ACL reaches the relay within the
+debounce, not at the next periodic scan); temp files of atomic writers
+(`x.request.tmp`, `.hotlink-tmp-*`) do not match. What to do with a path is the
+session manager's decision (`on_paths`) or the ACL uploader's (`on_acl`); the watcher
+only reports. One inotify watcher serves both.
 A failing watcher logs and restarts after a pause: it never takes the agent down.
 """
 
@@ -20,6 +24,7 @@ from watchfiles import Change, awatch
 log = logging.getLogger("hotlink.agent.watcher")
 
 SUFFIX = ".request"
+ACL_NAME = "syft.pub.yaml"
 
 
 def request_filter(change: Change, path: str) -> bool:
@@ -29,10 +34,24 @@ def request_filter(change: Change, path: str) -> bool:
     return not name.startswith(".")
 
 
+def is_acl(path: str) -> bool:
+    return path.rsplit("/", 1)[-1] == ACL_NAME
+
+
+def watch_filter(change: Change, path: str) -> bool:
+    return is_acl(path) or request_filter(change, path)
+
+
 class RequestWatcher:
-    def __init__(self, base: Path, on_paths: Callable[[list[Path]], None]) -> None:
+    def __init__(
+        self,
+        base: Path,
+        on_paths: Callable[[list[Path]], None],
+        on_acl: Callable[[], None] | None = None,
+    ) -> None:
         self.base = base
         self.on_paths = on_paths
+        self.on_acl = on_acl
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -46,7 +65,7 @@ class RequestWatcher:
                 self.base.mkdir(parents=True, exist_ok=True)
                 gen = awatch(
                     self.base,
-                    watch_filter=request_filter,
+                    watch_filter=watch_filter,
                     debounce=200,
                     step=1,
                     stop_event=self._stop,
@@ -59,7 +78,15 @@ class RequestWatcher:
                     self.ready.set()
                     if not changes:
                         continue
-                    paths = sorted(Path(p) for _, p in changes)
+                    acl = [p for _, p in changes if is_acl(p)]
+                    if acl and self.on_acl is not None:
+                        try:
+                            self.on_acl()
+                        except Exception:
+                            log.exception("handling a changed ACL file failed")
+                    paths = sorted(Path(p) for c, p in changes if request_filter(c, p))
+                    if not paths:
+                        continue
                     try:
                         self.on_paths(paths)
                     except Exception:

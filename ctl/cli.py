@@ -8,32 +8,24 @@ on the outcome without parsing text. Errors print what went wrong and what to do
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from hotlink.v1 import agent_pb2 as pb
+from hotlink.wire.version import version_line
 
 from . import bench as bench_mod
 from . import devstack, output
 from . import trace as trace_mod
-from .client import AgentClient, Stream, default_control_socket
-from .errors import (
-    EXIT_CODES_HELP,
-    CtlError,
-    ExitCode,
-    NotFound,
-    StreamClosed,
-    Unavailable,
-    UsageError,
-)
+from .commands import acl as acl_cmds
+from .commands import sessions as session_cmds
+from .commands.common import IPC_MODES, common_options
+from .commands.common import run as _run
+from .errors import EXIT_CODES_HELP, CtlError, ExitCode, UsageError
 from .stats import parse_size
-
-T = TypeVar("T")
 
 DESCRIPTION = """\
 Control a Hotlink agent: open and close streaming sessions, send and tail frames,
@@ -48,296 +40,6 @@ quick start:
   HOTLINK_ROOT=./devstack/alice@example.org hotlinkctl open _mpc/0_to_1 --to bob@example.org
   hotlinkctl bench --bench hotlink-protocol
 """
-
-IPC_MODES = {"unix": pb.IPC_MODE_UNIX, "tcp": pb.IPC_MODE_TCP}
-FALLBACK_MODES = {
-    "off": pb.FALLBACK_MODE_OFF,
-    "on-failure": pb.FALLBACK_MODE_ON_FAILURE,
-    "tee": pb.FALLBACK_MODE_TEE,
-}
-
-
-# --------------------------------------------------------------------------- plumbing
-
-
-def _common(defaults: bool) -> argparse.ArgumentParser:
-    """Options accepted both before and after the subcommand.
-
-    The subcommand copies use SUPPRESS defaults so they only override when given.
-    """
-    p = argparse.ArgumentParser(add_help=False)
-    d = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
-    p.add_argument(
-        "--agent",
-        default=d(None),
-        metavar="ADDR",
-        help="agent control address: socket path, unix:PATH or host:port (env HOTLINK_AGENT)",
-    )
-    p.add_argument(
-        "--root",
-        default=d(None),
-        metavar="DIR",
-        help="agent root; the control socket is DIR/.hotlink/agent.sock (env HOTLINK_ROOT)",
-    )
-    p.add_argument("--json", action="store_true", default=d(False), help="machine-readable output")
-    p.add_argument(
-        "--rpc-timeout",
-        type=float,
-        default=d(10.0),
-        metavar="S",
-        help="seconds to wait for each control call (default 10)",
-    )
-    return p
-
-
-def agent_address(args: argparse.Namespace) -> str:
-    """--agent > --root > $HOTLINK_AGENT > $HOTLINK_ROOT."""
-    if args.agent:
-        return args.agent
-    if args.root:
-        return default_control_socket(args.root)
-    if os.environ.get("HOTLINK_AGENT"):
-        return os.environ["HOTLINK_AGENT"]
-    if os.environ.get("HOTLINK_ROOT"):
-        return default_control_socket(os.environ["HOTLINK_ROOT"])
-    raise UsageError(
-        "no agent given",
-        "pass --agent SOCKET or --root ROOT, or set HOTLINK_ROOT (the agent's --root) "
-        "or HOTLINK_AGENT",
-    )
-
-
-async def _with_agent(args: argparse.Namespace, fn: Callable[[AgentClient], Awaitable[T]]) -> T:
-    client = AgentClient(agent_address(args), timeout=args.rpc_timeout)
-    try:
-        return await fn(client)
-    finally:
-        await client.close()
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """uvloop when available (lower latency); grpc.aio runs on it as well."""
-    if bench_mod.uvloop_available():
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
-
-
-def _say(args: argparse.Namespace, text: str) -> None:
-    """Informational line for people: stderr, so stdout stays clean for data."""
-    if not getattr(args, "quiet", False):
-        print(text, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- commands
-
-
-def cmd_open(args: argparse.Namespace) -> int:
-    async def go(c: AgentClient) -> pb.Session:
-        return await c.open_session(
-            args.path,
-            to=args.to or "",
-            ipc_mode=IPC_MODES[args.ipc],
-            fallback_mode=FALLBACK_MODES[args.fallback],
-            tcp_addr=args.tcp_addr or "",
-            require_link=args.require_link,
-            timeout_seconds=args.timeout,
-        )
-
-    s = _run(_with_agent(args, go))
-    if args.json:
-        output.dump_json(output.to_dict(s))
-    else:
-        print(output.session_detail(s))
-        if s.role == pb.ROLE_SENDER:
-            _say(args, f"apps write frames to: {s.endpoint or s.session_dir}")
-        else:
-            _say(args, f"apps read frames from: {s.endpoint or s.session_dir}")
-    if s.state == pb.SESSION_STATE_REJECTED:
-        return ExitCode.PERMISSION
-    return ExitCode.OK
-
-
-def cmd_close(args: argparse.Namespace) -> int:
-    s = _run(_with_agent(args, lambda c: c.close_session(args.session, args.reason or "")))
-    if args.json:
-        output.dump_json(output.to_dict(s))
-    else:
-        print(f"closed {s.path or args.session}")
-    return ExitCode.OK
-
-
-def cmd_ls(args: argparse.Namespace) -> int:
-    sessions = _run(_with_agent(args, lambda c: c.list_sessions()))
-    if args.json:
-        output.dump_json({"sessions": [output.to_dict(s) for s in sessions]})
-    else:
-        print(output.sessions_table(sessions))
-    return ExitCode.OK
-
-
-def cmd_get(args: argparse.Namespace) -> int:
-    s = _run(_with_agent(args, lambda c: c.get_session(args.session)))
-    if args.json:
-        output.dump_json(output.to_dict(s))
-    else:
-        print(output.session_detail(s))
-    return ExitCode.OK
-
-
-def cmd_fallback(args: argparse.Namespace) -> int:
-    s = _run(
-        _with_agent(args, lambda c: c.set_fallback_mode(args.session, FALLBACK_MODES[args.mode]))
-    )
-    if args.json:
-        output.dump_json(output.to_dict(s))
-    else:
-        print(f"{s.path}: fallback {args.mode}")
-    return ExitCode.OK
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    async def go(c: AgentClient) -> tuple[str, pb.GetStatusResponse]:
-        health = await c.health(timeout=args.rpc_timeout)
-        return health, await c.get_status()
-
-    health, st = _run(_with_agent(args, go))
-    if args.json:
-        d = output.to_dict(st)
-        d["health"] = health
-        output.dump_json(d)
-    else:
-        print(output.status_text(st))
-    if st.link_state != pb.LINK_STATE_UP:
-        return ExitCode.UNAVAILABLE
-    return ExitCode.OK
-
-
-async def _session_dir(c: AgentClient, path: str, want_role: int) -> pb.Session:
-    try:
-        s = await c.get_session(path)
-    except NotFound:
-        verb = "open it" if want_role == pb.ROLE_SENDER else "open it on the reader's agent"
-        raise NotFound(
-            f"no session {path} on the agent at {c.display_addr}",
-            f"{verb} first: hotlinkctl open {path}",
-        ) from None
-    if s.role != want_role:
-        role = output.enum_name(pb.Role, s.role, "ROLE_").lower()
-        if want_role == pb.ROLE_SENDER:
-            hint = "send on the sender's agent (the owner of the path's datasite)"
-        else:
-            hint = "tail on a reader's agent (open OWNER@x/_mpc/... there)"
-        raise UsageError(f"{path} is a {role} session on this agent", hint)
-    if s.state in (pb.SESSION_STATE_CLOSED, pb.SESSION_STATE_REJECTED):
-        state = output.enum_name(pb.SessionState, s.state, "SESSION_STATE_")
-        raise Unavailable(f"session {path} is {state}: {s.reason}", "open it again")
-    return s
-
-
-def cmd_send(args: argparse.Namespace) -> int:
-    if args.file and args.stdin:
-        raise UsageError("give either --file F or -, not both")
-    if not args.file and not args.stdin and args.data is None:
-        raise UsageError("nothing to send", "use --file F, - (stdin) or --data TEXT")
-    if args.file:
-        try:
-            data = Path(args.file).read_bytes()
-        except FileNotFoundError:
-            raise NotFound(f"no such file: {args.file}") from None
-    elif args.stdin:
-        data = sys.stdin.buffer.read()
-    else:
-        data = args.data.encode()
-    payloads = [ln for ln in data.splitlines() if ln] if args.lines else [data]
-
-    async def go(c: AgentClient) -> pb.Session:
-        s = await _session_dir(c, args.path, pb.ROLE_SENDER)
-        stream = await Stream.connect(s.session_dir, timeout=args.connect_timeout)
-        try:
-            for i, payload in enumerate(payloads):
-                name = args.name if args.name and len(payloads) == 1 else ""
-                if args.name and len(payloads) > 1:
-                    name = f"{args.name}.{i}"
-                await stream.send(payload, path=name, etag=args.etag or "")
-        finally:
-            await stream.close()
-        return s
-
-    s = _run(_with_agent(args, go))
-    total = sum(len(p) for p in payloads)
-    if args.json:
-        output.dump_json({"path": s.path, "frames": len(payloads), "bytes": total})
-    else:
-        _say(args, f"sent {len(payloads)} frame(s), {total} bytes on {s.path}")
-    return ExitCode.OK
-
-
-def cmd_tail(args: argparse.Namespace) -> int:
-    async def go(c: AgentClient) -> int:
-        s = await _session_dir(c, args.path, pb.ROLE_READER)
-        stream = await Stream.connect(s.session_dir, timeout=args.connect_timeout)
-        _say(args, f"tail: connected to {stream.endpoint} ({s.path}); Ctrl-C to stop")
-        n = 0
-        try:
-            while args.count is None or n < args.count:
-                try:
-                    frame = await asyncio.wait_for(stream.recv(), args.idle_timeout)
-                except TimeoutError:
-                    raise Unavailable(
-                        f"no frame within {args.idle_timeout:g}s ({n} received)",
-                        "is the sender writing? check: hotlinkctl ls (on both agents)",
-                    ) from None
-                n += 1
-                if args.raw:
-                    sys.stdout.buffer.write(frame.payload)
-                    sys.stdout.buffer.flush()
-                elif args.json:
-                    output.dump_json(output.frame_dict(frame))
-                else:
-                    print(output.frame_line(frame), flush=True)
-        except StreamClosed:
-            if args.count is None:  # tail until the end: the agent ending it is normal
-                _say(args, "tail: the agent closed the stream")
-                return ExitCode.OK
-            raise
-        finally:
-            await stream.close()
-        return ExitCode.OK
-
-    return _run(_with_agent(args, go))
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    async def go(c: AgentClient) -> int:
-        await c.health(timeout=args.rpc_timeout)
-        _say(args, f"watching events of the agent at {c.display_addr}; Ctrl-C to stop")
-        n = 0
-        events = c.watch_events()
-        try:
-            while args.count is None or n < args.count:
-                try:
-                    ev = await asyncio.wait_for(anext(events), args.idle_timeout)
-                except StopAsyncIteration:
-                    _say(args, "watch: the agent ended the stream")
-                    return ExitCode.OK
-                except TimeoutError:
-                    if args.count is None:
-                        return ExitCode.OK
-                    raise Unavailable(
-                        f"only {n} of {args.count} events within {args.idle_timeout:g}s"
-                    ) from None
-                n += 1
-                if args.json:
-                    output.dump_json(output.to_dict(ev))
-                else:
-                    print(output.event_line(ev), flush=True)
-        finally:
-            await events.aclose()
-        return ExitCode.OK
-
-    return _run(_with_agent(args, go))
 
 
 def cmd_devstack(args: argparse.Namespace) -> int:
@@ -473,14 +175,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common(defaults=False)
+    common = common_options(defaults=False)
     ap = argparse.ArgumentParser(
         prog="hotlinkctl",
         description=DESCRIPTION,
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[_common(defaults=True)],
+        parents=[common_options(defaults=True)],
     )
+    ap.add_argument("--version", action="version", version=version_line("hotlinkctl"))
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -496,95 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    p = add(
-        "open",
-        "open a session (sender on your own datasite, reader on another's)",
-        cmd_open,
-        "Open a session. PATH relative to your datasite (_mpc/0_to_1) makes this agent\n"
-        "the sender; OWNER@x/_mpc/0_to_1 makes it a reader of OWNER's session.",
-    )
-    p.add_argument("path", metavar="PATH", help="_mpc/0_to_1 or owner@x/_mpc/0_to_1")
-    p.add_argument("--to", metavar="EMAIL", help="sender only: the one reader allowed")
-    p.add_argument("--ipc", choices=sorted(IPC_MODES), default="unix", help="app endpoint kind")
-    p.add_argument(
-        "--fallback",
-        choices=list(FALLBACK_MODES),
-        default="on-failure",
-        help="file fallback: off, on-failure (default), tee",
-    )
-    p.add_argument("--tcp-addr", metavar="HOST:PORT", help="TCP IPC listen address")
-    p.add_argument(
-        "--require-link", action="store_true", help="fail (exit 6) if the relay link is down"
-    )
-    p.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S", help="wait for the relay's verdict"
-    )
-
-    p = add("close", "close a session by path or session id", cmd_close)
-    p.add_argument("session", metavar="PATH|ID")
-    p.add_argument("--reason", help="reason sent to the peers")
-
-    add("ls", "list sessions", cmd_ls)
-
-    p = add("get", "show one session in detail", cmd_get)
-    p.add_argument("session", metavar="PATH|ID")
-
-    p = add("fallback", "change a session's fallback mode", cmd_fallback)
-    p.add_argument("session", metavar="PATH|ID")
-    p.add_argument("mode", choices=list(FALLBACK_MODES))
-
-    add(
-        "status",
-        "agent status: link, counters, sessions (exit 6 if the link is not up)",
-        cmd_status,
-    )
-
-    p = add(
-        "send",
-        "send data as frames on a sender session",
-        cmd_send,
-        "Send data on a session this agent sends on: one frame with the whole input,\n"
-        "or one frame per non-empty line with --lines.",
-    )
-    p.add_argument("path", metavar="PATH", help="the session path, as given to open")
-    p.add_argument("stdin", nargs="?", choices=["-"], help="read the data from stdin")
-    p.add_argument("--file", metavar="F", help="read the data from file F")
-    p.add_argument("--data", metavar="TEXT", help="send TEXT")
-    p.add_argument("--lines", action="store_true", help="one frame per non-empty line")
-    p.add_argument("--name", metavar="NAME", help="frame path (default: <seq>.request)")
-    p.add_argument("--etag", metavar="ETAG", help="frame etag")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
-
-    p = add(
-        "tail",
-        "print frames of a reader session as they arrive",
-        cmd_tail,
-        "Connect to a reader session's endpoint and print frames as they arrive\n"
-        "(--json: one object per line; --raw: payload bytes only).",
-    )
-    p.add_argument("path", metavar="PATH", help="owner@x/_mpc/0_to_1")
-    p.add_argument("--count", type=int, metavar="N", help="exit 0 after N frames")
-    p.add_argument("--raw", action="store_true", help="write raw payloads to stdout")
-    p.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="give up (exit 6) when no frame arrives for S seconds",
-    )
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
-    p.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
-
-    p = add("watch", "print agent events (opens, accepts, link up/down ...)", cmd_watch)
-    p.add_argument("--count", type=int, metavar="N", help="exit after N events")
-    p.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="stop after S seconds without an event (exit 6 if --count was not reached)",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
+    session_cmds.register(add)
+    acl_cmds.register(add, common)
 
     p = add(
         "devstack",

@@ -407,7 +407,7 @@ def translate_rpc_error(
     details = (exc.details() if hasattr(exc, "details") else "") or ""
     msg = f"{what}: {details}" if details else what
     sc = grpc.StatusCode
-    if code == sc.UNAVAILABLE and _is_connect_failure(details, addr):
+    if code == sc.UNAVAILABLE and not _from_agent(exc) and _is_connect_failure(details, addr):
         return unreachable(addr, details)
     if code == sc.NOT_FOUND:
         return NotFound(msg, "list sessions with: hotlinkctl ls")
@@ -443,6 +443,13 @@ def unreachable(target: str, details: str) -> AgentUnreachable:
             )
         return AgentUnreachable(f"cannot reach the agent at {path} ({details})", _START_HINT)
     return AgentUnreachable(f"cannot reach the agent at {target} ({details})", _START_HINT)
+
+
+def _from_agent(exc: grpc.aio.AioRpcError | grpc.RpcError) -> bool:
+    """Did the agent's servicer answer (it marks its errors), as opposed to gRPC failing
+    to reach it? Its own UNAVAILABLE (relay link down) may quote "connection refused"."""
+    md = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    return any(k == "hotlink-origin" and v == "agent" for k, v in (md or ()))
 
 
 def _is_connect_failure(details: str, addr: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from hotlink import telemetry
 from hotlink.telemetry import names as N
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
+from hotlink.wire.version import version_line
 
 from .auth import AuthError, load_or_create_secret, mint_token
 from .router import Limits
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hotlink relay: authenticates agents, checks ACLs and routes "
         "hotlink sessions and file writes between them over one WebSocket each.",
     )
+    p.add_argument("--version", action="version", version=version_line("hotlink-relay"))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser(

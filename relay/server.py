@@ -38,6 +38,7 @@ from hotlink.wire.envelope import (
     DEFAULT_MAX_MESSAGE,
     HDR_ENCODING,
     HDR_ENCODINGS,
+    HDR_USER,
     Envelope,
     decode,
     decode_data_view,
@@ -230,6 +231,7 @@ class RelayServer:
         pending = self._pending.get(ws)
         if pending is not None and response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
             response.headers[HDR_ENCODING] = pending.encoding
+            response.headers[HDR_USER] = pending.user
         return None
 
     # ----------------------------------------------------------------- connection

@@ -37,6 +37,9 @@ from .config import TracingConfig
 from .traceparent import format_traceparent, parse_fields
 
 log = logging.getLogger(__name__)
+#: seconds the exit path waits for the exporter (twice at most: flusher, then final
+#: flush); a collector that is gone costs that much, not the OTLP retry schedule
+SHUTDOWN_TIMEOUT = 1.5
 
 AttrValue = str | bool | int | float
 Attrs = Mapping[str, AttrValue]
@@ -296,8 +299,9 @@ class Telemetry:
         if self._sink is not None:
             self._sink.force_flush(timeout)
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop the flusher, export what is queued and shut the exporter down. Idempotent."""
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Stop the flusher, export what is queued and shut the exporter down, within
+        about 2 x `timeout` even when the collector is gone. Idempotent."""
         if self._stopped or not self.enabled:
             return
         self._stopped = True

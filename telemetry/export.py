@@ -9,8 +9,10 @@ loop. Imported only when tracing is enabled.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping
 
@@ -27,6 +29,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from .config import TracingConfig
 from .core import SpanRecord
 from .names import KINDS
+
+log = logging.getLogger(__name__)
 
 SCOPE = InstrumentationScope("hotlink", "0.1.0")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -77,8 +81,37 @@ class SdkSink:
         self.processor.force_flush(int(timeout * 1000))
 
     def shutdown(self, timeout: float) -> None:
-        self.processor.force_flush(int(timeout * 1000))
-        self.processor.shutdown()
+        """Export what is queued, but give up after `timeout` seconds.
+
+        A collector that is gone must not hold the process at exit: the OTLP exporter
+        retries for up to its own timeout (10 s by default) and the SDK's `force_flush`
+        ignores the timeout it is given. So the final flush runs in a daemon thread;
+        when it is not done in time, shutting the exporter down interrupts its retry
+        sleeps and closes its channel, and what was left is dropped (and said so).
+        """
+        done = threading.Event()
+
+        def flush() -> None:
+            try:
+                self.processor.force_flush(int(timeout * 1000))
+            except Exception:
+                log.debug("telemetry: final flush failed", exc_info=True)
+            finally:
+                done.set()
+
+        threading.Thread(target=flush, name="hotlink-otel-final-flush", daemon=True).start()
+        if not done.wait(timeout):
+            log.warning(
+                "telemetry: the collector did not take the last spans within %.1fs; "
+                "exiting without them",
+                timeout,
+            )
+            exporter = getattr(self.processor, "span_exporter", None)
+            if exporter is not None:
+                with contextlib.suppress(Exception):
+                    exporter.shutdown()
+        with contextlib.suppress(Exception):
+            self.processor.shutdown()
 
 
 def make_exporter(cfg: TracingConfig) -> SpanExporter:

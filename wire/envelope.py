@@ -34,6 +34,9 @@ DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 #: Header values negotiated on the WS upgrade (reference §1).
 HDR_ENCODINGS = "X-Syft-WS-Encodings"
 HDR_ENCODING = "X-Syft-WS-Encoding"
+#: Hotlink addition: the relay names the user the token authenticated in its upgrade
+#: response, so an agent learns who it is to the relay (and refuses a mismatch).
+HDR_USER = "X-Hotlink-User"
 
 _packb = msgpack.Packer(use_bin_type=True).pack  # Packer reuse avoids per-call setup
 
