@@ -131,7 +131,12 @@ def status_text(st: pb.GetStatusResponse) -> str:
     lines = [
         f"agent {st.version} for {st.email}",
         f"relay:     {st.server_url}",
-        f"link:      {link}{since}" + (f" (last error: {st.last_error})" if st.last_error else ""),
+        f"link:      {link}{since}"
+        + (
+            f" (last error: {st.last_error})"
+            if st.last_error and st.link_state != pb.LINK_STATE_UP
+            else ""
+        ),
         f"root:      {st.root}",
         f"frames:    out {c.frames_out} ({c.bytes_out} B), in {c.frames_in} ({c.bytes_in} B), "
         f"drops {c.drops}, queued {c.queued}, reconnects {c.reconnects}",

@@ -14,6 +14,7 @@ Registered by `hotlinkctl`'s parser through `register(add)`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -117,18 +118,36 @@ def collect_live(args: argparse.Namespace) -> list[dict[str, Any]]:
             flush=True,
         )
     deadline = time.monotonic() + args.duration if args.duration else None
+    # SIGTERM (kill, a supervisor, `timeout`) stops a collection like Ctrl-C does: with
+    # the table, not silently.
+    stop = threading.Event()
+    old_term = _on_sigterm(lambda: stop.set())
     try:
         while deadline is None or time.monotonic() < deadline:
             if args.traces:
                 have = {s["trace_id"] for s in receiver.spans()}
                 if len(have) >= args.traces:
                     break
-            time.sleep(0.2)
+            if stop.wait(0.2):
+                break
     except KeyboardInterrupt:
         pass  # the normal way to stop a live collection
     finally:
+        _restore_sigterm(old_term)
         receiver.stop(grace=0.5)
     return receiver.spans()
+
+
+def _on_sigterm(fn: Callable[[], None]) -> Any:
+    """Install `fn` as the SIGTERM handler (main thread only); returns the old one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda *_: fn())
+
+
+def _restore_sigterm(old: Any) -> None:
+    if old is not None:
+        signal.signal(signal.SIGTERM, old)
 
 
 def render(b: bd.Breakdown) -> str:

@@ -135,12 +135,38 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "token",
         help="print a token for a user",
-        description="Print a bearer token naming EMAIL, signed with DIR/relay.secret "
-        "(created 0600 if missing). Agents present it as 'Authorization: Bearer <token>'.",
+        description="Print a bearer token naming EMAIL (or write it 0600 to --out FILE), "
+        "signed with DIR/relay.secret (created 0600 if missing). Agents present it as "
+        "'Authorization: Bearer <token>'.",
     )
     t.add_argument("email", metavar="EMAIL")
     t.add_argument("--data", required=True, metavar="DIR", help="relay data directory")
+    t.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the token to FILE, created owner-only (0600), instead of stdout; "
+        "a token is a password: do not leave it in a world-readable file",
+    )
     return p
+
+
+def write_private(path: str, text: str) -> None:
+    """Write `text` to `path` readable by its owner only, replacing it atomically.
+
+    The temp file is created 0600 (never briefly world-readable) next to `path`."""
+    import tempfile
+
+    target = os.path.abspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".hotlink-tmp-", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -196,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "token":
         try:
-            print(mint_token(load_or_create_secret(args.data), args.email))
+            token = mint_token(load_or_create_secret(args.data), args.email)
+            if args.out:
+                write_private(args.out, token + "\n")
+                print(f"token for {args.email} written to {args.out} (0600)", file=sys.stderr)
+            else:
+                print(token)
         except (AuthError, OSError) as exc:
             print(f"hotlink-relay: {exc}", file=sys.stderr)
             return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -13,7 +14,8 @@ from hotlink.v1 import agent_pb2 as pb
 
 from .. import output
 from ..client import AgentClient, Stream
-from ..errors import ExitCode, NotFound, StreamClosed, Unavailable, UsageError
+from ..errors import CtlError, ExitCode, NotFound, StreamClosed, Unavailable, UsageError
+from ..reconnect import ReconnectingStream
 from .common import FALLBACK_MODES, IPC_MODES, run, say, with_agent
 
 
@@ -115,6 +117,11 @@ def cmd_fallback(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     async def go(c: AgentClient) -> tuple[str, pb.GetStatusResponse]:
+        if args.wait:
+            # a script that just started the agent: wait for it and its link, then
+            # report whatever the state is (the exit code says if the link is up)
+            with contextlib.suppress(CtlError):
+                await c.wait_ready(args.wait, link_up=True)
         health = await c.health(timeout=args.rpc_timeout)
         return health, await c.get_status()
 
@@ -193,7 +200,28 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     async def go(c: AgentClient) -> int:
         s = await _session_dir(c, args.path, pb.ROLE_READER)
-        stream = await Stream.connect(s.session_dir, timeout=args.connect_timeout)
+
+        async def still_open() -> bool:
+            """Keep waiting while the agent is away; stop once it says the session
+            is gone or over (closed for good, not just restarted)."""
+            try:
+                cur = await c.get_session(s.path)
+            except NotFound:
+                return False
+            except CtlError:  # agent unreachable (restarting): wait for it
+                return True
+            return cur.state not in (pb.SESSION_STATE_CLOSED, pb.SESSION_STATE_REJECTED)
+
+        def reconnected(st: Stream) -> None:
+            say(args, f"tail: reconnected to {st.endpoint}")
+
+        stream = await ReconnectingStream.connect(
+            s.session_dir,
+            timeout=args.connect_timeout,
+            retry_for=0.0 if args.no_reconnect else args.reconnect_for,
+            still_open=still_open,
+            on_reconnect=reconnected,
+        )
         say(args, f"tail: connected to {stream.endpoint} ({s.path}); Ctrl-C to stop")
         n = 0
         try:
@@ -213,9 +241,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     output.dump_json(output.frame_dict(frame))
                 else:
                     print(output.frame_line(frame), flush=True)
-        except StreamClosed:
-            if args.count is None:  # tail until the end: the agent ending it is normal
-                say(args, "tail: the agent closed the stream")
+        except StreamClosed as exc:
+            if args.count is None:  # tail until the end: the session ending it is normal
+                say(args, f"tail: {exc.message}")
                 return ExitCode.OK
             raise
         finally:
@@ -301,10 +329,18 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("session", metavar="PATH|ID")
     p.add_argument("mode", choices=list(FALLBACK_MODES))
 
-    add(
+    p = add(
         "status",
         "agent status: link, counters, sessions (exit 6 if the link is not up)",
         cmd_status,
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds for the agent to answer and its relay link to be up "
+        "(for scripts that just started it)",
     )
 
     p = add(
@@ -341,6 +377,17 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="give up (exit 6) when no frame arrives for S seconds",
     )
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    p.add_argument(
+        "--reconnect-for",
+        type=float,
+        default=None,
+        metavar="S",
+        help="when the agent restarts, wait up to S seconds for it to serve the session "
+        "again (default: as long as the agent does not say the session is closed)",
+    )
+    p.add_argument(
+        "--no-reconnect", action="store_true", help="exit when the agent closes the stream"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
 
     p = add("watch", "print agent events (opens, accepts, link up/down ...)", cmd_watch)
