@@ -70,9 +70,9 @@ def cmd_open(args: argparse.Namespace) -> int:
         owner, _, rest = s.path.partition("/")
         say(
             args,
-            "no reader has joined yet: a reader needs read access, granted here with\n"
-            f"  hotlinkctl acl grant {rest} READER@EMAIL --read\n"
-            f"and opens {owner}/{rest} on its own agent; until then frames go by file",
+            f"no reader has joined yet; readers need read access (on this agent: hotlinkctl "
+            f"acl grant {rest.rsplit('/', 1)[0]} READER --read) and open {owner}/{rest} on "
+            "their own agent; until one joins, frames go by file",
         )
     return ExitCode.OK
 
