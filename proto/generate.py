@@ -10,7 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from grpc_tools import protoc
+try:
+    from grpc_tools import protoc
+except ImportError:  # a build-time tool, not a runtime dependency
+    sys.exit("proto/generate.py needs grpcio-tools: pip install -e '.[dev]' (or '.[test]')")
 
 HERE = Path(__file__).resolve().parent
 
