@@ -205,12 +205,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
             """Keep waiting while the agent is away; stop once it says the session
             is gone or over (closed for good, not just restarted)."""
             try:
-                cur = await c.get_session(s.path)
-            except NotFound:
-                return False
+                try:
+                    cur = await c.get_session(s.path)
+                    if cur.state not in (pb.SESSION_STATE_CLOSED, pb.SESSION_STATE_REJECTED):
+                        return True
+                except NotFound:
+                    pass
+                # Gone or closed. A stopping agent closes its sessions after it stops
+                # serving health, and a starting one restores them before it serves:
+                # only a SERVING agent's answer means closed for good.
+                return await c.health(timeout=args.rpc_timeout) != "SERVING"
             except CtlError:  # agent unreachable (restarting): wait for it
                 return True
-            return cur.state not in (pb.SESSION_STATE_CLOSED, pb.SESSION_STATE_REJECTED)
 
         def reconnected(st: Stream) -> None:
             say(args, f"tail: reconnected to {st.endpoint}")
