@@ -87,13 +87,24 @@ def test_slow_reader_app_bounded_in_bytes(agent_factory):
     fast = AppClient(bob.session_dir(PATH), timeout=60)
     bob.wait_session(PATH, lambda s: s.ipc_clients == 2)
     writer = AppClient(alice.session_dir(PATH))
-    n = 3000
+    n, batch = 3000, 250
     got: list[int] = []
-    t = threading.Thread(target=lambda: got.extend(f.seq for f in fast.recv_n(n)))
+
+    def read_all() -> None:
+        for _ in range(n):
+            got.append(fast.recv().seq)
+
+    t = threading.Thread(target=read_all, daemon=True)
     t.start()
-    for _ in range(n):
-        writer.send(b"b" * 8192)
-    t.join(60)
+    # Lock-step batches: the fast app is never more than one batch (2 MiB) behind,
+    # however slowly this machine runs its thread, so only the app that never reads
+    # can pass the 8 MiB bound (a free-running writer let a starved "fast" reader fall
+    # 8 MiB behind on a loaded machine, and the agent rightly dropped it too).
+    for sent in range(batch, n + 1, batch):
+        for _ in range(batch):
+            writer.send(b"b" * 8192)
+        wait_for(lambda sent=sent: len(got) >= sent or not t.is_alive(), 120, f"{sent} frames")
+    t.join(120)
     assert got == list(range(1, n + 1))
     bob.wait_session(PATH, lambda s: s.ipc_clients == 1)
     assert bob.session(PATH).counters.drops > 0
@@ -102,7 +113,9 @@ def test_slow_reader_app_bounded_in_bytes(agent_factory):
     assert slow.is_closed(timeout=10)
 
 
-def _fill_until_paused(alice, writer, frame: bytes, total: int) -> tuple[int, threading.Thread]:
+def _fill_until_paused(
+    alice, writer, frame: bytes, total: int, bound: int
+) -> tuple[int, threading.Thread]:
     """Write `total` frames from a thread; return the most frames the session held
     while its app was blocked by back-pressure."""
     done = threading.Event()
@@ -114,13 +127,15 @@ def _fill_until_paused(alice, writer, frame: bytes, total: int) -> tuple[int, th
 
     t = threading.Thread(target=write, daemon=True)
     t.start()
-    peak, stable_since, last = 0, time.monotonic(), -1
-    while time.monotonic() - stable_since < 1.0:  # queue stopped growing for 1 s
-        q = alice.session(PATH).counters.queued
-        if q != last:
-            last, stable_since = q, time.monotonic()
-        peak = max(peak, q)
+    # Wait for the condition (the queue reached its bound), not for the queue to look
+    # still for a while: on a loaded machine the writer thread can stall longer than
+    # any quiet period while the queue is still short of the bound.
+    wait_for(lambda: alice.session(PATH).counters.queued >= bound, 120, "queue at its bound")
+    peak = 0
+    for _ in range(20):  # then it must stay within the bound (+ one read)
+        peak = max(peak, alice.session(PATH).counters.queued)
         time.sleep(0.05)
+    # `total` is 20 bounds: a writer that got through it all met no back-pressure
     assert not done.is_set(), "the app was never blocked: no back-pressure"
     return peak, t
 
@@ -146,7 +161,7 @@ def test_send_queue_bound_applies_back_pressure(agent_factory, args, payload, bo
     writer = AppClient(alice.session_dir(PATH), timeout=60)
     total = bound * 20 + READ_CHUNK // payload * 4
     frame = encode_frame(Frame(b"p" * payload))
-    peak, t = _fill_until_paused(alice, writer, frame, total)
+    peak, t = _fill_until_paused(alice, writer, frame, total, bound)
     overshoot = READ_CHUNK // payload + 1
     print(f"\nqueue peak {peak} frames for a bound of {bound} (+ {overshoot} one read)")
     assert bound <= peak <= bound + overshoot
