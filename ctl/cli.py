@@ -187,12 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def add(name: str, help: str, fn: Callable[[argparse.Namespace], int], desc: str = "") -> Any:
+    # devstack manages its own processes: the options that find one agent do not apply
+    json_only = argparse.ArgumentParser(add_help=False)
+    json_only.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+
+    def add(
+        name: str,
+        help: str,
+        fn: Callable[[argparse.Namespace], int],
+        desc: str = "",
+        parents: list[argparse.ArgumentParser] | None = None,
+    ) -> Any:
         p = sub.add_parser(
             name,
             help=help,
             description=desc or help,
-            parents=[common],
+            parents=parents if parents is not None else [common],
             epilog=EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -209,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Without an action: start a relay and two agents in a temp dir, open a session\n"
         "each way, stream a burst of 1 KB / 10 KB / 100 KB messages, print a latency\n"
         "table, stop everything. With up/down/status: manage a long-running stack.",
+        parents=[json_only],
     )
     p.set_defaults(action=None)
     p.add_argument("--peers", metavar="A,B", help="peer emails (default alice/bob@example.org)")
@@ -225,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("stop", "stop one process (NAME: a peer's email or 'relay'), for fault tests"),
         ("start", "start one stopped process again (same port, data dir, root)"),
     ):
-        q = ds.add_parser(name, help=help, description=help, parents=[common])
+        q = ds.add_parser(name, help=help, description=help, parents=[json_only])
         q.add_argument(
             "--dir",
             default=default_dir,
