@@ -267,3 +267,20 @@ def test_reflection_v1_and_v1alpha(agent_factory) -> None:
             req = rpb.ServerReflectionRequest(file_containing_symbol="hotlink.v1.HotlinkAgent")
             (resp,) = list(call(iter([req]), timeout=30))
             assert resp.file_descriptor_response.file_descriptor_proto, service
+
+
+def test_otel_with_the_collector_gone_shuts_down_clean(agent_factory, relay) -> None:
+    """Spans queued for a collector that is not there: SIGTERM still ends the agent
+    cleanly (exit 0, within the fixtures' standard grace), saying what was dropped."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    otel = ["--otel", "--otel-endpoint", f"http://127.0.0.1:{port}", "--otel-sampler-arg", "1"]
+    alice = agent_factory(A, args=otel)
+    alice.open("_mpc/t")  # lifecycle spans to export
+    assert alice.stop() == 0, alice.log_text()
+    log = alice.log_text()
+    assert "did not take the last spans" in log
+    assert "Traceback" not in log
