@@ -121,16 +121,18 @@ def test_watch_events(agent_factory):
 
     t = threading.Thread(target=pump, daemon=True)
     t.start()
-    alice.status()  # the stream is registered once the call reaches the server
-    import time
-
-    time.sleep(0.3)
+    # The stream is registered once the call reaches the server: rather than sleep and
+    # hope, open a session of its own and wait until the stream has seen its event.
+    alice.open("_mpc/warmup")
+    wait_for(lambda: any(e.path.endswith("/_mpc/warmup") for e in events), 30, "watch ready")
+    del events[:]
     alice.open("_mpc/0_to_1")
     bob.open(PATH)
     alice.wait_session(PATH, lambda s: B in s.readers)
     alice.stub.CloseSession(pb.CloseSessionRequest(session=pb.SessionRef(path=PATH)), timeout=5)
     assert seen.wait(10)
     call.cancel()
+    events = [e for e in events if e.path == PATH]  # not the warm-up session's
     # the first accept also moves the session from the file path to the hotlink
     switched = [e for e in events if e.type == pb.EVENT_TYPE_PATH_SWITCHED]
     assert switched and switched[0].session.active_path == pb.ACTIVE_PATH_HOTLINK

@@ -194,6 +194,13 @@ def cmd_send(args: argparse.Namespace) -> int:
         output.dump_json({"path": s.path, "frames": len(payloads), "bytes": total})
     else:
         say(args, f"sent {len(payloads)} frame(s), {total} bytes on {s.path}")
+        if not s.readers:
+            # not an error (readers catch up from the files), but say where it went
+            say(
+                args,
+                "no reader has joined yet: the frames wait as files on the relay for readers "
+                "the ACL allows (see: hotlinkctl acl show; hotlinkctl get " + s.path + ")",
+            )
     return ExitCode.OK
 
 
