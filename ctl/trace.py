@@ -33,9 +33,9 @@ Print a per-stage latency breakdown (count, P50/P90/P99 duration, median start o
 within the message) and end-to-end times per message from collected spans.
 
   hotlinkctl trace spans.jsonl
-  hotlinkctl trace --listen 127.0.0.1:4317 --out spans.jsonl   # then, elsewhere:
-  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_TRACES_SAMPLER_ARG=1 \\
-      hotlinkctl devstack        # or your relay and agents; Ctrl-C here for the table
+  hotlinkctl trace --listen 127.0.0.1:0 --out spans.jsonl   # port 0: a free one, printed
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:PORT OTEL_TRACES_SAMPLER_ARG=1 \\
+      hotlinkctl devstack        # or your relay and agents; Ctrl-C (or kill) here for the table
 """
 
 
@@ -46,7 +46,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> argparse.ArgumentPa
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="run an OTLP/gRPC receiver here and collect spans live (e.g. 127.0.0.1:4317)",
+        help="run an OTLP/gRPC receiver here and collect spans live (127.0.0.1:0 picks a free "
+        "port and prints it; 4317 is the OTLP default); Ctrl-C or SIGTERM prints the table",
     )
     p.add_argument("--duration", type=float, metavar="S", help="live: stop after S seconds")
     p.add_argument("--traces", type=int, metavar="N", help="live: stop once N traces were received")
@@ -62,7 +63,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if not args.listen and not args.files:
         raise UsageError(
             "no spans to read",
-            "pass a JSON-lines file, or collect live: hotlinkctl trace --listen 127.0.0.1:4317",
+            "pass a JSON-lines file, or collect live: hotlinkctl trace --listen 127.0.0.1:0",
         )
     spans = collect_live(args) if args.listen else load_files(args.files)
     if args.prefix:
