@@ -32,6 +32,11 @@ class StartupError(RuntimeError):
     """The agent cannot start (bad token file, insecure directories, ...)."""
 
 
+class FatalError(StartupError):
+    """The agent ran but had to stop for good (the relay knows its token as another
+    user): restarting it as it is cannot help, so it exits non-zero."""
+
+
 def read_token(cfg: AgentConfig) -> str:
     try:
         token = cfg.token_file.read_text().strip()
@@ -160,7 +165,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
             cfg.control.unlink()
         tel.shutdown()  # export what is still queued
     if fatal:
-        raise StartupError(fatal[0])
+        raise FatalError(fatal[0])
 
 
 def health_pb2_serving() -> int:

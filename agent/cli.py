@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Library loggers that log per message at DEBUG would put logging on the hot path.
     for noisy in ("websockets", "grpc", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
-    from .app import StartupError, run_agent
+    from .app import FatalError, StartupError, run_agent
 
     try:
         if sys.platform == "win32":
@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             import uvloop
 
             uvloop.run(run_agent(cfg))
+    except FatalError as exc:
+        logging.getLogger("hotlink.agent").error("stopped: %s", exc)
+        return 1
     except StartupError as exc:
         logging.getLogger("hotlink.agent").error("cannot start: %s", exc)
         return 1
