@@ -220,7 +220,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "pub_scan_interval",
         _pos_float,
-        "seconds between scans for changed syft.pub.yaml files (default 10)",
+        "seconds between safety-net scans for changed syft.pub.yaml files; a change is "
+        "normally uploaded at once, on the file watcher's event (default 10)",
         metavar="SECONDS",
     ),
     Option(
