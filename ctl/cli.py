@@ -38,6 +38,7 @@ quick start:
   hotlinkctl devstack                       # demo: relay + 2 agents, latency table
   hotlinkctl devstack up --dir ./devstack   # leave a stack running
   HOTLINK_ROOT=./devstack/alice@example.org hotlinkctl open _mpc/0_to_1 --to bob@example.org
+  hotlinkctl --root ROOT acl grant _mpc bob@example.org --read   # bob may read your _mpc/...
   hotlinkctl bench --bench hotlink-protocol
 """
 
