@@ -103,6 +103,13 @@ def is_auth_refusal(exc: BaseException) -> bool:
     return isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403)
 
 
+def retry_delay(exc: BaseException, backoff: Backoff) -> float:
+    """Seconds before the next attempt after a failed connect: the backoff, but at
+    least `AUTH_RETRY` when the relay refused our token (no retry storm on a bad one)."""
+    delay = backoff.next_delay()
+    return max(AUTH_RETRY, delay) if is_auth_refusal(exc) else delay
+
+
 class IdentityMismatch(Exception):
     """The relay authenticated our token as another user than the agent's --email."""
 
@@ -239,10 +246,10 @@ class WsLink(Transport):
                             AUTH_RETRY,
                         )
                     self.last_error = msg
-                    await asyncio.sleep(max(AUTH_RETRY, self.backoff.next_delay()))
+                    await asyncio.sleep(retry_delay(exc, self.backoff))
                     continue
                 self.last_error = _describe(exc)
-                delay = self.backoff.next_delay()
+                delay = retry_delay(exc, self.backoff)
                 log.warning(
                     "relay %s unreachable (%s); retry in %.2fs", self.url, self.last_error, delay
                 )

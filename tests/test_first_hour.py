@@ -178,9 +178,9 @@ def test_bad_token_says_why_and_backs_off(agent_factory, relay, tmp_path) -> Non
         log = a.log_text()
         assert "ERROR hotlink.agent.link: relay refused our token" in log
         assert "retrying every 60s" in log
-        # one refusal, not a reconnect storm: the relay saw exactly one attempt so far
-        # (the next is a minute away, far beyond this test)
-        assert relay.log_text().count("refused connection") == 1
+        # not a reconnect storm (the fixture's backoff is 0.05..0.5 s): one attempt a
+        # minute, so at most two within the test's 120 s timeout
+        assert 1 <= relay.log_text().count("refused connection") <= 2
     finally:
         a.stop()
 

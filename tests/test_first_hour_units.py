@@ -209,3 +209,19 @@ def test_sink_shutdown_is_bounded_when_the_collector_is_gone() -> None:
     provider.get_tracer("t").start_span("s").end()
     SdkSink(proc, Resource.create({})).shutdown(0.2)  # returns: the test would time out
     assert exporter.shutdowns >= 1  # the stuck export was interrupted
+
+
+# --------------------------------------------------------------------------- link
+
+
+def test_a_refused_token_is_retried_slowly_and_says_why() -> None:
+    from hotlink.agent.link import AUTH_RETRY, Backoff, _describe, retry_delay
+    from websockets.datastructures import Headers
+    from websockets.exceptions import InvalidStatus
+    from websockets.http11 import Response
+
+    refused = InvalidStatus(Response(401, "Unauthorized", Headers(), b"unauthorized: bad sig\n"))
+    assert _describe(refused) == "relay refused the connection: HTTP 401 (bad sig)"
+    backoff = Backoff(0.05, 0.5, rng=lambda: 1.0)
+    assert retry_delay(refused, backoff) == AUTH_RETRY >= 60
+    assert retry_delay(ConnectionRefusedError(), backoff) <= 0.5
