@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from hotlink.common.atomic import write_atomic
 from hotlink.v1 import agent_pb2 as pb
 
 from . import devstack
@@ -392,9 +393,8 @@ async def open_file_channel(
 
     async def send(payload: bytes) -> None:
         name = f"e2e-{next(names):08d}.request"
-        tmp = sdir / f".{name}.tmp"
-        tmp.write_bytes(payload)
-        os.replace(tmp, sdir / name)  # atomic: the watcher never sees half a file
+        # atomic: the watcher never sees half a file
+        write_atomic(sdir / name, payload, mode=0o644)
 
     async def recv() -> bytes:
         f = await rx.recv()

@@ -1,0 +1,10 @@
+"""Process-side helpers shared by the relay, the agent and `hotlinkctl`.
+
+`hotlink.wire` is the pure codec (bytes in, messages out, no I/O); this package holds
+what every process needs *around* it and must do the same way everywhere. Each module
+is one idea and imports nothing else from Hotlink, so any component may depend on it
+without an import circle:
+
+- `atomic`    `write_atomic` and `TMP_PREFIX`: temp file + rename, the one temp name
+              every scanner skips
+"""
