@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
+from hotlink.wire.etag import etag_of
 from hotlink.wire.fallbackfile import peek_sid
 from hotlink.wire.messages import (
     REASON_PERMISSION_DENIED,
@@ -52,7 +53,7 @@ from hotlink.wire.messages import (
 from hotlink.wire.paths import MAX_PATH, owner_of, validate_email, validate_path
 
 from .acl import Access, AclError, AclIndex, is_acl_path, parse_acl
-from .store import Store, StoreError, etag_of
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -544,7 +545,7 @@ class Router:
                 log.info("rejected ACL %s from %s: %s", m.path, user, exc)
                 return [Outgoing(conn.id, Nack(mid, f"invalid {m.path}: {exc}"))]
         try:
-            stored = self.store.write(m.path, m.content, m.etag)
+            stored = self.store.write(m.path, m.content)
         except StoreError as exc:
             log.warning("file write %s by %s failed: %s", m.path, user, exc)
             return [Outgoing(conn.id, Nack(mid, str(exc)))]

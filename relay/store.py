@@ -8,13 +8,13 @@ symlink planted in the tree cannot redirect a write.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hotlink.common.atomic import is_temp_name, write_atomic
 from hotlink.wire.errors import ProtocolError
+from hotlink.wire.etag import etag_of
 from hotlink.wire.paths import validate_path
 
 
@@ -28,10 +28,6 @@ class StoredFile:
     size: int
     mtime_ns: int
     etag: str
-
-
-def etag_of(content: bytes) -> str:
-    return hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
 class Store:
@@ -56,8 +52,9 @@ class Store:
             raise StoreError(f"path escapes the store: {path!r}")
         return target
 
-    def write(self, path: str, content: bytes, etag: str = "") -> StoredFile:
-        """Store `content` at `path` atomically; returns what was stored."""
+    def write(self, path: str, content: bytes) -> StoredFile:
+        """Store `content` at `path` atomically; returns what was stored, with the etag
+        computed here (never a client's claim), the same one catch-up pages carry."""
         target = self._target(path)
         if is_temp_name(target.name):
             raise StoreError(f"reserved file name: {target.name!r}")
@@ -69,7 +66,7 @@ class Store:
             st = target.stat()
         except OSError as exc:
             raise StoreError(f"cannot store {path!r}: {exc.strerror or exc}") from None
-        return StoredFile(path, st.st_size, st.st_mtime_ns, etag or etag_of(content))
+        return StoredFile(path, st.st_size, st.st_mtime_ns, etag_of(content))
 
     def read(self, path: str) -> bytes:
         try:
