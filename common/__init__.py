@@ -7,4 +7,5 @@ without an import circle:
 
 - `atomic`    `write_atomic` and `TMP_PREFIX`: temp file + rename, the one temp name
               every scanner skips
+- `sizes`     `parse_size`: `16MiB`, `512k`, `4096` for every byte-size flag, env or TOML key
 """

@@ -7,31 +7,22 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 import sys
 from typing import Any
 
 from hotlink import telemetry
+from hotlink.common import sizes
 from hotlink.telemetry import names as N
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 
 from .auth import AuthError, load_or_create_secret, mint_token
 from .router import Limits
 
-_SIZE = re.compile(r"(\d+)\s*([kKmMgG]i?[bB]?|[bB])?")
-_MULT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
 
 def parse_size(text: str) -> int:
-    """`16777216`, `16MiB`, `512k` -> bytes."""
-    m = _SIZE.fullmatch(text.strip())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 16777216, 16MiB, 512k)")
-    n = int(m.group(1)) * _MULT[(m.group(2) or "")[:1].lower()]
-    if n < 1024:
-        raise argparse.ArgumentTypeError("size must be at least 1024 bytes")
-    return n
+    """`16777216`, `16MiB`, `512k` -> bytes (`hotlink.common.sizes`), at least 1 KiB."""
+    return sizes.parse_size(text, minimum=1024)
 
 
 def _non_negative(kind: type[int] | type[float]) -> Any:
