@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.frames import Frame, FrameDecoder
+from hotlink.wire.frames import Frame, FrameDecoder, header_seq
 
 from .runtime_dir import (
     bind_unix_socket,
@@ -230,9 +230,9 @@ class AppConnection(asyncio.Protocol):
         while marks and marks[0][0] <= out:
             marks.popleft()
         if marks:  # the oldest frame not yet in the kernel, less one
-            return int.from_bytes(marks[0][1][13:21], "big") - 1
+            return header_seq(marks[0][1]) - 1
         if self.backlog:
-            return int.from_bytes(self.backlog[0][0][13:21], "big") - 1
+            return header_seq(self.backlog[0][0]) - 1
         return last
 
     # control -------------------------------------------------------------------

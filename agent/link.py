@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from hotlink.wire.envelope import HDR_ENCODING, HDR_ENCODINGS, decode, encode
+from hotlink.wire.envelope import EVENTS_PATH, HDR_ENCODING, HDR_ENCODINGS, decode, encode
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import Message
 from hotlink.wire.websocket import DirectMessages
@@ -33,7 +33,6 @@ from .transport import LinkDown, LinkState, Transport, TransportListener
 
 log = logging.getLogger("hotlink.agent.link")
 
-EVENTS_PATH = "/api/v1/events"
 #: a link up at least this long resets the reconnect backoff (issue 7 finding 5)
 STABLE_AFTER = 5.0
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hotlink.common.atomic import write_atomic
+from hotlink.common.loop import running_on_uvloop, uvloop_available
 from hotlink.v1 import agent_pb2 as pb
 
 from . import devstack
@@ -495,21 +496,6 @@ async def start_floor() -> FloorStack:
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def uvloop_available() -> bool:
-    if sys.platform == "win32":
-        return False
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def running_on_uvloop() -> bool:
-    loop = asyncio.get_running_loop()
-    return type(loop).__module__.startswith("uvloop")
 
 
 def cpu_model() -> str:

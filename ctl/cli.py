@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hotlink.common.loop import run_main
 from hotlink.v1 import agent_pb2 as pb
 
 from . import bench as bench_mod
@@ -115,13 +116,7 @@ async def _with_agent(args: argparse.Namespace, fn: Callable[[AgentClient], Awai
         await client.close()
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """uvloop when available (lower latency); grpc.aio runs on it as well."""
-    if bench_mod.uvloop_available():
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
+_run = run_main  # every subcommand's event loop: uvloop when available
 
 
 def _say(args: argparse.Namespace, text: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from hotlink import telemetry
 from hotlink.common import sizes
+from hotlink.common.loop import run_main
 from hotlink.telemetry import names as N
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 
@@ -173,14 +174,6 @@ async def _serve_until_stopped(server: Any) -> int:
     return 0
 
 
-def _run(coro_factory: object) -> int:
-    try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        return asyncio.run(coro_factory)  # type: ignore[arg-type]
-    return uvloop.run(coro_factory)  # type: ignore[arg-type]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "token":
@@ -198,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level != "DEBUG":  # one line per HTTP request is noise
         logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
-        return _run(_serve(args))
+        return run_main(_serve(args))
     except (AuthError, OSError) as exc:
         print(f"hotlink-relay: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from hotlink.common.version import VERSION as HOTLINK_VERSION
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
 from hotlink.wire.etag import etag_of
@@ -57,7 +58,7 @@ from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-VERSION = "hotlink-relay/0.1.0"
+VERSION = f"hotlink-relay/{HOTLINK_VERSION}"
 MAX_SID = 128
 
 # Error codes (design.md "Errors to a client").

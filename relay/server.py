@@ -36,6 +36,7 @@ from typing import Any
 from hotlink.telemetry import OFF, Telemetry
 from hotlink.wire.envelope import (
     DEFAULT_MAX_MESSAGE,
+    EVENTS_PATH,
     HDR_ENCODING,
     HDR_ENCODINGS,
     Envelope,
@@ -58,7 +59,6 @@ from .tracing import TRACED, RelayTracer
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/api/v1/events"
 HEALTH_PATH = "/healthz"
 ENCODINGS = ("msgpack", "json")
 #: Encoding for clients that do not negotiate (legacy clients speak JSON text frames).
