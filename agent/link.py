@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from hotlink.common.websocket import DirectMessages
 from hotlink.wire.envelope import EVENTS_PATH, HDR_ENCODING, HDR_ENCODINGS, decode, encode
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import Message
-from hotlink.wire.websocket import DirectMessages
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.protocol import State

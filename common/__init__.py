@@ -7,6 +7,8 @@ without an import circle:
 
 - `atomic`    `write_atomic` and `TMP_PREFIX`: temp file + rename, the one temp name
               every scanner skips
+- `websocket` `DirectMessages`: whole WS messages straight from websockets' protocol
+              callback (relay, agent link, benchmark floor); pins websockets' internals
 - `loop`      `run_main`: a process's main coroutine on uvloop when available, else asyncio
 - `version`   `VERSION` from the installed package's metadata (pyproject.toml is the source)
 - `sizes`     `parse_size`: `16MiB`, `512k`, `4096` for every byte-size flag, env or TOML key

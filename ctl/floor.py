@@ -25,8 +25,8 @@ import sys
 from collections.abc import Sequence
 
 from hotlink.common.loop import run_main
+from hotlink.common.websocket import DirectMessages, binary_header
 from hotlink.wire.frames import FrameDecoder, encode_header
-from hotlink.wire.websocket import DirectMessages, binary_header
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.protocol import State
