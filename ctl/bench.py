@@ -37,9 +37,10 @@ from hotlink.common.loop import running_on_uvloop, uvloop_available
 from hotlink.v1 import agent_pb2 as pb
 
 from . import devstack
-from .client import AgentClient, Endpoint, Stream
+from .agent_client import AgentClient
 from .errors import CtlError, Unavailable, UsageError
 from .stats import LatencySummary, fmt_ns, fmt_size, ratios, summarize
+from .stream import Endpoint, Stream
 
 STAMP = struct.Struct("<QQ")  # send time ns, message index
 DEFAULT_SIZES = (1024, 10 * 1024, 100 * 1024)

@@ -22,7 +22,7 @@ from hotlink.v1 import agent_pb2 as pb
 from . import bench as bench_mod
 from . import devstack, output
 from . import trace as trace_mod
-from .client import AgentClient, Stream, default_control_socket
+from .agent_client import AgentClient, default_control_socket
 from .errors import (
     EXIT_CODES_HELP,
     CtlError,
@@ -33,6 +33,7 @@ from .errors import (
     UsageError,
 )
 from .stats import parse_size
+from .stream import Stream
 
 T = TypeVar("T")
 

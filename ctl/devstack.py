@@ -37,7 +37,7 @@ from pathlib import Path
 from hotlink.common.atomic import write_atomic
 from hotlink.wire.paths import validate_email
 
-from .client import AgentClient, default_control_socket
+from .agent_client import AgentClient, default_control_socket
 from .errors import CtlError, NotFound, Unavailable, UsageError
 
 STATE_FILE = "devstack.json"
