@@ -51,7 +51,7 @@ class AgentConfig:
     #: sent frames / bytes no reader confirmed yet, kept per sender session and re-sent
     #: after a reconnect or a reader's re-accept (0 disables). Readers confirm what they
     #: delivered (HotlinkProgress), which trims it; when full and every reader confirms,
-    #: the apps get back-pressure (issue 7); readers that never confirm: oldest evicted.
+    #: the apps get back-pressure; readers that never confirm: oldest evicted.
     resend_frames: int = 8192
     resend_bytes: int = 64 << 20
     #: reorder window (seqs) and how long a gap may stay open before it is skipped.

@@ -220,7 +220,9 @@ class AppConnection(asyncio.Protocol):
     def flushed_seq(self, last: int) -> int:
         """The seq of the last frame wholly handed to the kernel (it reaches the app
         even if the agent dies now; `last` when nothing is held in user space). Frames
-        still in the transport's buffer or our backlog are not (issue 7 finding 4)."""
+        still in the transport's buffer or our backlog are not: they die with the agent,
+        so reporting them as delivered would let the sender forget frames the app never
+        got."""
         marks = self.marks
         t = self.transport
         if t is None or self.closed:

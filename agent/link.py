@@ -33,7 +33,8 @@ from .transport import LinkDown, LinkState, Transport, TransportListener
 
 log = logging.getLogger("hotlink.agent.link")
 
-#: a link up at least this long resets the reconnect backoff (issue 7 finding 5)
+#: a link up at least this long resets the reconnect backoff: a link that drops right
+#: after each connect keeps backing off instead of hammering the relay
 STABLE_AFTER = 5.0
 
 

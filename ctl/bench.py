@@ -1,6 +1,6 @@
 """`hotlinkctl bench`: one-way latency app socket → app socket, against a measured floor.
 
-`--bench e2e-latency` measures the file path instead (issue 6; the reference's
+`--bench e2e-latency` measures the file path instead (the reference's
 "e2e-latency"): the sending app writes a `.request` file into the sender's session
 directory (temp name, then rename, as apps should), the sender's agent notices it
 (inotify), uploads it, the relay stores and broadcasts it, and the reader's agent

@@ -335,7 +335,8 @@ class Router:
                 s.last_activity = now
                 conn.sending.add(s.sid)
                 # the sender's agent forgot its readers with its old link: tell it who
-                # still reads and where they are (issue 7 finding 2), after the Ack
+                # still reads and where they are, after the Ack, so it re-sends from
+                # each reader's confirmed seq
                 resume = [
                     Outgoing(conn.id, HotlinkAccept(s.sid, u, s.acked.get(u)))
                     for u in dict.fromkeys(s.readers.values())
@@ -377,7 +378,7 @@ class Router:
         # A new connection of a reader who still has a leg: that user reconnected
         # before we noticed the old connection go (a silently lost path). The new leg
         # replaces the old one, so frames stop going to the dead one and its later
-        # close announces nothing (issue 7 finding 3).
+        # close announces nothing.
         for cid in [c for c, u in s.readers.items() if u == user]:
             del s.readers[cid]
             old = self.conns.get(cid)
