@@ -15,7 +15,7 @@ from hotlink import telemetry
 from hotlink.common import sizes
 from hotlink.common.loop import run_main
 from hotlink.telemetry import names as N
-from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
+from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE, EVENTS_PATH
 
 from .auth import AuthError, load_or_create_secret, mint_token
 from .router import Limits
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the relay",
         description="Run the relay. Once listening it prints exactly one line, "
         "'hotlink-relay listening on ws://HOST:PORT', to stdout. "
-        "WebSocket endpoint: /api/v1/events; health: GET /healthz.",
+        f"WebSocket endpoint: {EVENTS_PATH}; health: GET /healthz.",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     s.add_argument(
