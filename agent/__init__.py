@@ -9,10 +9,19 @@ Modules (decisions live in plain classes; adapters only move bytes):
 - `transport`   the internal transport interface (WS relay link now, P2P later)
 - `link`        WebSocket relay link: reconnect with backoff + jitter, sync send/receive
 - `sessions`    session state machine and manager (sender queueing, reader delivery)
-- `reorder`     sans-I/O bounded reorder buffer with gap timeout
+- `acks`        sans-I/O re-send plan of the sender after a reader's (re-)accept
+- `fallback`    sans-I/O policy: which path (hotlink or files) a sender's frames take
+- `filepath`    the file path: fallback files out, the reader's mirror in (disk thread)
+- `watcher`     inotify watch for `.request` files apps write and changed ACL files
+- `reorder`     sans-I/O bounded reorder buffer with gap timeout, and the stream merge
 - `ipc`         stream.sock / stream.tcp endpoints, per-app bounded writers
 - `runtime_dir` private socket dir, long-path rule, pipe naming
-- `pubsync`     uploads own syft.pub.yaml files
+- `state`       ROOT/.hotlink/state.json: open sessions survive a restart
+- `pubsync`     uploads own syft.pub.yaml files (at once on a watcher event)
+- `pending`     what a PENDING session waits for, in words a user can act on
+- `tokenfile`   token file checks at start: permissions, the token's user
+- `tracing`     the agent's OpenTelemetry spans (nothing on the data path when off)
 - `control`     grpc.aio servicer, health, reflection
+- `reflection`  gRPC reflection under both v1 and v1alpha
 - `app`, `cli`  wiring and entry point
 """

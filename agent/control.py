@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from hotlink.common.version import VERSION
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
-from hotlink.wire.version import package_version
 
 from .fallback import normalize_mode
 from .pending import pending_reason
@@ -32,7 +32,6 @@ from .sessions import EventType, Session, SessionError, SessionManager, SessionS
 
 log = logging.getLogger("hotlink.agent.control")
 
-VERSION = package_version()
 #: trailing metadata on every error the servicer itself returns
 ORIGIN_MD = (("hotlink-origin", "agent"),)
 _CODES = {

@@ -5,9 +5,9 @@ No polling: watchfiles' Rust watcher (inotify on Linux) wakes us when files appe
 Events are filtered to `*.request` files that were added or modified, and to
 `syft.pub.yaml` files (any change, so an edited ACL reaches the relay within the
 debounce, not at the next periodic scan); temp files of atomic writers
-(`x.request.tmp`, `.hotlink-tmp-*`) do not match. What to do with a path is the
-session manager's decision (`on_paths`) or the ACL uploader's (`on_acl`); the watcher
-only reports. One inotify watcher serves both.
+(`x.request.tmp`, `hotlink.common.atomic.TMP_PREFIX` names) do not match. What to do
+with a path is the session manager's decision (`on_paths`) or the ACL uploader's
+(`on_acl`); the watcher only reports. One inotify watcher serves both.
 A failing watcher logs and restarts after a pause: it never takes the agent down.
 """
 
@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from hotlink.common.atomic import TMP_PREFIX
 from watchfiles import Change, awatch
 
 log = logging.getLogger("hotlink.agent.watcher")
@@ -31,7 +32,9 @@ def request_filter(change: Change, path: str) -> bool:
     if change is Change.deleted or not path.endswith(SUFFIX):
         return False
     name = path.rsplit("/", 1)[-1]
-    return not name.startswith(".")
+    # Hidden names, and the temp files of Hotlink's own atomic writes (named
+    # explicitly so the filter stays right should the prefix stop starting with ".").
+    return not name.startswith((".", TMP_PREFIX))
 
 
 def is_acl(path: str) -> bool:

@@ -1,1 +1,20 @@
-"""Hotlink ctl."""
+"""Hotlink ctl: the app client library and `hotlinkctl`.
+
+Library (what apps import):
+- `client`       `from hotlink.ctl.client import Stream, AgentClient`: both halves below
+- `stream`       HLNK streams on a session endpoint; no gRPC/OpenTelemetry import
+- `agent_client` the agent's gRPC control API, errors translated to `CtlError`s
+- `reconnect`    `ReconnectingStream`: a stream that survives agent restarts
+- `errors`       `CtlError` and its subclasses, the exit codes
+
+Command line:
+- `cli`          `hotlinkctl`: the parser and entry point, devstack and bench commands
+- `commands`     the other command groups: `sessions` (open, close, ls, get, fallback,
+                 status, send, tail, watch), `acl` (grant, revoke, show), `common`
+- `acledit`      pure edits of a syft.pub.yaml (grant, revoke), checked by the relay's parser
+- `output`       tables and JSON for control-API messages
+- `devstack`     a local relay + agents on loopback (`hotlinkctl devstack`); `demo` tours it
+- `bench`        `hotlinkctl bench`: latency percentiles against a floor; `floor` is that
+                 floor (plain forwarding), `stats` the percentiles
+- `trace`        `hotlinkctl trace`: per-stage breakdown of collected spans
+"""

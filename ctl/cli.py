@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hotlink.wire.version import version_line
+from hotlink.common.version import version_line
 
 from . import bench as bench_mod
 from . import devstack, output

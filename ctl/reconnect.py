@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD, Frame
 
-from .client import Stream
 from .errors import StreamClosed, Unavailable
+from .stream import Stream
 
 #: how long one reconnect round waits for the endpoint before asking `still_open` again
 ROUND = 2.0

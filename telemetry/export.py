@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+from hotlink.common.version import VERSION
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import (
@@ -32,7 +33,7 @@ from .names import KINDS
 
 log = logging.getLogger(__name__)
 
-SCOPE = InstrumentationScope("hotlink", "0.1.0")
+SCOPE = InstrumentationScope("hotlink", VERSION)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _KINDS = {k.name: k for k in SpanKind}
 _UNSET = Status(StatusCode.UNSET)

@@ -69,6 +69,17 @@ def test_wheel_has_the_license(dists: tuple[list[str], list[str]]) -> None:
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in wheel), wheel
 
 
+def test_wheel_has_every_module(dists: tuple[list[str], list[str]]) -> None:
+    """Packages are listed one by one in pyproject: a new subpackage must be too."""
+    _, wheel = dists
+    for folder in ("wire", "common", "relay", "agent", "ctl", "telemetry"):
+        for src in (REPO / folder).rglob("*.py"):
+            if "__pycache__" in src.parts:
+                continue
+            name = "hotlink/" + src.relative_to(REPO).as_posix()
+            assert name in wheel, name
+
+
 def test_license_is_the_apache_2_text() -> None:
     text = (REPO / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text

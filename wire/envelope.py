@@ -37,6 +37,8 @@ HDR_ENCODING = "X-Syft-WS-Encoding"
 #: Hotlink addition: the relay names the user the token authenticated in its upgrade
 #: response, so an agent learns who it is to the relay (and refuses a mismatch).
 HDR_USER = "X-Hotlink-User"
+#: The relay's WebSocket endpoint (reference §1): agents connect here, the relay serves it.
+EVENTS_PATH = "/api/v1/events"
 
 _packb = msgpack.Packer(use_bin_type=True).pack  # Packer reuse avoids per-call setup
 

@@ -4,18 +4,18 @@ Access is decided by `syft.pub.yaml` files that the datasite owner writes; the a
 uploads them to the relay as soon as they change (it watches them). Without a grant a
 reader's session waits forever, so this is the one step every walkthrough needs; the
 command spares users from learning the YAML format first. It asks the agent who it is
-(email) and where its datasite lives (root), edits the file atomically, and checks
+(email) and where its datasite lives (root), edits the file atomically (the agent's
+watcher never reads half a file), and checks
 with the relay's own ACL evaluator that the user now has the access asked for.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from hotlink.common.atomic import write_atomic
 from hotlink.relay.acl import ACL_FILE, Access, AclIndex
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.wire.errors import ProtocolError
@@ -56,20 +56,6 @@ def _acl_file(st: pb.GetStatusResponse, folder: str) -> Path:
     return (base / folder if folder else base) / ACL_FILE
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file + rename: the agent's watcher never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".hotlink-tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _effective(st: pb.GetStatusResponse, folder: str, user: str, access: Access) -> bool:
     """Would the relay, holding this datasite's ACL files, give `user` `access` to
     the folder's contents? (The files above the folder take part, as on the relay.)"""
@@ -89,7 +75,7 @@ def cmd_acl_grant(args: argparse.Namespace) -> int:
     except acledit.AclEditError as exc:
         raise UsageError(f"{f}: {exc}") from None
     if new != old:
-        _write_atomic(f, new)
+        write_atomic(f, new, mode=0o644, mkdir=True)  # ACLs are public by nature
     ok = args.pattern != acledit.ALL or _effective(st, folder, args.email, _LEVEL[level])
     where = f"{st.email}/{folder}" if folder else st.email
     if args.json:
@@ -122,7 +108,7 @@ def cmd_acl_revoke(args: argparse.Namespace) -> int:
     except acledit.AclEditError as exc:
         raise UsageError(f"{f}: {exc}") from None
     if removed:
-        _write_atomic(f, new)
+        write_atomic(f, new, mode=0o644, mkdir=True)  # ACLs are public by nature
     if args.json:
         output.dump_json({"file": str(f), "user": args.email, "removed": removed})
     else:

@@ -7,16 +7,15 @@ bench, trace) can live in its own module without importing the parser.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from hotlink.common.loop import run_main
 from hotlink.v1 import agent_pb2 as pb
 
-from ..bench import uvloop_available
-from ..client import AgentClient, default_control_socket
+from ..agent_client import AgentClient, default_control_socket
 from ..errors import UsageError
 
 T = TypeVar("T")
@@ -85,12 +84,8 @@ async def with_agent(args: argparse.Namespace, fn: Callable[[AgentClient], Await
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """uvloop when available (lower latency); grpc.aio runs on it as well."""
-    if uvloop_available():
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
+    """Every subcommand's event loop: uvloop when available (`hotlink.common.loop`)."""
+    return run_main(coro)
 
 
 def say(args: argparse.Namespace, text: str) -> None:

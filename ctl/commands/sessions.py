@@ -13,9 +13,10 @@ from pathlib import Path
 from hotlink.v1 import agent_pb2 as pb
 
 from .. import output
-from ..client import AgentClient, Stream
+from ..agent_client import AgentClient
 from ..errors import CtlError, ExitCode, NotFound, StreamClosed, Unavailable, UsageError
 from ..reconnect import ReconnectingStream
+from ..stream import Stream
 from .common import FALLBACK_MODES, IPC_MODES, run, say, with_agent
 
 
