@@ -171,7 +171,9 @@ class AgentProcess:
         return self.stub.GetStatus(pb.GetStatusRequest(), timeout=5)
 
     def open(self, path: str, **fields: Any) -> pb.Session:
-        return self.stub.OpenSession(pb.OpenSessionRequest(path=path, **fields), timeout=15).session
+        rpc_timeout = max(15.0, fields.get("timeout_seconds", 0) + 5.0)
+        req = pb.OpenSessionRequest(path=path, **fields)
+        return self.stub.OpenSession(req, timeout=rpc_timeout).session
 
     def session(self, path: str) -> pb.Session:
         return self.stub.GetSession(

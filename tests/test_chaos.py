@@ -532,7 +532,10 @@ def test_reader_agent_killed_and_restarted(relay, agent_factory):
         alice.wait_session(PATH, lambda s: B not in s.readers)
         time.sleep(0.5)  # alice keeps streaming with no reader: she queues
         bob.start()
-        bob.open(PATH)  # whoever runs the app re-opens its session
+        # whoever runs the app re-opens its session; the restored session may still wait
+        # for its catch-up and the relay's verdict: give that a loaded machine's time
+        # instead of the agent's 5 s default (seen to run out in the full suite)
+        bob.open(PATH, timeout_seconds=60)
         flow.reconnect_reader()
         bob.wait_session(PATH, lambda s: s.state == pb.SESSION_STATE_OPEN)
         time.sleep(1.5)
