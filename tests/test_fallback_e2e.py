@@ -126,13 +126,17 @@ def test_session_rejected_mid_stream(agent_factory, relay):
     relay.kill()
     relay.extra_args = ["--max-sessions-per-user", "1"]
     relay.start()
-    alice.wait_session(PATH, lambda s: s.reason == "too many sessions")
+    alice.wait_session(PATH, lambda s: s.reason == "too many sessions", timeout=60)
     send_paced(writer, 3000, 7000)
     assert alice.session(PATH).active_path == pb.ACTIVE_PATH_FILES
     alice.stub.CloseSession(
         pb.CloseSessionRequest(session=pb.SessionRef(path=f"{A}/_mpc/placeholder")), timeout=5
     )
-    alice.wait_session(PATH, lambda s: s.state == pb.SESSION_STATE_OPEN and B in s.readers)
+    # the retried open comes on a backoff of up to 5 s, then the reader's re-accept:
+    # a generous wait, as the fixture's 15 s default ran out once under full-suite load
+    alice.wait_session(
+        PATH, lambda s: s.state == pb.SESSION_STATE_OPEN and B in s.readers, timeout=60
+    )
     send_paced(writer, 7000, n)
     reader.check()
     a = alice.wait_session(PATH, lambda s: s.active_path == pb.ACTIVE_PATH_HOTLINK)
