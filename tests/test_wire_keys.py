@@ -51,8 +51,8 @@ CASES = [
     (m.HotlinkClose("s", "done"), {"sid", "rsn"}, {"sid", "rsn"}),
     (
         m.HotlinkSignal("s", "sdp_offer", ["h:1"], "t", ""),
-        {"sid", "knd", "adr", "tok", "err"},
-        {"sid", "knd", "adr", "tok", "err"},
+        {"sid", "knd", "adr", "tok"},  # omitempty, as the reference
+        {"sid", "knd", "adr", "tok"},
     ),
     (
         m.HotlinkData("s", 1, "a@x.org/d/1.request", b"p", "e"),

@@ -318,14 +318,14 @@ class HotlinkSignal:
     error: str = ""
 
     def to_dat(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "sid": self.sid,
-            "knd": self.kind,
-            "tok": self.token,
-            "err": self.error,
-        }
+        # the reference's keys and order; `adr`, `tok`, `err` are omitempty there
+        d: dict[str, Any] = {"sid": self.sid, "knd": self.kind}
         if self.addrs:
             d["adr"] = list(self.addrs)
+        if self.token:
+            d["tok"] = self.token
+        if self.error:
+            d["err"] = self.error
         return d
 
     @classmethod
