@@ -239,11 +239,12 @@ def _fast_data(frame: bytes, view: bool) -> Envelope | None:
         if b & 0xE0 == 0xA0:
             s0 = d0 + 6
             pos = s0 + (b & 0x1F)
-        elif b == 0xD9:
-            s0 = d0 + 7
-            pos = s0 + frame[d0 + 6]
         else:
-            return None
+            w = _STR_WIDE.get(b)
+            if w is None:
+                return None
+            s0 = d0 + 6 + w
+            pos = s0 + _FROM(frame[d0 + 6 : s0], "big")
         sid = frame[s0:pos].decode()
         if frame[pos : pos + 4] != _K_SEQ:
             return None
