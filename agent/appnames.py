@@ -21,8 +21,8 @@ from hotlink.wire.frames import Frame
 
 def session_relative(prefix: str, frames: list[Frame]) -> Iterable[Frame]:
     """`frames` with names relative to the session folder (`prefix` = its datasite
-    path + "/"). A name whose first segment is an email but that is not inside this
-    session is refused (`ProtocolError`, raised when iteration reaches that frame, so
+    path + "/"). A datasite path (`<email>/...`) that is not inside this session is
+    refused (`ProtocolError`, raised when iteration reaches that frame, so
     the frames before it are handled as usual): it names another session's file."""
     for f in frames:
         if "@" in f.path:
@@ -36,7 +36,7 @@ def _convert(prefix: str, frames: list[Frame]) -> Iterator[Frame]:
         p = f.path
         if p.startswith(prefix):
             yield Frame(f.payload, f.seq, p[n:], f.etag)
-        elif "@" in p.split("/", 1)[0]:
+        elif "@" in p.partition("/")[0] and "/" in p:  # `a@b.request` is just a name
             raise ProtocolError(
                 f"frame path {p!r} is outside this session ({prefix.rstrip('/')!r})"
             )

@@ -164,9 +164,14 @@ def test_negotiation_header() -> None:
 
 def test_sender_app_may_write_full_datasite_paths() -> None:
     prefix = PATH + "/"
-    frames = [Frame(b"a"), Frame(b"b", 0, "x/y.request"), Frame(b"c", 0, f"{PATH}/1.request")]
+    frames = [
+        Frame(b"a"),
+        Frame(b"b", 0, "x/y.request"),
+        Frame(b"c", 0, f"{PATH}/1.request"),
+        Frame(b"d", 0, "me@home.request"),  # a name with an `@`, not a datasite path
+    ]
     got = list(session_relative(prefix, frames))
-    assert [f.path for f in got] == ["", "x/y.request", "1.request"]
+    assert [f.path for f in got] == ["", "x/y.request", "1.request", "me@home.request"]
     assert got[0] is frames[0]  # unchanged frames are not copied
     plain = frames[:2]
     assert session_relative(prefix, plain) is plain  # no full path: the list itself
