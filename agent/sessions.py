@@ -145,6 +145,8 @@ def resolve_path(own_email: str, path: str, role: int = 0) -> tuple[str, Role]:
     validate_path(full)
     if "/" not in full:
         raise ProtocolError(f"a session path needs a folder inside the datasite: {path!r}")
+    if session_path(full) != full:  # peers would take it for a file of its parent folder
+        raise ProtocolError(f"a session folder named like a .request file: {path!r}")
     if role not in (0, Role.SENDER, Role.READER):
         raise ProtocolError(f"unknown role {role}")
     derived = Role.SENDER if owner_of(full) == own_email else Role.READER

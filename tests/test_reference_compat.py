@@ -63,6 +63,15 @@ def test_session_path(pth: str, folder: str) -> None:
     assert session_path(pth) == folder
 
 
+@pytest.mark.parametrize("path", ["_mpc/x.request", f"{A}/_mpc/x.response"])
+def test_agent_refuses_a_session_folder_named_like_a_file(path: str) -> None:
+    """Its Open would name the parent folder (as above), so nobody could read it."""
+    from hotlink.agent.sessions import resolve_path
+
+    with pytest.raises(ProtocolError, match=r"named like a \.request file"):
+        resolve_path(B, path)
+
+
 class Relay:
     """The Router with alice (sender) and bob (reader) connected."""
 
