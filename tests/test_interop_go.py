@@ -33,6 +33,8 @@ EXTENSION_TYPES = {15, 16}
 def _skip_reason() -> str | None:
     if not (INTEROP / "run.sh").is_file():
         return f"{INTEROP} is not present"
+    if not (Path(sys.prefix) / "bin" / "hotlink-relay").exists():
+        return f"run.sh needs a virtualenv with the project installed; {sys.prefix} is not one"
     if not os.access(GO, os.X_OK):
         return f"Go 1.23 is not installed ({GO}); install it with: bash {INTEROP}/setup.sh (root)"
     return None
