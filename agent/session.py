@@ -1,0 +1,474 @@
+"""The session adapter: one session's endpoint, timer and effects, around its core.
+
+A `Session` owns the I/O of one session (its `IpcEndpoint` and app connections, one
+event-loop timer, the verdict future `OpenSession` waits on) and one pure stream core
+(`core.SenderStream` or `core.ReaderStream`) that makes every decision. Events from
+the apps, the relay link (through `SessionManager`) and the file worker go into the
+core; the effects it returns are carried out here, in order (`_run`). The timer is
+armed at the core's `next_deadline()` and calls `handle_timer(now)`.
+
+Implements `ipc.EndpointOwner` (apps), `filepath.FileSession` (file worker) and
+`tracing.TracedSession` (spans).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hotlink.wire import messages as m
+from hotlink.wire.fallbackfile import FallbackFrame
+from hotlink.wire.frames import Frame
+from hotlink.wire.paths import owner_of
+
+from .core.effects import (
+    TEE,
+    Deliver,
+    DeliverBacklog,
+    Effect,
+    Emit,
+    FailApps,
+    NewVerdict,
+    PauseApps,
+    ResumeApps,
+    Send,
+    Settle,
+    Shutdown,
+    SidChanged,
+    Transmit,
+    WriteFile,
+)
+from .core.paths import ActivePath, FallbackMode, FallbackPolicy, normalize_mode
+from .core.reader import ReaderStream
+from .core.sender import SenderStream
+from .core.state import Role, SessionState
+from .ipc import AppConnection, IpcEndpoint
+from .state import SessionRecord
+from .transport import LinkDown
+
+if TYPE_CHECKING:
+    from .sessions import SessionManager
+
+log = logging.getLogger("hotlink.agent.sessions")
+
+_NO_PENDING: deque[m.HotlinkData] = deque()
+
+
+class Session:
+    """One session on one path: the adapter around its stream core."""
+
+    def __init__(
+        self,
+        mgr: SessionManager,
+        path: str,
+        role: Role,
+        *,
+        session_dir: Path,
+        ipc_mode: int,
+        fallback_mode: int,
+        to: str,
+        tcp_addr: str,
+        restore: SessionRecord | None = None,
+        clean: bool = False,
+    ) -> None:
+        cfg = mgr.cfg
+        self.mgr = mgr
+        self.path = path
+        self.prefix = path + "/"
+        self.role = role
+        self.is_sender = role is Role.SENDER
+        self.to = to
+        self.session_dir = session_dir
+        self.ipc_mode = ipc_mode
+        self.tcp_addr = tcp_addr
+        self.endpoint = ""
+        self.opened_ns = time.time_ns()
+        self.conns: list[AppConnection] = []
+        self.verdict: asyncio.Future[str | None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        mode = normalize_mode(fallback_mode)
+        self.stream: SenderStream | ReaderStream
+        if self.is_sender:
+            self.stream = self.tx = SenderStream(
+                path, sid="", to=to, mode=mode, limits=mgr.limits, totals=mgr.totals
+            )
+        else:
+            self.stream = self.rx = ReaderStream(
+                path,
+                sender=owner_of(path),
+                mode=mode,
+                limits=mgr.limits,
+                totals=mgr.totals,
+                app_flushed=self._app_flushed,
+            )
+        self.ipc = IpcEndpoint(
+            self,
+            session_dir,
+            ipc_mode,
+            is_sender=self.is_sender,
+            runtime_dir=mgr.runtime_dir,
+            max_payload=min(cfg.max_payload, cfg.max_message),
+            queue_limit=cfg.reader_queue,
+            buffer_bytes=cfg.reader_buffer_bytes,
+            queue_bytes=cfg.reader_queue_bytes,
+            tcp_addr=tcp_addr,
+        )
+        #: restored after a clean stop: the same stream goes on (see state.py)
+        self.resumed = False
+        if restore is not None:
+            if self.is_sender and clean:
+                self.tx.sid = restore.sid
+                self.tx.resume(restore.seq, restore.delivered)
+                self.resumed = True
+            elif self.is_sender:
+                log.warning(
+                    "session %s: the agent did not stop cleanly; it goes on as a new stream",
+                    path,
+                )
+            else:
+                self.rx.restore(
+                    restore.sid, restore.delivered, (restore.cursor_mtime, restore.cursor_path)
+                )
+
+    # --- views of the core (control API, tracing, file worker) -----------------------
+
+    @property
+    def sid(self) -> str:
+        return self.stream.sid
+
+    @sid.setter
+    def sid(self, value: str) -> None:
+        self.stream.sid = value
+
+    @property
+    def state(self) -> SessionState:
+        return self.stream.machine.state
+
+    @property
+    def reason(self) -> str:
+        return self.stream.machine.reason
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+    @property
+    def sender(self) -> str:
+        return self.mgr.email if self.is_sender else self.rx.sender
+
+    @property
+    def readers(self) -> set[str]:
+        return self.tx.readers if self.is_sender else set()
+
+    @property
+    def policy(self) -> FallbackPolicy:
+        return self.stream.policy
+
+    @property
+    def fallback_mode(self) -> int:
+        return int(self.stream.policy.mode)
+
+    @property
+    def active_path(self) -> ActivePath:
+        return self.tx.policy.active if self.is_sender else self.rx.reader_path
+
+    @property
+    def seq(self) -> int:
+        return self.tx.seq if self.is_sender else 0
+
+    @property
+    def last_seq(self) -> int:
+        return self.stream.last_seq
+
+    @property
+    def pending(self) -> deque[m.HotlinkData]:
+        return self.tx.pending if self.is_sender else _NO_PENDING
+
+    @property
+    def syncing(self) -> bool:
+        return not self.is_sender and self.rx.syncing
+
+    def counters(self) -> dict[str, int]:
+        """GetSession's counters."""
+        st = self.stream
+        if self.is_sender:
+            tx = self.tx
+            return {
+                "frames_sent": tx.frames_sent,
+                "bytes_sent": tx.bytes_sent,
+                "frames_received": 0,
+                "bytes_received": 0,
+                "drops": tx.drops,
+                "queued": len(tx.pending),
+                "files_sent": tx.files_sent,
+                "files_received": 0,
+                "duplicates": 0,
+                "file_duplicates": 0,
+                "files_pending": tx.file_backlog,
+                "path_switches": st.policy.switches,
+                "confirmed_seq": tx.confirmed,
+            }
+        rx = self.rx
+        return {
+            "frames_sent": 0,
+            "bytes_sent": 0,
+            "frames_received": rx.frames_received,
+            "bytes_received": rx.bytes_received,
+            "drops": rx.drops,
+            "queued": 0,
+            "files_sent": 0,
+            "files_received": rx.files_received,
+            "duplicates": rx.reorder.duplicates,
+            "file_duplicates": rx.reorder.file_duplicates,
+            "files_pending": 0,
+            "path_switches": st.policy.switches,
+            "confirmed_seq": 0,
+        }
+
+    # --- carrying out effects ------------------------------------------------------
+
+    def _run(self, effects: list[Effect]) -> None:
+        error = None
+        for e in effects:
+            t = type(e)
+            if t is Transmit:
+                self._transmit(e.fail_over, e.force)  # type: ignore[union-attr]
+            elif t is WriteFile:
+                self._write_file(e)  # type: ignore[arg-type]
+            elif t is Deliver:
+                for c in self.conns:
+                    c.write(e.header, e.payload)  # type: ignore[union-attr]
+            elif t is Send:
+                self._send(e.msg, e.track)  # type: ignore[union-attr]
+            elif t is Emit:
+                self.mgr.emit(e.type, self, e.peer, e.reason)  # type: ignore[union-attr]
+            elif t is PauseApps:
+                for c in self.conns:
+                    c.pause_reading()
+            elif t is ResumeApps:
+                for c in self.conns:
+                    c.resume_reading()
+            elif t is Settle:
+                self.settle(e.rejected)  # type: ignore[union-attr]
+            elif t is NewVerdict:
+                self.new_verdict()
+            elif t is Shutdown:
+                self.shutdown(e.graceful)  # type: ignore[union-attr]
+            elif t is SidChanged:
+                self.mgr.reindex(self, e.old, e.new)  # type: ignore[union-attr]
+            elif t is FailApps:
+                error = e.error  # type: ignore[union-attr]
+            elif t is DeliverBacklog:  # only from app_connected, handled there
+                raise AssertionError("DeliverBacklog outside app_connected")
+        self._arm()
+        if error is not None:
+            raise error
+
+    def _transmit(self, fail_over: bool, force: bool = False) -> None:
+        """Send queued frames while the session can send and the link takes them."""
+        tx = self.tx
+        pend = tx.pending
+        failed = False
+        if pend and (force or tx.can_transmit):
+            link = self.mgr.link
+            while pend and link.writable:
+                try:
+                    link.send(pend[0])
+                except LinkDown:
+                    failed = True
+                    break
+                tee = tx.frame_sent()
+                if tee is not None:
+                    self._write_file(tee)
+        self._run(tx.transmit_done(failed, fail_over))
+
+    def _write_file(self, w: WriteFile) -> None:
+        ok = self.mgr.files.write_frame(self, w.seq, w.name, w.etag, w.payload, w.kind)
+        if ok and w.kind == TEE:
+            self.tx.tee_queued(w.seq)
+
+    def _send(self, msg: m.Message, track: bool) -> None:
+        try:
+            oid = self.mgr.link.send(msg)
+        except LinkDown:
+            return
+        if track:
+            self.mgr.track_ack(oid, self)
+        if not self.is_sender:
+            self.rx.sent(msg)
+
+    def _arm(self) -> None:
+        dl = self.stream.next_deadline()
+        if dl == self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = dl
+        self._timer = None if dl is None else self.mgr.loop.call_at(dl, self._on_timer)
+
+    def _on_timer(self) -> None:
+        when = self._timer_when or 0.0
+        self._timer = None
+        self._timer_when = None
+        self._run(self.stream.handle_timer(max(self.mgr.loop.time(), when)))
+
+    def _app_flushed(self, last: int) -> int | None:
+        conns = self.conns
+        return min(c.flushed_seq(last) for c in conns) if conns else None
+
+    # --- endpoint owner ------------------------------------------------------------
+
+    def app_connected(self, conn: AppConnection) -> None:
+        self.conns.append(conn)
+        if self.is_sender:
+            if self.tx.reading_paused:
+                conn.pause_reading()
+            return
+        for e in self.rx.app_connected(self.mgr.loop.time()):
+            if type(e) is DeliverBacklog:
+                for h, p in e.frames:  # type: ignore[union-attr]
+                    conn.write(h, p)
+        self._arm()
+
+    def app_disconnected(self, conn: AppConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self.conns.remove(conn)
+            if not self.is_sender:
+                self.rx.app_disconnected()
+
+    def app_dropped(self, conn: AppConnection, frames: int) -> None:
+        self.stream.drops += frames
+        self.mgr.totals.drops += frames
+
+    def app_frames(self, conn: AppConnection, frames: list[Frame]) -> None:
+        """Sender hot path. Raises ProtocolError on a refused frame (after handling
+        the frames before it)."""
+        tx = self.tx
+        tr = self.mgr.tracer  # None: tracing off (agent/tracing.py)
+        if tr is None:
+            self._run(tx.app_frames(frames))
+            return
+        t_in = time.time_ns()
+        first = tx.seq
+        effects = tx.app_frames(frames)
+        new = [x for x in reversed(tx.pending) if x.seq > first]  # hotlink-bound only
+        for msg in reversed(new):
+            tr.origin(self, msg, t_in)
+        self._run(effects)
+
+    # --- relay and file events (from SessionManager / FileWorker) --------------------
+
+    def flush(self) -> None:
+        self._transmit(False)
+
+    def reevaluate(self, why: str = "") -> None:
+        if self.is_sender:
+            self._run(self.tx.reevaluate(why))
+
+    def set_mode(self, mode: FallbackMode) -> None:
+        if self.is_sender:
+            self._run(self.tx.set_mode(mode))
+        else:  # a reader takes whatever path the sender uses
+            self.rx.policy.mode = mode
+
+    def on_data(self, msg: m.HotlinkData) -> None:
+        conns = self.conns
+        for e in self.rx.on_data(msg, self.mgr.loop.time()):
+            if type(e) is Deliver:
+                for c in conns:
+                    c.write(e.header, e.payload)  # type: ignore[union-attr]
+            else:
+                self._run([e])
+        self._arm()
+
+    def take_file(self, frame: FallbackFrame) -> bool:
+        """Is this fallback file part of our current stream?"""
+        effects = self.rx.take_file(frame)
+        if effects is None:
+            return False
+        self._run(effects)
+        return True
+
+    def on_file_frame(self, frame: FallbackFrame) -> None:
+        self._run(self.rx.on_file_frame(frame, self.mgr.loop.time()))
+
+    @property
+    def ingest_pending(self) -> int:
+        return self.rx.ingest_pending
+
+    @ingest_pending.setter
+    def ingest_pending(self, n: int) -> None:
+        self.rx.ingest_pending = n
+
+    def next_seq(self) -> int:
+        return self.tx.next_seq()
+
+    def file_queued(self) -> None:
+        self.tx.file_queued()
+
+    def file_written(self, kind: int, size: int, error: str | None) -> None:
+        self._run(self.tx.file_written(kind, size, error))
+
+    def file_acked(self, kind: int, seq: int, size: int) -> None:
+        self._run(self.tx.file_acked(kind, seq, size))
+
+    def file_failed(self, kind: int) -> None:
+        self._run(self.tx.file_failed(kind))
+
+    def app_delivered(self) -> int:
+        return self.rx.delivered()
+
+    def record(self) -> SessionRecord:
+        """What the state file keeps (see `state.py`); called off the data path."""
+        rec = SessionRecord(
+            self.path,
+            int(self.role),
+            self.to,
+            self.ipc_mode,
+            self.tcp_addr,
+            self.fallback_mode,
+            self.sid,
+        )
+        if self.is_sender:
+            rec.seq = self.tx.seq
+            rec.delivered = self.tx.files_acked_seq
+        else:
+            rec.delivered = self.rx.delivered()
+            rec.cursor_mtime, rec.cursor_path = self.rx.persist_cursor()
+        return rec
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def new_verdict(self) -> asyncio.Future[str | None]:
+        if self.verdict is None or self.verdict.done():
+            self.verdict = self.mgr.loop.create_future()
+        return self.verdict
+
+    def settle(self, rejected_reason: str | None) -> None:
+        v = self.verdict
+        if v is not None and not v.done():
+            v.set_result(rejected_reason)
+
+    def shutdown(self, graceful: bool = True) -> None:
+        """The session ends: the core counts what was never sent; remove the endpoint
+        and close app connections (gracefully: flush first)."""
+        self.stream.shutdown()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_when = None
+        self.mgr.files.forget_session(self)
+        files = list(self.ipc.files)
+        self.ipc.close()
+        for c in list(self.conns):
+            if graceful:
+                c.close()
+            else:
+                c.fail("session closed")
+        self.conns.clear()
+        self.mgr.registry.remove(files)
