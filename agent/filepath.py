@@ -1,6 +1,6 @@
 """The file path (issue 6): fallback files out, the reader's mirror in.
 
-All disk work runs in ONE worker thread, fed by one FIFO (`DiskQueue`): fallback and
+All disk work runs in ONE worker thread, fed by one FIFO (`diskqueue.DiskQueue`): fallback and
 TEE file writes, re-reads for upload, mirror writes, deletions and reads of
 app-written `.request` files. One thread keeps them in order (a frame's file is
 written before it is uploaded, a mirror file before its frame is replayed) and never
@@ -23,7 +23,6 @@ fallback files of an open reader session are replayed into its stream.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -33,7 +32,6 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +43,7 @@ from hotlink.wire.paths import owner_of, validate_path
 
 from .core.effects import APP, FALLBACK, TEE
 from .core.names import RESERVED_NAMES
+from .diskqueue import BATCH, DiskQueue, Done
 from .tracing import AgentTracer
 from .transport import LinkDown, Transport
 
@@ -52,7 +51,6 @@ log = logging.getLogger("hotlink.agent.filepath")
 
 TMP_PREFIX = ".hotlink-tmp-"
 MAX_INFLIGHT = 256
-BATCH = 256
 
 __all__ = ["APP", "FALLBACK", "RESERVED_NAMES", "TEE", "FileSession", "FileWorker", "Upload"]
 
@@ -173,79 +171,6 @@ def read_regular(path: Path, real_dir: Path, max_bytes: int) -> bytes:
 
 def etag_of(content: bytes) -> str:
     return hashlib.md5(content, usedforsecurity=False).hexdigest()
-
-
-Done = Callable[[Any, BaseException | None], None]
-
-
-class DiskQueue:
-    """One worker thread, one FIFO of (work, done) jobs; `done` runs on the loop."""
-
-    def __init__(self) -> None:
-        self.jobs: deque[tuple[Callable[[], Any], Done]] = deque()
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hotlink-files")
-        self._task: asyncio.Task[None] | None = None
-        self.closed = False
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def submit(self, work: Callable[[], Any], done: Done) -> None:
-        if self.closed:
-            return
-        if self._task is None:
-            self.start()
-        self.jobs.append((work, done))
-        if not self._wake.is_set():
-            self._wake.set()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="hotlink-disk")
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        jobs = self.jobs
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while jobs:
-                batch = [jobs.popleft() for _ in range(min(BATCH, len(jobs)))]
-                results = await loop.run_in_executor(
-                    self._executor, _run_batch, [w for w, _ in batch]
-                )
-                for (_, done), (res, exc) in zip(batch, results, strict=True):
-                    try:
-                        done(res, exc)
-                    except Exception:
-                        log.exception("file path callback failed")
-
-    async def close(self) -> None:
-        """Finish queued jobs (bounded wait), then stop the thread."""
-        if self._task is None:
-            self.closed = True
-            self._executor.shutdown(wait=False)
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                while self.jobs:
-                    await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.closed = True
-        self._executor.shutdown(wait=True)
-
-
-def _run_batch(works: list[Callable[[], Any]]) -> list[tuple[Any, BaseException | None]]:
-    out: list[tuple[Any, BaseException | None]] = []
-    for w in works:
-        try:
-            out.append((w(), None))
-        except Exception as exc:
-            out.append((None, exc))
-    return out
 
 
 class FileWorker:

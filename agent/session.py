@@ -18,14 +18,16 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
 from hotlink.wire.frames import Frame
 from hotlink.wire.paths import owner_of
 
+from .config import AgentConfig
 from .core.effects import (
     TEE,
     Deliver,
@@ -43,20 +45,42 @@ from .core.effects import (
     Transmit,
     WriteFile,
 )
+from .core.limits import StreamLimits, Totals
 from .core.paths import ActivePath, FallbackMode, FallbackPolicy, normalize_mode
 from .core.reader import ReaderStream
 from .core.sender import SenderStream
 from .core.state import Role, SessionState
-from .ipc import AppConnection, IpcEndpoint
+from .filepath import FileWorker
+from .ipc import AppConnection, EndpointRegistry, IpcEndpoint
 from .state import SessionRecord
-from .transport import LinkDown
-
-if TYPE_CHECKING:
-    from .sessions import SessionManager
+from .tracing import AgentTracer
+from .transport import LinkDown, Transport
 
 log = logging.getLogger("hotlink.agent.sessions")
 
 _NO_PENDING: deque[m.HotlinkData] = deque()
+
+
+class SessionHost(Protocol):
+    """What a session needs from its manager (`sessions.SessionManager`)."""
+
+    cfg: AgentConfig
+    email: str
+    link: Transport
+    loop: asyncio.AbstractEventLoop
+    limits: StreamLimits
+    totals: Totals
+    runtime_dir: Path
+    registry: EndpointRegistry
+    files: FileWorker
+    emit: Callable[..., Any]
+
+    @property
+    def tracer(self) -> AgentTracer | None: ...
+
+    def track_ack(self, oid: str, s: Session) -> None: ...
+
+    def reindex(self, s: Session, old: str, new: str) -> None: ...
 
 
 class Session:
@@ -64,7 +88,7 @@ class Session:
 
     def __init__(
         self,
-        mgr: SessionManager,
+        mgr: SessionHost,
         path: str,
         role: Role,
         *,

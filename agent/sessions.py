@@ -13,7 +13,6 @@ docs/design.md "Loss-free resume".
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
 from collections.abc import Callable
@@ -23,18 +22,18 @@ from typing import Any
 from hotlink.wire import messages as m
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.paths import owner_of, validate_email, validate_path, validate_relpath
+from hotlink.wire.paths import validate_path
 
 from .config import AgentConfig
 from .core.effects import EventType
 from .core.limits import StreamLimits, Totals
 from .core.names import validate_frame_name
-from .core.paths import normalize_mode
 from .core.sender import TRANSIENT_REJECTS
 from .core.state import Role, SessionState
 from .filepath import FileWorker
-from .ipc import MODE_PIPE, MODE_TCP, MODE_UNIX, EndpointRegistry
-from .runtime_dir import InsecureDirectory, is_windows
+from .ipc import EndpointRegistry
+from .open_args import SessionError, check_open_args, is_loopback, resolve_path
+from .runtime_dir import InsecureDirectory
 from .session import Session
 from .state import AgentState, SessionRecord
 from .tracing import AgentTracer
@@ -53,52 +52,6 @@ __all__ = [
     "resolve_path",
     "validate_frame_name",
 ]
-
-
-class SessionError(Exception):
-    """A control-plane failure; `code` maps to a gRPC status in `control.py`."""
-
-    INVALID = "INVALID_ARGUMENT"
-    EXISTS = "ALREADY_EXISTS"
-    DENIED = "PERMISSION_DENIED"
-    UNAVAILABLE = "UNAVAILABLE"
-    DEADLINE = "DEADLINE_EXCEEDED"
-    NOT_FOUND = "NOT_FOUND"
-    UNIMPLEMENTED = "UNIMPLEMENTED"
-    PRECONDITION = "FAILED_PRECONDITION"
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def resolve_path(own_email: str, path: str, role: int = 0) -> tuple[str, Role]:
-    """`_mpc/0_to_1` -> (`own@x/_mpc/0_to_1`, SENDER); `other@y/_mpc/0_to_1` -> READER.
-
-    The first segment is an owner email if it contains `@`; otherwise the path is
-    relative to the agent's own datasite. `role` (1 sender, 2 reader) overrides.
-    Raises `ProtocolError` for anything unsafe (absolute, `..`, empty segments...).
-    """
-    validate_relpath(path)
-    first = path.split("/", 1)[0]
-    full = path if "@" in first else f"{own_email}/{path}"
-    validate_path(full)
-    if "/" not in full:
-        raise ProtocolError(f"a session path needs a folder inside the datasite: {path!r}")
-    if role not in (0, Role.SENDER, Role.READER):
-        raise ProtocolError(f"unknown role {role}")
-    derived = Role.SENDER if owner_of(full) == own_email else Role.READER
-    return full, Role(role) if role else derived
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 EmitFn = Callable[[EventType, "Session | None", str, str], None]
@@ -220,27 +173,9 @@ class SessionManager:
         restore: SessionRecord | None = None,
         clean: bool = False,
     ) -> Session:
-        try:
-            full, r = resolve_path(self.email, path, role)
-            try:
-                normalize_mode(fallback_mode)
-            except ValueError:
-                raise ProtocolError(f"unknown fallback_mode {fallback_mode}") from None
-            if to:
-                validate_email(to)
-            if tcp_addr:
-                host, sep, port = tcp_addr.rpartition(":")
-                if not sep or not host or not port.isdigit():
-                    raise ProtocolError(f"tcp_addr must be HOST:PORT, got {tcp_addr!r}")
-                if not is_loopback(host):
-                    raise ProtocolError(f"tcp_addr must be a loopback address, got {host!r}")
-        except ProtocolError as exc:
-            raise SessionError(SessionError.INVALID, str(exc)) from None
-        mode = ipc_mode or (MODE_PIPE if is_windows() else MODE_UNIX)
-        if mode not in (MODE_UNIX, MODE_TCP, MODE_PIPE):
-            raise SessionError(SessionError.INVALID, f"unknown ipc_mode {ipc_mode}")
-        if mode == MODE_PIPE and not is_windows():
-            raise SessionError(SessionError.INVALID, "IPC_MODE_PIPE is only available on Windows")
+        full, r, mode = check_open_args(
+            self.email, path, role, to, ipc_mode, fallback_mode, tcp_addr
+        )
         timeout = timeout if timeout > 0 else self.cfg.open_timeout
         lock = self._open_locks.setdefault(full, asyncio.Lock())
         try:

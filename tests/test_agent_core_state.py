@@ -35,9 +35,7 @@ def test_table_is_exactly_the_documented_moves() -> None:
     assert TRANSITIONS == EXPECTED
 
 
-@pytest.mark.parametrize(
-    "role,state,trigger", list(itertools.product(Role, SessionState, Trigger))
-)
+@pytest.mark.parametrize("role,state,trigger", list(itertools.product(Role, SessionState, Trigger)))
 def test_every_state_and_trigger(role: Role, state: SessionState, trigger: Trigger) -> None:
     sm = SessionMachine(role)
     sm.state = state

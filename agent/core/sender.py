@@ -35,7 +35,6 @@ from hotlink.wire.frames import Frame
 
 from ..acks import plan_resend
 from .effects import (
-    FALLBACK,
     PAUSE,
     RESUME,
     TEE,
@@ -53,6 +52,7 @@ from .effects import (
 from .limits import ENVELOPE_SLACK, StreamLimits, Totals
 from .names import validate_frame_name
 from .paths import ActivePath, FallbackMode, FallbackPolicy, Switch
+from .sender_files import SenderFiles
 from .state import Role, SessionMachine, SessionState, Trigger
 
 log = logging.getLogger("hotlink.agent.sessions")
@@ -68,7 +68,7 @@ _TRANSMIT = Transmit(ActivePath.HOTLINK)
 _TRANSMIT_FAIL_OVER = Transmit(ActivePath.HOTLINK, fail_over=True)
 
 
-class SenderStream:
+class SenderStream(SenderFiles):
     """One sender session's decisions. Every event method returns effects."""
 
     def __init__(
@@ -200,25 +200,6 @@ class SenderStream:
         self.seq += 1
         return self.seq
 
-    def _frames_to_files(self, frames: list[Frame]) -> list[Effect]:
-        out: list[Effect] = []
-        try:
-            for f in frames:
-                seq = self._admit(f)
-                out.append(self._to_file(seq, f.path or f"{seq:08d}.request", f.etag, f.payload))
-                self.file_seq_high = seq
-        except ProtocolError as exc:
-            out.append(FailApps(exc))
-            return out
-        self._check_pause(out)
-        return out
-
-    def _to_file(self, seq: int, name: str, etag: str, payload: bytes) -> WriteFile:
-        self.file_backlog += 1
-        self.disk_frames += 1
-        self.disk_bytes += len(payload)
-        return WriteFile(seq, name, etag, payload, FALLBACK)
-
     # --- transmitting on the hotlink ---------------------------------------------
 
     @property
@@ -244,11 +225,6 @@ class SenderStream:
         if self.policy.mode is FallbackMode.TEE and msg.seq > self.file_seq_high:
             return WriteFile(msg.seq, msg.path[len(self.prefix) :], msg.etag, msg.payload, TEE)
         return None
-
-    def tee_queued(self, seq: int) -> None:
-        """The file worker took a TEE copy (it skips copies when it falls behind)."""
-        self.file_backlog += 1
-        self.file_seq_high = seq
 
     def transmit_done(self, failed: bool, fail_over: bool) -> list[Effect]:
         """The adapter stopped sending (queue empty, path not writable, or a send
@@ -377,82 +353,6 @@ class SenderStream:
         out.append(Emit(EventType.PATH_SWITCHED, "", sw.reason))
         if sw.to is ActivePath.HOTLINK:
             out.append(_TRANSMIT)
-
-    def spill(self) -> list[Effect]:
-        """Shutdown: frames still waiting for the hotlink become fallback files."""
-        out: list[Effect] = []
-        if not self.closed and self.policy.files_allowed and self.pending:
-            self._spill(out)
-        return out
-
-    def _spill(self, out: list[Effect]) -> None:
-        """Entering the file path: frames waiting for the hotlink (and sent frames no
-        reader confirmed) become fallback files, in seq order."""
-        ring = [x for x in self.recent if x.seq > self.confirmed]
-        self.recent.clear()
-        self.recent_bytes = 0
-        frames = sorted(
-            (x for x in (*ring, *self.pending) if x.seq > self.file_seq_high),
-            key=lambda x: x.seq,
-        )
-        self.pending.clear()
-        self.pending_bytes = 0
-        self.replay_until = 0
-        plen = len(self.prefix)
-        last = 0
-        for x in frames:
-            if x.seq == last:
-                continue
-            last = x.seq
-            out.append(self._to_file(x.seq, x.path[plen:], x.etag, x.payload))
-        if frames:
-            self.file_seq_high = max(self.file_seq_high, frames[-1].seq)
-            log.info(
-                "session %s: %d queued/unconfirmed frames (seq %d..%d) go by files",
-                self.path,
-                len(frames),
-                frames[0].seq,
-                frames[-1].seq,
-            )
-        self._check_pause(out)
-
-    # --- file path feedback --------------------------------------------------------
-
-    def file_written(self, kind: int, size: int, error: str | None) -> list[Effect]:
-        """The disk thread wrote (or failed to write) one of our files."""
-        if kind == FALLBACK:
-            self.disk_frames -= 1
-            self.disk_bytes -= size
-        out = self.file_failed(kind) if error is not None else []
-        if self.reading_paused:
-            self._maybe_resume(out)
-        return out
-
-    def file_queued(self) -> None:
-        """A file the stream did not ask for (an app's `.request` file, a restored
-        fallback file) joined the upload backlog."""
-        self.file_backlog += 1
-
-    def file_acked(self, kind: int, seq: int, size: int) -> list[Effect]:
-        self.file_backlog -= 1
-        self.files_sent += 1
-        if kind != TEE:
-            self.frames_sent += 1
-            self.bytes_sent += size
-        if kind == FALLBACK and seq > self.files_acked_seq:
-            self.files_acked_seq = seq
-        if self.file_backlog == 0 and self.policy.files:
-            return self.reevaluate("hotlink available, file backlog sent")
-        return []
-
-    def file_failed(self, kind: int) -> list[Effect]:
-        self.file_backlog -= 1
-        if kind != TEE:
-            self.drops += 1
-            self.totals.drops += 1
-        if self.file_backlog == 0 and self.policy.files:
-            return self.reevaluate()
-        return []
 
     # --- readers' progress ---------------------------------------------------------
 
