@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -381,7 +382,8 @@ class Session:
         t_in = time.time_ns()
         first = tx.seq
         effects = tx.app_frames(frames)
-        new = [x for x in reversed(tx.pending) if x.seq > first]  # hotlink-bound only
+        # the frames of this batch that wait for the hotlink (files are not traced here)
+        new = list(itertools.takewhile(lambda x: x.seq > first, reversed(tx.pending)))
         for msg in reversed(new):
             tr.origin(self, msg, t_in)
         self._run(effects)

@@ -491,6 +491,8 @@ class ReaderStream:
 
     def close(self, reason: str) -> list[Effect]:
         """CloseSession (or the sender closed): leave our leg only."""
+        if self.machine.state is SessionState.CLOSED:
+            return []  # closing twice is a no-op
         out: list[Effect] = []
         if self.sid and self.link_up and self.machine.state is SessionState.OPEN:
             out.append(Send(m.HotlinkClose(self.sid, reason or "closed")))

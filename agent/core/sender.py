@@ -535,6 +535,8 @@ class SenderStream(SenderFiles):
 
     def close(self, reason: str) -> list[Effect]:
         """CloseSession: send what is queued, end the session for every reader."""
+        if self.machine.state is SessionState.CLOSED:
+            return []  # closing twice is a no-op
         out: list[Effect] = []
         if self.sid and self.link_up:
             if self.can_transmit:

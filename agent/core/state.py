@@ -50,25 +50,39 @@ class Trigger(enum.Enum):
     CLOSED = "closed"
 
 
+_S, _RD = Role.SENDER, Role.READER
 _P, _O = SessionState.PENDING, SessionState.OPEN
 _R, _C = SessionState.REJECTED, SessionState.CLOSED
+_T = Trigger
 
-#: (role, state, trigger) -> next state. The only place that says which event moves
-#: which state.
-TRANSITIONS: dict[tuple[Role, SessionState, Trigger], SessionState] = {}
-for _role in (Role.SENDER, Role.READER):
-    TRANSITIONS[(_role, _P, Trigger.ACKED)] = _O
-    TRANSITIONS[(_role, _O, Trigger.LINK_DOWN)] = _P
-    TRANSITIONS[(_role, _P, Trigger.LINK_DOWN)] = _P
-    for _st in (_P, _O):
-        TRANSITIONS[(_role, _st, Trigger.REJECTED)] = _R
-    for _st in (_P, _O, _R):
-        TRANSITIONS[(_role, _st, Trigger.CLOSED)] = _C
-for _st in (_P, _O):
-    TRANSITIONS[(Role.SENDER, _st, Trigger.REOPEN)] = _P
-    TRANSITIONS[(Role.READER, _st, Trigger.OFFERED)] = _P
-    TRANSITIONS[(Role.READER, _st, Trigger.SENDER_GONE)] = _P
-del _role, _st
+#: (role, state, trigger) -> next state: the only place that says which event moves
+#: which state. Anything not listed is an `InvalidTransition`.
+TRANSITIONS: dict[tuple[Role, SessionState, Trigger], SessionState] = {
+    # sender
+    (_S, _P, _T.ACKED): _O,
+    (_S, _P, _T.LINK_DOWN): _P,
+    (_S, _O, _T.LINK_DOWN): _P,
+    (_S, _P, _T.REOPEN): _P,
+    (_S, _O, _T.REOPEN): _P,
+    (_S, _P, _T.REJECTED): _R,
+    (_S, _O, _T.REJECTED): _R,
+    (_S, _P, _T.CLOSED): _C,
+    (_S, _O, _T.CLOSED): _C,
+    (_S, _R, _T.CLOSED): _C,
+    # reader
+    (_RD, _P, _T.ACKED): _O,
+    (_RD, _P, _T.LINK_DOWN): _P,
+    (_RD, _O, _T.LINK_DOWN): _P,
+    (_RD, _P, _T.OFFERED): _P,
+    (_RD, _O, _T.OFFERED): _P,
+    (_RD, _P, _T.SENDER_GONE): _P,
+    (_RD, _O, _T.SENDER_GONE): _P,
+    (_RD, _P, _T.REJECTED): _R,
+    (_RD, _O, _T.REJECTED): _R,
+    (_RD, _P, _T.CLOSED): _C,
+    (_RD, _O, _T.CLOSED): _C,
+    (_RD, _R, _T.CLOSED): _C,
+}
 
 
 class InvalidTransition(RuntimeError):
