@@ -6,23 +6,23 @@ gRPC (`hotlink.v1.HotlinkAgent`) on `DIR/.hotlink/agent.sock`.
 
 Modules (decisions live in plain classes; adapters only move bytes; docs/design.md
 "Agent core and adapters"):
-- `core/`       sans-I/O session core: `state` (transition table), `paths` (path
+- `core`        sans-I/O session core (package): `state` (transition table), `paths` (path
                 policy), `effects`, `sender` + `sender_files`, `reader`, `limits`, `names`
 - `session`     one session's adapter: endpoint, timer, effects carried out
 - `sessions`    the manager: routes relay messages to sessions, async control plane
 - `open_args`   OpenSession argument checks, path -> role, `SessionError`
 - `filepath`    fallback files out, mirror in, uploads (adapter of the file path)
 - `diskqueue`   the file path's one disk thread
-- `reorder`     sans-I/O bounded reorder buffer with gap timeout, merge of two paths
-- `acks`        sans-I/O re-send plan after a reader's resume
+- `reorder`     sans-I/O bounded reorder buffer with gap timeout, and the stream merge
+- `acks`        sans-I/O re-send plan of the sender after a reader's (re-)accept
 - `transport`   the internal transport interface (WS relay link now, P2P later)
 - `link`        WebSocket relay link: reconnect with backoff + jitter, sync send/receive
 - `ipc`         stream.sock / stream.tcp endpoints, per-app bounded writers
 - `runtime_dir` private socket dir, long-path rule, pipe naming
-- `state`       state file (sessions restored after a restart)
-- `tracing`     agent spans (OpenTelemetry through `hotlink.telemetry`)
+- `state`       ROOT/.hotlink/state.json: open sessions survive a restart
+- `tracing`     the agent's OpenTelemetry spans (nothing on the data path when off)
 - `pubsync`     uploads own syft.pub.yaml files
-- `watcher`     app-written `.request` files in our datasite
+- `watcher`     inotify watch for `.request` files apps write themselves
 - `control`     grpc.aio servicer, health, reflection
 - `config`      flag > env > TOML > default
 - `app`, `cli`  wiring and entry point

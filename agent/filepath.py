@@ -1,4 +1,4 @@
-"""The file path (issue 6): fallback files out, the reader's mirror in.
+"""The file path: fallback files out, the reader's mirror in.
 
 All disk work runs in ONE worker thread, fed by one FIFO (`diskqueue.DiskQueue`): fallback and
 TEE file writes, re-reads for upload, mirror writes, deletions and reads of

@@ -1,4 +1,4 @@
-"""Agent spans (issue 5). Everything trace-related in the agent lives here; the
+"""Agent spans. Everything trace-related in the agent lives here; the
 data-path modules only call in when `tracer` is not None (tracing on):
 
 - `session.Session.app_frames` (sender): `origin(session, msg, t_in)` per frame.
@@ -328,7 +328,7 @@ class AgentTracer:
                 a[N.READER] = msg.frm  # type: ignore[union-attr]
             tel.record(N.AGENT_SESSION_CLOSE, ctx, t0, now, a, kind=N.SERVER)
 
-    # ---------------------------------------------- file path (issue 6 call sites)
+    # ------------------------------------------------------ file path call sites
 
     def file_detected(self, path: str, fell_back: str = "") -> Callable[..., None] | None:
         """Call site (`FileWorker.upload_app_file`): the watcher hands the `.request` file `path`

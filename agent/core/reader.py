@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
-from hotlink.wire.frames import encode_header
+from hotlink.wire.frames import encode_header, header_seq
 
 from ..reorder import StreamMerge
 from .effects import (
@@ -144,7 +144,7 @@ class ReaderStream:
         """Last seq handed to an app (frames still in the no-app backlog, or in an
         app connection's user-space buffers, which die with the agent, are not)."""
         if self.backlog:
-            return int.from_bytes(self.backlog[0][0][13:21], "big") - 1
+            return header_seq(self.backlog[0][0]) - 1
         if self.apps:
             flushed = self.app_flushed(self.last_seq)
             if flushed is not None:
