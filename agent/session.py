@@ -311,7 +311,9 @@ class Session:
                 tee = tx.frame_sent()
                 if tee is not None:
                     self._write_file(tee)
-        self._run(tx.transmit_done(failed, fail_over))
+        done = tx.transmit_done(failed, fail_over)
+        if done:
+            self._run(done)
 
     def _write_file(self, w: WriteFile) -> None:
         ok = self.mgr.files.write_frame(self, w.seq, w.name, w.etag, w.payload, w.kind)
@@ -377,7 +379,11 @@ class Session:
         tx = self.tx
         tr = self.mgr.tracer  # None: tracing off (agent/tracing.py)
         if tr is None:
-            self._run(tx.app_frames(frames))
+            effects = tx.app_frames(frames)
+            if len(effects) == 1 and type(effects[0]) is Transmit:  # the common case
+                self._transmit(True)
+            else:
+                self._run(effects)
             return
         t_in = time.time_ns()
         first = tx.seq

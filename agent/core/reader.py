@@ -135,9 +135,12 @@ class ReaderStream:
 
     def next_deadline(self) -> float | None:
         d = self.progress_due
-        for x in (self.gap_due, self.sync_due):
-            if x is not None and (d is None or x < d):
-                d = x
+        g = self.gap_due
+        if g is not None and (d is None or g < d):
+            d = g
+        g = self.sync_due
+        if g is not None and (d is None or g < d):
+            d = g
         return d
 
     def delivered(self) -> int:

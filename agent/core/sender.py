@@ -92,6 +92,8 @@ class SenderStream(SenderFiles):
         self.link_up = link_up
         self.closed = False
         self.policy = FallbackPolicy(mode)
+        #: every hotlink frame is also written as a file (FallbackMode.TEE)
+        self.tee = self.policy.tee
         if self.policy.files_allowed:
             self.policy.active = ActivePath.FILES  # nothing accepted yet
         self.readers: set[str] = set()
@@ -163,7 +165,7 @@ class SenderStream(SenderFiles):
         pending = self.pending
         prefix = self.prefix
         sid = self.sid
-        out: list[Effect] = []
+        out: list[Effect] = [_TRANSMIT_FAIL_OVER]
         n = 0
         try:
             for f in frames:
@@ -182,7 +184,6 @@ class SenderStream(SenderFiles):
         except ProtocolError as exc:
             out.append(FailApps(exc))
         self.pending_bytes += n
-        out.insert(0, _TRANSMIT_FAIL_OVER)
         return out
 
     def _admit(self, f: Frame) -> int:
@@ -222,7 +223,7 @@ class SenderStream(SenderFiles):
         t.bytes_out += n
         self.last_seq = msg.seq
         self._remember(msg)
-        if self.policy.mode is FallbackMode.TEE and msg.seq > self.file_seq_high:
+        if self.tee and msg.seq > self.file_seq_high:
             return WriteFile(msg.seq, msg.path[len(self.prefix) :], msg.etag, msg.payload, TEE)
         return None
 
@@ -337,6 +338,7 @@ class SenderStream(SenderFiles):
     def set_mode(self, mode: FallbackMode) -> list[Effect]:
         out: list[Effect] = []
         sw = self.policy.set_mode(mode, self.hotlink_ready(), self.file_backlog)
+        self.tee = self.policy.tee
         if sw is not None:
             self._switched(sw, out)
         return out
