@@ -34,7 +34,7 @@ from .filepath import FileWorker
 from .ipc import EndpointRegistry
 from .open_args import SessionError, check_open_args, is_loopback, resolve_path
 from .runtime_dir import InsecureDirectory
-from .session import Session
+from .session import Session, new_session
 from .state import AgentState, SessionRecord
 from .tracing import AgentTracer
 from .transport import Transport
@@ -231,7 +231,7 @@ class SessionManager:
             )
         owner, _, rest = full.partition("/")
         sdir = self.cfg.root / "datasites" / owner / rest
-        s = Session(
+        s = new_session(
             self,
             full,
             r,
