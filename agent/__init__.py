@@ -8,7 +8,8 @@ Modules (decisions live in plain classes; adapters only move bytes; docs/design.
 "Agent core and adapters"):
 - `core`        sans-I/O session core (package): `state` (transition table), `paths` (path
                 policy), `effects`, `sender` + `sender_files`, `reader`, `limits`, `names`
-- `session`     one session's adapter: endpoint, timer, effects carried out
+- `session`     a session adapter's common part: endpoint, timer, effects carried out
+- `sender_session` / `reader_session`  the adapters around the sender / reader core
 - `sessions`    the manager: routes relay messages to sessions, async control plane
 - `open_args`   OpenSession argument checks, path -> role, `SessionError`
 - `filepath`    fallback files out, mirror in, uploads (adapter of the file path)

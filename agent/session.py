@@ -1,12 +1,13 @@
-"""The session adapters: one session's endpoint, timer and effects, around its core.
+"""The session adapter's common part: one session's endpoint, timer and effects.
 
 A `Session` owns the I/O of one session (its `IpcEndpoint` and app connections, one
 event-loop timer, the verdict future `OpenSession` waits on) and one pure stream core
-that makes every decision: `SenderSession` wraps a `core.SenderStream`,
-`ReaderSession` a `core.ReaderStream` (`new_session` picks one by role). Events from
-the apps, the relay link (through `SessionManager`) and the file worker go into the
-core; the effects it returns are carried out here, in order (`_run`). The timer is
-armed at the core's `next_deadline()` and calls `handle_timer(now)`.
+that makes every decision: `SenderSession` (`sender_session.py`) wraps a
+`core.SenderStream`, `ReaderSession` (`reader_session.py`) a `core.ReaderStream`;
+`sessions.new_session` picks one by role. Events from the apps, the relay link
+(through `SessionManager`) and the file worker go into the core; the effects it
+returns are carried out here, in order (`apply`). The timer is armed at the core's
+`next_deadline()` and calls `handle_timer(now)`.
 
 Implements `ipc.EndpointOwner` (apps), `filepath.FileSession` (file worker) and
 `tracing.TracedSession` (spans).
@@ -16,24 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from hotlink.wire import messages as m
-from hotlink.wire.fallbackfile import FallbackFrame
 from hotlink.wire.frames import Frame
-from hotlink.wire.paths import owner_of
 
 from .config import AgentConfig
 from .core.effects import (
-    TEE,
     Deliver,
-    DeliverBacklog,
     Effect,
     Emit,
     FailApps,
@@ -48,7 +43,7 @@ from .core.effects import (
     WriteFile,
 )
 from .core.limits import StreamLimits, Totals
-from .core.paths import ActivePath, FallbackMode, FallbackPolicy, normalize_mode
+from .core.paths import FallbackMode, FallbackPolicy, PathId
 from .core.reader import ReaderStream
 from .core.sender import SenderStream
 from .core.state import Role, SessionState
@@ -60,8 +55,7 @@ from .transport import LinkDown, Transport
 
 log = logging.getLogger("hotlink.agent.sessions")
 
-_NO_PENDING: deque[m.HotlinkData] = deque()
-_NO_READERS: frozenset[str] = frozenset()
+HOTLINK = PathId.HOTLINK
 
 
 class SessionHost(Protocol):
@@ -180,12 +174,14 @@ class Session:
 
     # --- carrying out effects ------------------------------------------------------
 
-    def _run(self, effects: list[Effect]) -> None:
+    def apply(self, effects: list[Effect]) -> None:
+        """Carry out the core's effects in order (the manager feeds relay events into
+        the core and hands the result here). A `FailApps` is raised at the end."""
         error = None
         for e in effects:
             t = type(e)
             if t is Transmit:
-                self._transmit(e.fail_over, e.force)  # type: ignore[union-attr]
+                self._transmit(e.fail_over, e.force, e.path)  # type: ignore[union-attr]
             elif t is WriteFile:
                 self._write_file(e)  # type: ignore[arg-type]
             elif t is Deliver:
@@ -217,7 +213,7 @@ class Session:
         if error is not None:
             raise error
 
-    def _transmit(self, fail_over: bool, force: bool = False) -> None:
+    def _transmit(self, fail_over: bool, force: bool = False, path: PathId = HOTLINK) -> None:
         raise AssertionError("only a sender transmits")
 
     def _write_file(self, w: WriteFile) -> None:
@@ -248,7 +244,7 @@ class Session:
         when = self._timer_when or 0.0
         self._timer = None
         self._timer_when = None
-        self._run(self.stream.handle_timer(max(self.mgr.loop.time(), when)))
+        self.apply(self.stream.handle_timer(max(self.mgr.loop.time(), when)))
 
     # --- endpoint owner and events ---------------------------------------------------
 
@@ -304,285 +300,3 @@ class Session:
                 c.fail("session closed")
         self.conns.clear()
         self.mgr.registry.remove(files)
-
-
-class SenderSession(Session):
-    """The sender's adapter: app frames in, frames out on the path the core picks."""
-
-    is_sender = True
-    role = Role.SENDER
-
-    def __init__(
-        self,
-        mgr: SessionHost,
-        path: str,
-        *,
-        fallback_mode: int,
-        restore: SessionRecord | None = None,
-        clean: bool = False,
-        **kw: Any,
-    ) -> None:
-        self.stream = self.tx = SenderStream(
-            path,
-            sid="",
-            to=kw["to"],
-            mode=normalize_mode(fallback_mode),
-            limits=mgr.limits,
-            totals=mgr.totals,
-        )
-        super().__init__(mgr, path, **kw)
-        if restore is not None and clean:
-            self.tx.sid = restore.sid
-            self.tx.resume(restore.seq, restore.delivered)
-            self.resumed = True
-        elif restore is not None:
-            log.warning(
-                "session %s: the agent did not stop cleanly; it goes on as a new stream", path
-            )
-
-    @property
-    def sender(self) -> str:
-        return self.mgr.email
-
-    @property
-    def readers(self) -> set[str]:
-        return self.tx.readers
-
-    @property
-    def active_path(self) -> ActivePath:
-        return self.tx.policy.active
-
-    @property
-    def seq(self) -> int:
-        return self.tx.seq
-
-    @property
-    def pending(self) -> deque[m.HotlinkData]:
-        return self.tx.pending
-
-    syncing = False
-
-    def counters(self) -> dict[str, int]:
-        """GetSession's counters."""
-        tx = self.tx
-        return {
-            "frames_sent": tx.frames_sent,
-            "bytes_sent": tx.bytes_sent,
-            "drops": tx.drops,
-            "queued": len(tx.pending),
-            "files_sent": tx.files_sent,
-            "files_pending": tx.file_backlog,
-            "path_switches": tx.policy.switches,
-            "confirmed_seq": tx.confirmed,
-        }
-
-    def record(self) -> SessionRecord:
-        rec = super().record()
-        rec.seq = self.tx.seq
-        rec.delivered = self.tx.files_acked_seq
-        return rec
-
-    def _transmit(self, fail_over: bool, force: bool = False) -> None:
-        """Send queued frames while the session can send and the link takes them."""
-        tx = self.tx
-        pend = tx.pending
-        failed = False
-        if pend and (force or tx.can_transmit):
-            link = self.mgr.link
-            while pend and link.writable:
-                try:
-                    link.send(pend[0])
-                except LinkDown:
-                    failed = True
-                    break
-                tee = tx.frame_sent()
-                if tee is not None:
-                    self._write_file(tee)
-        done = tx.transmit_done(failed, fail_over)
-        if done:
-            self._run(done)
-
-    def _write_file(self, w: WriteFile) -> None:
-        ok = self.mgr.files.write_frame(self, w.seq, w.name, w.etag, w.payload, w.kind)  # type: ignore[arg-type]
-        if ok and w.kind == TEE:
-            self.tx.tee_queued(w.seq)
-
-    def app_connected(self, conn: AppConnection) -> None:
-        self.conns.append(conn)
-        if self.tx.reading_paused:
-            conn.pause_reading()
-
-    def app_frames(self, conn: AppConnection, frames: list[Frame]) -> None:
-        """The hot path. Raises ProtocolError on a refused frame (after handling the
-        frames before it)."""
-        tx = self.tx
-        tr = self.mgr.tracer  # None: tracing off (agent/tracing.py)
-        if tr is None:
-            effects = tx.app_frames(frames)
-            if len(effects) == 1 and type(effects[0]) is Transmit:  # the common case
-                self._transmit(True)
-            else:
-                self._run(effects)
-            return
-        t_in = time.time_ns()
-        first = tx.seq
-        effects = tx.app_frames(frames)
-        # the frames of this batch that wait for the hotlink (files are not traced here)
-        new = list(itertools.takewhile(lambda x: x.seq > first, reversed(tx.pending)))
-        for msg in reversed(new):
-            tr.origin(self, msg, t_in)
-        self._run(effects)
-
-    def flush(self) -> None:
-        self._transmit(False)
-
-    def reevaluate(self, why: str = "") -> None:
-        self._run(self.tx.reevaluate(why))
-
-    def set_mode(self, mode: FallbackMode) -> None:
-        self._run(self.tx.set_mode(mode))
-
-    # file worker events
-    def next_seq(self) -> int:
-        return self.tx.next_seq()
-
-    def file_queued(self) -> None:
-        self.tx.file_queued()
-
-    def file_written(self, kind: int, size: int, error: str | None) -> None:
-        self._run(self.tx.file_written(kind, size, error))
-
-    def file_acked(self, kind: int, seq: int, size: int) -> None:
-        self._run(self.tx.file_acked(kind, seq, size))
-
-    def file_failed(self, kind: int) -> None:
-        self._run(self.tx.file_failed(kind))
-
-
-class ReaderSession(Session):
-    """The reader's adapter: frames from any path in, writes to every app out."""
-
-    def __init__(
-        self,
-        mgr: SessionHost,
-        path: str,
-        *,
-        fallback_mode: int,
-        restore: SessionRecord | None = None,
-        clean: bool = False,
-        **kw: Any,
-    ) -> None:
-        self.stream = self.rx = ReaderStream(
-            path,
-            sender=owner_of(path),
-            mode=normalize_mode(fallback_mode),
-            limits=mgr.limits,
-            totals=mgr.totals,
-            app_flushed=self._app_flushed,
-        )
-        super().__init__(mgr, path, **kw)
-        if restore is not None:
-            self.rx.restore(
-                restore.sid, restore.delivered, (restore.cursor_mtime, restore.cursor_path)
-            )
-
-    @property
-    def sender(self) -> str:
-        return self.rx.sender
-
-    @property
-    def readers(self) -> frozenset[str]:
-        return _NO_READERS
-
-    @property
-    def active_path(self) -> ActivePath:
-        return self.rx.reader_path
-
-    seq = 0
-
-    @property
-    def pending(self) -> deque[m.HotlinkData]:
-        return _NO_PENDING
-
-    @property
-    def syncing(self) -> bool:
-        return self.rx.syncing
-
-    @property
-    def ingest_pending(self) -> int:
-        return self.rx.ingest_pending
-
-    @ingest_pending.setter
-    def ingest_pending(self, n: int) -> None:
-        self.rx.ingest_pending = n
-
-    def counters(self) -> dict[str, int]:
-        """GetSession's counters."""
-        rx = self.rx
-        return {
-            "frames_received": rx.frames_received,
-            "bytes_received": rx.bytes_received,
-            "drops": rx.drops,
-            "files_received": rx.files_received,
-            "duplicates": rx.reorder.duplicates,
-            "file_duplicates": rx.reorder.file_duplicates,
-            "path_switches": rx.policy.switches,
-        }
-
-    def record(self) -> SessionRecord:
-        rec = super().record()
-        rec.delivered = self.rx.delivered()
-        rec.cursor_mtime, rec.cursor_path = self.rx.persist_cursor()
-        return rec
-
-    def app_delivered(self) -> int:
-        return self.rx.delivered()
-
-    def _app_flushed(self, last: int) -> int | None:
-        conns = self.conns
-        return min(c.flushed_seq(last) for c in conns) if conns else None
-
-    def _sent(self, msg: m.Message) -> None:
-        self.rx.sent(msg)
-
-    def app_connected(self, conn: AppConnection) -> None:
-        self.conns.append(conn)
-        for e in self.rx.app_connected(self.mgr.loop.time()):
-            if type(e) is DeliverBacklog:
-                for h, p in e.frames:  # type: ignore[union-attr]
-                    conn.write(h, p)
-        self._arm()
-
-    def app_disconnected(self, conn: AppConnection) -> None:
-        with contextlib.suppress(ValueError):
-            self.conns.remove(conn)
-            self.rx.app_disconnected()
-
-    def on_data(self, msg: m.HotlinkData) -> None:
-        """The hot path: a frame from the hotlink."""
-        conns = self.conns
-        for e in self.rx.on_data(msg, self.mgr.loop.time()):
-            if type(e) is Deliver:
-                for c in conns:
-                    c.write(e.header, e.payload)  # type: ignore[union-attr]
-            else:
-                self._run([e])
-        self._arm()
-
-    def take_file(self, frame: FallbackFrame) -> bool:
-        """Is this fallback file part of our current stream?"""
-        effects = self.rx.take_file(frame)
-        if effects is None:
-            return False
-        self._run(effects)
-        return True
-
-    def on_file_frame(self, frame: FallbackFrame) -> None:
-        self._run(self.rx.on_file_frame(frame, self.mgr.loop.time()))
-
-
-def new_session(mgr: SessionHost, path: str, role: Role, **kw: Any) -> Session:
-    """The adapter for `role` (keyword arguments: see `Session`, plus `fallback_mode`,
-    `restore`, `clean`)."""
-    cls = SenderSession if role is Role.SENDER else ReaderSession
-    return cls(mgr, path, **kw)

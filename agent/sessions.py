@@ -33,8 +33,10 @@ from .core.state import Role, SessionState
 from .filepath import FileWorker
 from .ipc import EndpointRegistry
 from .open_args import SessionError, check_open_args, is_loopback, resolve_path
+from .reader_session import ReaderSession
 from .runtime_dir import InsecureDirectory
-from .session import Session, new_session
+from .sender_session import SenderSession
+from .session import Session
 from .state import AgentState, SessionRecord
 from .tracing import AgentTracer
 from .transport import Transport
@@ -266,14 +268,14 @@ class SessionManager:
             self.by_sid[s.sid] = s
             if s.resumed:
                 self.files.restore_uploads(s, s.tx.files_acked_seq)
-            s._run(s.tx.start())
+            s.apply(s.tx.start())
             if self.link.up and restore is None:
                 await self._wait_verdict(s, timeout)
         else:
             if s.sid:
                 self.by_sid[s.sid] = s
             offer = self.offers.get(full)
-            s._run(s.rx.start(offer, self.loop.time()))
+            s.apply(s.rx.start(offer, self.loop.time()))
             if offer is not None and self.link.up and restore is None:
                 await self._wait_verdict(s, timeout)
         return s
@@ -296,7 +298,7 @@ class SessionManager:
     def close_session(self, s: Session, reason: str = "") -> Session:
         """Sender: ends the session for everyone; reader: leaves its leg only."""
         s.stream.link_up = self.link.up
-        s._run(s.stream.close(reason))
+        s.apply(s.stream.close(reason))
         self._forget(s)
         log.info("session %s closed: %s", s.path, s.reason)
         return s
@@ -345,7 +347,7 @@ class SessionManager:
         s = self.by_path.get(msg.path)
         if s is None or s.is_sender:
             return
-        s._run(s.rx.on_file_sync(msg, self.loop.time()))
+        s.apply(s.rx.on_file_sync(msg, self.loop.time()))
 
     def on_watched(self, paths: list[Path]) -> None:
         """New/changed `*.request` files in our datasite (from the watcher)."""
@@ -400,10 +402,10 @@ class SessionManager:
         """Shutdown: frames still waiting for the hotlink become fallback files."""
         for s in list(self.by_path.values()):
             if s.is_sender:
-                s._run(s.tx.spill())
+                s.apply(s.tx.spill())
 
     def _reject(self, s: Session, reason: str) -> None:
-        s._run(s.stream.reject(reason))
+        s.apply(s.stream.reject(reason))
         if s.sid and self.by_sid.get(s.sid) is s:
             del self.by_sid[s.sid]
 
@@ -419,7 +421,7 @@ class SessionManager:
         self.files.pump()
         now = self.loop.time()
         for s in list(self.by_path.values()):
-            s._run(s.tx.on_link_up() if s.is_sender else s.rx.on_link_up(now))
+            s.apply(s.tx.on_link_up() if s.is_sender else s.rx.on_link_up(now))
 
     def on_link_down(self, reason: str) -> None:
         self.offers.clear()
@@ -464,7 +466,7 @@ class SessionManager:
         elif t is m.HotlinkProgress:
             s = self.by_sid.get(msg.sid)  # type: ignore[union-attr]
             if s is not None and s.is_sender:
-                s._run(s.tx.on_progress(msg.frm, msg.seq))  # type: ignore[union-attr]
+                s.apply(s.tx.on_progress(msg.frm, msg.seq))  # type: ignore[union-attr]
         elif t is m.FileWrite:
             self.files.ingest(msg)  # type: ignore[arg-type]
         elif t is m.FileSync:
@@ -472,7 +474,7 @@ class SessionManager:
         elif t is m.Error:
             s = self.by_path.get(msg.path)  # type: ignore[union-attr]
             if s is not None and s.syncing:  # the relay could not answer our catch-up
-                s._run(s.rx.sync_failed(msg.message))  # type: ignore[union-attr]
+                s.apply(s.rx.sync_failed(msg.message))  # type: ignore[union-attr]
             self._errors += 1
             if self._errors <= 20 or self._errors % 1000 == 0:
                 log.warning(
@@ -495,7 +497,7 @@ class SessionManager:
         if error is not None:
             self._reject(s, error)
             return
-        s._run(s.stream.on_acked())
+        s.apply(s.stream.on_acked())
 
     def _on_open(self, msg: m.HotlinkOpen) -> None:
         try:
@@ -507,13 +509,13 @@ class SessionManager:
         s = self.by_path.get(msg.path)
         if s is None or s.is_sender or s.closed:
             return
-        s._run(s.rx.offer(msg, self.loop.time()))
+        s.apply(s.rx.offer(msg, self.loop.time()))
 
     def _on_accept(self, msg: m.HotlinkAccept) -> None:
         s = self.by_sid.get(msg.sid)
         if s is None or not s.is_sender:
             return
-        s._run(s.tx.on_accept(msg.frm or "?", msg.seq))
+        s.apply(s.tx.on_accept(msg.frm or "?", msg.seq))
 
     def _on_reject(self, msg: m.HotlinkReject) -> None:
         s = self.by_sid.get(msg.sid)
@@ -524,11 +526,11 @@ class SessionManager:
                 # our Open is answered: a retry gets a fresh message id
                 for oid in [k for k, v in self._acks.items() if v is s]:
                     del self._acks[oid]
-            s._run(s.tx.on_reject(msg.frm, msg.reason, self.loop.time()))
+            s.apply(s.tx.on_reject(msg.frm, msg.reason, self.loop.time()))
         else:
             if not msg.frm and msg.reason == m.REASON_UNKNOWN_SESSION:
                 self._drop_offer(s.path, msg.sid)
-            s._run(s.rx.on_reject(msg.frm, msg.reason))
+            s.apply(s.rx.on_reject(msg.frm, msg.reason))
         self._unindex_rejected(s)
 
     def _on_close(self, msg: m.HotlinkClose) -> None:
@@ -539,7 +541,7 @@ class SessionManager:
                     del self.offers[p]
             return
         if s.is_sender:
-            s._run(s.tx.on_close(msg.frm, msg.reason))
+            s.apply(s.tx.on_close(msg.frm, msg.reason))
             self._unindex_rejected(s)
             return
         self._drop_offer(s.path, msg.sid)
@@ -547,7 +549,7 @@ class SessionManager:
         if effects is None:
             self.close_session(s, msg.reason or "closed by the sender")
         else:
-            s._run(effects)
+            s.apply(effects)
 
     def _drop_offer(self, path: str, sid: str) -> None:
         off = self.offers.get(path)
@@ -568,3 +570,10 @@ class SessionManager:
             "reconnects": self.link.reconnects,
             "queued": self.queued,
         }
+
+
+def new_session(mgr: SessionManager, path: str, role: Role, **kw: Any) -> Session:
+    """The adapter for `role` (keyword arguments: see `Session`, plus `fallback_mode`,
+    `restore`, `clean`)."""
+    cls = SenderSession if role is Role.SENDER else ReaderSession
+    return cls(mgr, path, **kw)
