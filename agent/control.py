@@ -24,7 +24,7 @@ from hotlink.common.version import VERSION
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
 
-from .fallback import normalize_mode
+from .core.paths import normalize_mode
 from .pending import pending_reason
 from .reflection import enable_reflection
 from .runtime_dir import InsecureDirectory, ensure_private_dir
@@ -71,21 +71,7 @@ def session_to_proto(s: Session) -> pb.Session:
         active_path=int(s.active_path),
         last_seq=s.seq if s.is_sender else s.last_seq,
         ipc_clients=len(s.conns),
-        counters=pb.SessionCounters(
-            frames_sent=s.frames_sent,
-            bytes_sent=s.bytes_sent,
-            frames_received=s.frames_received,
-            bytes_received=s.bytes_received,
-            drops=s.drops,
-            queued=len(s.pending),
-            files_sent=s.files_sent,
-            files_received=s.files_received,
-            duplicates=s.reorder.duplicates,
-            file_duplicates=s.reorder.file_duplicates,
-            files_pending=s.file_backlog,
-            path_switches=s.policy.switches,
-            confirmed_seq=s.confirmed,
-        ),
+        counters=pb.SessionCounters(**s.counters()),
         opened_unix_nano=s.opened_ns,
     )
 

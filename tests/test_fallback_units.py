@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from hotlink.agent.config import load_config
-from hotlink.agent.fallback import ActivePath, FallbackMode, FallbackPolicy, normalize_mode
+from hotlink.agent.core.paths import ActivePath, FallbackMode, FallbackPolicy, normalize_mode
 from hotlink.agent.filepath import FileRefused, read_regular, resolve_inside, write_atomic
 from hotlink.agent.reorder import StreamMerge
 from hotlink.agent.state import AgentState, SessionRecord, StateKeeper, load_state
