@@ -42,6 +42,5 @@ def test_example_app(agent_factory, tmp_path: Path) -> None:
         timeout=120,
     )
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == [f"{i} {i:08d}.request share {i - 1}" for i in (1, 2, 3)], (
-        res.stdout
-    )
+    want = [f"{i} {A}/_mpc/example/{i:08d}.request share {i - 1}" for i in (1, 2, 3)]
+    assert res.stdout.splitlines() == want, res.stdout
