@@ -44,7 +44,7 @@ from .traceparent import format_traceparent, parse_fields
 log = logging.getLogger(__name__)
 
 AttrValue = str | bool | int | float
-Attrs = Mapping[str, AttrValue]
+Attrs = Mapping[str, AttrValue] | tuple[Mapping[str, AttrValue], Mapping[str, AttrValue]]
 
 #: One recorded span, as queued: (name, trace_id, span_id, parent_id, parent_remote,
 #: start_ns, end_ns, attrs, kind, error). parent_id 0 = root; kind None = the
@@ -215,8 +215,11 @@ class Telemetry:
     ) -> None:
         """Queue one finished span (wall-clock `time.time_ns()` stamps). Never blocks.
 
-        `attrs` is kept by reference: do not mutate it afterwards. `error` non-empty
-        marks the span's status ERROR with that description.
+        `attrs` is kept by reference: do not mutate it afterwards. It may also be a
+        pair `(shared, own)` of mappings, merged (own wins) when the span is built:
+        `shared` can then be one object for many spans (per session attributes), which
+        costs the hot path no copy and the exporter pipe one copy per chunk. `error`
+        non-empty marks the span's status ERROR with that description.
         """
         if not self.enabled or ctx is None:  # None: an unsampled message slipped through
             return
