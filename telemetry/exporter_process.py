@@ -10,9 +10,8 @@ interval: sequential 1 KB P99 went from ~0.6 ms to 8-11 ms and pipelined P99 to 
 `Telemetry._run` -> `to_readable_span` were the only other busy threads).
 
 Now the process that records spans only pickles the queued records (one C call per
-chunk of 32: ~2 µs a record, strings shared by the records of a chunk written once)
-and writes them to a non-blocking pipe, from its event loop (`Telemetry.attach_loop`,
-so no thread competes for the GIL) or from the flusher thread of a loop-less process.
+chunk of 64: ~2 µs a record, strings shared by the records of a chunk written once)
+and writes them to a non-blocking pipe, from the flusher thread of `core.Telemetry`.
 The exporter process (`python -m hotlink.telemetry.exporter_process`, started by
 `ProcessSink.start`) unpickles them, builds the spans and exports them with the SDK
 exporter `config` asked for, exactly as before (`export.SdkSink`), under the

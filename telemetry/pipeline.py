@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -46,22 +45,16 @@ def from_config(
 ) -> Telemetry:
     if not cfg.enabled:
         return OFF
-    try:  # called from a running event loop (relay, agent): it ships the records
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
+    e = os.environ if env is None else env
     tel = Telemetry(
         enabled=True,
         root_ratio=cfg.root_ratio,
         parent_based=cfg.parent_based,
-        sink=_sink(cfg, os.environ if env is None else env),
+        sink=_sink(cfg, e),
         max_pending=max_pending,
         flush_interval=flush_interval,
-        start_thread=loop is None,
         config=cfg,
     )
-    if loop is not None:
-        tel.attach_loop(loop)
     log.info(
         "tracing on: service %s, exporter %s %s %s, sampler %s (root ratio %g)",
         cfg.service_name,
