@@ -45,6 +45,7 @@ import os
 import pickle
 import select
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -64,11 +65,31 @@ MAX_BACKLOG = 32 * 1024 * 1024
 PIPE_SIZE = 1 << 20
 PRIORITY_ENV = "HOTLINK_OTEL_EXPORTER_PRIORITY"
 _F_SETPIPE_SZ = 1031
+_LEN = struct.Struct("<I")
 
 
 def encode_batch(records: list[SpanRecord]) -> bytes:
-    """The bytes of one batch of records on the stream."""
-    return pickle.dumps(records, protocol=5)
+    """The bytes of one batch of records on the stream (length-prefixed pickle)."""
+    return _frame(pickle.dumps(records, protocol=5))
+
+
+def _frame(data: bytes) -> bytes:
+    return _LEN.pack(len(data)) + data
+
+
+def decode_frames(buf: bytearray) -> tuple[list[Any], int]:
+    """The complete objects at the start of `buf`, and how many bytes they used."""
+    out: list[Any] = []
+    pos = 0
+    n = len(buf)
+    while n - pos >= _LEN.size:
+        (size,) = _LEN.unpack_from(buf, pos)
+        end = pos + _LEN.size + size
+        if end > n:
+            break
+        out.append(pickle.loads(memoryview(buf)[pos + _LEN.size : end]))
+        pos = end
+    return out, pos
 
 
 class ProcessSink:
@@ -134,7 +155,7 @@ class ProcessSink:
                 return
             self._flush_seq += 1
             n = self._flush_seq
-            self._queue(pickle.dumps(n, protocol=5))
+            self._queue(_frame(pickle.dumps(n, protocol=5)))
             if not self._drain_until(deadline):
                 return
         self._wait_ack(n, deadline)
@@ -268,36 +289,61 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s otel-exporter: %(message)s"
     )
-    from .export import SdkSink, make_exporter, make_processor, make_resource
-
     raw = json.loads(args[0])
     cfg = TracingConfig(**raw)
-    sink = SdkSink(make_processor(make_exporter(cfg), os.environ), make_resource(cfg))
+    sink = _child_sink(cfg)
     _background_priority(os.environ.get(PRIORITY_ENV, "idle").strip().lower())
     out = sys.stdout.buffer
-    src = os.fdopen(0, "rb", buffering=1 << 20)
+    buf = bytearray()
     while True:
+        due = sink.due() if hasattr(sink, "due") else None
         try:
-            obj = pickle.load(src)  # a new unpickler each: every batch has its own memo
-        except EOFError:
+            ready = select.select([0], [], [], due)[0]
+        except InterruptedError:
+            continue
+        if not ready:
+            sink.tick()  # type: ignore[union-attr]
+            continue
+        data = os.read(0, 1 << 20)
+        if not data:
             break
-        except Exception:  # a torn stream (the parent died mid-write): nothing after it
+        buf += data
+        try:
+            objs, used = decode_frames(buf)
+        except Exception:  # a torn stream: nothing after it can be trusted
             log.exception("unreadable span stream; exporting what arrived before it")
             break
-        if isinstance(obj, int):
-            _normal_priority()  # someone waits for this flush
-            sink.force_flush(10.0)
-            with contextlib.suppress(OSError):
-                out.write(b"%d\n" % obj)
-                out.flush()
-            continue
-        try:
-            sink.export(obj)
-        except Exception:
-            log.exception("dropping a batch of %d spans", len(obj))
+        del buf[:used]
+        for obj in objs:
+            if isinstance(obj, int):
+                _normal_priority()  # someone waits for this flush
+                sink.force_flush(10.0)
+                with contextlib.suppress(OSError):
+                    out.write(b"%d\n" % obj)
+                    out.flush()
+                continue
+            try:
+                sink.export(obj)
+            except Exception:
+                log.exception("dropping a batch of %d spans", len(obj))
+        if hasattr(sink, "tick"):
+            sink.tick()
     _normal_priority()  # our process is exiting and waits for us
     sink.shutdown(5.0)
     return 0
+
+
+def _child_sink(cfg: TracingConfig) -> Any:
+    """OTLP/gRPC: our own encoder (`direct_export`); otherwise the SDK pipeline."""
+    if cfg.exporter == "otlp" and cfg.protocol == "grpc":
+        from .direct_export import DirectGrpcSink, supported
+
+        if supported():
+            return DirectGrpcSink(cfg, os.environ)
+        log.warning("this OpenTelemetry SDK's gRPC exporter has no _translate_data: SDK path")
+    from .export import SdkSink, make_exporter, make_processor, make_resource
+
+    return SdkSink(make_processor(make_exporter(cfg), os.environ), make_resource(cfg))
 
 
 def _threads() -> list[int]:

@@ -15,7 +15,7 @@ import pytest
 from hotlink.telemetry import names as N
 from hotlink.telemetry.config import resolve
 from hotlink.telemetry.core import Telemetry
-from hotlink.telemetry.exporter_process import ProcessSink, encode_batch
+from hotlink.telemetry.exporter_process import ProcessSink, decode_frames, encode_batch
 from hotlink.telemetry.pipeline import from_config
 from hotlink.telemetry.receiver import OtlpReceiver, SpanCounter, by_name, has_names
 
@@ -135,11 +135,11 @@ def test_inprocess_export_is_still_available(otlp_receiver: OtlpReceiver) -> Non
     assert by_name(spans)[N.HOTLINK_SEND][0]["attributes"] == {N.SEQ: 1, N.PATH: "p"}
 
 
-def test_batch_keeps_128_bit_trace_ids() -> None:
-    import pickle
-
+def test_batches_frame_and_keep_128_bit_trace_ids() -> None:
     rec = (N.RELAY_ROUTE, (1 << 127) | 5, 2, 3, True, 1, 2, {N.SEQ: 1}, None, "")
-    assert pickle.loads(encode_batch([rec])) == [rec]
+    two = bytearray(encode_batch([rec]) + encode_batch([rec, rec]))
+    objs, used = decode_frames(two + b"\x05\x00")  # a torn third frame waits
+    assert objs == [[rec], [rec, rec]] and used == len(two)
 
 
 def test_span_counter_counts_names_and_traces(otlp_receiver: OtlpReceiver) -> None:
