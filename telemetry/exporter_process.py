@@ -358,7 +358,8 @@ def _background_priority(how: str) -> None:
     try:
         if how == "idle" and hasattr(os, "SCHED_IDLE"):
             for tid in _threads():
-                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+                with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                    os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         elif how not in ("idle", "normal", ""):
             os.nice(int(how))
     except (OSError, ValueError) as exc:
