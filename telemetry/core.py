@@ -141,13 +141,12 @@ class Telemetry:
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
-        if enabled and sink is not None:
+        if enabled and sink is not None and start_thread:
+            self._thread = threading.Thread(
+                target=self._run, name="hotlink-otel-flush", daemon=True
+            )
+            self._thread.start()
             atexit.register(self.shutdown)
-            if start_thread:
-                self._thread = threading.Thread(
-                    target=self._run, name="hotlink-otel-flush", daemon=True
-                )
-                self._thread.start()
 
     # ------------------------------------------------------------------ sampling
 

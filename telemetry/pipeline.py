@@ -28,7 +28,8 @@ def setup(
 
     Off (the default): returns `OFF` without importing the OpenTelemetry SDK.
     On: a flusher thread hands the recorded spans to an exporter process
-    (`exporter_process`: OTLP gRPC/HTTP or console behind a `BatchSpanProcessor`).
+    (`exporter_process`: OTLP/gRPC encoded by `otlp_encode`, OTLP/HTTP and console
+    through the SDK's `BatchSpanProcessor`).
     Call `shutdown()` on exit (it is also registered with atexit).
     """
     e = os.environ if env is None else env
