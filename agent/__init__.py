@@ -15,6 +15,7 @@ Modules (decisions live in plain classes; adapters only move bytes):
 - `watcher`     inotify watch for `.request` files apps write themselves
 - `reorder`     sans-I/O bounded reorder buffer with gap timeout, and the stream merge
 - `ipc`         stream.sock / stream.tcp endpoints, per-app bounded writers
+- `appnames`    frame names apps write (full datasite path or session-relative)
 - `runtime_dir` private socket dir, long-path rule, pipe naming
 - `state`       ROOT/.hotlink/state.json: open sessions survive a restart
 - `pubsync`     uploads own syft.pub.yaml files

@@ -53,9 +53,16 @@ from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
 from hotlink.wire.fallbackfile import FallbackFrame
 from hotlink.wire.frames import Frame, encode_header
-from hotlink.wire.paths import owner_of, validate_email, validate_path, validate_relpath
+from hotlink.wire.paths import (
+    owner_of,
+    session_path,
+    validate_email,
+    validate_path,
+    validate_relpath,
+)
 
 from .acks import plan_resend
+from .appnames import session_relative
 from .config import AgentConfig
 from .fallback import ActivePath, FallbackMode, FallbackPolicy, Switch, normalize_mode
 from .filepath import APP, FALLBACK, RESERVED_NAMES, TEE, FileWorker, Upload
@@ -138,6 +145,8 @@ def resolve_path(own_email: str, path: str, role: int = 0) -> tuple[str, Role]:
     validate_path(full)
     if "/" not in full:
         raise ProtocolError(f"a session path needs a folder inside the datasite: {path!r}")
+    if session_path(full) != full:  # peers would take it for a file of its parent folder
+        raise ProtocolError(f"a session folder named like a .request file: {path!r}")
     if role not in (0, Role.SENDER, Role.READER):
         raise ProtocolError(f"unknown role {role}")
     derived = Role.SENDER if owner_of(full) == own_email else Role.READER
@@ -332,6 +341,7 @@ class Session:
     def app_frames(self, conn: AppConnection, frames: list[Frame]) -> None:
         """Sender hot path: assign seqs, send or queue. Raises ProtocolError on a bad
         frame path (after handling the frames before it)."""
+        frames = session_relative(self.prefix, frames)  # type: ignore[assignment]
         if self.policy.active is ActivePath.FILES:
             self._frames_to_files(frames)
             return
@@ -765,13 +775,12 @@ class Session:
                 )
 
     def _deliver(self, seq: int, msg: m.HotlinkData) -> None:
-        path = msg.path
-        name = path[len(self.prefix) :] if path.startswith(self.prefix) else ""
-        if not name:
-            name = f"{seq:08d}.request"
+        path = msg.path  # apps see the full datasite path, as from the reference
+        if not path.startswith(self.prefix):
+            path = f"{self.prefix}{seq:08d}.request"
         payload = msg.payload
         etag = msg.etag.encode() if msg.etag else b""
-        header = encode_header(name.encode(), etag, len(payload), seq)
+        header = encode_header(path.encode(), etag, len(payload), seq)
         self.last_seq = seq
         if type(msg) is FileData:
             self.files_received += 1
@@ -1472,6 +1481,8 @@ class SessionManager:
         except ProtocolError:
             log.warning("relay sent an open with a bad path %r; ignored", msg.path)
             return
+        if session_path(msg.path) != msg.path:  # a reference sender names its first file
+            msg = m.HotlinkOpen(msg.sid, session_path(msg.path), msg.frm, msg.to)
         self.offers[msg.path] = msg
         s = self.by_path.get(msg.path)
         if s is None or s.is_sender or s.closed:

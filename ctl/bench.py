@@ -365,7 +365,7 @@ async def open_file_channel(
 
     async def recv() -> bytes:
         f = await rx.recv()
-        if not (rdir / f.path).exists():
+        if not (rdir / f.path[len(full) + 1 :]).exists():  # frames carry the full path
             missing[0] += 1
         return f.payload
 

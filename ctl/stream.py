@@ -265,7 +265,9 @@ class Stream:
     async def send(
         self, payload: bytes | bytearray | memoryview, path: str | None = "", etag: str = ""
     ) -> None:
-        """Write one frame. An empty `path` lets the agent name it `<seq>.request`."""
+        """Write one frame. `path`: the file's datasite path or its name in the session
+        folder; empty lets the agent name it `<seq>.request`. Frames read carry the full
+        datasite path."""
         self.write(payload, path, etag)
         if self._proto.paused_writing:
             await self.drain()

@@ -27,7 +27,9 @@ DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 
 @dataclass(slots=True, frozen=True)
 class Frame:
-    """One HLNK frame. `path` is the `.request` name the message would have on disk."""
+    """One HLNK frame. `path` is the `.request` file the message would be on disk: from
+    the agent, its full datasite path; to it, that path or one relative to the session
+    folder (see `hotlink.agent.appnames`)."""
 
     payload: bytes
     seq: int = 0
