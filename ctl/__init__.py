@@ -15,6 +15,8 @@ Command line:
 - `output`       tables and JSON for control-API messages
 - `devstack`     a local relay + agents on loopback (`hotlinkctl devstack`); `demo` tours it
 - `bench`        `hotlinkctl bench`: latency percentiles against a floor; `floor` is that
-                 floor (plain forwarding), `stats` the percentiles
+                 floor (plain forwarding), `stats` the percentiles, `bench_table` the
+                 text table, `bench_progress` the progress line, `bench_otel` the
+                 traced devstack and receiver of `bench --otel`
 - `trace`        `hotlinkctl trace`: per-stage breakdown of collected spans
 """

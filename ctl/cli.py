@@ -162,7 +162,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         frame_size=frame_size,
         timeout=args.timeout,
         devstack_dir=args.dir or "",
+        otel=args.otel,
+        otel_ratio=args.otel_sampler_arg,
     )
+    if not 0.0 <= cfg.otel_ratio <= 1.0:
+        raise UsageError("--otel-sampler-arg must be between 0 and 1")
     progress = bench_mod.Progress(enabled=not args.quiet)
     report = _run(bench_mod.run_bench(cfg, progress))
     if args.json:
@@ -323,6 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--frame-size", default="64KB", help="frame size in throughput mode")
     p.add_argument("--dir", help="use the running devstack in DIR instead of starting one")
+    p.add_argument(
+        "--otel",
+        action="store_true",
+        help="also measure a traced devstack (started here, spans to a receiver process of "
+        "its own) after the untraced one for every size and mode: adds a 'traced' row, its "
+        "ratio to the untraced row, and the spans the receiver got",
+    )
+    p.add_argument(
+        "--otel-sampler-arg",
+        type=float,
+        default=1.0,
+        metavar="RATIO",
+        help="with --otel: share of messages traced (default 1: every message; the "
+        "processes' own default is 0.01)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     trace_mod.register(add)

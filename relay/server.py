@@ -308,17 +308,9 @@ class RelayServer:
                 out = self.router.handle(cid, env)
                 tp = env.traceparent
                 if t0 and tp:  # a sampled message (tracing on): relay.route
-                    self.tracer.route(peer.user, env, out, t0, self._dispatch)  # type: ignore[union-attr]
+                    self.tracer.route(peer.user, env, out, t0, self._forward, frame)  # type: ignore[union-attr]
                     return
-                peers = self.peers
-                for o in out:
-                    p = peers.get(o.conn)
-                    if p is None:
-                        continue
-                    if o.msg is msg and p.encoding == "msgpack" and o.traceparent == tp:
-                        p.push(frame)
-                    else:
-                        self._dispatch([o])
+                self._forward(frame, msg, tp, out)
                 return
             try:
                 env = decode(frame, self.max_message)
@@ -365,6 +357,19 @@ class RelayServer:
                 return
         with contextlib.suppress(Exception):
             peer.ws.transport.resume_reading()
+
+    def _forward(self, frame: bytes, msg: object, tp: str, out: list[Outgoing]) -> None:
+        """Send `frame` itself (a HotlinkData with traceparent `tp`) where the router
+        forwards `msg` unchanged to a msgpack reader; encode the rest."""
+        peers = self.peers
+        for o in out:
+            p = peers.get(o.conn)
+            if p is None:
+                continue
+            if o.msg is msg and p.encoding == "msgpack" and o.traceparent == tp:
+                p.push(frame)
+            else:
+                self._dispatch([o])
 
     def _dispatch(self, out: list[Outgoing]) -> None:
         """Encode and queue; one encoding per (message, encoding, extensions) in the

@@ -21,8 +21,9 @@ The model: sampling is decided once per message where it enters Hotlink
 Unsampled messages carry no `tpc` and get None everywhere: call sites then do nothing
 else (no objects, no clock reads). For sampled ones, take `time.time_ns()` stamps on
 the hot path and call `tel.record(...)` after the frame has been handed on; `record`
-only appends a tuple to a bounded queue, and a background thread builds the spans
-with those exact ids and times. Span ids exist before the span: `ctx.traceparent`
+only appends a tuple to a bounded queue; a background thread hands the records to
+an exporter process, which builds the spans with those exact ids and times. Span
+ids exist before the span: `ctx.traceparent`
 can go on the wire first.
 
 Hotlink path, sender agent (origin):
@@ -89,7 +90,10 @@ Session lifecycle (rare: always sampled when tracing is on):
     # relay: tel.span(N.RELAY_SESSION_OPEN, tel.child_of(env.traceparent), attrs)
 
 Modules: `config` (settings and their precedence), `core` (the hot-path facade
-`Telemetry`), `pipeline` (`setup`), `export` (tuples to SDK spans, off the data path),
+`Telemetry`), `pipeline` (`setup`), `exporter_process` (the child process spans are
+exported from, fed through a pipe), `otlp_encode` (records to OTLP bytes without SDK
+spans) and `direct_export` (its batching and gRPC send, in that process), `export`
+(tuples to SDK spans: console, OTLP/HTTP, in-process),
 `names` (span names and attribute keys), `traceparent` (W3C format), `filemeta`
 (traces on the file path), `receiver` (an OTLP receiver for tests and users without
 Jaeger), `breakdown` (per-stage latency from spans), `bench_overhead` (what tracing

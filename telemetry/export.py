@@ -56,13 +56,25 @@ def to_readable_span(rec: SpanRecord, resource: Resource) -> ReadableSpan:
         context=ctx,
         parent=parent,
         resource=resource,
-        attributes=dict(attrs) if attrs else {},
+        attributes=_attributes(attrs),
         kind=_KINDS.get(kind or KINDS.get(name, ""), SpanKind.INTERNAL),
         status=Status(StatusCode.ERROR, error) if error else _UNSET,
         start_time=start,
         end_time=end,
         instrumentation_scope=SCOPE,
     )
+
+
+def _attributes(attrs: object) -> dict[str, object]:
+    """A record's attributes: a mapping, or a (shared, own) pair of them (`core.record`)."""
+    if not attrs:
+        return {}
+    if type(attrs) is tuple:
+        shared, own = attrs
+        merged = dict(shared)
+        merged.update(own)
+        return merged
+    return dict(attrs)  # type: ignore[call-overload]
 
 
 class SdkSink:
