@@ -181,6 +181,8 @@ def test_node_kill_mid_stream(cluster_factory, agents, victim):
         report = flow.finish()
     tc.show(f"NODE KILL ({victim})", report)
     tc.assert_clean(report)
+    if victim == "sender-node":  # the session registry (JetStream KV) outlived node-0
+        c.relays[2].wait_for_log("session(s) were homed on lost node node-0")
 
 
 def test_nats_restart_mid_stream(cluster_factory, agents):

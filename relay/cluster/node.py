@@ -38,6 +38,7 @@ from ..router import Outgoing
 from . import codec
 from .membership import Changes, Membership
 from .registry import SessionRegistry
+from .registry import key_of as registry_key
 
 if TYPE_CHECKING:
     from ..server import RelayServer
@@ -49,6 +50,8 @@ _TO_HOME = (HotlinkAccept, HotlinkReject, HotlinkClose, HotlinkProgress)
 #: bytes that may wait in the NATS socket's write buffer before frames are dropped
 #: (the agents' ack/resend recovers them; an unbounded buffer would not)
 MAX_NATS_BUFFER = 64 << 20
+#: seconds a lost node's sessions stay in the registry for their senders to re-open
+ORPHAN_GRACE = 60.0
 
 
 class Publisher:
@@ -428,8 +431,32 @@ class ClusterNode:
                 "when their senders re-open them",
                 node,
             )
+            if self.registry.kv is not None and not self.problem:
+                self._tasks = [t for t in self._tasks if not t.done()]
+                self._tasks.append(asyncio.create_task(self._orphans(node)))
         if out:
             server._dispatch(out)
+
+    async def _orphans(self, node: str) -> None:
+        """A lost node's sessions, from the registry: logged now; the records still
+        homed there after a grace period (their senders never came back) are removed
+        by one survivor (the lowest node id), so the registry does not keep them."""
+        try:
+            recs = await self.registry.homed_at(node)
+            if recs:
+                log.warning(
+                    "cluster: %d session(s) were homed on lost node %s: %s",
+                    len(recs),
+                    node,
+                    ", ".join(f"{r['sid']} ({r['sender']})" for r in recs[:20]),
+                )
+            await asyncio.sleep(ORPHAN_GRACE)
+            if node in self.members.nodes or min([self.me, *self.members.nodes]) != self.me:
+                return
+            for r in await self.registry.homed_at(node):
+                await self.registry.kv.delete(registry_key(r["sid"]))
+        except Exception as exc:  # NATS gone meanwhile: the next loss report retries
+            log.info("cluster: registry clean-up for %s skipped: %s", node, exc)
 
     def _sender_gone(self, sid: str, cids: list[int]) -> None:
         self.server._dispatch([Outgoing(c, HotlinkClose(sid, REASON_SENDER_GONE)) for c in cids])
