@@ -58,14 +58,18 @@ async def latency(count: int, size: int, blocks: int) -> dict[str, Any]:
             same = await bench.open_hotlink_channel(ca, a.email, cd, d.email, "_mpc/same")
             cross = await bench.open_hotlink_channel(ca, a.email, cb, b.email, "_mpc/cross")
             chans += [same, cross]
+            assert state.cluster is not None
+            nats_ch = await _nats_channel(state.cluster["nats"]["url"])
+            chans.append(nats_ch)
             body = bytearray(os.urandom(size))
-            samples: dict[str, list[int]] = {"same-node": [], "cross-node": []}
+            pairs = (("same-node", same), ("cross-node", cross), ("nats", nats_ch))
+            samples: dict[str, list[int]] = {name: [] for name, _ in pairs}
             per = max(1, count // blocks)
-            for _name, ch in (("same-node", same), ("cross-node", cross)):  # warm-up
+            for _name, ch in pairs:  # warm-up
                 await bench._run(ch, body, 100, 1, 60, None, 0)
             base = 100
             for _ in range(blocks):
-                for name, ch in (("same-node", same), ("cross-node", cross)):
+                for name, ch in pairs:
                     samples[name] += await bench._run(ch, body, per, 1, 60, None, base)
                 base += per
             out = {name: summarize(s, size, 0.0).to_dict() for name, s in samples.items()}
@@ -78,6 +82,26 @@ async def latency(count: int, size: int, blocks: int) -> dict[str, Any]:
             for c in clients:
                 await c.close()
             devstack.down_state(state)
+
+
+async def _nats_channel(url: str) -> bench.Channel:
+    """The NATS hop alone, for comparison: publish and receive the message back in
+    one process through nats-server (nats-py's ordinary API)."""
+    import nats
+
+    nc = await nats.connect(url)
+    sub = await nc.subscribe("hotlink-bench.floor")
+
+    async def send(payload: bytes) -> None:
+        await nc.publish("hotlink-bench.floor", payload)
+
+    async def recv() -> bytes:
+        return (await sub.next_msg(timeout=30)).data
+
+    async def close() -> None:
+        await nc.close()
+
+    return bench.Channel("nats publish -> subscribe", send, recv, close)
 
 
 # --------------------------------------------------------------------------- rate
@@ -185,11 +209,27 @@ async def _rate_run(
     return n / elapsed
 
 
-async def rate(sessions: int, window: int, seconds: float, placement: str) -> dict[str, Any]:
+CONFIGS = (("1 node, no NATS", 1, False), ("1 node", 1, True), ("2 nodes", 2, True),
+           ("3 nodes", 3, True))  # fmt: skip
+
+
+async def rate(
+    sessions: int, window: int, seconds: float, placement: str, rounds: int
+) -> dict[str, Any]:
+    """Every configuration `rounds` times, interleaved (the machine's background load
+    drifts: each configuration sees the same mix); the median is reported."""
+    runs: dict[str, list[int]] = {label: [] for label, _, _ in CONFIGS}
+    for _ in range(rounds):
+        one = await _rate_round(sessions, window, seconds, placement)
+        for k, v in one.items():
+            runs[k].append(v)
+    return {k: {"median": sorted(v)[len(v) // 2], "runs": v} for k, v in runs.items()}
+
+
+async def _rate_round(sessions: int, window: int, seconds: float, placement: str) -> dict[str, int]:
     nats_bin = devstack_cluster.nats_binary()
-    out: dict[str, Any] = {}
-    for label, n, with_nats in (("1 node, no NATS", 1, False), ("1 node", 1, True),
-                                ("2 nodes", 2, True), ("3 nodes", 3, True)):  # fmt: skip
+    out: dict[str, int] = {}
+    for label, n, with_nats in CONFIGS:
         with tempfile.TemporaryDirectory(prefix="hlrate-", dir="/tmp") as tmp:
             t = Path(tmp)
             ds = t / "data" / "datasites"
@@ -239,12 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     rt.add_argument("--window", type=int, default=4)
     rt.add_argument("--seconds", type=float, default=8.0)
     rt.add_argument("--placement", choices=["local", "spread"], default="local")
+    rt.add_argument("--rounds", type=int, default=3)
     rt.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.what == "latency":
         res = asyncio.run(latency(args.count, args.size, args.blocks))
         if not args.json:
-            for name in ("same-node", "cross-node"):
+            for name in ("same-node", "cross-node", "nats"):
                 s = res[name]
                 print(f"{name:<11} n={s['count']} " + " ".join(
                     f"{k[:-3].upper()}={fmt_ns(s[k])}"
@@ -252,10 +293,12 @@ def main(argv: list[str] | None = None) -> int:
             diff = res["cross-node"]["p50_ns"] - res["same-node"]["p50_ns"]
             print(f"cross-node P50 - same-node P50 = {fmt_ns(diff)}")
     else:
-        res = asyncio.run(rate(args.sessions, args.window, args.seconds, args.placement))
+        res = asyncio.run(
+            rate(args.sessions, args.window, args.seconds, args.placement, args.rounds)
+        )
         if not args.json:
             for k, v in res.items():
-                print(f"{k:<16} {v:>8} msgs/s")
+                print(f"{k:<16} {v['median']:>8} msgs/s (median; runs: {v['runs']})")
     if args.json:
         print(json.dumps(res, indent=2))
     return 0

@@ -216,3 +216,47 @@ def test_nats_restart_mid_stream(cluster_factory, agents):
     # carol (same node as alice) was served all along: everything, in order
     got = [int.from_bytes(f.payload[:8], "big") for f in local.recv_n(report["sent"])]
     assert got == list(range(report["sent"]))
+
+
+def test_devstack_with_three_relays_and_bench(tmp_path):
+    """`hotlinkctl devstack up --relays 3`: nats-server + 3 nodes, peer i on node i mod 3
+    (devstack.json), stop/start of one node, `hotlinkctl bench` across nodes."""
+    import json
+    import subprocess
+    import sys
+
+    d = tmp_path / "ds"
+    ctl = [sys.executable, "-m", "hotlink.ctl.cli"]
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ctl, *args], capture_output=True, text=True, timeout=timeout)
+
+    peers = "alice@example.org,bob@example.org,carol@example.org,dave@example.org"
+    up = run("devstack", "up", "--dir", str(d), "--relays", "3", "--peers", peers)
+    try:
+        assert up.returncode == 0, up.stderr
+        state = json.loads((d / "devstack.json").read_text())
+        cl = state["cluster"]
+        assert [n["name"] for n in cl["nodes"]] == ["relay-0", "relay-1", "relay-2"]
+        assert cl["placement"] == {
+            "alice@example.org": "relay-0",
+            "bob@example.org": "relay-1",
+            "carol@example.org": "relay-2",
+            "dave@example.org": "relay-0",
+        }
+        assert cl["nats"]["url"].startswith("nats://127.0.0.1:")
+        bench = run("bench", "--dir", str(d), "--sizes", "1024", "--count", "50",
+                    "--warmup", "5", "--no-floor", "--inflight", "1", "--json", "-q")  # fmt: skip
+        assert bench.returncode == 0, bench.stderr
+        assert json.loads(bench.stdout)["results"][0]["hotlink"]["count"] == 50
+        assert run("devstack", "stop", "relay-1", "--dir", str(d)).returncode == 0
+        st = run("devstack", "status", "--dir", str(d))
+        assert st.returncode != 0 and "relay-1" in st.stdout and "STOPPED" in st.stdout
+        start = run("devstack", "start", "relay-1", "--dir", str(d))
+        assert start.returncode == 0, start.stderr
+        st = run("devstack", "status", "--dir", str(d))
+        assert "STOPPED" not in st.stdout, st.stdout
+    finally:
+        down = run("devstack", "down", "--dir", str(d))
+    assert down.returncode == 0, down.stderr
+    assert "nats: stopped" in down.stdout, down.stdout

@@ -124,3 +124,19 @@ def test_router_serves_a_virtual_connection_like_a_local_one(tmp_path):
     assert [o.conn for o in r.handle(1, Envelope("", data))] == [vid]
     out = r.disconnect(vid)  # the remote node is gone: the sender learns it
     assert any(o.conn == 1 and o.msg.frm == B for o in out)
+
+
+def test_agent_takes_a_list_of_relay_urls():
+    from hotlink.agent.config import ConfigError, load_config
+    from hotlink.agent.link import WsLink
+
+    base = ["--email", A, "--token-file", "/t", "--root", "/r"]
+    cfg = load_config(["--server", "ws://a:1", "--server", "ws://b:2,ws://c:3/", *base], {})
+    assert cfg.servers == ("ws://a:1", "ws://b:2", "ws://c:3")
+    cfg = load_config(base, {"HOTLINK_SERVER": "ws://a:1, ws://b:2"})
+    assert cfg.servers == ("ws://a:1", "ws://b:2")
+    with pytest.raises(ConfigError, match="ws://"):
+        load_config(["--server", "ws://a:1,http://b", *base], {})
+    link = WsLink(cfg.servers, "tok", max_message=1 << 20)
+    assert link.urls == ["ws://a:1/api/v1/events", "ws://b:2/api/v1/events"]
+    assert link.url == link.urls[0]
