@@ -255,13 +255,18 @@ async def _rate_round(sessions: int, window: int, seconds: float, placement: str
                 r = await _rate_run(urls, secret, sessions, window, seconds, placement == "spread")
                 out[label] = round(r)
             finally:
-                for p in procs:
-                    p.terminate()
-                for p in procs:
-                    p.wait(10)
-                if nats is not None:
-                    nats.terminate()
-                    nats.wait(10)
+                for p in [*procs, nats]:
+                    if p is not None:
+                        p.terminate()
+                for p in [*procs, nats]:
+                    if p is None:
+                        continue
+                    try:
+                        p.wait(30)
+                    except subprocess.TimeoutExpired:
+                        print(f"pid {p.pid} ignored SIGTERM for 30 s: killed", file=sys.stderr)
+                        p.kill()
+                        p.wait()
     return out
 
 
