@@ -127,9 +127,30 @@ def _spawn_nodes(tmp: Path, n: int, nats_url: str | None) -> tuple[list[Any], li
     return procs, urls
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """utime + stime of processes, in seconds (/proc; 0 where unavailable)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 async def _rate_run(
-    urls: list[str], secret: bytes, sessions: int, window: int, seconds: float, spread: bool
-) -> float:
+    urls: list[str],
+    secret: bytes,
+    sessions: int,
+    window: int,
+    seconds: float,
+    spread: bool,
+    relay_pids: list[int],
+    nats_pid: int | None,
+) -> tuple[float, float, float]:
+    """(delivered msgs/s, relay CPU µs per msg, nats-server CPU µs per msg)"""
     hdr = {HDR_ENCODINGS: "msgpack"}
     payload = os.urandom(256)
     delivered = 0
@@ -197,16 +218,19 @@ async def _rate_run(
     await asyncio.sleep(1.0)  # warm-up
     counting.set()
     t0 = time.perf_counter()
+    cpu0 = _cpu_s(relay_pids), _cpu_s([nats_pid] if nats_pid else [])
     await asyncio.sleep(seconds)
     n = delivered
     elapsed = time.perf_counter() - t0
+    cpu1 = _cpu_s(relay_pids), _cpu_s([nats_pid] if nats_pid else [])
     stop.set()
     for t in tasks:
         t.cancel()
     for c in conns:
         with contextlib.suppress(Exception):
             await c.close()
-    return n / elapsed
+    per = 1e6 / max(n, 1)
+    return n / elapsed, (cpu1[0] - cpu0[0]) * per, (cpu1[1] - cpu0[1]) * per
 
 
 CONFIGS = (("1 node, no NATS", 1, False), ("1 node", 1, True), ("2 nodes", 2, True),
@@ -218,17 +242,31 @@ async def rate(
 ) -> dict[str, Any]:
     """Every configuration `rounds` times, interleaved (the machine's background load
     drifts: each configuration sees the same mix); the median is reported."""
-    runs: dict[str, list[int]] = {label: [] for label, _, _ in CONFIGS}
+    runs: dict[str, list[tuple[int, float, float]]] = {label: [] for label, _, _ in CONFIGS}
     for _ in range(rounds):
         one = await _rate_round(sessions, window, seconds, placement)
         for k, v in one.items():
             runs[k].append(v)
-    return {k: {"median": sorted(v)[len(v) // 2], "runs": v} for k, v in runs.items()}
+
+    def med(xs: list[Any]) -> Any:
+        return sorted(xs)[len(xs) // 2]
+
+    return {
+        k: {
+            "median_msgs_per_s": med([r[0] for r in v]),
+            "relay_cpu_us_per_msg": med([r[1] for r in v]),
+            "nats_cpu_us_per_msg": med([r[2] for r in v]),
+            "runs": [r[0] for r in v],
+        }
+        for k, v in runs.items()
+    }
 
 
-async def _rate_round(sessions: int, window: int, seconds: float, placement: str) -> dict[str, int]:
+async def _rate_round(
+    sessions: int, window: int, seconds: float, placement: str
+) -> dict[str, tuple[int, float, float]]:
     nats_bin = devstack_cluster.nats_binary()
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, float, float]] = {}
     for label, n, with_nats in CONFIGS:
         with tempfile.TemporaryDirectory(prefix="hlrate-", dir="/tmp") as tmp:
             t = Path(tmp)
@@ -252,8 +290,11 @@ async def _rate_round(sessions: int, window: int, seconds: float, placement: str
             procs, urls = _spawn_nodes(t, n, nats_url)
             try:
                 await asyncio.sleep(2.0 if n > 1 else 0.5)  # heartbeats: the nodes meet
-                r = await _rate_run(urls, secret, sessions, window, seconds, placement == "spread")
-                out[label] = round(r)
+                r, cpu, ncpu = await _rate_run(
+                    urls, secret, sessions, window, seconds, placement == "spread",
+                    [p.pid for p in procs], nats.pid if nats else None,
+                )  # fmt: skip
+                out[label] = (round(r), round(cpu, 1), round(ncpu, 1))
             finally:
                 for p in [*procs, nats]:
                     if p is not None:
@@ -303,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not args.json:
             for k, v in res.items():
-                print(f"{k:<16} {v['median']:>8} msgs/s (median; runs: {v['runs']})")
+                print(
+                    f"{k:<16} {v['median_msgs_per_s']:>7} msgs/s  relays "
+                    f"{v['relay_cpu_us_per_msg']:>5} µs CPU/msg  nats-server "
+                    f"{v['nats_cpu_us_per_msg']:>5} µs CPU/msg  (medians; runs: {v['runs']})"
+                )
     if args.json:
         print(json.dumps(res, indent=2))
     return 0
