@@ -9,6 +9,7 @@ nothing lost, duplicated or reordered.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,8 +182,29 @@ def test_node_kill_mid_stream(cluster_factory, agents, victim):
         report = flow.finish()
     tc.show(f"NODE KILL ({victim})", report)
     tc.assert_clean(report)
-    if victim == "sender-node":  # the session registry (JetStream KV) outlived node-0
-        c.relays[2].wait_for_log("session(s) were homed on lost node node-0")
+    if victim == "sender-node":
+        # the session registry (JetStream KV) outlived node-0: the session is recorded
+        # with its new home, the node alice reconnected to
+        sid = alice.session(PATH).session_id
+        wait_for(lambda: _registry_home(c, sid) == "node-1", 10, "registry: new home")
+
+
+def _registry_home(c: Cluster, sid: str) -> str:
+    import nats
+    from hotlink.relay.cluster.registry import BUCKET, key_of
+
+    async def get() -> str:
+        nc = await nats.connect(c.nats.url)
+        try:
+            kv = await nc.jetstream().key_value(BUCKET)
+            entry = await kv.get(key_of(sid))
+            return json.loads(entry.value)["home"]
+        except Exception as exc:
+            return f"? {exc}"
+        finally:
+            await nc.close()
+
+    return asyncio.run(get())
 
 
 def test_nats_restart_mid_stream(cluster_factory, agents):
@@ -218,14 +240,20 @@ def test_nats_restart_mid_stream(cluster_factory, agents):
     assert got == list(range(report["sent"]))
 
 
-def test_devstack_with_three_relays_and_bench(tmp_path):
+def test_devstack_with_three_relays_and_bench():
     """`hotlinkctl devstack up --relays 3`: nats-server + 3 nodes, peer i on node i mod 3
     (devstack.json), stop/start of one node, `hotlinkctl bench` across nodes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hlcl-ds-", dir="/tmp") as tmp:  # short socket paths
+        _devstack_run(Path(tmp) / "ds")
+
+
+def _devstack_run(d: Path) -> None:
     import json
     import subprocess
     import sys
 
-    d = tmp_path / "ds"
     ctl = [sys.executable, "-m", "hotlink.ctl.cli"]
 
     def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -52,6 +52,8 @@ _TO_HOME = (HotlinkAccept, HotlinkReject, HotlinkClose, HotlinkProgress)
 MAX_NATS_BUFFER = 64 << 20
 #: seconds a lost node's sessions stay in the registry for their senders to re-open
 ORPHAN_GRACE = 60.0
+#: seconds between writes of the session registry
+REGISTRY_INTERVAL = 1.0
 
 
 class Publisher:
@@ -246,6 +248,7 @@ class ClusterNode:
         await self._open_kv()
         self._announce()
         self._tasks.append(asyncio.create_task(self._ticker(), name="cluster-tick"))
+        self._tasks.append(asyncio.create_task(self._registry_sync(), name="cluster-kv"))
 
     async def _open_kv(self) -> None:
         try:
@@ -256,18 +259,27 @@ class ClusterNode:
             log.error("cluster: %s", self.kv_problem)
 
     async def _ticker(self) -> None:
-        n = 0
+        """Heartbeats and the dead-node check. Nothing here awaits NATS: a slow
+        JetStream must not delay heartbeats (the others would declare us dead)."""
         while True:
             await asyncio.sleep(self.heartbeat)
-            n += 1
             try:
                 if self.nc.is_connected:
                     self._publish_json(codec.hb_subject(), n=self.me, e=self.epoch)
                     self._apply(self.members.expire(time.monotonic()))
-                    if n % 2 == 0 and self.registry.kv is not None:
-                        await self.registry.sync()
             except Exception:
                 log.exception("cluster: internal error in the tick")
+
+    async def _registry_sync(self) -> None:
+        """The session registry, written once a second when something changed."""
+        while True:
+            await asyncio.sleep(REGISTRY_INTERVAL)
+            if self.registry.kv is None or not self.nc.is_connected:
+                continue
+            try:
+                await self.registry.sync()
+            except Exception as exc:  # NATS went away meanwhile: the next round retries
+                log.info("cluster: session registry sync failed: %s", exc)
 
     # ----------------------------------------------------------- NATS callbacks
 
