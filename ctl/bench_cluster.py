@@ -112,7 +112,7 @@ def _spawn_nodes(tmp: Path, n: int, nats_url: str | None) -> tuple[list[Any], li
     data = tmp / "data"
     for i in range(n):
         argv = [sys.executable, "-m", "hotlink.relay.cli", "serve", "--port", "0",
-                "--data", str(data), "--log-level", "WARNING", "--open-rate", "0",
+                "--data", str(data), "--log-level", "INFO", "--open-rate", "0",
                 "--max-sessions-per-user", "0"]  # fmt: skip
         if nats_url:
             argv += ["--nats", nats_url, "--node-id", f"relay-{i}"]
@@ -305,7 +305,15 @@ async def _rate_round(
                     try:
                         p.wait(30)
                     except subprocess.TimeoutExpired:
-                        print(f"pid {p.pid} ignored SIGTERM for 30 s: killed", file=sys.stderr)
+                        logs = "".join(
+                            f"--- {f.name}\n" + f.read_text(errors="replace")[-3000:]
+                            for f in t.glob("relay-*.log")
+                        )
+                        print(
+                            f"{label}: pid {p.pid} ({' '.join(map(str, p.args))[-80:]}) "
+                            f"ignored SIGTERM for 30 s: killed\n{logs}",
+                            file=sys.stderr,
+                        )
                         p.kill()
                         p.wait()
     return out

@@ -59,6 +59,7 @@ def test_session_moving_home_tells_the_old_readers_first():
     assert m.offer_from("n2", "s1", cid=3) == [3, 4]  # the sender re-opened on n2
     assert m.home_of("s1") == "n2" and m.offered["s1"] == {3}
     assert m.local_session("s1") == [3]  # ...and then here
+    assert m.local_session("never-offered", A, "p") == []
     assert m.home_of("s1") is None
     m.offer_from("n1", "s2", cid=5)
     m.ended_for("s2", 5)
@@ -140,3 +141,16 @@ def test_agent_takes_a_list_of_relay_urls():
     link = WsLink(cfg.servers, "tok", max_message=1 << 20)
     assert link.urls == ["ws://a:1/api/v1/events", "ws://b:2/api/v1/events"]
     assert link.url == link.urls[0]
+
+
+def test_a_reused_session_id_takes_over_nobody():
+    """Ids are checked per node: another user's session under a live session's id,
+    homed on another node, must not move the first session's readers."""
+    m = Membership("n0")
+    assert m.offer_from("n1", "s1", 3, A, f"{A}/_mpc/x") == []
+    assert m.offer_from("n2", "s1", 3, "mallory@x.org", "mallory@x.org/p") is None
+    assert m.home_of("s1") == "n1"
+    assert m.local_session("s1", "mallory@x.org", "mallory@x.org/p") is None
+    assert m.home_of("s1") == "n1"
+    assert m.offer_from("n2", "s1", 3, A, f"{A}/_mpc/x") == [3]  # the real sender moved
+    assert m.local_session("s1", A, f"{A}/_mpc/x") == [3]

@@ -67,6 +67,8 @@ class Membership:
         self._next_vid = first_vid
         #: sid -> home node, for sessions a remote home offered to local connections
         self.homes: dict[str, str] = {}
+        #: sid -> (sender, path) of those sessions: a session moves, its identity not
+        self.idents: dict[str, tuple[str, str]] = {}
         #: sid -> local connections that remote home offered it to
         self.offered: dict[str, set[int]] = {}
         #: local conn -> sids of remote homes it was offered (for its disconnect)
@@ -120,6 +122,7 @@ class Membership:
                 ch.orphaned.append((cid, sid))
                 self._unlink(cid, sid)
             del self.homes[sid]
+            self.idents.pop(sid, None)
 
     # ------------------------------------------------------------ connections
 
@@ -181,17 +184,25 @@ class Membership:
 
     # --------------------------------------------------- remote-homed sessions
 
-    def offer_from(self, home: str, sid: str, cid: int) -> list[int]:
-        """`home` offered session `sid` to local connection `cid`. Returns the local
-        connections to tell "sender gone" first: the session moved to a new home (its
-        sender reconnected elsewhere), and they must accept the new offer afresh."""
+    def offer_from(
+        self, home: str, sid: str, cid: int, sender: str = "", path: str = ""
+    ) -> list[int] | None:
+        """`home` offered session `sid` (of `sender`, at `path`) to local connection
+        `cid`. Returns the local connections to tell "sender gone" first: the session
+        moved to a new home (its sender reconnected elsewhere), and they must accept
+        the new offer afresh. None: another user's session under an id a live session
+        already has (each node checks ids only among its own sessions): the offer is
+        refused, so nobody can take over a session's readers by reusing its id."""
         moved: list[int] = []
         old = self.homes.get(sid)
         if old is not None and old != home:
+            if self.idents.get(sid, (sender, path)) != (sender, path):
+                return None
             moved = sorted(self.offered.pop(sid, ()))
             for c in moved:
                 self._unlink(c, sid)
         self.homes[sid] = home
+        self.idents[sid] = (sender, path)
         self.offered.setdefault(sid, set()).add(cid)
         self._by_local.setdefault(cid, set()).add(sid)
         return moved
@@ -211,6 +222,7 @@ class Membership:
         if not cids:
             del self.offered[sid]
             self.homes.pop(sid, None)
+            self.idents.pop(sid, None)
 
     def home_of(self, sid: str) -> str | None:
         return self.homes.get(sid)
@@ -223,11 +235,19 @@ class Membership:
                 if not cids:
                     del self.offered[sid]
                     self.homes.pop(sid, None)
+                    self.idents.pop(sid, None)
 
-    def local_session(self, sid: str) -> list[int]:
-        """`sid` is now homed here (its sender re-opened it on this node). Returns the
-        local connections a remote home had offered it to: they are told "sender
-        gone" so that they accept this node's offer afresh."""
+    def local_session(self, sid: str, sender: str = "", path: str = "") -> list[int] | None:
+        """`sender` opens `sid` at `path` on this node. If a remote home offered that
+        session here, it moves here (its sender reconnected to this node): returns the
+        local connections it was offered to, to be told "sender gone" so that they
+        accept this node's offer afresh. None: a live session of another sender (or
+        at another path) has that id; the open must be refused."""
+        if sid not in self.homes:
+            return []
+        if self.idents.get(sid, (sender, path)) != (sender, path):
+            return None
+        self.idents.pop(sid, None)
         if self.homes.pop(sid, None) is None:
             return []
         moved = sorted(self.offered.pop(sid, ()))

@@ -16,12 +16,13 @@ import contextlib
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hotlink.wire.envelope import Envelope, decode, decode_data_view, encode, encode_json
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import (
     REASON_SENDER_GONE,
+    REASON_SESSION_IN_USE,
     Ack,
     FileWrite,
     HotlinkAccept,
@@ -170,9 +171,17 @@ class ClusterNode:
                 log.info("session %s: %s for node %s dropped, NATS down", sid, typ.__name__, home)
             return True
         if typ is HotlinkOpen:
-            moved = self.members.local_session(msg.sid)  # type: ignore[attr-defined]
+            op = cast(HotlinkOpen, msg)
+            moved = self.members.local_session(op.sid, peer.user, op.path)
+            if moved is None:
+                log.warning(
+                    "%s: open of session id %r refused: another sender's", peer.user, op.sid
+                )
+                reject = HotlinkReject(op.sid, REASON_SESSION_IN_USE)
+                self.server._dispatch([Outgoing(peer.id, reject)])
+                return True
             if moved:
-                self._sender_gone(msg.sid, moved)  # type: ignore[attr-defined]
+                self._sender_gone(op.sid, moved)
             return False
         if typ is FileWrite and is_acl_path(msg.path):  # type: ignore[attr-defined]
             out = self.server.router.handle(peer.id, env)
@@ -397,9 +406,19 @@ class ClusterNode:
         m = env.msg
         typ = type(m)
         if typ is HotlinkOpen:
-            moved = self.members.offer_from(origin, m.sid, cid)  # type: ignore[attr-defined]
+            op = cast(HotlinkOpen, m)
+            moved = self.members.offer_from(origin, op.sid, cid, op.frm, op.path)
+            if moved is None:
+                log.warning(
+                    "cluster: offer of session id %r by node %s (%s) dropped: a live session "
+                    "of another sender has that id",
+                    op.sid,
+                    origin,
+                    op.frm,
+                )
+                return
             if moved:
-                self._sender_gone(m.sid, moved)  # type: ignore[attr-defined]
+                self._sender_gone(op.sid, moved)
         elif typ is HotlinkClose or typ is HotlinkReject:
             if not self.members.is_home(origin, m.sid):  # type: ignore[attr-defined]
                 return  # from a session's previous home: stale
