@@ -37,8 +37,9 @@ def free_port() -> int:
 class NatsServer:
     """nats-server on a fixed loopback port (kept across restarts), JetStream on."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, jetstream: bool = True) -> None:
         self.port = port or free_port()
+        self.jetstream = jetstream
         self.store = workdir / "nats-js"
         self.log_path = workdir / "nats-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -53,7 +54,8 @@ class NatsServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         try:
             self.proc = subprocess.Popen(
-                [NATS_BIN, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
+                [NATS_BIN, "-a", "127.0.0.1", "-p", str(self.port)]
+                + (["-js", "-sd", str(self.store)] if self.jetstream else []),
                 stdout=log,
                 stderr=log,
             )

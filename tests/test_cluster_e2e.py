@@ -288,3 +288,26 @@ def _devstack_run(d: Path) -> None:
         down = run("devstack", "down", "--dir", str(d))
     assert down.returncode == 0, down.stderr
     assert "nats: stopped" in down.stdout, down.stdout
+
+
+def test_without_jetstream_health_says_why(tmp_path):
+    """NATS without JetStream: the node routes but is degraded (no session registry)."""
+    from fixtures_cluster import NatsServer
+    from fixtures_relay import RelayProcess
+
+    nats = NatsServer(tmp_path, jetstream=False).start()
+    relay = RelayProcess(tmp_path / "data", extra_args=["--nats", nats.url, "--node-id", "solo"])
+    (tmp_path / "data").mkdir()
+    try:
+        relay.start()
+        relay.wait_for_log("JetStream KV unavailable")
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(relay.http_url + "/healthz", timeout=5)
+        assert err.value.code == 503
+        assert "JetStream" in err.value.read().decode()
+    finally:
+        relay.stop()
+        nats.stop()

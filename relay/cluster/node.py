@@ -312,6 +312,8 @@ class ClusterNode:
         self._reload_acls()
         log.info("cluster: NATS back; node %s re-announced (epoch %s)", self.me, self.epoch)
         self._announce()
+        if self.registry.kv is None:
+            await self._open_kv()
 
     async def _on_error(self, exc: Exception) -> None:
         log.info("cluster: NATS: %s", exc)
