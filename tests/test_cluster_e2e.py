@@ -80,31 +80,45 @@ def test_cross_node_2000_frames_in_order(cluster_factory, agents):
         assert c.health(i) == (200, "ok\n")
 
 
-def test_token_of_one_node_accepted_by_another(cluster_factory, agents, tmp_path):
-    """Nodes share the data dir: a token minted with node-1's CLI opens node-0."""
+def test_token_of_one_node_accepted_by_another(cluster_factory):
+    """One token (minted by `hotlink-relay token` on the shared data dir) opens every
+    node; a token signed with another secret is refused by every node."""
     import subprocess
     import sys
 
+    from hotlink.relay.auth import mint_token
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
     c = cluster_factory(2)
-    out = subprocess.run(
+    token = subprocess.run(
         [sys.executable, "-m", "hotlink.relay.cli", "token", B, "--data", str(c.data)],
         capture_output=True,
         text=True,
         check=True,
-    )
-    token_file = tmp_path / "bob.token"
-    token_file.write_text(out.stdout)
-    token_file.chmod(0o600)
-    bob = agents(B, c.via(0))  # its token file is written by the fixture: replace it
-    bob.stop()
-    bob.token_file.write_text(out.stdout)
-    bob.start()
-    assert bob.status().link_state == pb.LINK_STATE_UP
+    ).stdout.strip()
+    forged = mint_token(b"x" * 32, B)
+
+    async def run() -> None:
+        for r in c.relays:
+            async with connect(r.events_url, additional_headers=_auth(token)) as ws:
+                assert "ok" in str(await ws.recv())
+            with pytest.raises(InvalidStatus) as err:
+                async with connect(r.events_url, additional_headers=_auth(forged)):
+                    pass
+            assert err.value.response.status_code == 401
+
+    asyncio.run(run())
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "X-Syft-WS-Encodings": "json"}
 
 
 def test_acl_reject_across_nodes(cluster_factory, agents):
-    """bob (node-1) may not read alice's folder: node-1 refuses his accept, alice
-    (node-0) never sees him; carol (node-1, allowed) gets the frames."""
+    """bob (node-1) may not read alice's folder: the session's home (node-0) never
+    offers it to him, alice never sees him as a reader; carol (node-1, allowed) is
+    offered it across nodes and gets the frames."""
     c = cluster_factory(2)
     alice = agents(A, c.via(0), acl_read=[C])
     bob = agents(B, c.via(1))
