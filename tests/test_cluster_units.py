@@ -34,6 +34,7 @@ def test_conn_up_down_and_snapshot_reconcile():
 def test_new_epoch_drops_the_old_instance():
     m = Membership("n0")
     m.conn_up("n1", "e1", 7, B, now=0.0)
+    assert m.remote("n1", 7, "e1") is not None and m.remote("n1", 7, "e0") is None
     ch = m.heartbeat("n1", "e2", now=1.0)
     assert [r.cid for r in ch.removed] == [7] and ch.lost == ["n1"] and ch.joined == ["n1"]
     assert m.nodes["n1"].conns == {}
@@ -79,10 +80,11 @@ def test_forget_all_on_nats_loss():
 
 
 def test_routed_payload_roundtrip_and_errors():
-    head = codec.routed_head(b"node-1", 300, False)
-    assert codec.parse_routed(head + b"SB\x01\x01x") == ("node-1", 300, b"SB\x01\x01x")
-    head = codec.routed_head(b"n", 1, True)
-    assert codec.parse_routed(head + b'{"a":1}') == ("n", 1, '{"a":1}')
+    head = codec.routed_head(b"node-1", b"ab12.3", 300, False)
+    msg = b"SB\x01\x01x"
+    assert codec.parse_routed(head + msg) == ("node-1", "ab12.3", 300, msg)
+    head = codec.routed_head(b"n", b"e", 1, True)
+    assert codec.parse_routed(head + b'{"a":1}') == ("n", "e", 1, '{"a":1}')
     with pytest.raises(ProtocolError):
         codec.parse_routed(b"\x09ab")
     with pytest.raises(ProtocolError):

@@ -10,9 +10,13 @@ Subjects (all under `PREFIX`, default `hotlink`):
 - `hotlink.in.<node>`      a message of an agent on another node, for the session's
                            home node (accept, reject, close, progress)
 
-The two routed subjects carry one binary payload: `len(origin) | origin | cid (4
-bytes, big-endian) | kind (0 binary, 1 text) | the WebSocket message as it is`, so a
-data frame crosses the cluster without being re-encoded.
+The two routed subjects carry one binary payload: `len(origin) | origin | len(epoch) |
+epoch | cid (4 bytes, big-endian) | kind (0 binary, 1 text) | the WebSocket message as
+it is`, so a data frame crosses the cluster without being re-encoded. The epoch names
+the node instance the connection id belongs to (on `to.`: the target's, as the sender
+knows it; on `in.`: the origin's own): connection ids restart with a node, so a
+message for or from a previous instance is dropped, never given to a new connection
+that happens to have the same id.
 """
 
 from __future__ import annotations
@@ -51,24 +55,34 @@ def in_subject(node: str) -> str:
     return f"{PREFIX}.in.{node}"
 
 
-def routed_head(origin: bytes, cid: int, text: bool) -> bytes:
+def routed_head(origin: bytes, epoch: bytes, cid: int, text: bool) -> bytes:
     """Everything of a routed payload before the message itself."""
-    return bytes((len(origin),)) + origin + cid.to_bytes(4, "big") + (b"\x01" if text else b"\x00")
+    return (
+        bytes((len(origin),))
+        + origin
+        + bytes((len(epoch),))
+        + epoch
+        + cid.to_bytes(4, "big")
+        + (b"\x01" if text else b"\x00")
+    )
 
 
-def parse_routed(payload: bytes) -> tuple[str, int, bytes | str]:
-    """(origin node, connection id, message) of a routed payload."""
+def parse_routed(payload: bytes) -> tuple[str, str, int, bytes | str]:
+    """(origin node, epoch, connection id, message) of a routed payload."""
     try:
         n = payload[0]
         origin = payload[1 : 1 + n].decode()
-        cid = int.from_bytes(payload[1 + n : 5 + n], "big")
-        kind = payload[5 + n]
-        body = payload[6 + n :]
+        e = payload[1 + n]
+        epoch = payload[2 + n : 2 + n + e].decode()
+        at = 2 + n + e
+        cid = int.from_bytes(payload[at : at + 4], "big")
+        kind = payload[at + 4]
+        body = payload[at + 5 :]
     except (IndexError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"bad routed payload: {exc}") from None
     if kind == KIND_TEXT:
-        return origin, cid, body.decode()
-    return origin, cid, body
+        return origin, epoch, cid, body.decode()
+    return origin, epoch, cid, body
 
 
 def pack_json(**fields: Any) -> bytes:

@@ -178,9 +178,12 @@ class Membership:
         self.by_vid[rc.vid] = rc
         return rc
 
-    def remote(self, node: str, cid: int) -> RemoteConn | None:
+    def remote(self, node: str, cid: int, epoch: str | None = None) -> RemoteConn | None:
+        """The remote connection `cid` of `node` (of its instance `epoch`, if given)."""
         info = self.nodes.get(node)
-        return None if info is None else info.conns.get(cid)
+        if info is None or (epoch is not None and info.epoch != epoch):
+            return None
+        return info.conns.get(cid)
 
     # --------------------------------------------------- remote-homed sessions
 

@@ -95,14 +95,16 @@ class RemotePeer:
 
     __slots__ = ("_head", "_pub", "_subject", "bad_frames", "encoding", "id", "user")
 
-    def __init__(self, vid: int, user: str, node: str, cid: int, me: str, pub: Publisher) -> None:
+    def __init__(
+        self, vid: int, user: str, node: str, epoch: str, cid: int, me: str, pub: Publisher
+    ) -> None:
         self.id = vid
         self.user = user
         self.encoding = "msgpack"  # between nodes: the compact encoding, never re-encoded
         self.bad_frames = 0
         self._pub = pub
         self._subject = codec.to_subject(node).encode()
-        self._head = codec.routed_head(me.encode(), cid, False)
+        self._head = codec.routed_head(me.encode(), epoch.encode(), cid, False)
 
     def push(self, data: bytes | str) -> None:
         if type(data) is str:  # not produced for msgpack peers; kept total
@@ -137,7 +139,6 @@ class ClusterNode:
         self.kv_problem = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self._in_head = codec.routed_head(node_id.encode(), 0, False)[: 1 + len(node_id)]
 
     # ------------------------------------------------------------- server hooks
 
@@ -166,7 +167,7 @@ class ClusterNode:
             if home is None:
                 return False
             body = encode(msg, env.id, env.traceparent)
-            head = self._in_head + peer.id.to_bytes(4, "big") + b"\x00"
+            head = codec.routed_head(self.me.encode(), self.epoch.encode(), peer.id, False)
             if not self.pub.send(codec.in_subject(home).encode(), head, body):
                 log.info("session %s: %s for node %s dropped, NATS down", sid, typ.__name__, home)
             return True
@@ -385,10 +386,12 @@ class ClusterNode:
     def _on_to(self, data: bytes) -> None:
         """A relay message from a session's home for one of our agents."""
         try:
-            origin, cid, frame = codec.parse_routed(data)
+            origin, epoch, cid, frame = codec.parse_routed(data)
         except ProtocolError as exc:
             log.warning("cluster: %s", exc)
             return
+        if epoch != self.epoch:
+            return  # for a connection of this node's previous epoch: that leg is gone
         peer = self.server.peers.get(cid)
         if peer is None or type(peer) is RemotePeer:
             return  # that agent left meanwhile
@@ -434,12 +437,12 @@ class ClusterNode:
     def _on_in(self, data: bytes) -> None:
         """A control message of an agent on another node, for a session homed here."""
         try:
-            origin, cid, frame = codec.parse_routed(data)
+            origin, epoch, cid, frame = codec.parse_routed(data)
             env = decode(frame, self.server.max_message)
         except ProtocolError as exc:
             log.warning("cluster: %s", exc)
             return
-        rc = self.members.remote(origin, cid)
+        rc = self.members.remote(origin, cid, epoch)
         if rc is None:
             what = type(env.msg).__name__
             log.info("cluster: %s from unknown conn %s/%d dropped", what, origin, cid)
@@ -457,8 +460,9 @@ class ClusterNode:
             out += router.disconnect(rc.vid)
         for rc in ch.added:
             server.peers[rc.vid] = RemotePeer(  # type: ignore[assignment]
-                rc.vid, rc.user, rc.node, rc.cid, self.me, self.pub
-            )
+                rc.vid, rc.user, rc.node, self.members.nodes[rc.node].epoch, rc.cid, self.me,
+                self.pub,
+            )  # fmt: skip
             out += [o for o in router.connect(rc.vid, rc.user) if type(o.msg) is not System]
         by_sid: dict[str, list[int]] = {}
         for cid, sid in ch.orphaned:
