@@ -325,3 +325,34 @@ def test_without_jetstream_health_says_why(tmp_path):
     finally:
         relay.stop()
         nats.stop()
+
+
+@pytest.mark.slow
+def test_cluster_chaos_repeated_node_kills(cluster_factory, agents):
+    """Slow: 6 cycles of kill -9 of two of the three nodes (in rotation) and their
+    restart while a stream flows; then exactly once, in order.
+
+        .venv/bin/python -m pytest -q -m slow tests/test_cluster_e2e.py
+    """
+    c = cluster_factory(3)
+    alice = agents(A, c.via(0))
+    bob = agents(B, c.via(1))
+    flow = tc.Flow(alice, bob, 300, 64).start()
+    try:
+        for k in range(6):
+            n = len(flow.got.idx)
+            wait_for(lambda n=n: len(flow.got.idx) > n + 200, 30, f"frames before kill {k}")
+            # two of the three nodes die: whoever was on them moves to the third
+            victims = [c.relays[k % 3], c.relays[(k + 1) % 3]]
+            for v in victims:
+                v.kill()
+            time.sleep(1.0)
+            for v in victims:
+                v.start()
+            c.wait_joined()
+        n = len(flow.got.idx)
+        wait_for(lambda: len(flow.got.idx) > n + 300, 30, "frames after the last kill")
+    finally:
+        report = flow.finish()
+    tc.show("CLUSTER CHAOS", report)
+    tc.assert_clean(report)
