@@ -24,7 +24,7 @@ def test_conn_up_down_and_snapshot_reconcile():
     assert (rc.node, rc.cid, rc.user, rc.vid) == ("n1", 7, B, FIRST_VID)
     assert m.conn_up("n1", "e1", 7, B, now=0.0).added == []  # idempotent
     # a snapshot without 7 but with 8 removes 7 and adds 8
-    ch = m.snapshot("n1", "e1", [(8, A)], now=1.0)
+    ch = m.snapshot("n1", "e1", [(8, A, frozenset())], now=1.0)
     assert [r.cid for r in ch.removed] == [7] and [r.cid for r in ch.added] == [8]
     assert m.conn_down("n1", "e1", 8).removed[0].user == A
     assert m.by_vid == {}

@@ -3,6 +3,12 @@
 Optional: `hotlink-relay serve --nats URL` attaches a `ClusterNode` to the server;
 without it nothing of this package is imported and the relay's data path is the
 single-node one. Design: docs/design.md "Relay cluster".
+
+Modules:
+- `membership` who is connected where; virtual connections, node loss (sans-I/O)
+- `codec`      subjects and inter-node payloads (sans-I/O)
+- `registry`   the session registry in JetStream KV
+- `node`       `ClusterNode`, the asyncio/NATS adapter and its server hooks
 """
 
 from __future__ import annotations

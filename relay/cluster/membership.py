@@ -32,6 +32,8 @@ class RemoteConn:
     cid: int
     user: str
     vid: int
+    #: protocol extensions the agent announced to its node (`hotlink.wire.extensions`)
+    ext: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True, eq=False)
@@ -126,13 +128,21 @@ class Membership:
 
     # ------------------------------------------------------------ connections
 
-    def conn_up(self, node: str, epoch: str, cid: int, user: str, now: float) -> Changes:
+    def conn_up(
+        self,
+        node: str,
+        epoch: str,
+        cid: int,
+        user: str,
+        now: float,
+        ext: frozenset[str] = frozenset(),
+    ) -> Changes:
         ch = Changes()
         if node == self.me:
             return ch
         info = self._node(node, epoch, now, ch)
         if cid not in info.conns:
-            ch.added.append(self._add(info, cid, user))
+            ch.added.append(self._add(info, cid, user, ext))
         return ch
 
     def conn_down(self, node: str, epoch: str, cid: int) -> Changes:
@@ -147,20 +157,24 @@ class Membership:
         return ch
 
     def snapshot(
-        self, node: str, epoch: str, conns: Iterable[tuple[int, str]], now: float
+        self,
+        node: str,
+        epoch: str,
+        conns: Iterable[tuple[int, str, frozenset[str]]],
+        now: float,
     ) -> Changes:
-        """A node's full connection list: reconcile (idempotent)."""
+        """A node's full connection list (id, user, extensions): reconcile (idempotent)."""
         ch = Changes()
         if node == self.me:
             return ch
         info = self._node(node, epoch, now, ch)
         info.seen = now
-        want = dict(conns)
+        want = {cid: (user, ext) for cid, user, ext in conns}
         for cid in [c for c in info.conns if c not in want]:
             rc = info.conns.pop(cid)
             self.by_vid.pop(rc.vid, None)
             ch.removed.append(rc)
-        for cid, user in want.items():
+        for cid, (user, ext) in want.items():
             rc = info.conns.get(cid)
             if rc is not None and rc.user != user:  # a recycled id: a new connection
                 info.conns.pop(cid)
@@ -168,11 +182,11 @@ class Membership:
                 ch.removed.append(rc)
                 rc = None
             if rc is None:
-                ch.added.append(self._add(info, cid, user))
+                ch.added.append(self._add(info, cid, user, ext))
         return ch
 
-    def _add(self, info: NodeInfo, cid: int, user: str) -> RemoteConn:
-        rc = RemoteConn(info.name, cid, user, self._next_vid)
+    def _add(self, info: NodeInfo, cid: int, user: str, ext: frozenset[str]) -> RemoteConn:
+        rc = RemoteConn(info.name, cid, user, self._next_vid, ext)
         self._next_vid += 1
         info.conns[cid] = rc
         self.by_vid[rc.vid] = rc

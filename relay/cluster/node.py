@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hotlink.wire.envelope import Envelope, decode, decode_data_view, encode, encode_json
 from hotlink.wire.errors import ProtocolError
+from hotlink.wire.extensions import ALL
 from hotlink.wire.messages import (
     REASON_SENDER_GONE,
     REASON_SESSION_IN_USE,
@@ -93,13 +94,23 @@ class RemotePeer:
     Duck-types `server.Peer` where the server uses it (`push`, `id`, `user`,
     `encoding`)."""
 
-    __slots__ = ("_head", "_pub", "_subject", "bad_frames", "encoding", "id", "user")
+    __slots__ = ("_head", "_pub", "_subject", "bad_frames", "encoding", "ext", "id", "user")
 
     def __init__(
-        self, vid: int, user: str, node: str, epoch: str, cid: int, me: str, pub: Publisher
+        self,
+        vid: int,
+        user: str,
+        node: str,
+        epoch: str,
+        cid: int,
+        me: str,
+        pub: Publisher,
+        ext: frozenset[str] = ALL,
     ) -> None:
         self.id = vid
         self.user = user
+        #: what the agent announced to its node: the home encodes for it accordingly
+        self.ext = ext
         self.encoding = "msgpack"  # between nodes: the compact encoding, never re-encoded
         self.bad_frames = 0
         self._pub = pub
@@ -146,8 +157,8 @@ class ClusterNode:
         """Why this node cannot serve cross-node sessions now ('' when healthy)."""
         return self.problem or self.kv_problem
 
-    def local_up(self, cid: int, user: str) -> None:
-        self._publish_json(codec.conn_subject(self.me), op="up", c=cid, u=user)
+    def local_up(self, cid: int, user: str, ext: frozenset[str] = ALL) -> None:
+        self._publish_json(codec.conn_subject(self.me), op="up", c=cid, u=user, x=sorted(ext))
 
     def local_down(self, cid: int) -> None:
         self.members.local_gone(cid)
@@ -324,7 +335,11 @@ class ClusterNode:
         self._publish_snapshot()
 
     def _publish_snapshot(self) -> None:
-        conns = [[p.id, p.user] for p in self.server.peers.values() if type(p) is not RemotePeer]
+        conns = [
+            [p.id, p.user, sorted(p.ext)]
+            for p in self.server.peers.values()
+            if type(p) is not RemotePeer
+        ]
         self._publish_json(codec.conn_subject(self.me), op="snap", cs=conns)
 
     def _publish_json(self, subject: str, **fields: Any) -> None:
@@ -344,11 +359,14 @@ class ClusterNode:
         node, epoch, op = str(j["n"]), str(j["e"]), j.get("op")
         now = time.monotonic()
         if op == "up":
-            self._apply(self.members.conn_up(node, epoch, int(j["c"]), str(j["u"]), now))
+            ext = _ext(j.get("x"))
+            self._apply(self.members.conn_up(node, epoch, int(j["c"]), str(j["u"]), now, ext))
         elif op == "down":
             self._apply(self.members.conn_down(node, epoch, int(j["c"])))
         elif op == "snap":
-            conns = [(int(c), str(u)) for c, u in j.get("cs", [])]
+            conns = [
+                (int(c[0]), str(c[1]), _ext(c[2] if len(c) > 2 else None)) for c in j.get("cs", [])
+            ]
             self._apply(self.members.snapshot(node, epoch, conns, now))
 
     async def _on_ctl(self, msg: Any) -> None:
@@ -461,9 +479,10 @@ class ClusterNode:
         for rc in ch.added:
             server.peers[rc.vid] = RemotePeer(  # type: ignore[assignment]
                 rc.vid, rc.user, rc.node, self.members.nodes[rc.node].epoch, rc.cid, self.me,
-                self.pub,
+                self.pub, rc.ext,
             )  # fmt: skip
-            out += [o for o in router.connect(rc.vid, rc.user) if type(o.msg) is not System]
+            greet = router.connect(rc.vid, rc.user, rc.ext)
+            out += [o for o in greet if type(o.msg) is not System]
         by_sid: dict[str, list[int]] = {}
         for cid, sid in ch.orphaned:
             by_sid.setdefault(sid, []).append(cid)
@@ -512,6 +531,14 @@ class ClusterNode:
         """ACL writes on other nodes during an outage were not announced: re-read."""
         self.server.acl.reload(self.server.store.root)
         self.server._dispatch(self.server.router.recheck_all())
+
+
+def _ext(raw: Any) -> frozenset[str]:
+    """Extensions from a conn announcement (absent: all, as an agent of this version)."""
+    if raw is None:
+        return ALL
+    ext = frozenset(str(x) for x in raw)
+    return ALL if ext == ALL else ext
 
 
 def _direct_client() -> Any:
