@@ -107,8 +107,12 @@ async def _nats_channel(url: str) -> bench.Channel:
 # --------------------------------------------------------------------------- rate
 
 
-def _spawn_nodes(tmp: Path, n: int, nats_url: str | None) -> tuple[list[Any], list[str]]:
-    procs, urls = [], []
+def _spawn_nodes(
+    tmp: Path, n: int, nats_url: str | None, procs: list[Any]
+) -> tuple[list[Any], list[str]]:
+    """Start `n` relay nodes; each goes into `procs` as soon as it runs (the caller
+    stops them even when a later one fails to start)."""
+    urls: list[str] = []
     data = tmp / "data"
     for i in range(n):
         argv = [sys.executable, "-m", "hotlink.relay.cli", "serve", "--port", "0",
@@ -119,10 +123,10 @@ def _spawn_nodes(tmp: Path, n: int, nats_url: str | None) -> tuple[list[Any], li
         log = open(tmp / f"relay-{i}.log", "ab")  # noqa: SIM115 - owned by the child
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
         log.close()
+        procs.append(p)
         line = p.stdout.readline() if p.stdout else ""
         if "listening on" not in line:
             raise RuntimeError(f"relay {i} did not start: {line!r}")
-        procs.append(p)
         urls.append(line.rsplit(" ", 1)[1].strip())
     return procs, urls
 
@@ -278,17 +282,18 @@ async def _rate_round(
             secret = load_or_create_secret(t / "data")
             nats = None
             nats_url = None
-            if with_nats:
-                port = devstack_cluster._free_port()
-                nats_url = f"nats://127.0.0.1:{port}"
-                nats = subprocess.Popen(
-                    devstack_cluster._nats_argv(nats_bin, port, str(t / "js")),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                await devstack_cluster._wait_port(port, nats.pid, t / "nats.log", 15)
-            procs, urls = _spawn_nodes(t, n, nats_url)
+            procs: list[Any] = []
             try:
+                if with_nats:
+                    port = devstack_cluster._free_port()
+                    nats_url = f"nats://127.0.0.1:{port}"
+                    nats = subprocess.Popen(
+                        devstack_cluster._nats_argv(nats_bin, port, str(t / "js")),
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    await devstack_cluster._wait_port(port, nats.pid, t / "nats.log", 15)
+                procs, urls = _spawn_nodes(t, n, nats_url, procs)
                 await asyncio.sleep(2.0 if n > 1 else 0.5)  # heartbeats: the nodes meet
                 r, cpu, ncpu = await _rate_run(
                     urls, secret, sessions, window, seconds, placement == "spread",
