@@ -17,7 +17,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from hotlink.common.websocket import DirectMessages
@@ -92,7 +92,7 @@ class WsLink(Transport):
 
     def __init__(
         self,
-        server: str,
+        server: str | Sequence[str],
         token: str,
         *,
         max_message: int,
@@ -101,7 +101,11 @@ class WsLink(Transport):
         write_limit: int = 1 << 20,
         open_timeout: float = 10.0,
     ) -> None:
-        self.url = events_url(server)
+        #: the relay URLs (several: nodes of a relay cluster), tried in order; a
+        #: failed attempt moves to the next one, a link that was up retries its own first
+        self.urls = [events_url(u) for u in ([server] if isinstance(server, str) else server)]
+        self._at = 0
+        self.url = self.urls[0]
         self._token = token
         self.max_message = max_message
         self.backoff = Backoff(backoff_initial, backoff_max)
@@ -200,8 +204,15 @@ class WsLink(Transport):
                 self.last_error = _describe(exc)
                 self._set_state(LinkState.DOWN)
                 delay = self.backoff.next_delay()
+                failed = self.url
+                self._at = (self._at + 1) % len(self.urls)
+                self.url = self.urls[self._at]
                 log.warning(
-                    "relay %s unreachable (%s); retry in %.2fs", self.url, self.last_error, delay
+                    "relay %s unreachable (%s); retry %s in %.2fs",
+                    failed,
+                    self.last_error,
+                    self.url,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 continue

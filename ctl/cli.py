@@ -20,7 +20,7 @@ from hotlink.common.loop import run_main
 from hotlink.v1 import agent_pb2 as pb
 
 from . import bench as bench_mod
-from . import devstack, output
+from . import devstack, devstack_cluster, output
 from . import trace as trace_mod
 from .agent_client import AgentClient, default_control_socket
 from .errors import (
@@ -337,6 +337,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_devstack(args: argparse.Namespace) -> int:
+    devstack.CLUSTER = devstack_cluster  # --relays N (it registers on import as well)
     action = args.action or "demo"
     if action == "up":
         state = _run(
@@ -347,6 +348,7 @@ def cmd_devstack(args: argparse.Namespace) -> int:
                 log_level=args.log_level or "",
                 otel=args.otel,
                 otel_ratio=args.otel_sampler_arg,
+                relays=args.relays,
             )
         )
         if args.json:
@@ -379,7 +381,7 @@ def cmd_devstack(args: argparse.Namespace) -> int:
     if action == "status":
         rows = _run(devstack.status(args.dir))
         healthy = all(r.running for r in rows) and all(
-            "link UP" in r.detail for r in rows if r.name != "relay"
+            "link UP" in r.detail for r in rows if "@" in r.name
         )
         if args.json:
             output.dump_json(
@@ -403,13 +405,18 @@ def _state_dict(state: devstack.DevstackState) -> dict[str, Any]:
 
 
 def _up_text(state: devstack.DevstackState) -> str:
-    assert state.relay is not None
-    lines = [
-        f"devstack up in {state.dir}",
-        f"relay   {state.relay.url}  (pid {state.relay.pid}, log {state.relay.log_file})",
-    ]
+    lines = [f"devstack up in {state.dir}"]
+    if state.relay is not None:
+        r = state.relay
+        lines.append(f"relay   {r.url}  (pid {r.pid}, log {r.log_file})")
+    if state.cluster is not None:
+        c = state.cluster
+        lines.append(f"nats    {c['nats']['url']}  (pid {c['nats']['pid']})")
+        for n in c["nodes"]:
+            lines.append(f"{n['name']}  {n['url']}  (pid {n['pid']}, log {n['log_file']})")
     for p in state.peers:
-        lines.append(f"{p.email:<24} pid {p.pid}, control {p.control}, log {p.log_file}")
+        node = f", on {state.cluster['placement'][p.email]}" if state.cluster else ""
+        lines.append(f"{p.email:<24} pid {p.pid}, control {p.control}, log {p.log_file}{node}")
     a, b = state.peers[0], state.peers[1]
     lines += [
         "",
@@ -420,7 +427,7 @@ def _up_text(state: devstack.DevstackState) -> str:
         f"  echo hello | hotlinkctl --root {a.root} send _mpc/0_to_1 -",
         f"stop it with: hotlinkctl devstack down --dir {state.dir}",
     ]
-    if "--otel-endpoint" in state.relay.args:
+    if state.relay is not None and "--otel-endpoint" in state.relay.args:
         ep = state.relay.args[state.relay.args.index("--otel-endpoint") + 1]
         lines.insert(
             2 + len(state.peers),
@@ -616,7 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"devstack directory (default {default_dir}; env HOTLINK_DEVSTACK)",
         )
         if name in ("stop", "start"):
-            q.add_argument("name", metavar="NAME", help="a peer's email, or relay")
+            q.add_argument(
+                "name",
+                metavar="NAME",
+                help="a peer's email, or relay; with --relays: relay-N or nats",
+            )
         if name == "start":
             q.add_argument(
                 "--timeout",
@@ -641,6 +652,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
             q.add_argument("--log-level", metavar="LEVEL", help="relay/agent log level")
             q.add_argument(
+                "--relays",
+                type=int,
+                default=1,
+                metavar="N",
+                help="N >= 2: a relay cluster: nats-server (from PATH) and N relay nodes "
+                "relay-0.. sharing one data dir; peer i connects to node i mod N first "
+                "(recorded in devstack.json); default 1: one relay, no NATS",
+            )
+            q.add_argument(
                 "--otel",
                 nargs="?",
                 const=devstack.DEFAULT_OTEL_ENDPOINT,
@@ -658,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="with --otel: share of messages traced (default 1: every message; "
                 "the processes' own default is 0.01)",
             )
-    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None)
+    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None, relays=1)
 
     p = add(
         "bench",
