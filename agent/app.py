@@ -87,7 +87,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         log.info("removed %d stale endpoint files of a previous run", len(stale))
 
     link = WsLink(
-        cfg.server,
+        cfg.servers,
         token,
         max_message=cfg.max_message,
         backoff_initial=cfg.backoff_initial,

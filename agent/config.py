@@ -74,6 +74,11 @@ class AgentConfig:
     #: `tracing_options`); OTEL_* variables apply below them
     tracing: TracingOptions = field(default_factory=TracingOptions)
 
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """The relay URLs, in the order they are tried."""
+        return tuple(self.server.split(","))
+
 
 @dataclass(frozen=True, slots=True)
 class Option:
@@ -137,10 +142,16 @@ def _hostport(v: Any) -> str:
 
 
 def _server(v: Any) -> str:
-    s = str(v)
-    if not s.startswith(("ws://", "wss://")):
-        raise ValueError(f"expected a ws:// or wss:// URL, got {s!r}")
-    return s.rstrip("/")
+    """One relay URL or several (a list, repeated flags, or comma-separated: the nodes
+    of a relay cluster, tried in order); kept as one comma-separated string."""
+    items = v if isinstance(v, list | tuple) else [v]
+    urls = [u.strip() for item in items for u in str(item).split(",") if u.strip()]
+    if not urls:
+        raise ValueError("expected a ws:// or wss:// URL, got nothing")
+    for s in urls:
+        if not s.startswith(("ws://", "wss://")):
+            raise ValueError(f"expected a ws:// or wss:// URL, got {s!r}")
+    return ",".join(u.rstrip("/") for u in urls)
 
 
 def _level(v: Any) -> str:
@@ -155,7 +166,15 @@ def _path(v: Any) -> Path:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("server", _server, "relay URL, e.g. ws://127.0.0.1:8080", True, "URL"),
+    Option(
+        "server",
+        _server,
+        "relay URL, e.g. ws://127.0.0.1:8080; for a relay cluster repeat the flag or "
+        "separate URLs by commas: tried in order, each failed attempt moves to the next "
+        "with the reconnect backoff",
+        True,
+        "URL",
+    ),
     Option("email", validate_email, "this peer's email (its datasite owner name)", True, "EMAIL"),
     Option("token_file", _path, "file holding the relay bearer token", True, "FILE"),
     Option("root", _path, "peer root; DIR/datasites/<email>/... is the local tree", True, "DIR"),
@@ -265,6 +284,10 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+#: options whose flag may be given more than once (the values are collected)
+_REPEATABLE = frozenset({"server"})
+
+
 def env_name(name: str) -> str:
     return "HOTLINK_" + name.upper()
 
@@ -305,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
             flag,
             dest=opt.name,
             metavar=opt.metavar or opt.name.upper(),
+            action="append" if opt.name in _REPEATABLE else "store",
             default=argparse.SUPPRESS,
             help=f"{opt.help} (env {env_name(opt.name)}){req}",
         )

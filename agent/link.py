@@ -17,7 +17,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from hotlink.common.websocket import DirectMessages
@@ -130,7 +130,7 @@ class WsLink(Transport):
 
     def __init__(
         self,
-        server: str,
+        server: str | Sequence[str],
         token: str,
         *,
         max_message: int,
@@ -141,7 +141,11 @@ class WsLink(Transport):
         expect_user: str = "",
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
-        self.url = events_url(server)
+        #: the relay URLs (several: nodes of a relay cluster), tried in order; a
+        #: failed attempt moves to the next one, a link that was up retries its own first
+        self.urls = [events_url(u) for u in ([server] if isinstance(server, str) else server)]
+        self._at = 0
+        self.url = self.urls[0]
         #: the --email: the relay must authenticate the token as this user
         self.expect_user = expect_user
         #: the user the relay says the token is for (learnt at each connect)
@@ -261,8 +265,15 @@ class WsLink(Transport):
                     continue
                 self.last_error = _describe(exc)
                 delay = retry_delay(exc, self.backoff)
+                failed = self.url
+                self._at = (self._at + 1) % len(self.urls)
+                self.url = self.urls[self._at]
                 log.warning(
-                    "relay %s unreachable (%s); retry in %.2fs", self.url, self.last_error, delay
+                    "relay %s unreachable (%s); retry %s in %.2fs",
+                    failed,
+                    self.last_error,
+                    self.url,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 continue

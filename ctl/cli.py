@@ -18,7 +18,7 @@ from typing import Any
 from hotlink.common.version import version_line
 
 from . import bench as bench_mod
-from . import devstack, output
+from . import devstack, devstack_cluster, output
 from . import trace as trace_mod
 from .commands import acl as acl_cmds
 from .commands import sessions as session_cmds
@@ -44,6 +44,7 @@ quick start:
 
 
 def cmd_devstack(args: argparse.Namespace) -> int:
+    devstack.CLUSTER = devstack_cluster  # --relays N (it registers on import as well)
     action = args.action or "demo"
     if action == "up":
         state = _run(
@@ -54,6 +55,7 @@ def cmd_devstack(args: argparse.Namespace) -> int:
                 log_level=args.log_level or "",
                 otel=args.otel,
                 otel_ratio=args.otel_sampler_arg,
+                relays=args.relays,
             )
         )
         if args.json:
@@ -86,7 +88,7 @@ def cmd_devstack(args: argparse.Namespace) -> int:
     if action == "status":
         rows = _run(devstack.status(args.dir))
         healthy = all(r.running for r in rows) and all(
-            "link UP" in r.detail for r in rows if r.name != "relay"
+            "link UP" in r.detail for r in rows if "@" in r.name
         )
         if args.json:
             output.dump_json(
@@ -110,13 +112,18 @@ def _state_dict(state: devstack.DevstackState) -> dict[str, Any]:
 
 
 def _up_text(state: devstack.DevstackState) -> str:
-    assert state.relay is not None
-    lines = [
-        f"devstack up in {state.dir}",
-        f"relay   {state.relay.url}  (pid {state.relay.pid}, log {state.relay.log_file})",
-    ]
+    lines = [f"devstack up in {state.dir}"]
+    if state.relay is not None:
+        r = state.relay
+        lines.append(f"relay   {r.url}  (pid {r.pid}, log {r.log_file})")
+    if state.cluster is not None:
+        c = state.cluster
+        lines.append(f"nats    {c['nats']['url']}  (pid {c['nats']['pid']})")
+        for n in c["nodes"]:
+            lines.append(f"{n['name']}  {n['url']}  (pid {n['pid']}, log {n['log_file']})")
     for p in state.peers:
-        lines.append(f"{p.email:<24} pid {p.pid}, control {p.control}, log {p.log_file}")
+        node = f", on {state.cluster['placement'][p.email]}" if state.cluster else ""
+        lines.append(f"{p.email:<24} pid {p.pid}, control {p.control}, log {p.log_file}{node}")
     a, b = state.peers[0], state.peers[1]
     lines += [
         "",
@@ -127,7 +134,7 @@ def _up_text(state: devstack.DevstackState) -> str:
         f"  echo hello | hotlinkctl --root {a.root} send _mpc/0_to_1 -",
         f"stop it with: hotlinkctl devstack down --dir {state.dir}",
     ]
-    if "--otel-endpoint" in state.relay.args:
+    if state.relay is not None and "--otel-endpoint" in state.relay.args:
         ep = state.relay.args[state.relay.args.index("--otel-endpoint") + 1]
         lines.insert(
             2 + len(state.peers),
@@ -250,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"devstack directory (default {default_dir}; env HOTLINK_DEVSTACK)",
         )
         if name in ("stop", "start"):
-            q.add_argument("name", metavar="NAME", help="a peer's email, or relay")
+            q.add_argument(
+                "name",
+                metavar="NAME",
+                help="a peer's email, or relay; with --relays: relay-N or nats",
+            )
         if name == "start":
             q.add_argument(
                 "--timeout",
@@ -275,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
             q.add_argument("--log-level", metavar="LEVEL", help="relay/agent log level")
             q.add_argument(
+                "--relays",
+                type=int,
+                default=1,
+                metavar="N",
+                help="N >= 2: a relay cluster: nats-server (from PATH) and N relay nodes "
+                "relay-0.. sharing one data dir; peer i connects to node i mod N first "
+                "(recorded in devstack.json); default 1: one relay, no NATS",
+            )
+            q.add_argument(
                 "--otel",
                 nargs="?",
                 const=devstack.DEFAULT_OTEL_ENDPOINT,
@@ -292,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="with --otel: share of messages traced (default 1: every message; "
                 "the processes' own default is 0.01)",
             )
-    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None)
+    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None, relays=1)
 
     p = add(
         "bench",

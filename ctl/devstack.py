@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hotlink.common.atomic import write_atomic
 from hotlink.wire.paths import validate_email
@@ -52,6 +53,10 @@ DEFAULT_OTEL_ENDPOINT = "http://127.0.0.1:4317"
 #: Popen objects of processes this interpreter started, so `down()` in the same process
 #: can reap them (no zombies, no ResourceWarning) instead of only signalling.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+#: The relay-cluster part (`--relays N`): `ctl.devstack_cluster` registers itself here
+#: when imported (it builds on this module, so this module does not import it).
+CLUSTER: Any = None
 
 
 @dataclass
@@ -82,6 +87,9 @@ class DevstackState:
     relay: RelayInfo | None = None
     peers: list[PeerInfo] = field(default_factory=list)
     started_unix: float = 0.0
+    #: `--relays N`: nats-server, the relay nodes and each peer's node
+    #: (ctl/devstack_cluster.py); None for the single relay
+    cluster: dict[str, Any] | None = None
 
     def save(self) -> None:
         path = Path(self.dir) / STATE_FILE
@@ -114,6 +122,7 @@ class DevstackState:
             relay=relay,
             peers=peers,
             started_unix=raw.get("started_unix", 0.0),
+            cluster=raw.get("cluster"),
         )
 
     def peer(self, email: str) -> PeerInfo:
@@ -359,6 +368,7 @@ async def up(
     agent_args: list[str] | None = None,
     otel: str | None = None,
     otel_ratio: float | None = None,
+    relays: int = 1,
 ) -> DevstackState:
     """Start relay + agents, wait until all are ready, return the recorded state.
 
@@ -416,21 +426,24 @@ async def up(
             tf.chmod(0o600)
             token_files[email] = tf
 
-        relay_log = logs / "relay.log"
         tracing = otel_args(otel, otel_ratio)
-        relay_argv = _relay_argv(relay_cmd, 0, relay_data, log_level, tracing)
-        _write_header(relay_log, relay_argv)
-        relay_proc = _spawn(relay_argv, relay_log)
-        state.relay = RelayInfo(
-            url="",
-            pid=relay_proc.pid,
-            data=str(relay_data),
-            log_file=str(relay_log),
-            args=tracing,
-        )
-        state.save()
-        state.relay.url = await _wait_relay(relay_proc, relay_log, timeout)
-        state.save()
+        if relays > 1:
+            await _cluster().up(state, relay_data, logs, relays, peers, log_level, tracing, timeout)
+        else:
+            relay_log = logs / "relay.log"
+            relay_argv = _relay_argv(relay_cmd, 0, relay_data, log_level, tracing)
+            _write_header(relay_log, relay_argv)
+            relay_proc = _spawn(relay_argv, relay_log)
+            state.relay = RelayInfo(
+                url="",
+                pid=relay_proc.pid,
+                data=str(relay_data),
+                log_file=str(relay_log),
+                args=tracing,
+            )
+            state.save()
+            state.relay.url = await _wait_relay(relay_proc, relay_log, timeout)
+            state.save()
 
         procs: list[tuple[PeerInfo, subprocess.Popen[bytes]]] = []
         for email in peers:
@@ -452,7 +465,7 @@ async def up(
                 log_file=str(log),
                 args=extra,
             )
-            argv = _agent_argv(agent_cmd, info, state.relay.url)
+            argv = _agent_argv(agent_cmd, info, _relay_url(state, email))
             _write_header(log, argv)
             proc = _spawn(argv, log)
             info.pid = proc.pid
@@ -465,6 +478,20 @@ async def up(
             down_state(state)
         raise
     return state
+
+
+def _cluster() -> Any:
+    if CLUSTER is None:
+        raise CtlError("the relay cluster support (hotlink.ctl.devstack_cluster) is not loaded")
+    return CLUSTER
+
+
+def _relay_url(state: DevstackState, email: str) -> str:
+    """The --server value of a peer: the relay, or its node first and the others after."""
+    if state.cluster is not None:
+        return _cluster().peer_urls(state.cluster, email)
+    assert state.relay is not None
+    return state.relay.url
 
 
 def _relay_argv(
@@ -494,6 +521,8 @@ def _agent_argv(cmd: list[str], p: PeerInfo, relay_url: str) -> list[str]:
 def stop(directory: str | os.PathLike[str], name: str) -> str:
     """Stop one process of a running devstack: `relay` or a peer's email."""
     state = DevstackState.load(directory)
+    if state.cluster is not None and _cluster().owns(state.cluster, name):
+        return _cluster().stop(state.cluster, name)
     if name == "relay":
         if state.relay is None:
             raise NotFound(f"the devstack in {directory} has no relay")
@@ -504,6 +533,10 @@ def stop(directory: str | os.PathLike[str], name: str) -> str:
 async def start(directory: str | os.PathLike[str], name: str, timeout: float = 30.0) -> int:
     """Start one stopped process again (same port / data dir / root); returns its pid."""
     state = DevstackState.load(directory)
+    if state.cluster is not None:
+        if _cluster().owns(state.cluster, name):
+            return await _cluster().start(state, name, timeout)
+        return await _start_peer(state, name, _cluster().any_node_alive(state.cluster), timeout)
     if state.relay is None or not state.relay.url:
         raise NotFound(f"the devstack in {directory} has no relay")
     relay = state.relay
@@ -532,14 +565,24 @@ async def start(directory: str | os.PathLike[str], name: str, timeout: float = 3
             stop_pid(proc.pid)
             raise Unavailable(f"relay came back on {url}, not {relay.url}")
         return proc.pid
+    return await _start_peer(state, name, pid_alive(relay.pid), timeout)
+
+
+async def _start_peer(state: DevstackState, name: str, link_up: bool, timeout: float) -> int:
+    """Start a stopped agent; wait for its link only when a relay runs (`link_up`)."""
     peer = state.peer(name)
-    argv = _agent_argv(tool_command("hotlink-agent", "hotlink.agent.cli"), peer, relay.url)
+    if pid_alive(peer.pid):
+        raise CtlError(
+            f"{name} is already running (pid {peer.pid})",
+            f"stop it first: hotlinkctl devstack stop {name} --dir {state.dir}",
+        )
+    argv = _agent_argv(
+        tool_command("hotlink-agent", "hotlink.agent.cli"), peer, _relay_url(state, name)
+    )
     _write_header(Path(peer.log_file), argv)
     proc = _spawn(argv, Path(peer.log_file))
     peer.pid = proc.pid
     state.save()
-    # the link can only come up while the relay runs
-    link_up = pid_alive(relay.pid)
     try:
         if link_up:
             await _wait_agent(peer, proc, timeout)
@@ -573,6 +616,8 @@ def down_state(state: DevstackState) -> dict[str, str]:
         out[p.email] = stop_pid(p.pid)
     if state.relay is not None:
         out["relay"] = stop_pid(state.relay.pid)
+    if state.cluster is not None:
+        out.update(_cluster().down(state.cluster))
     with contextlib.suppress(OSError):
         (Path(state.dir) / STATE_FILE).rename(Path(state.dir) / (STATE_FILE + ".stopped"))
     return out
@@ -595,6 +640,8 @@ async def status(directory: str | os.PathLike[str]) -> list[ComponentStatus]:
     if state.relay is not None:
         r = state.relay
         out.append(ComponentStatus("relay", r.pid, pid_alive(r.pid), r.url))
+    if state.cluster is not None:
+        out += _cluster().statuses(state.cluster)
     for p in state.peers:
         running = pid_alive(p.pid)
         detail = "process not running"

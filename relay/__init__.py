@@ -10,4 +10,6 @@ Modules (the decisions are in `router`, a sans-I/O class; `server` only moves by
 - `server`   websockets adapter: upgrade, auth, per-connection send queues
 - `tracing`  the relay's OpenTelemetry spans, kept off the data path
 - `cli`      `hotlink-relay serve | token`
+- `cluster`  optional (`serve --nats`): several relay nodes over NATS, an adapter around
+             the Router (`membership`, `codec`, `registry`, `node`)
 """

@@ -294,6 +294,12 @@ class AclIndex:
         self._files[folder] = acl
         self._bump()
 
+    def reload(self, datasites: str | os.PathLike[str]) -> None:
+        """Replace every ACL with what is on disk now (another relay node sharing the
+        data directory may have changed files this process did not see written)."""
+        self._files = AclIndex.load(datasites)._files
+        self._bump()
+
     def remove_file(self, folder: str) -> None:
         if self._files.pop(folder, None) is not None:
             self._bump()

@@ -117,6 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Close 'idle timeout' to its sender and readers (default %(default)s; 0 = never)",
     )
     s.add_argument(
+        "--nats",
+        metavar="URL",
+        default=os.environ.get("HOTLINK_NATS", ""),
+        help="join a relay cluster through this NATS server (e.g. nats://127.0.0.1:4222; "
+        "JetStream enabled, for the session registry). Every node of a cluster must "
+        "share the same --data directory (relay.secret and ACL files). Without it the "
+        "relay runs alone (env HOTLINK_NATS)",
+    )
+    s.add_argument(
+        "--node-id",
+        metavar="NAME",
+        default=os.environ.get("HOTLINK_NODE_ID", ""),
+        help="this node's name in the cluster: letters, digits, '-' and '_', unique "
+        "per running node (default HOST-PID; env HOTLINK_NODE_ID)",
+    )
+    s.add_argument(
         "--log-level",
         default=os.environ.get("HOTLINK_LOG_LEVEL", "INFO"),
         type=str.upper,
@@ -163,6 +179,10 @@ async def _serve(args: argparse.Namespace) -> int:
             limits=limits,
             tel=tel,
         )
+        if args.nats:
+            from .cluster import ClusterNode, default_node_id
+
+            server.cluster = ClusterNode(server, args.nats, args.node_id or default_node_id())
         return await _serve_until_stopped(server)
     finally:
         tel.shutdown()  # export what is still queued
@@ -207,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         return run_main(_serve(args))
-    except (AuthError, OSError) as exc:
+    except (AuthError, OSError, ValueError) as exc:
         print(f"hotlink-relay: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

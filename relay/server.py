@@ -205,12 +205,18 @@ class RelayServer:
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
+        #: the cluster adapter (relay/cluster) when this node runs with --nats; its
+        #: hooks are on connect/disconnect, health and non-data messages only
+        self.cluster: Any = None
 
     # ------------------------------------------------------------------ handshake
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == HEALTH_PATH:
+            problem = self.cluster.degraded() if self.cluster is not None else ""
+            if problem:
+                return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, f"degraded: {problem}\n")
             return ws.respond(http.HTTPStatus.OK, "ok\n")
         if path != EVENTS_PATH:
             return ws.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
@@ -262,6 +268,8 @@ class RelayServer:
         router = self.router
         try:
             self._dispatch(router.connect(cid, peer.user, peer.ext))
+            if self.cluster is not None:
+                self.cluster.local_up(cid, peer.user, peer.ext)
             ws.on_resume = peer.flush
             ws.set_handler(functools.partial(self._on_message, peer, router.conns[cid]))
             await ws.wait_closed()
@@ -272,6 +280,8 @@ class RelayServer:
                 peer.timer.cancel()
             peer.held = None
             self.peers.pop(cid, None)
+            if self.cluster is not None:
+                self.cluster.local_down(cid)
             try:
                 out = router.disconnect(cid)
                 if self.tracer is not None and out:
@@ -319,6 +329,8 @@ class RelayServer:
                 if peer.bad_frames <= _LOG_BAD_FRAMES:
                     log.warning("conn %d (%s): bad frame: %s", cid, peer.user, exc)
                 self._dispatch(self.router.bad_frame(cid, exc))
+                return
+            if self.cluster is not None and self.cluster.intercept(peer, env):
                 return
             out = self.router.handle(cid, env)
             if t0 and type(env.msg) in TRACED:  # tracing on: spans (relay/tracing.py)
@@ -417,6 +429,8 @@ class RelayServer:
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
         self._ticker = asyncio.create_task(self._tick(), name="relay-tick")
+        if self.cluster is not None:
+            await self.cluster.start()
         # Startup objects (ACL index, imported modules) never die: keep them out of the
         # collector's generations so a collection on the data path walks less.
         gc.collect()
@@ -449,6 +463,8 @@ class RelayServer:
         await self._server.serve_forever()
 
     async def close(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

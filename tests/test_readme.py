@@ -41,6 +41,7 @@ BLOCK = re.compile(
 #: first lines of the blocks the README says the test skips (and why, next to them)
 EXPECTED_SKIPS = (
     "python3 -m venv .venv",  # the install itself and the test suite
+    "nats-server -js -sd ./nats-store &",  # the cluster: tests/test_cluster_e2e.py
     "hotlinkctl bench --bench hotlink-protocol",  # minutes; small-count run elsewhere
     "docker compose -f docker-compose.otel.yaml up -d",  # Docker
 )

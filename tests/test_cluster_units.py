@@ -1,0 +1,158 @@
+"""Relay cluster, sans-I/O parts: membership decisions, routed payloads, the KV diff,
+and the Router driven through virtual connections (no NATS, no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+from hotlink.relay.acl import AclIndex, parse_acl
+from hotlink.relay.cluster import codec, registry
+from hotlink.relay.cluster.membership import FIRST_VID, Membership
+from hotlink.relay.router import Router
+from hotlink.relay.store import Store
+from hotlink.wire.envelope import Envelope
+from hotlink.wire.errors import ProtocolError
+from hotlink.wire.messages import HotlinkAccept, HotlinkData, HotlinkOpen, System
+
+A, B = "alice@example.org", "bob@example.org"
+
+
+def test_conn_up_down_and_snapshot_reconcile():
+    m = Membership("n0")
+    ch = m.conn_up("n1", "e1", 7, B, now=0.0)
+    assert ch.joined == ["n1"]
+    [rc] = ch.added
+    assert (rc.node, rc.cid, rc.user, rc.vid) == ("n1", 7, B, FIRST_VID)
+    assert m.conn_up("n1", "e1", 7, B, now=0.0).added == []  # idempotent
+    # a snapshot without 7 but with 8 removes 7 and adds 8
+    ch = m.snapshot("n1", "e1", [(8, A, frozenset())], now=1.0)
+    assert [r.cid for r in ch.removed] == [7] and [r.cid for r in ch.added] == [8]
+    assert m.conn_down("n1", "e1", 8).removed[0].user == A
+    assert m.by_vid == {}
+    assert m.conn_up("n0", "x", 1, A, now=0.0).added == []  # our own announcements
+
+
+def test_new_epoch_drops_the_old_instance():
+    m = Membership("n0")
+    m.conn_up("n1", "e1", 7, B, now=0.0)
+    assert m.remote("n1", 7, "e1") is not None and m.remote("n1", 7, "e0") is None
+    ch = m.heartbeat("n1", "e2", now=1.0)
+    assert [r.cid for r in ch.removed] == [7] and ch.lost == ["n1"] and ch.joined == ["n1"]
+    assert m.nodes["n1"].conns == {}
+
+
+def test_silent_node_expires_and_orphans_its_sessions():
+    m = Membership("n0", dead_after=3.0)
+    m.heartbeat("n1", "e1", now=0.0)
+    m.conn_up("n1", "e1", 7, A, now=0.0)
+    assert m.offer_from("n1", "s1", cid=3) == []
+    assert m.home_of("s1") == "n1"
+    assert m.expire(now=2.0).lost == []
+    ch = m.expire(now=3.5)
+    assert ch.lost == ["n1"] and ch.orphaned == [(3, "s1")] and len(ch.removed) == 1
+    assert m.home_of("s1") is None
+
+
+def test_session_moving_home_tells_the_old_readers_first():
+    m = Membership("n0")
+    m.offer_from("n1", "s1", cid=3)
+    m.offer_from("n1", "s1", cid=4)
+    assert m.is_home("n1", "s1") and not m.is_home("n2", "s1")
+    assert m.offer_from("n2", "s1", cid=3) == [3, 4]  # the sender re-opened on n2
+    assert m.home_of("s1") == "n2" and m.offered["s1"] == {3}
+    assert m.local_session("s1") == [3]  # ...and then here
+    assert m.local_session("never-offered", A, "p") == []
+    assert m.home_of("s1") is None
+    m.offer_from("n1", "s2", cid=5)
+    m.ended_for("s2", 5)
+    assert m.home_of("s2") is None
+    m.offer_from("n1", "s3", cid=6)
+    m.local_gone(6)
+    assert m.home_of("s3") is None and m.offered == {}
+
+
+def test_forget_all_on_nats_loss():
+    m = Membership("n0")
+    m.conn_up("n1", "e", 1, A, now=0.0)
+    m.conn_up("n2", "e", 1, B, now=0.0)
+    m.offer_from("n2", "s", cid=9)
+    ch = m.forget_all()
+    assert sorted(ch.lost) == ["n1", "n2"] and len(ch.removed) == 2 and ch.orphaned == [(9, "s")]
+
+
+def test_routed_payload_roundtrip_and_errors():
+    head = codec.routed_head(b"node-1", b"ab12.3", 300, False)
+    msg = b"SB\x01\x01x"
+    assert codec.parse_routed(head + msg) == ("node-1", "ab12.3", 300, msg)
+    head = codec.routed_head(b"n", b"e", 1, True)
+    assert codec.parse_routed(head + b'{"a":1}') == ("n", "e", 1, '{"a":1}')
+    with pytest.raises(ProtocolError):
+        codec.parse_routed(b"\x09ab")
+    with pytest.raises(ProtocolError):
+        codec.unpack_json(b"[1]")
+    assert codec.valid_node_id("relay-0") and not codec.valid_node_id("a.b")
+    assert not codec.valid_node_id("") and not codec.valid_node_id("x" * 65)
+
+
+def test_registry_keys_and_diff():
+    for sid in ("s-1", "a/b c", "é", "x" * 128):
+        key = registry.key_of(sid)
+        assert registry.sid_of(key) == sid
+        assert all(c.isalnum() or c in "-_" for c in key)
+    before = {"a": (A, "p", "", ()), "b": (A, "q", "", ())}
+    now = {"a": (A, "p", "", ((B, 5),)), "c": (B, "r", "", ())}
+    puts, dels = registry.diff(before, now)
+    assert set(puts) == {"a", "c"} and dels == ["b"]
+    rec = registry.encode_record("a", now["a"], "n1")
+    assert b'"home":"n1"' in rec and b'"acked":{"bob@example.org":5}' in rec
+
+
+def test_router_serves_a_virtual_connection_like_a_local_one(tmp_path):
+    """What ClusterNode relies on: a remote reader registered as a virtual
+    connection is offered the session, accepts, and gets the data."""
+    store = Store(tmp_path)
+    acl = AclIndex()
+    acl.set_file(
+        f"{A}/_mpc", parse_acl(f'rules:\n  - pattern: "**"\n    access:\n      read: ["{B}"]\n')
+    )
+    r = Router(acl, store)
+    r.connect(1, A)
+    vid = FIRST_VID
+    out = r.connect(vid, B)
+    assert [type(o.msg) for o in out] == [System]  # greeting (dropped by the adapter)
+    out = r.handle(1, Envelope("m1", HotlinkOpen("s1", f"{A}/_mpc/x", "", B)))
+    assert any(o.conn == vid and isinstance(o.msg, HotlinkOpen) for o in out)
+    out = r.handle(vid, Envelope("m2", HotlinkAccept("s1")))
+    assert any(o.conn == 1 and isinstance(o.msg, HotlinkAccept) and o.msg.frm == B for o in out)
+    data = HotlinkData("s1", 1, f"{A}/_mpc/x", b"x")
+    assert [o.conn for o in r.handle(1, Envelope("", data))] == [vid]
+    out = r.disconnect(vid)  # the remote node is gone: the sender learns it
+    assert any(o.conn == 1 and o.msg.frm == B for o in out)
+
+
+def test_agent_takes_a_list_of_relay_urls():
+    from hotlink.agent.config import ConfigError, load_config
+    from hotlink.agent.link import WsLink
+
+    base = ["--email", A, "--token-file", "/t", "--root", "/r"]
+    cfg = load_config(["--server", "ws://a:1", "--server", "ws://b:2,ws://c:3/", *base], {})
+    assert cfg.servers == ("ws://a:1", "ws://b:2", "ws://c:3")
+    cfg = load_config(base, {"HOTLINK_SERVER": "ws://a:1, ws://b:2"})
+    assert cfg.servers == ("ws://a:1", "ws://b:2")
+    with pytest.raises(ConfigError, match="ws://"):
+        load_config(["--server", "ws://a:1,http://b", *base], {})
+    link = WsLink(cfg.servers, "tok", max_message=1 << 20)
+    assert link.urls == ["ws://a:1/api/v1/events", "ws://b:2/api/v1/events"]
+    assert link.url == link.urls[0]
+
+
+def test_a_reused_session_id_takes_over_nobody():
+    """Ids are checked per node: another user's session under a live session's id,
+    homed on another node, must not move the first session's readers."""
+    m = Membership("n0")
+    assert m.offer_from("n1", "s1", 3, A, f"{A}/_mpc/x") == []
+    assert m.offer_from("n2", "s1", 3, "mallory@x.org", "mallory@x.org/p") is None
+    assert m.home_of("s1") == "n1"
+    assert m.local_session("s1", "mallory@x.org", "mallory@x.org/p") is None
+    assert m.home_of("s1") == "n1"
+    assert m.offer_from("n2", "s1", 3, A, f"{A}/_mpc/x") == [3]  # the real sender moved
+    assert m.local_session("s1", A, f"{A}/_mpc/x") == [3]
