@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from hotlink.v1 import agent_pb2 as pb
 
 from . import bench as bench_mod
-from . import devstack, output, tunnel_cli
+from . import devstack, mpyc_demo, output, tunnel_cli
 from . import trace as trace_mod
 from .client import AgentClient, Stream, default_control_socket
 from .errors import (
@@ -697,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     trace_mod.register(add)
     tunnel_cli.register(add, common, lambda a, fn: _run(_with_agent(a, fn)))
+    mpyc_demo.register(add, _run)
     return ap
 
 

@@ -14,6 +14,9 @@ import socket
 import struct
 from typing import Protocol
 
+#: Linux only; 0 elsewhere (no quick-ACK there)
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 0)
+
 
 class ConnOwner(Protocol):
     def on_tcp_data(self, cid: int, data: bytes) -> None: ...
@@ -39,6 +42,7 @@ class TcpConn(asyncio.Protocol):
         self.held = bytearray()
         self.held_eof = False
         self._release_scheduled = False
+        self.quickack: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -46,10 +50,18 @@ class TcpConn(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if _TCP_QUICKACK:
+                self.quickack = sock
         if callable(self.on_made):
             self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.quickack is not None:
+            # Many apps (MPyC among them) do not set TCP_NODELAY, so their second small
+            # write waits for the ACK of the first (Nagle); a delayed ACK (40 ms on
+            # Linux) then stalls every round trip. ACK at once instead.
+            with contextlib.suppress(OSError):
+                self.quickack.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
         if self.read_paused or self.held:
             self.held += data
             return
