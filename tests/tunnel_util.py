@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
@@ -88,11 +89,17 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
 
 
 async def stream_both_ways(
-    host: str, port: int, nbytes: int, during: Callable[[], Awaitable[None]] | None = None
+    host: str,
+    port: int,
+    nbytes: int,
+    during: Callable[[], Awaitable[None]] | None = None,
+    pace: float = 0.0,
+    marks: dict[str, float] | None = None,
 ) -> tuple[str, str, str, str]:
     """Client and a `sink_and_source` server each send `nbytes` of random data at the
-    same time (64 KB writes); returns (sent by client, got by server, sent by server,
-    got by client) as sha256 hex. The server side is found through `SERVER`."""
+    same time (64 KB writes, `pace` seconds apart); returns (sent by client, got by
+    server, sent by server, got by client) as sha256 hex. The server side is found
+    through `SERVER`; `marks["client_sent"]` is when the client wrote its last byte."""
     r, w = await asyncio.open_connection(host, port)
     data = os.urandom(nbytes)
     got = hashlib.sha256()
@@ -101,7 +108,11 @@ async def stream_both_ways(
         for i in range(0, nbytes, 65536):
             w.write(data[i : i + 65536])
             await w.drain()
+            if pace:
+                await asyncio.sleep(pace)
         w.write_eof()
+        if marks is not None:
+            marks["client_sent"] = time.monotonic()
 
     async def recv() -> None:
         while chunk := await r.read(1 << 20):
@@ -123,7 +134,7 @@ class _Server:
 SERVER = _Server()
 
 
-def sink_and_source(nbytes: int) -> Handler:
+def sink_and_source(nbytes: int, pace: float = 0.0) -> Handler:
     """Server that reads everything (hashing it) while it sends `nbytes` random bytes."""
     SERVER.done = asyncio.get_running_loop().create_future()
 
@@ -135,6 +146,8 @@ def sink_and_source(nbytes: int) -> Handler:
             for i in range(0, nbytes, 65536):
                 w.write(data[i : i + 65536])
                 await w.drain()
+                if pace:
+                    await asyncio.sleep(pace)
             w.write_eof()
 
         async def recv() -> None:
