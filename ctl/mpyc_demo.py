@@ -142,9 +142,7 @@ async def run_parties(
     return MpycRun(label, results, seconds)
 
 
-async def _wait_listening(
-    addr: str, proc: asyncio.subprocess.Process, timeout: float
-) -> None:
+async def _wait_listening(addr: str, proc: asyncio.subprocess.Process, timeout: float) -> None:
     """Until something listens on `addr` (probed by bind, so the party never sees a
     stray connection)."""
     host, _, port = addr.rpartition(":")
@@ -219,12 +217,28 @@ def register(add: Callable[..., argparse.ArgumentParser], run: Callable[[Any], i
         lambda a: _cmd(a, run),
         __doc__ or "",
     )
-    p.add_argument("which", choices=["mpyc"], help="which demo")
-    p.add_argument("--rounds", type=int, default=20, help="timed MPC rounds (default 20)")
-    p.add_argument("--dir", help="use the running devstack in DIR (3 peers) instead of a new one")
+    p.add_argument(
+        "which",
+        choices=["mpyc", "tunnel-throughput"],
+        help="mpyc: three MPyC parties over tunnels vs straight; tunnel-throughput: MB/s of "
+        "one tunnel stream vs plain loopback TCP and the relay's frame throughput",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="mpyc: timed MPC rounds (default 20); throughput: runs (default 3)",
+    )
+    p.add_argument("--mb", type=float, default=50.0, help="throughput: MB per run (default 50)")
+    p.add_argument("--dir", help="use the running devstack in DIR instead of a new one")
 
 
 def _cmd(args: argparse.Namespace, run: Callable[[Any], int]) -> int:
-    if args.rounds < 1:
-        raise CtlError("--rounds must be at least 1")
-    return run(run_demo(args.rounds, args.dir, lambda t: print(t, file=sys.stderr, flush=True)))
+    if args.rounds < 0 or args.mb <= 0:
+        raise CtlError("--rounds and --mb must be positive")
+    say = lambda t: print(t, file=sys.stderr, flush=True)  # noqa: E731
+    if args.which == "tunnel-throughput":
+        from . import tunnel_bench
+
+        return run(tunnel_bench.run(args.mb, args.rounds or 3, args.dir, say))
+    return run(run_demo(args.rounds or 20, args.dir, say))

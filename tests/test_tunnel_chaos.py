@@ -79,8 +79,11 @@ def run_chaos(nbytes: int, kills: int, seconds: float) -> None:
             relays = {_pids(stack)["relay"]}
 
             async def chaos() -> None:
-                for _ in range(kills):
-                    await asyncio.sleep(seconds / (kills + 1))
+                start = time.monotonic()
+                for k in range(1, kills + 1):  # on a fixed schedule within the send time
+                    await asyncio.sleep(
+                        max(0.0, start + k * seconds / (kills + 1) - time.monotonic())
+                    )
                     killed_at.append(time.monotonic())
                     await asyncio.to_thread(_kill_and_restart_relay, stack)
                     relays.add(_pids(stack)["relay"])
@@ -89,10 +92,10 @@ def run_chaos(nbytes: int, kills: int, seconds: float) -> None:
             sent_c, got_s, sent_s, got_c = await stream_both_ways(
                 host, lport, nbytes, during=chaos, pace=pace, marks=marks
             )
-            # every kill hit the stream while the client was still sending
-            assert len(relays) == kills + 1 and max(killed_at) < marks["client_sent"]
             assert got_s == sent_c, "server did not get the client's bytes"
             assert got_c == sent_s, "client did not get the server's bytes"
+            # every kill hit the stream while the client was still sending
+            assert len(relays) == kills + 1 and max(killed_at) < marks["client_sent"]
             for who in (A, C):
                 t = await wait_tunnel(
                     stack, who, f"{A}/_mpc/tun/chaos", lambda t: t.counters.active == 0, 60

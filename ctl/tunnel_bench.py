@@ -1,0 +1,120 @@
+"""`hotlinkctl demo tunnel-throughput`: one tunnel stream against plain loopback TCP.
+
+In one run, alternating, each `rounds` times: MB/s of one TCP connection writing
+64 KB chunks (a) straight to a local sink, (b) through a tunnel (client -> agent ->
+relay -> agent -> sink), and (c) the relay path's own frame throughput (64 KB HLNK
+frames on a session, the bench's `measure_throughput`), which the tunnel carries.
+Medians are printed; nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hotlink.v1 import agent_pb2 as pb
+
+from . import devstack
+from .bench import measure_throughput, open_hotlink_channel
+from .client import AgentClient
+from .errors import CtlError, ExitCode
+
+CHUNK = 64 * 1024
+
+
+async def _sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    """Reads `total` (8-byte header) bytes, then answers one byte."""
+    total = int.from_bytes(await r.readexactly(8), "big")
+    got = 0
+    while got < total:
+        chunk = await r.read(1 << 20)
+        if not chunk:
+            break
+        got += len(chunk)
+    w.write(b"k")
+    await w.drain()
+    w.close()
+
+
+async def tcp_mb_per_s(host: str, port: int, total: int) -> float:
+    """One connection, `total` bytes in 64 KB writes; timed until the sink has them all."""
+    body = os.urandom(CHUNK)
+    r, w = await asyncio.open_connection(host, port)
+    t0 = time.perf_counter()
+    w.write(total.to_bytes(8, "big"))
+    sent = 0
+    while sent < total:
+        n = min(CHUNK, total - sent)
+        w.write(body[:n])
+        await w.drain()
+        sent += n
+    if await r.readexactly(1) != b"k":
+        raise CtlError("throughput sink answered garbage")
+    elapsed = time.perf_counter() - t0
+    w.close()
+    return total / elapsed / 1e6
+
+
+async def run(mb: float, rounds: int, directory: str | None, say: Callable[[str], None]) -> int:
+    total = int(mb * 1_000_000)
+    own = directory is None
+    d = directory or tempfile.mkdtemp(prefix="hltput-", dir="/tmp")
+    srv = await asyncio.start_server(_sink, "127.0.0.1", 0)
+    port = int(srv.sockets[0].getsockname()[1])
+    try:
+        if own:
+            say(f"starting a relay and two agents in {d} ...")
+            st = await devstack.up(d, ["alice@example.org", "bob@example.org"])
+        else:
+            st = devstack.DevstackState.load(d)
+        (a, b) = st.peers[:2]
+        tag = f"tput{os.getpid()}"
+        async with AgentClient(a.control) as ca, AgentClient(b.control) as cb:
+            await ca.stub.OpenTunnel(
+                pb.OpenTunnelRequest(path=f"_mpc/{tag}", target=f"127.0.0.1:{port}")
+            )
+            fr = await cb.stub.OpenTunnel(pb.OpenTunnelRequest(path=f"{a.email}/_mpc/{tag}"))
+            thost, _, tport = fr.tunnel.listen.rpartition(":")
+            chan = await open_hotlink_channel(ca, a.email, cb, b.email, f"_mpc/{tag}-frames")
+            res: dict[str, list[float]] = {"plain TCP": [], "tunnel": [], "relay frames": []}
+            try:
+                for i in range(rounds):
+                    say(f"round {i + 1}/{rounds}: {mb:g} MB each")
+                    res["plain TCP"].append(await tcp_mb_per_s("127.0.0.1", port, total))
+                    res["tunnel"].append(await tcp_mb_per_s(thost, int(tport), total))
+                    t = await measure_throughput(chan, total, CHUNK, 32, 300.0)
+                    res["relay frames"].append(t.mb_per_s)
+            finally:
+                await chan.close()
+                await cb.stub.CloseTunnel(pb.CloseTunnelRequest(path=f"{a.email}/_mpc/{tag}"))
+                await ca.stub.CloseTunnel(pb.CloseTunnelRequest(path=f"_mpc/{tag}"))
+        print(render(res, mb))
+        return ExitCode.OK
+    finally:
+        srv.close()
+        if own:
+            devstack.down(d)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def render(res: dict[str, list[float]], mb: float) -> str:
+    med = {k: statistics.median(v) for k, v in res.items() if v}
+    lines = [f"one stream, {mb:g} MB, 64 KB writes (median of {len(res['tunnel'])} runs)"]
+    for k, v in res.items():
+        runs = ", ".join(f"{x:.0f}" for x in v)
+        lines.append(f"  {k:<13} {med[k]:8.1f} MB/s   (runs: {runs})")
+    lines.append(
+        f"  tunnel / relay frames: {med['tunnel'] / med['relay frames']:.0%}   "
+        f"tunnel / plain TCP: {med['tunnel'] / med['plain TCP']:.1%}"
+    )
+    return "\n".join(lines)
+
+
+def summary_dict(res: dict[str, list[float]]) -> dict[str, Any]:
+    return {k: {"median_mb_s": statistics.median(v), "runs": v} for k, v in res.items()}
