@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -245,6 +246,38 @@ def test_tunnel_survives_agent_restart_and_close_cleans_up(stack: Stack) -> None
             await asyncio.open_connection(host, lport)
         saved = json.loads((Path(stack.root(B)) / ".hotlink" / "tunnels.json").read_text())
         assert f"{C}/_mpc/tun/restart" not in [t["path"] for t in saved["tunnels"]]
+        srv.close()
+
+    asyncio.run(main())
+
+
+def test_owner_close_resets_and_reexpose_recovers(stack: Stack) -> None:
+    async def main() -> None:
+        srv, port = await serve(echo)
+        await expose(stack, A, "_mpc/tun/again", f"127.0.0.1:{port}")
+        host, lport = await forward(stack, C, f"{A}/_mpc/tun/again")
+        r, w = await asyncio.open_connection(host, lport)
+        w.write(b"one")
+        assert await asyncio.wait_for(r.readexactly(3), 60) == b"one"
+        async with AgentClient(stack.control(A)) as c:
+            await c.stub.CloseTunnel(pb.CloseTunnelRequest(path="_mpc/tun/again"))
+        # the open connection is reset (or closed), never left hanging
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(r.read(), 60) == b""
+        w.close()
+        await expose(stack, A, "_mpc/tun/again", f"127.0.0.1:{port}")
+        for _ in range(600):  # until the forwarder is admitted again
+            r, w = await asyncio.open_connection(host, lport)
+            w.write(b"two")
+            try:
+                if await asyncio.wait_for(r.readexactly(3), 60) == b"two":
+                    break
+            except (ConnectionResetError, asyncio.IncompleteReadError):
+                await asyncio.sleep(0.1)
+            finally:
+                w.close()
+        else:
+            raise AssertionError("forward never worked again after the re-expose")
         srv.close()
 
     asyncio.run(main())

@@ -383,6 +383,9 @@ class TunnelManager:
         else:
             kind, out_path = "up", naming.up_path(t.owner, rel, self.email)
             in_path = naming.down_path(t.owner, rel, self.email)
+            # the door too: the owner closing its tunnel ended our leg; re-exposing
+            # must find us waiting on it again
+            await self._open_session(t.spec.path, Role.READER)
         await self._write_acl(kind, peer)
         out = await self._open_session(
             out_path, Role.SENDER, to=peer, fallback=t.spec.fallback_mode
