@@ -207,7 +207,10 @@ async def run_demo(rounds: int, directory: str | None, say: Callable[[str], None
     finally:
         if own_dir:
             devstack.down(d)
-            shutil.rmtree(d, ignore_errors=True)
+            if sys.exc_info()[0] is None:
+                shutil.rmtree(d, ignore_errors=True)
+            else:  # what one needs next: the agents' and relay's logs
+                print(f"logs kept in {d}/logs", file=sys.stderr)
 
 
 def register(add: Callable[..., argparse.ArgumentParser], run: Callable[[Any], int]) -> None:
@@ -230,6 +233,13 @@ def register(add: Callable[..., argparse.ArgumentParser], run: Callable[[Any], i
         help="mpyc: timed MPC rounds (default 20); throughput: runs (default 3)",
     )
     p.add_argument("--mb", type=float, default=50.0, help="throughput: MB per run (default 50)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="throughput: the agents' --tunnel-window (own devstack only; default: theirs)",
+    )
     p.add_argument("--dir", help="use the running devstack in DIR instead of a new one")
 
 
@@ -240,5 +250,5 @@ def _cmd(args: argparse.Namespace, run: Callable[[Any], int]) -> int:
     if args.which == "tunnel-throughput":
         from . import tunnel_bench
 
-        return run(tunnel_bench.run(args.mb, args.rounds or 3, args.dir, say))
+        return run(tunnel_bench.run(args.mb, args.rounds or 3, args.dir, say, args.window))
     return run(run_demo(args.rounds or 20, args.dir, say))

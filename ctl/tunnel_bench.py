@@ -2,7 +2,8 @@
 
 In one run, alternating, each `rounds` times: MB/s of one TCP connection writing
 64 KB chunks (a) straight to a local sink, (b) through a tunnel (client -> agent ->
-relay -> agent -> sink), and (c) the relay path's own frame throughput (64 KB HLNK
+relay -> agent -> sink) with the default window and with a 4 MiB one, and (c) the relay
+path's own frame throughput (64 KB HLNK
 frames on a session, the bench's `measure_throughput`), which the tunnel carries.
 Medians are printed; nothing here is asserted.
 """
@@ -13,6 +14,7 @@ import asyncio
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -61,7 +63,15 @@ async def tcp_mb_per_s(host: str, port: int, total: int) -> float:
     return total / elapsed / 1e6
 
 
-async def run(mb: float, rounds: int, directory: str | None, say: Callable[[str], None]) -> int:
+async def run(
+    mb: float,
+    rounds: int,
+    directory: str | None,
+    say: Callable[[str], None],
+    window: int = 0,
+) -> int:
+    """`window`: the agents' --tunnel-window for the first tunnel (own devstack) and its
+    per-tunnel window; a second tunnel with a 4 MiB window runs alongside."""
     total = int(mb * 1_000_000)
     own = directory is None
     d = directory or tempfile.mkdtemp(prefix="hltput-", dir="/tmp")
@@ -70,37 +80,52 @@ async def run(mb: float, rounds: int, directory: str | None, say: Callable[[str]
     try:
         if own:
             say(f"starting a relay and two agents in {d} ...")
-            st = await devstack.up(d, ["alice@example.org", "bob@example.org"])
+            extra = ["--tunnel-window", str(window)] if window else []
+            st = await devstack.up(d, ["alice@example.org", "bob@example.org"], agent_args=extra)
         else:
             st = devstack.DevstackState.load(d)
         (a, b) = st.peers[:2]
         tag = f"tput{os.getpid()}"
+        big = 4 << 20
         async with AgentClient(a.control) as ca, AgentClient(b.control) as cb:
-            await ca.stub.OpenTunnel(
-                pb.OpenTunnelRequest(path=f"_mpc/{tag}", target=f"127.0.0.1:{port}")
-            )
-            fr = await cb.stub.OpenTunnel(pb.OpenTunnelRequest(path=f"{a.email}/_mpc/{tag}"))
-            thost, _, tport = fr.tunnel.listen.rpartition(":")
+            ends: dict[str, tuple[str, int]] = {}
+            for name, win in (("tunnel", window), (f"tunnel {big >> 20} MiB", big)):
+                path = f"_mpc/{tag}-{win}"
+                await ca.stub.OpenTunnel(
+                    pb.OpenTunnelRequest(path=path, target=f"127.0.0.1:{port}", window_bytes=win)
+                )
+                fr = await cb.stub.OpenTunnel(
+                    pb.OpenTunnelRequest(path=f"{a.email}/{path}", window_bytes=win)
+                )
+                host, _, tport = fr.tunnel.listen.rpartition(":")
+                ends[name] = (host, int(tport))
             chan = await open_hotlink_channel(ca, a.email, cb, b.email, f"_mpc/{tag}-frames")
-            res: dict[str, list[float]] = {"plain TCP": [], "tunnel": [], "relay frames": []}
+            res: dict[str, list[float]] = {"plain TCP": [], **{k: [] for k in ends}}
+            res["relay frames"] = []
             try:
                 for i in range(rounds):
                     say(f"round {i + 1}/{rounds}: {mb:g} MB each")
                     res["plain TCP"].append(await tcp_mb_per_s("127.0.0.1", port, total))
-                    res["tunnel"].append(await tcp_mb_per_s(thost, int(tport), total))
+                    for name, (host, tport) in ends.items():
+                        res[name].append(await tcp_mb_per_s(host, tport, total))
                     t = await measure_throughput(chan, total, CHUNK, 32, 300.0)
                     res["relay frames"].append(t.mb_per_s)
             finally:
                 await chan.close()
-                await cb.stub.CloseTunnel(pb.CloseTunnelRequest(path=f"{a.email}/_mpc/{tag}"))
-                await ca.stub.CloseTunnel(pb.CloseTunnelRequest(path=f"_mpc/{tag}"))
+                for win in (window, big):
+                    path = f"_mpc/{tag}-{win}"
+                    await cb.stub.CloseTunnel(pb.CloseTunnelRequest(path=f"{a.email}/{path}"))
+                    await ca.stub.CloseTunnel(pb.CloseTunnelRequest(path=path))
         print(render(res, mb))
         return ExitCode.OK
     finally:
         srv.close()
         if own:
             devstack.down(d)
-            shutil.rmtree(d, ignore_errors=True)
+            if sys.exc_info()[0] is None:
+                shutil.rmtree(d, ignore_errors=True)
+            else:  # what one needs next: the agents' and relay's logs
+                print(f"logs kept in {d}/logs", file=sys.stderr)
 
 
 def render(res: dict[str, list[float]], mb: float) -> str:
@@ -108,7 +133,7 @@ def render(res: dict[str, list[float]], mb: float) -> str:
     lines = [f"one stream, {mb:g} MB, 64 KB writes (median of {len(res['tunnel'])} runs)"]
     for k, v in res.items():
         runs = ", ".join(f"{x:.0f}" for x in v)
-        lines.append(f"  {k:<13} {med[k]:8.1f} MB/s   (runs: {runs})")
+        lines.append(f"  {k:<20} {med[k]:8.1f} MB/s   (runs: {runs})")
     lines.append(
         f"  tunnel / relay frames: {med['tunnel'] / med['relay frames']:.0%}   "
         f"tunnel / plain TCP: {med['tunnel'] / med['plain TCP']:.1%}"

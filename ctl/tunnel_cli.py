@@ -16,6 +16,7 @@ from hotlink.v1 import agent_pb2 as pb
 from . import output
 from .client import AgentClient
 from .errors import ExitCode
+from .stats import parse_size
 
 CallFn = Callable[[argparse.Namespace, Callable[[AgentClient], Awaitable[Any]]], Any]
 
@@ -40,35 +41,51 @@ FALLBACK = {
 }
 
 
-def register(add: Callable[..., argparse.ArgumentParser], common: argparse.ArgumentParser,
-             call: CallFn) -> argparse.ArgumentParser:  # fmt: skip
-    p = add("tunnel", "TCP tunnels: expose a local server, forward a peer's", _no_action,
-            DESCRIPTION)  # fmt: skip
+def register(
+    add: Callable[..., argparse.ArgumentParser], common: argparse.ArgumentParser, call: CallFn
+) -> argparse.ArgumentParser:
+    p = add(
+        "tunnel", "TCP tunnels: expose a local server, forward a peer's", _no_action, DESCRIPTION
+    )
     sub = p.add_subparsers(dest="tunnel_action", metavar="ACTION")
 
     def sp(name: str, help: str, fn: Callable[[argparse.Namespace], int]) -> Any:
         q = sub.add_parser(
-            name, help=help, description=help, parents=[common],
+            name,
+            help=help,
+            description=help,
+            parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
+        )
         q.set_defaults(func=lambda a: fn_with(a, fn), _call=call)
         return q
 
     q = sp("expose", "owner side: connections forwarded to PATH go to --target", cmd_expose)
     q.add_argument("path", metavar="PATH", help="folder in your datasite, e.g. _mpc/mpyc/p0")
-    q.add_argument("--target", required=True, metavar="HOST:PORT",
-                   help="the real server; the agent connects only here")  # fmt: skip
+    q.add_argument(
+        "--target",
+        required=True,
+        metavar="HOST:PORT",
+        help="the real server; the agent connects only here",
+    )
     q.add_argument("--to", metavar="EMAIL", help="admit only this peer (the ACL still applies)")
+    _window_arg(q)
     _fallback_arg(q)
 
     q = sp("forward", "peer side: listen locally, carry connections to OWNER/PATH", cmd_forward)
     q.add_argument("path", metavar="OWNER/PATH", help="e.g. alice@example.org/_mpc/mpyc/p0")
-    q.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
-                   help="where local clients connect (default 127.0.0.1:0: a free port, "
-                   "printed and shown by `tunnel ls`)")  # fmt: skip
-    q.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback --listen address (anyone reaching it can use "
-                   "the tunnel as you)")  # fmt: skip
+    q.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where local clients connect (default 127.0.0.1:0: a free port, "
+        "printed and shown by `tunnel ls`)",
+    )
+    q.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --listen address (anyone reaching it can use the tunnel as you)",
+    )
     q.add_argument(
         "--connect-timeout",
         type=float,
@@ -76,12 +93,24 @@ def register(add: Callable[..., argparse.ArgumentParser], common: argparse.Argum
         metavar="S",
         help="reset a connection the owner has not answered in S s (default 15)",
     )
+    _window_arg(q)
     _fallback_arg(q)
 
     q = sp("ls", "list tunnels with their peers and counters", cmd_ls)
     q = sp("close", "close the tunnel on PATH; its connections are reset", cmd_close)
     q.add_argument("path", metavar="PATH", help="as given to expose or forward")
     return p
+
+
+def _window_arg(q: argparse.ArgumentParser) -> None:
+    q.add_argument(
+        "--window",
+        type=parse_size,
+        default=0,
+        metavar="BYTES",
+        help="bytes the other end may have in flight per connection towards this agent "
+        "(its memory bound per stream; e.g. 4MiB; default: the agent's --tunnel-window)",
+    )
 
 
 def _fallback_arg(q: argparse.ArgumentParser) -> None:
@@ -94,8 +123,11 @@ def _fallback_arg(q: argparse.ArgumentParser) -> None:
 
 
 def _no_action(args: argparse.Namespace) -> int:
-    print("hotlinkctl tunnel: choose an action: expose, forward, ls, close "
-          "(hotlinkctl tunnel --help)", file=sys.stderr)  # fmt: skip
+    print(
+        "hotlinkctl tunnel: choose an action: expose, forward, ls, close "
+        "(hotlinkctl tunnel --help)",
+        file=sys.stderr,
+    )
     return ExitCode.USAGE
 
 
@@ -108,17 +140,26 @@ async def _open(c: AgentClient, req: pb.OpenTunnelRequest) -> pb.OpenTunnelRespo
 
 
 def cmd_expose(args: argparse.Namespace) -> int:
-    req = pb.OpenTunnelRequest(path=args.path, target=args.target, to=args.to or "",
-                               fallback_mode=FALLBACK[args.fallback])  # fmt: skip
+    req = pb.OpenTunnelRequest(
+        path=args.path,
+        target=args.target,
+        to=args.to or "",
+        fallback_mode=FALLBACK[args.fallback],
+        window_bytes=args.window,
+    )
     resp = args._call(args, lambda c: _open(c, req))
     return _show_opened(args, resp)
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
     req = pb.OpenTunnelRequest(
-        path=args.path, listen=args.listen, allow_remote_listen=args.allow_remote,
-        fallback_mode=FALLBACK[args.fallback], connect_timeout_seconds=args.connect_timeout,
-    )  # fmt: skip
+        path=args.path,
+        listen=args.listen,
+        allow_remote_listen=args.allow_remote,
+        fallback_mode=FALLBACK[args.fallback],
+        connect_timeout_seconds=args.connect_timeout,
+        window_bytes=args.window,
+    )
     resp = args._call(args, lambda c: _open(c, req))
     return _show_opened(args, resp)
 
@@ -139,8 +180,9 @@ def _show_opened(args: argparse.Namespace, resp: pb.OpenTunnelResponse) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     async def go(c: AgentClient) -> pb.ListTunnelsResponse:
-        return await c._call("list tunnels", c.stub.ListTunnels(pb.ListTunnelsRequest(),
-                                                                 timeout=c.timeout))  # fmt: skip
+        return await c._call(
+            "list tunnels", c.stub.ListTunnels(pb.ListTunnelsRequest(), timeout=c.timeout)
+        )
 
     resp = args._call(args, go)
     if args.json:
@@ -152,8 +194,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_close(args: argparse.Namespace) -> int:
     async def go(c: AgentClient) -> pb.CloseTunnelResponse:
-        return await c._call(f"close tunnel {args.path}", c.stub.CloseTunnel(
-            pb.CloseTunnelRequest(path=args.path), timeout=c.timeout))  # fmt: skip
+        return await c._call(
+            f"close tunnel {args.path}",
+            c.stub.CloseTunnel(pb.CloseTunnelRequest(path=args.path), timeout=c.timeout),
+        )
 
     resp = args._call(args, go)
     if args.json:
@@ -174,16 +218,42 @@ def _size(n: int) -> str:
 def tunnels_table(tunnels: list[pb.Tunnel]) -> str:
     if not tunnels:
         return "no tunnels"
-    rows = [("SIDE", "PATH", "LOCAL", "STATE", "PEERS", "CONNS", "ACTIVE", "IN", "OUT",
-             "RESETS", "REFUSED")]  # fmt: skip
+    rows = [
+        (
+            "SIDE",
+            "PATH",
+            "LOCAL",
+            "STATE",
+            "PEERS",
+            "CONNS",
+            "ACTIVE",
+            "IN",
+            "OUT",
+            "RESETS",
+            "REFUSED",
+        )
+    ]
     for t in tunnels:
         side = "forward" if t.side == pb.TUNNEL_SIDE_FORWARD else "expose"
         local = t.listen if t.side == pb.TUNNEL_SIDE_FORWARD else f"-> {t.target}"
         peers = ",".join(f"{p.email}({p.state})" for p in t.peers) or "-"
         c = t.counters
-        rows.append((side, t.path, local, t.state, peers, str(c.connections), str(c.active),
-                     _size(c.bytes_in), _size(c.bytes_out), str(c.resets),
-                     str(c.refused)))  # fmt: skip
+        rows.append(
+            (
+                side,
+                t.path,
+                local,
+                t.state,
+                peers,
+                str(c.connections),
+                str(c.active),
+                _size(c.bytes_in),
+                _size(c.bytes_out),
+                str(c.resets),
+                str(c.refused),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)  # fmt: skip
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )

@@ -25,6 +25,10 @@ def counters_to_proto(c: Any) -> pb.TunnelCounters:
     )
 
 
+def self_window(t: Tunnel) -> int:
+    return next((link.window for link in t.links.values()), 0)
+
+
 def tunnel_to_proto(t: Tunnel) -> pb.Tunnel:
     s = t.spec
     return pb.Tunnel(
@@ -47,6 +51,7 @@ def tunnel_to_proto(t: Tunnel) -> pb.Tunnel:
         fallback_mode=s.fallback_mode or pb.FALLBACK_MODE_ON_FAILURE,
         opened_unix_nano=s.created_ns,
         connect_timeout_seconds=s.connect_timeout or 15.0,
+        window_bytes=s.window or self_window(t),
     )
 
 
@@ -72,6 +77,7 @@ class TunnelServicer(ControlServicer):
                 allow_remote=request.allow_remote_listen,
                 fallback_mode=request.fallback_mode,
                 connect_timeout=request.connect_timeout_seconds,
+                window=request.window_bytes,
             )
         except SessionError as exc:
             await self._tabort(context, exc)

@@ -117,6 +117,7 @@ class TunnelManager:
         allow_remote: bool = False,
         fallback_mode: int = 0,
         connect_timeout: float = 0.0,
+        window: int = 0,
     ) -> Tunnel:
         try:
             full, role = resolve_path(self.email, path)
@@ -124,12 +125,15 @@ class TunnelManager:
             raise SessionError(SessionError.INVALID, str(exc)) from None
         if connect_timeout < 0:
             raise SessionError(SessionError.INVALID, "connect_timeout must not be negative")
+        if window and not 1024 <= window <= 1 << 30:
+            raise SessionError(SessionError.INVALID, "window must be 1024 B .. 1 GiB")
         if role is Role.SENDER:
             spec = self._expose_spec(full, target, to, listen)
         else:
             spec = self._forward_spec(full, target, to, listen, allow_remote)
         spec.fallback_mode = fallback_mode
         spec.connect_timeout = connect_timeout
+        spec.window = window
         old = self.tunnels.get(full)
         if old is not None:
             same = (old.spec.target, old.spec.to, old.spec.listen, old.spec.allow_remote) == (
@@ -366,7 +370,7 @@ class TunnelManager:
             t.side,
             lambda: self._ensure(t, peer),
             target=spec.target,
-            window=self.window,
+            window=spec.window or self.window,
             connect_timeout=spec.connect_timeout or M.DEFAULT_CONNECT_TIMEOUT,
             peer_timeout=self.peer_timeout,
             on_conn=on_conn,

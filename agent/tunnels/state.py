@@ -38,6 +38,8 @@ class TunnelSpec:
     allow_remote: bool = False
     fallback_mode: int = 0
     connect_timeout: float = 0.0
+    #: receive window per connection; 0 = the agent's --tunnel-window
+    window: int = 0
     #: expose: forwarders the relay admitted on the door session
     peers: list[str] = field(default_factory=list)
     created_ns: int = 0

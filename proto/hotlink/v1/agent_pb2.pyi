@@ -336,7 +336,7 @@ class TunnelPeer(_message.Message):
     def __init__(self, email: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., counters: _Optional[_Union[TunnelCounters, _Mapping]] = ...) -> None: ...
 
 class Tunnel(_message.Message):
-    __slots__ = ("path", "side", "target", "to", "listen", "state", "peers", "counters", "fallback_mode", "opened_unix_nano", "connect_timeout_seconds")
+    __slots__ = ("path", "side", "target", "to", "listen", "state", "peers", "counters", "fallback_mode", "opened_unix_nano", "connect_timeout_seconds", "window_bytes")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -348,6 +348,7 @@ class Tunnel(_message.Message):
     FALLBACK_MODE_FIELD_NUMBER: _ClassVar[int]
     OPENED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     CONNECT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
     path: str
     side: TunnelSide
     target: str
@@ -359,10 +360,11 @@ class Tunnel(_message.Message):
     fallback_mode: FallbackMode
     opened_unix_nano: int
     connect_timeout_seconds: float
-    def __init__(self, path: _Optional[str] = ..., side: _Optional[_Union[TunnelSide, str]] = ..., target: _Optional[str] = ..., to: _Optional[str] = ..., listen: _Optional[str] = ..., state: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[TunnelPeer, _Mapping]]] = ..., counters: _Optional[_Union[TunnelCounters, _Mapping]] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., opened_unix_nano: _Optional[int] = ..., connect_timeout_seconds: _Optional[float] = ...) -> None: ...
+    window_bytes: int
+    def __init__(self, path: _Optional[str] = ..., side: _Optional[_Union[TunnelSide, str]] = ..., target: _Optional[str] = ..., to: _Optional[str] = ..., listen: _Optional[str] = ..., state: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[TunnelPeer, _Mapping]]] = ..., counters: _Optional[_Union[TunnelCounters, _Mapping]] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., opened_unix_nano: _Optional[int] = ..., connect_timeout_seconds: _Optional[float] = ..., window_bytes: _Optional[int] = ...) -> None: ...
 
 class OpenTunnelRequest(_message.Message):
-    __slots__ = ("path", "target", "to", "listen", "allow_remote_listen", "fallback_mode", "connect_timeout_seconds")
+    __slots__ = ("path", "target", "to", "listen", "allow_remote_listen", "fallback_mode", "connect_timeout_seconds", "window_bytes")
     PATH_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
@@ -370,6 +372,7 @@ class OpenTunnelRequest(_message.Message):
     ALLOW_REMOTE_LISTEN_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODE_FIELD_NUMBER: _ClassVar[int]
     CONNECT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
     path: str
     target: str
     to: str
@@ -377,7 +380,8 @@ class OpenTunnelRequest(_message.Message):
     allow_remote_listen: bool
     fallback_mode: FallbackMode
     connect_timeout_seconds: float
-    def __init__(self, path: _Optional[str] = ..., target: _Optional[str] = ..., to: _Optional[str] = ..., listen: _Optional[str] = ..., allow_remote_listen: _Optional[bool] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., connect_timeout_seconds: _Optional[float] = ...) -> None: ...
+    window_bytes: int
+    def __init__(self, path: _Optional[str] = ..., target: _Optional[str] = ..., to: _Optional[str] = ..., listen: _Optional[str] = ..., allow_remote_listen: _Optional[bool] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., connect_timeout_seconds: _Optional[float] = ..., window_bytes: _Optional[int] = ...) -> None: ...
 
 class OpenTunnelResponse(_message.Message):
     __slots__ = ("tunnel", "warnings")
