@@ -327,3 +327,28 @@ def test_back_pressure_bounds_what_a_slow_reader_costs(stack: Stack) -> None:
         srv.close()
 
     asyncio.run(main())
+
+
+def test_acl_revocation_resets_the_forwarder(stack: Stack) -> None:
+    """The owner takes bob's read access away: the relay drops his door leg, and the
+    owner resets his connections and closes his data sessions (they have their own
+    ACL files, so nothing else would stop them)."""
+
+    async def main() -> None:
+        srv, port = await serve(echo)
+        await expose(stack, A, "_mpc/rev/t", f"127.0.0.1:{port}")
+        host, lport = await forward(stack, B, f"{A}/_mpc/rev/t", connect_timeout_seconds=2)
+        r, w = await asyncio.open_connection(host, lport)
+        w.write(b"one")
+        assert await asyncio.wait_for(r.readexactly(3), 60) == b"one"
+        acl = Path(stack.root(A)) / "datasites" / A / "_mpc" / "rev" / "syft.pub.yaml"
+        acl.write_text(f'rules: [{{pattern: "**", access: {{read: ["{C}"]}}}}]\n')
+        # picked up by the agent's periodic ACL scan (10 s by default)
+        await wait_tunnel(stack, A, f"{A}/_mpc/rev/t", lambda t: not t.peers, 90)
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(r.read(), 60) == b""
+        w.close()
+        assert await _closed_without_data(host, lport, b"two") == b""
+        srv.close()
+
+    asyncio.run(main())

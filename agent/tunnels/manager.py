@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hotlink.wire.errors import ProtocolError
+from hotlink.wire.messages import REASON_PERMISSION_DENIED
 from hotlink.wire.paths import validate_email
 
 from ..sessions import Role, SessionError, SessionManager, is_loopback, resolve_path
@@ -33,6 +34,9 @@ log = logging.getLogger("hotlink.agent.tunnels")
 
 #: reason this agent gives when it closes a tunnel's sessions on purpose
 CLOSE_REASON = "tunnel closed"
+#: door-leg endings that end a forwarder's link (others, like "reader disconnected",
+#: are a link drop: its sessions carry on once it is back)
+DROP_REASONS = (CLOSE_REASON, REASON_PERMISSION_DENIED)
 EVENT_ACCEPTED = 2
 EVENT_CLOSED = 4
 ROLE_SENDER = 1
@@ -253,7 +257,10 @@ class TunnelManager:
             return
         if ev.type == EVENT_ACCEPTED and ev.session.role == ROLE_SENDER:
             self._admit(t, ev.peer)
-        elif ev.type == EVENT_CLOSED and ev.reason == CLOSE_REASON and ev.peer in t.links:
+        elif ev.type == EVENT_CLOSED and ev.reason in DROP_REASONS and ev.peer in t.links:
+            # the forwarder closed its tunnel, or the relay says it lost read access to
+            # the path: its connections are reset and its data sessions closed
+            log.info("tunnel %s: %s left (%s)", t.spec.path, ev.peer, ev.reason)
             asyncio.get_running_loop().create_task(self._drop_peer(t, ev.peer))
 
     def _admit_known(self) -> None:
@@ -306,8 +313,8 @@ class TunnelManager:
                 spec.path, Role.SENDER, to=spec.to, fallback=spec.fallback_mode
             )
             self.tunnels[spec.path] = t
-            for peer in list(spec.peers):
-                self._start_link(t, peer)
+            # Peers of a previous run are not linked from the file: each is linked again
+            # when the relay admits it on the door (its ACL may have changed meanwhile).
             self._admit_known()
         log.info(
             "tunnel %s: %s %s",

@@ -40,7 +40,8 @@ class TunnelSpec:
     connect_timeout: float = 0.0
     #: receive window per connection; 0 = the agent's --tunnel-window
     window: int = 0
-    #: expose: forwarders the relay admitted on the door session
+    #: expose: forwarders the relay admitted on the door session (informational: after
+    #: a restart each must be admitted again)
     peers: list[str] = field(default_factory=list)
     created_ns: int = 0
 
