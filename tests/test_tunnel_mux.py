@@ -192,3 +192,12 @@ def test_shutdown_resets_all() -> None:
     p.take(p.exp, [e for e in fx if isinstance(e, M.Send)])
     p.pump()
     assert sorted(e.conn for e in p.pop("fwd", M.Abort)) == ids
+
+
+def test_idle_tunnel_does_not_reset_its_next_connection() -> None:
+    p = Pair()
+    p.now = 500.0  # long idle: no frames, no connections
+    cid = p.open()
+    assert p.fwd.next_deadline() is not None and p.fwd.next_deadline() > 500.0
+    assert not [e for e in p.fwd.handle_timer(500.0) if isinstance(e, M.Abort)]
+    assert cid in p.fwd.conns

@@ -205,6 +205,8 @@ class Mux:
         """Forward side: a client connected to the listen port."""
         if self.side is not Side.FORWARD:
             raise ValueError("only the forward side accepts connections")
+        if not self.conns:  # liveness is judged only while connections exist
+            self.last_rx = self.last_ping = now
         cid = self.next_id
         self.next_id = 1 if cid >= 0xFFFFFFFF else cid + 1
         c = Conn(cid, ConnState.OPENING, deadline=now + self.connect_timeout, paused=True)
@@ -306,6 +308,8 @@ class Mux:
                 return [Send(encode(Kind.RST, f.conn, data=b"not an expose side"))]
             if c is not None:
                 return self._violation(c, "OPEN for an existing connection")
+            if not self.conns:
+                self.last_ping = now
             c = Conn(f.conn, ConnState.OPENING, credit=f.value)
             self.conns[f.conn] = c
             self.counters.active += 1
@@ -369,7 +373,6 @@ class Mux:
     def handle_timer(self, now: float) -> list[Effect]:
         out: list[Effect] = []
         if not self.conns:
-            self.last_rx = max(self.last_rx, now - self.peer_timeout / 2)
             return out
         if now - self.last_rx >= self.peer_timeout:
             reason = f"peer silent for {self.peer_timeout:g}s"
