@@ -14,5 +14,6 @@ Modules (decisions live in plain classes; adapters only move bytes):
 - `runtime_dir` private socket dir, long-path rule, pipe naming
 - `pubsync`     uploads own syft.pub.yaml files
 - `control`     grpc.aio servicer, health, reflection
+- `tunnels/`    TCP tunnels over sessions (mux, adapters, manager; see its __init__)
 - `app`, `cli`  wiring and entry point
 """

@@ -57,7 +57,7 @@ def register(
             parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        q.set_defaults(func=lambda a: fn_with(a, fn), _call=call)
+        q.set_defaults(func=fn, _call=call)
         return q
 
     q = sp("expose", "owner side: connections forwarded to PATH go to --target", cmd_expose)
@@ -129,10 +129,6 @@ def _no_action(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return ExitCode.USAGE
-
-
-def fn_with(args: argparse.Namespace, fn: Callable[[argparse.Namespace], int]) -> int:
-    return fn(args)
 
 
 async def _open(c: AgentClient, req: pb.OpenTunnelRequest) -> pb.OpenTunnelResponse:
