@@ -195,7 +195,12 @@ def test_half_close_and_cli_listing(stack: Stack) -> None:
 
     async def main() -> None:
         srv, port = await serve(digest)
-        await expose(stack, B, "_mpc/tun/half", f"127.0.0.1:{port}", to=C)
+        r = await asyncio.to_thread(
+            ctl, "--root", stack.root(B), "tunnel", "expose", "_mpc/tun/half",
+            "--target", f"127.0.0.1:{port}", "--to", C, "--window", "256KiB",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr.decode()
+        assert r.stdout.decode().startswith(f"exposing {B}/_mpc/tun/half -> 127.0.0.1:{port}")
         host, lport = await forward(stack, C, f"{B}/_mpc/tun/half")
         data = os.urandom(300_000)
         r, w = await asyncio.open_connection(host, lport)
