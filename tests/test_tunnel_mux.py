@@ -201,3 +201,30 @@ def test_idle_tunnel_does_not_reset_its_next_connection() -> None:
     assert p.fwd.next_deadline() is not None and p.fwd.next_deadline() > 500.0
     assert not [e for e in p.fwd.handle_timer(500.0) if isinstance(e, M.Abort)]
     assert cid in p.fwd.conns
+
+
+def test_owner_restart_keeps_opens_the_new_instance_will_answer() -> None:
+    p = Pair()
+    old = p.open()
+    cid, fx = p.fwd.accept(0)  # opened while the owner restarts
+    p.take(p.fwd, fx)
+    fx = p.fwd.receive(F.encode(F.Kind.HELLO, 0, 77), 0)
+    assert [e.conn for e in fx if isinstance(e, M.Abort)] == [old]
+    assert cid in p.fwd.conns
+    fx = p.fwd.receive(F.encode(F.Kind.OPEN_OK, cid, 4096), 0)
+    assert any(isinstance(e, M.Opened) for e in fx)
+
+
+def test_stale_frames_for_a_reused_id_are_ignored_while_opening() -> None:
+    p = Pair()
+    cid, fx = p.fwd.accept(0)
+    p.take(p.fwd, fx)
+    # a FIN/DATA/CREDIT about an older connection with this id (the owner had not seen
+    # our new HELLO yet) must not touch the new connection
+    for stale in (F.encode(F.Kind.FIN, cid), F.encode(F.Kind.DATA, cid, data=b"old"),
+                  F.encode(F.Kind.CREDIT, cid, 5)):  # fmt: skip
+        assert p.fwd.receive(stale, 0) == []
+    c = p.fwd.conns[cid]
+    assert not c.fin_recv and c.credit == 0 and c.in_flight == 0
+    m = M.Mux(M.Side.FORWARD, epoch=3, now=0, first_id=0xFFFFFFFF)
+    assert m.accept(0)[0] == 0xFFFFFFFF and m.accept(0)[0] == 1

@@ -167,6 +167,7 @@ class Mux:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         peer_timeout: float = DEFAULT_PEER_TIMEOUT,
         counters: MuxCounters | None = None,
+        first_id: int = 1,
     ) -> None:
         if window < 1024:
             raise ValueError("tunnel window must be at least 1024 bytes")
@@ -178,7 +179,10 @@ class Mux:
         self.peer_timeout = peer_timeout
         self.conns: dict[int, Conn] = {}
         self.peer_epoch = 0
-        self.next_id = 1
+        #: The adapter starts each instance at a random id: the peer may still send
+        #: frames about the previous instance's connections until it has seen our new
+        #: HELLO, and those must not land on a new connection with the same id.
+        self.next_id = min(max(1, first_id), 0xFFFFFFFF)
         self.last_rx = now
         self.last_ping = now
         #: may be shared with the mux instances before this one (totals per peer)
@@ -319,6 +323,8 @@ class Mux:
                 return []
             # a frame for a connection we no longer know (e.g. from before our restart)
             return [Send(encode(Kind.RST, f.conn, data=b"unknown connection"))]
+        if c.state is ConnState.OPENING and k not in (Kind.OPEN_OK, Kind.RST):
+            return []  # stale: about an older connection that had this id
         if k is Kind.OPEN_OK:
             if self.side is not Side.FORWARD or c.state is not ConnState.OPENING:
                 return self._violation(c, "unexpected OPEN_OK")
@@ -396,9 +402,16 @@ class Mux:
     def _hello(self, epoch: int) -> list[Effect]:
         out: list[Effect] = []
         if self.peer_epoch and epoch != self.peer_epoch:
-            # The peer's tunnel restarted: its ends of our connections are gone.
+            # The peer's mux restarted: its ends of our connections are gone. Frames on a
+            # session stay in order, so everything before this HELLO came from the old
+            # instance and everything after from the new one. The expose side resets all
+            # its connections (the forwarder's OPENs for the new instance follow). The
+            # forward side keeps connections still waiting for OPEN_OK: their OPEN may
+            # yet reach the new instance (if the old one took it, the connect timeout
+            # resets them).
             for c in list(self.conns.values()):
-                self._end(c, "the other agent restarted", False, out, abort=True)
+                if self.side is Side.EXPOSE or c.state is ConnState.OPEN:
+                    self._end(c, "the other agent restarted", False, out, abort=True)
         self.peer_epoch = epoch
         return out
 

@@ -125,6 +125,7 @@ class PeerLink:
                     connect_timeout=self.connect_timeout,
                     peer_timeout=self.peer_timeout,
                     counters=self.counters,
+                    first_id=secrets.randbits(32),
                 )
                 self.apply(self.mux.start())
                 self.state, self.reason = "ready", ""
