@@ -114,9 +114,6 @@ class PeerLink:
                     on_pause=self._stall,
                     on_resume=self._unstall,
                 )
-                self.inn = await SessionPipe.connect(
-                    eps.inn, on_payload=self._on_payload, on_lost=self._pipe_lost
-                )
                 self.mux = M.Mux(
                     self.side,
                     epoch=secrets.randbits(63) | 1,
@@ -128,6 +125,11 @@ class PeerLink:
                     first_id=secrets.randbits(32),
                 )
                 self.apply(self.mux.start())
+                # The mux exists before the reader pipe connects: the agent hands over
+                # frames that waited for an app as soon as the connection is made.
+                self.inn = await SessionPipe.connect(
+                    eps.inn, on_payload=self._on_payload, on_lost=self._pipe_lost
+                )
                 self.state, self.reason = "ready", ""
                 self.ready.set()
                 self._unpark()
