@@ -96,6 +96,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         window=cfg.tunnel_window,
         peer_timeout=cfg.tunnel_peer_timeout,
         tracer=TunnelTracer(tel) if tel.enabled else None,
+        subscribe=bus.subscribe,
     )
     servicer = TunnelServicer(mgr, bus, cfg.server).with_tunnels(tunnels)
     try:
@@ -121,7 +122,6 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     n_tunnels = await tunnels.restore()
     if n_tunnels:
         log.info("restored %d tunnels of the previous run", n_tunnels)
-    tunnel_task = loop.create_task(tunnels.watch(bus.subscribe), name="hotlink-tunnels")
     watcher = RequestWatcher(cfg.root / "datasites" / cfg.email, mgr.on_watched)
     watcher.start()
     await link.start()
@@ -143,7 +143,6 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         log.info("shutting down")
         await health_servicer.enter_graceful_shutdown()
         pub_task.cancel()
-        tunnel_task.cancel()
         await tunnels.shutdown()
         await pub.stop()
         await watcher.stop()

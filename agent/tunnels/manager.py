@@ -97,8 +97,13 @@ class TunnelManager:
         window: int = M.DEFAULT_WINDOW,
         peer_timeout: float = M.DEFAULT_PEER_TIMEOUT,
         tracer: TunnelTracer | None = None,
+        subscribe: Callable[[], asyncio.Queue[Any]] | None = None,
     ) -> None:
         self.sessions = sessions
+        #: the session events (control API bus); watched only while an expose tunnel
+        #: exists, so an agent without tunnels pays nothing for them
+        self.subscribe = subscribe
+        self._watch: asyncio.Task[None] | None = None
         self.email = sessions.email
         self.root = sessions.cfg.root
         self.publish = publish
@@ -232,13 +237,24 @@ class TunnelManager:
     async def shutdown(self) -> None:
         """Agent stop: connections die with the process (reset), sessions and the
         tunnel file stay for the next start."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         for t in list(self.tunnels.values()):
             await self._stop(t, close_sessions=False)
 
     # --- events from the session layer -----------------------------------------------
 
+    def _ensure_watch(self) -> None:
+        if self._watch is None and self.subscribe is not None:
+            self._watch = asyncio.get_running_loop().create_task(
+                self.watch(self.subscribe), name="hotlink-tunnel-events"
+            )
+
     async def watch(self, subscribe: Callable[[], asyncio.Queue[Any]]) -> None:
-        """Consume session events (the control API's bus) for the whole agent life."""
+        """Consume session events (the control API's bus) from the first expose on."""
         while True:
             q = subscribe()
             self._admit_known()
@@ -313,6 +329,7 @@ class TunnelManager:
                 spec.path, Role.SENDER, to=spec.to, fallback=spec.fallback_mode
             )
             self.tunnels[spec.path] = t
+            self._ensure_watch()
             # Peers of a previous run are not linked from the file: each is linked again
             # when the relay admits it on the door (its ACL may have changed meanwhile).
             self._admit_known()
