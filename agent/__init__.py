@@ -4,16 +4,29 @@ Run: `hotlink-agent --server ws://HOST:PORT --email E --token-file F --root DIR`
 (flags, `HOTLINK_*` env or a TOML file; see `hotlink-agent --help`). Control it over
 gRPC (`hotlink.v1.HotlinkAgent`) on `DIR/.hotlink/agent.sock`.
 
-Modules (decisions live in plain classes; adapters only move bytes):
-- `config`      flag > env > TOML > default
+Modules (decisions live in plain classes; adapters only move bytes; docs/design.md
+"Agent core and adapters"):
+- `core`        sans-I/O session core (package): `state` (transition table), `paths` (path
+                policy), `effects`, `sender` + `sender_files`, `reader`, `limits`, `names`
+- `session`     a session adapter's common part: endpoint, timer, effects carried out
+- `sender_session` / `reader_session`  the adapters around the sender / reader core
+- `sessions`    the manager: routes relay messages to sessions, async control plane
+- `open_args`   OpenSession argument checks, path -> role, `SessionError`
+- `filepath`    fallback files out, mirror in, uploads (adapter of the file path)
+- `diskqueue`   the file path's one disk thread
+- `reorder`     sans-I/O bounded reorder buffer with gap timeout, and the stream merge
+- `acks`        sans-I/O re-send plan of the sender after a reader's (re-)accept
 - `transport`   the internal transport interface (WS relay link now, P2P later)
 - `link`        WebSocket relay link: reconnect with backoff + jitter, sync send/receive
-- `sessions`    session state machine and manager (sender queueing, reader delivery)
-- `reorder`     sans-I/O bounded reorder buffer with gap timeout
 - `ipc`         stream.sock / stream.tcp endpoints, per-app bounded writers
+- `appnames`    frame names apps write (full datasite path or session-relative)
 - `runtime_dir` private socket dir, long-path rule, pipe naming
+- `state`       ROOT/.hotlink/state.json: open sessions survive a restart
+- `tracing`     the agent's OpenTelemetry spans (nothing on the data path when off)
 - `pubsync`     uploads own syft.pub.yaml files
+- `watcher`     inotify watch for `.request` files apps write themselves
 - `control`     grpc.aio servicer, health, reflection
-- `tunnels/`    TCP tunnels over sessions (mux, adapters, manager; see its __init__)
+- `config`      flag > env > TOML > default
+- `tunnels`     TCP tunnels over sessions (mux, adapters, manager; see its __init__)
 - `app`, `cli`  wiring and entry point
 """

@@ -20,16 +20,16 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from hotlink.common.version import VERSION
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
 
-from .fallback import normalize_mode
+from .core.paths import normalize_mode
 from .runtime_dir import InsecureDirectory, ensure_private_dir
 from .sessions import EventType, Session, SessionError, SessionManager
 
 log = logging.getLogger("hotlink.agent.control")
 
-VERSION = "0.1.0"
 _CODES = {
     SessionError.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     SessionError.EXISTS: grpc.StatusCode.ALREADY_EXISTS,
@@ -59,21 +59,7 @@ def session_to_proto(s: Session) -> pb.Session:
         active_path=int(s.active_path),
         last_seq=s.seq if s.is_sender else s.last_seq,
         ipc_clients=len(s.conns),
-        counters=pb.SessionCounters(
-            frames_sent=s.frames_sent,
-            bytes_sent=s.bytes_sent,
-            frames_received=s.frames_received,
-            bytes_received=s.bytes_received,
-            drops=s.drops,
-            queued=len(s.pending),
-            files_sent=s.files_sent,
-            files_received=s.files_received,
-            duplicates=s.reorder.duplicates,
-            file_duplicates=s.reorder.file_duplicates,
-            files_pending=s.file_backlog,
-            path_switches=s.policy.switches,
-            confirmed_seq=s.confirmed,
-        ),
+        counters=pb.SessionCounters(**s.counters()),
         opened_unix_nano=s.opened_ns,
     )
 

@@ -1,6 +1,6 @@
-"""The file path (issue 6): fallback files out, the reader's mirror in.
+"""The file path: fallback files out, the reader's mirror in.
 
-All disk work runs in ONE worker thread, fed by one FIFO (`DiskQueue`): fallback and
+All disk work runs in ONE worker thread, fed by one FIFO (`diskqueue.DiskQueue`): fallback and
 TEE file writes, re-reads for upload, mirror writes, deletions and reads of
 app-written `.request` files. One thread keeps them in order (a frame's file is
 written before it is uploaded, a mirror file before its frame is replayed) and never
@@ -23,43 +23,71 @@ fallback files of an open reader session are replayed into its stream.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import stat
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from hotlink.common.atomic import TMP_PREFIX, write_atomic
 from hotlink.wire import fallbackfile as ff
 from hotlink.wire.errors import ProtocolError
+from hotlink.wire.etag import etag_of
 from hotlink.wire.messages import FileWrite
 from hotlink.wire.paths import owner_of, validate_path
 
+from .core.effects import APP, FALLBACK, TEE
+from .core.names import RESERVED_NAMES
+from .diskqueue import BATCH, DiskQueue, Done
+from .tracing import AgentTracer
 from .transport import LinkDown, Transport
-
-if TYPE_CHECKING:
-    from .sessions import Session, SessionManager
 
 log = logging.getLogger("hotlink.agent.filepath")
 
-TMP_PREFIX = ".hotlink-tmp-"
-#: names a fallback or mirror file may never take (they are the session's endpoint)
-RESERVED_NAMES = frozenset({"stream.sock", "stream.tcp", "stream.pipe"})
 MAX_INFLIGHT = 256
-BATCH = 256
 
-#: Upload kinds
-FALLBACK = 1  # a frame on the file path (counts as the frame being sent)
-TEE = 2  # an audit copy of a frame that also went by hotlink
-APP = 3  # a .request file an app wrote itself (seq assigned by the agent)
+__all__ = ["APP", "FALLBACK", "RESERVED_NAMES", "TEE", "FileSession", "FileWorker", "Upload"]
+
+
+class FileSession(Protocol):
+    """What the file worker needs from a session (`session.Session`): where its
+    files go, and the events it feeds back (the session's core keeps the counts)."""
+
+    path: str
+    prefix: str
+    session_dir: Path
+
+    @property
+    def sid(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def syncing(self) -> bool: ...
+
+    ingest_pending: int
+
+    def next_seq(self) -> int: ...
+
+    def file_queued(self) -> None: ...
+
+    def file_written(self, kind: int, size: int, error: str | None) -> None: ...
+
+    def file_acked(self, kind: int, seq: int, size: int) -> None: ...
+
+    def file_failed(self, kind: int) -> None: ...
+
+    def reevaluate(self, why: str = "") -> None: ...
+
+    def take_file(self, frame: ff.FallbackFrame) -> bool: ...
+
+    def on_file_frame(self, frame: ff.FallbackFrame) -> None: ...
 
 
 class FileRefused(Exception):
@@ -68,7 +96,7 @@ class FileRefused(Exception):
 
 @dataclass(slots=True, eq=False)
 class Upload:
-    session: Session
+    session: FileSession
     wire_path: str
     seq: int
     kind: int
@@ -98,21 +126,6 @@ def resolve_inside(base: Path, real_base: Path, rel_parts: list[str]) -> Path:
     return target
 
 
-def write_atomic(target: Path, parts: tuple[bytes, ...] | list[bytes]) -> None:
-    """Temp file in the target's folder, then rename: nobody ever sees half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for p in parts:
-                f.write(p)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def read_regular(path: Path, real_dir: Path, max_bytes: int) -> bytes:
     """Read an app-written file, refusing symlinks, non-regular files, files whose
     folder resolves outside `real_dir`, and files over `max_bytes`."""
@@ -140,103 +153,31 @@ def read_regular(path: Path, real_dir: Path, max_bytes: int) -> bytes:
     return data
 
 
-def etag_of(content: bytes) -> str:
-    return hashlib.md5(content, usedforsecurity=False).hexdigest()
-
-
-Done = Callable[[Any, BaseException | None], None]
-
-
-class DiskQueue:
-    """One worker thread, one FIFO of (work, done) jobs; `done` runs on the loop."""
-
-    def __init__(self) -> None:
-        self.jobs: deque[tuple[Callable[[], Any], Done]] = deque()
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hotlink-files")
-        self._task: asyncio.Task[None] | None = None
-        self.closed = False
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def submit(self, work: Callable[[], Any], done: Done) -> None:
-        if self.closed:
-            return
-        if self._task is None:
-            self.start()
-        self.jobs.append((work, done))
-        if not self._wake.is_set():
-            self._wake.set()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="hotlink-disk")
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        jobs = self.jobs
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while jobs:
-                batch = [jobs.popleft() for _ in range(min(BATCH, len(jobs)))]
-                results = await loop.run_in_executor(
-                    self._executor, _run_batch, [w for w, _ in batch]
-                )
-                for (_, done), (res, exc) in zip(batch, results, strict=True):
-                    try:
-                        done(res, exc)
-                    except Exception:
-                        log.exception("file path callback failed")
-
-    async def close(self) -> None:
-        """Finish queued jobs (bounded wait), then stop the thread."""
-        if self._task is None:
-            self.closed = True
-            self._executor.shutdown(wait=False)
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                while self.jobs:
-                    await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.closed = True
-        self._executor.shutdown(wait=True)
-
-
-def _run_batch(works: list[Callable[[], Any]]) -> list[tuple[Any, BaseException | None]]:
-    out: list[tuple[Any, BaseException | None]] = []
-    for w in works:
-        try:
-            out.append((w(), None))
-        except Exception as exc:
-            out.append((None, exc))
-    return out
-
-
 class FileWorker:
     """Fallback/TEE files and uploads for senders; mirror and replay for readers."""
 
     def __init__(
         self,
-        mgr: SessionManager,
         link: Transport,
         *,
+        root: Path,
+        email: str,
+        find_reader: Callable[[str], FileSession | None],
         keep_files: bool,
         max_file_bytes: int,
         memory_budget: int,
         tee_queue: int,
     ) -> None:
-        self.mgr = mgr
         self.link = link
+        self.email = email
+        self.find_reader = find_reader
+        #: spans (agent/tracing.py), set when tracing is on
+        self.tracer: AgentTracer | None = None
         self.keep_files = keep_files
         self.max_file_bytes = max_file_bytes
         self.memory_budget = memory_budget
         self.tee_queue = tee_queue
-        self.base = mgr.cfg.root / "datasites"
+        self.base = root / "datasites"
         self.real_base = self.base.resolve()
         self.disk = DiskQueue()
         self.uploads: deque[Upload] = deque()
@@ -254,7 +195,7 @@ class FileWorker:
     # --- sender: writing fallback / TEE files -------------------------------------
 
     def write_frame(
-        self, s: Session, seq: int, name: str, etag: str, payload: bytes, kind: int
+        self, s: FileSession, seq: int, name: str, etag: str, payload: bytes, kind: int
     ) -> bool:
         """Queue one frame as a file (no I/O here). False if a TEE copy was skipped."""
         if kind == TEE and len(self.disk) >= self.tee_queue:
@@ -275,32 +216,24 @@ class FileWorker:
             for k in list(own)[:100_000]:
                 del own[k]
         u = Upload(s, s.prefix + name, seq, kind, local)
-        s.file_backlog += 1
-        if kind == FALLBACK:
-            s.disk_frames += 1
-            s.disk_bytes += len(payload)
 
         def work() -> tuple[bytes | None, str, int]:
             head = ff.encode_parts(sid, seq, name, etag, len(payload))
-            write_atomic(local, (head, payload))
+            write_atomic(local, (head, payload), mkdir=True)
             content = head + payload
             return (content if keep else None), etag_of(content), len(content)
 
         def done(res: Any, exc: BaseException | None) -> None:
-            if kind == FALLBACK:
-                s.disk_frames -= 1
-                s.disk_bytes -= len(payload)
             if exc is not None:
                 log.error("session %s: cannot write fallback file %s: %s", s.path, local, exc)
-                s.file_failed(u, f"write failed: {exc}")
-                s.disk_progress()
+                s.file_written(kind, len(payload), f"write failed: {exc}")
                 return
             u.content, u.etag, u.size = res
             if u.content is not None:
                 u.budgeted = True
                 self.memory += u.size
             self.uploads.append(u)
-            s.disk_progress()
+            s.file_written(kind, len(payload), None)
             self.pump()
 
         self.disk.submit(work, done)
@@ -309,13 +242,13 @@ class FileWorker:
     def budget_ok(self, n: int) -> bool:
         return self.memory + n <= self.memory_budget
 
-    def upload_app_file(self, s: Session, local: Path, name: str) -> None:
+    def upload_app_file(self, s: FileSession, local: Path, name: str) -> None:
         """An app wrote `<session dir>/<name>`: read it (checked) and send it as the
         session's next frame."""
         real_dir = s.session_dir.resolve()
         limit = self.max_file_bytes
         wire = s.prefix + name
-        tr = self.mgr.tracer  # None: tracing off
+        tr = self.tracer  # None: tracing off
         # watcher.detected: from here to the upload queued; priority.send is its child
         detected = tr.file_detected(wire) if tr is not None else None
 
@@ -350,7 +283,7 @@ class FileWorker:
                 log.warning("refused %s: %s", local, exc2)
                 untraced(f"refused: {exc2}")
                 return
-            s.file_backlog += 1
+            s.file_queued()
             u = Upload(s, wire, seq, APP, None, content, etag_of(content), len(content))
             self.uploads.append(u)
             log.debug("session %s: app file %s queued as seq %d", s.path, name, seq)
@@ -360,7 +293,7 @@ class FileWorker:
 
         self.disk.submit(work, done)
 
-    def restore_uploads(self, s: Session, acked: int) -> None:
+    def restore_uploads(self, s: FileSession, acked: int) -> None:
         """A restored sender: its fallback files the relay never acknowledged (seq >
         `acked`, this stream's sid) are uploaded again, in seq order."""
         root = s.session_dir
@@ -405,7 +338,7 @@ class FileWorker:
                 if self.budget_ok(len(data)):
                     u.content, u.budgeted = data, True
                     self.memory += len(data)
-                s.file_backlog += 1
+                s.file_queued()
                 self.uploads.append(u)
             log.info(
                 "session %s: %d fallback files of the previous run (seq %d..%d) will be sent",
@@ -469,7 +402,7 @@ class FileWorker:
                     log.error("cannot re-read %s for upload: %s", u.local, r)
                     with contextlib.suppress(ValueError):
                         self.uploads.remove(u)
-                    u.session.file_failed(u, f"re-read failed: {r}")
+                    u.session.file_failed(u.kind)
                 else:
                     u.content, u.size = r, len(r)
                     u.etag = etag_of(r)
@@ -488,9 +421,9 @@ class FileWorker:
         s = u.session
         if error is not None:
             log.error("relay refused file %s (seq %d): %s", u.wire_path, u.seq, error)
-            s.file_failed(u, error)
+            s.file_failed(u.kind)
         else:
-            s.file_acked(u)
+            s.file_acked(u.kind, u.seq, u.size)
             if not self.keep_files and u.local is not None and u.kind != APP:
                 local = u.local
                 self.disk.submit(lambda: local.unlink(missing_ok=True), _ignore)
@@ -502,7 +435,7 @@ class FileWorker:
             self.uploads.extendleft(reversed(list(self.inflight.values())))
             self.inflight.clear()
 
-    def forget_session(self, s: Session) -> None:
+    def forget_session(self, s: FileSession) -> None:
         """Session closed: its queued uploads are dropped (files stay on disk)."""
         if any(u.session is s for u in self.uploads):
             kept = deque(u for u in self.uploads if u.session is not s)
@@ -521,11 +454,11 @@ class FileWorker:
         except ProtocolError as exc:
             log.warning("relay sent a file with a bad path %r: %s; ignored", path, exc)
             return
-        if owner_of(path) == self.mgr.email:
+        if owner_of(path) == self.email:
             log.debug("ignoring relay copy of our own datasite file %s", path)
             return
         content = msg.content
-        s = self.mgr.reader_session_for(path)
+        s = self.find_reader(path)
         frame = None
         if s is not None and ff.is_fallback(content):
             try:
@@ -563,10 +496,10 @@ class FileWorker:
 
         def work() -> None:
             target = resolve_inside(base, real_base, parts)
-            write_atomic(target, (content,))
+            write_atomic(target, content, mkdir=True)
 
         self.mirrored += 1
-        tr = self.mgr.tracer  # None: tracing off
+        tr = self.tracer  # None: tracing off
         if tr is None:
             self.disk.submit(work, done)
             return

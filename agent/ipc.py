@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.frames import Frame, FrameDecoder
+from hotlink.wire.frames import Frame, FrameDecoder, header_seq
 
 from .runtime_dir import (
     bind_unix_socket,
@@ -220,7 +220,9 @@ class AppConnection(asyncio.Protocol):
     def flushed_seq(self, last: int) -> int:
         """The seq of the last frame wholly handed to the kernel (it reaches the app
         even if the agent dies now; `last` when nothing is held in user space). Frames
-        still in the transport's buffer or our backlog are not (issue 7 finding 4)."""
+        still in the transport's buffer or our backlog are not: they die with the agent,
+        so reporting them as delivered would let the sender forget frames the app never
+        got."""
         marks = self.marks
         t = self.transport
         if t is None or self.closed:
@@ -230,9 +232,9 @@ class AppConnection(asyncio.Protocol):
         while marks and marks[0][0] <= out:
             marks.popleft()
         if marks:  # the oldest frame not yet in the kernel, less one
-            return int.from_bytes(marks[0][1][13:21], "big") - 1
+            return header_seq(marks[0][1]) - 1
         if self.backlog:
-            return int.from_bytes(self.backlog[0][0][13:21], "big") - 1
+            return header_seq(self.backlog[0][0]) - 1
         return last
 
     # control -------------------------------------------------------------------

@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from hotlink.wire.envelope import HDR_ENCODING, HDR_ENCODINGS, decode, encode
+from hotlink.common.websocket import DirectMessages
+from hotlink.wire.envelope import EVENTS_PATH, HDR_ENCODING, HDR_ENCODINGS, decode, encode
 from hotlink.wire.errors import ProtocolError
+from hotlink.wire.extensions import ACKS, ALL, HDR_EXTENSIONS, NONE, header_value, parse
 from hotlink.wire.messages import Message
-from hotlink.wire.websocket import DirectMessages
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.protocol import State
@@ -33,8 +34,8 @@ from .transport import LinkDown, LinkState, Transport, TransportListener
 
 log = logging.getLogger("hotlink.agent.link")
 
-EVENTS_PATH = "/api/v1/events"
-#: a link up at least this long resets the reconnect backoff (issue 7 finding 5)
+#: a link up at least this long resets the reconnect backoff: a link that drops right
+#: after each connect keeps backing off instead of hammering the relay
 STABLE_AFTER = 5.0
 
 
@@ -111,6 +112,8 @@ class WsLink(Transport):
         self.last_error = ""
         self.reconnects = 0
         self.encoding = ""
+        #: extensions the relay confirmed on the current connection
+        self.extensions: frozenset[str] = NONE
         self._listener: TransportListener | None = None
         self._conn: _HotConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -179,6 +182,7 @@ class WsLink(Transport):
                     additional_headers={
                         "Authorization": f"Bearer {self._token}",
                         HDR_ENCODINGS: "msgpack,json",
+                        HDR_EXTENSIONS: header_value(ALL),
                     },
                     compression=None,
                     max_size=self.max_message,
@@ -207,6 +211,15 @@ class WsLink(Transport):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.encoding = conn.response.headers.get(HDR_ENCODING, "") if conn.response else ""
+            hdrs = conn.response.headers.get_all(HDR_EXTENSIONS) if conn.response else []
+            self.extensions = parse(hdrs)
+            if ACKS not in self.extensions:
+                log.warning(
+                    "relay %s did not confirm the hotlink extensions (got %r): it may be a "
+                    "reference server, which never acknowledges opens; sessions will not open",
+                    self.url,
+                    header_value(self.extensions),
+                )
             self._conn = conn
             up_at = time.monotonic()  # the backoff resets only once the link proved stable
             if connected_before:

@@ -1,7 +1,7 @@
-"""Agent spans (issue 5). Everything trace-related in the agent lives here; the
+"""Agent spans. Everything trace-related in the agent lives here; the
 data-path modules only call in when `tracer` is not None (tracing on):
 
-- `sessions.Session.app_frames` (sender): `origin(session, msg, t_in)` per frame.
+- `session.Session.app_frames` (sender): `origin(session, msg, t_in)` per frame.
   Samples the message (`sample_origin`), records `hotlink.ipc_read` (frames read from
   the app socket -> HotlinkData built) and remembers the `hotlink.send` context for
   the link. Unsampled: nothing is kept.
@@ -37,15 +37,42 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from hotlink.telemetry import FileTraces, Telemetry, TraceCtx
 from hotlink.telemetry import names as N
 from hotlink.wire import messages as m
 from hotlink.wire.envelope import Envelope
 
-if TYPE_CHECKING:
-    from .sessions import Session, SessionManager
+
+class TracedSession(Protocol):
+    """What span attributes read from a session (`session.Session`)."""
+
+    path: str
+    is_sender: bool
+    to: str
+    ipc_mode: int
+    conns: list[Any]
+
+    @property
+    def sender(self) -> str: ...
+
+    @property
+    def readers(self) -> set[str]: ...
+
+    @property
+    def fallback_mode(self) -> int: ...
+
+    @property
+    def last_seq(self) -> int: ...
+
+
+class SessionIndex(Protocol):
+    """What the tracer looks sessions up in (`sessions.SessionManager`)."""
+
+    email: str
+    by_sid: dict[str, Any]
+
 
 Attrs = dict[str, Any]
 #: (span name, ctx, start ns, attrs, error) of a span that ends when its message is sent
@@ -66,7 +93,7 @@ def _bound(d: dict[Any, Any]) -> None:
 
 
 class AgentTracer:
-    def __init__(self, tel: Telemetry, mgr: SessionManager | None = None) -> None:
+    def __init__(self, tel: Telemetry, mgr: SessionIndex | None = None) -> None:
         self.tel = tel
         self.mgr = mgr
         #: id(HotlinkData) -> (msg, hotlink.send ctx, start, attrs): sampled, not yet sent
@@ -81,7 +108,7 @@ class AgentTracer:
 
     # ------------------------------------------------------------------ attributes
 
-    def session_attrs(self, sid: str, s: Session | None = None) -> Attrs:
+    def session_attrs(self, sid: str, s: TracedSession | None = None) -> Attrs:
         a: Attrs = {N.MESSAGING_SYSTEM: N.SYSTEM_VALUE, N.SESSION_ID: sid}
         if s is None and self.mgr is not None and sid:
             s = self.mgr.by_sid.get(sid)
@@ -94,13 +121,13 @@ class AgentTracer:
                     a[N.READER] = s.to
                 if s.readers:
                     a[N.READERS] = ",".join(sorted(s.readers))
-            else:
-                a[N.READER] = s.mgr.email
+            elif self.mgr is not None:
+                a[N.READER] = self.mgr.email
             a[N.FALLBACK_MODE] = _FALLBACK.get(int(s.fallback_mode), str(s.fallback_mode))
             a[N.IPC_MODE] = _IPC_MODES.get(s.ipc_mode, str(s.ipc_mode))
         return a
 
-    def _data_attrs(self, s: Session | None, msg: m.HotlinkData, op: str) -> Attrs:
+    def _data_attrs(self, s: TracedSession | None, msg: m.HotlinkData, op: str) -> Attrs:
         a = self.session_attrs(msg.sid, s)
         a[N.MESSAGING_OPERATION_TYPE] = op
         a[N.MESSAGING_BODY_SIZE] = len(msg.payload)
@@ -111,7 +138,7 @@ class AgentTracer:
 
     # ------------------------------------------------------------ sender data path
 
-    def origin(self, s: Session, msg: m.HotlinkData, t_in: int) -> None:
+    def origin(self, s: TracedSession, msg: m.HotlinkData, t_in: int) -> None:
         """A frame read from an app became `msg`: sample it here, once."""
         ctx = self.tel.sample_origin()
         if ctx is None:
@@ -301,7 +328,7 @@ class AgentTracer:
                 a[N.READER] = msg.frm  # type: ignore[union-attr]
             tel.record(N.AGENT_SESSION_CLOSE, ctx, t0, now, a, kind=N.SERVER)
 
-    # ---------------------------------------------- file path (issue 6 call sites)
+    # ------------------------------------------------------ file path call sites
 
     def file_detected(self, path: str, fell_back: str = "") -> Callable[..., None] | None:
         """Call site (`FileWorker.upload_app_file`): the watcher hands the `.request` file `path`

@@ -1,1 +1,22 @@
-"""Hotlink ctl."""
+"""Hotlink ctl: the app client library and `hotlinkctl`.
+
+Library (what apps import):
+- `client`       `from hotlink.ctl.client import Stream, AgentClient`: both halves below
+- `stream`       HLNK streams on a session endpoint; no gRPC/OpenTelemetry import
+- `agent_client` the agent's gRPC control API, errors translated to `CtlError`s
+- `errors`       `CtlError` and its subclasses, the exit codes
+
+Command line:
+- `cli`          `hotlinkctl` (open, close, ls, get, fallback, status, watch, send, tail, ...)
+- `output`       tables and JSON for control-API messages
+- `devstack`     a local relay + agents on loopback (`hotlinkctl devstack`); `demo` tours it
+- `bench`        `hotlinkctl bench`: latency percentiles against a floor; `floor` is that
+                 floor (plain forwarding), `stats` the percentiles, `bench_table` the
+                 text table, `bench_progress` the progress line, `bench_otel` the
+                 traced devstack and receiver of `bench --otel`
+- `trace`        `hotlinkctl trace`: per-stage breakdown of collected spans
+- `tunnel_cli`   `hotlinkctl tunnel expose|forward|ls|close`: TCP tunnels
+- `mpyc_demo`    `hotlinkctl demo mpyc`: three MPyC parties over tunnels vs straight;
+                 `mpyc_party` is the (unmodified-MPyC) party program it runs
+- `tunnel_bench` `hotlinkctl demo tunnel-throughput`: one tunnel stream vs loopback TCP
+"""

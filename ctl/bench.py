@@ -1,6 +1,6 @@
 """`hotlinkctl bench`: one-way latency app socket → app socket, against a measured floor.
 
-`--bench e2e-latency` measures the file path instead (issue 6; the reference's
+`--bench e2e-latency` measures the file path instead (the reference's
 "e2e-latency"): the sending app writes a `.request` file into the sender's session
 directory (temp name, then rename, as apps should), the sender's agent notices it
 (inotify), uploads it, the relay stores and broadcasts it, and the reader's agent
@@ -30,14 +30,20 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from hotlink.common.atomic import write_atomic
+from hotlink.common.loop import running_on_uvloop, uvloop_available
 from hotlink.v1 import agent_pb2 as pb
 
 from . import devstack
-from .client import AgentClient, Endpoint, Stream
+from .agent_client import AgentClient
+from .bench_otel import OtelSummary, Receiver, TracedStack
+from .bench_progress import Progress
+from .bench_table import render_table as render_table  # `bench.render_table` for callers
 from .errors import CtlError, Unavailable, UsageError
-from .stats import LatencySummary, fmt_ns, fmt_size, ratios, summarize
+from .stats import LatencySummary, fmt_size, ratios, summarize
+from .stream import Endpoint, Stream
 
 STAMP = struct.Struct("<QQ")  # send time ns, message index
 DEFAULT_SIZES = (1024, 10 * 1024, 100 * 1024)
@@ -81,6 +87,8 @@ class BenchConfig:
     frame_size: int = 64 * 1024
     timeout: float = 60.0
     devstack_dir: str = ""
+    otel: bool = False  # also measure a traced devstack (bench_otel)
+    otel_ratio: float = 1.0
 
 
 @dataclass
@@ -90,6 +98,7 @@ class RunResult:
     inflight: int
     hotlink: LatencySummary
     floor: LatencySummary | None = None
+    traced: LatencySummary | None = None  # --otel: the same through a traced devstack
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -101,6 +110,9 @@ class RunResult:
         if self.floor is not None:
             d["floor"] = self.floor.to_dict()
             d["ratio_to_floor"] = ratios(self.hotlink, self.floor)
+        if self.traced is not None:
+            d["traced"] = self.traced.to_dict()
+            d["traced_ratio_to_untraced"] = ratios(self.traced, self.hotlink)
         return d
 
 
@@ -139,6 +151,7 @@ class BenchReport:
     results: list[RunResult] = field(default_factory=list)
     throughput: list[ThroughputResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    otel: OtelSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         cfg = self.config
@@ -155,60 +168,15 @@ class BenchReport:
                 "floor": cfg.floor,
                 "throughput_mb": cfg.throughput_mb,
                 "frame_size": cfg.frame_size,
+                "otel": cfg.otel,
+                "otel_sampler_ratio": cfg.otel_ratio if cfg.otel else None,
             },
             "environment": self.environment,
             "results": [r.to_dict() for r in self.results],
             "throughput": [t.to_dict() for t in self.throughput],
+            "otel": self.otel.to_dict() if self.otel is not None else None,
             "reference": REFERENCE,
         }
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """A single updating line on a tty; one line per run otherwise. Always on stderr."""
-
-    def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
-        self.out = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = self.out.isatty()
-        self.label = ""
-        self.total = 0
-        self._last = 0.0
-
-    def start(self, label: str, total: int) -> None:
-        self.label, self.total = label, total
-        if not self.enabled:
-            return
-        if self.tty:
-            self._draw(0)
-        else:
-            print(f"bench: {label} ({total} messages)", file=self.out, flush=True)
-
-    def update(self, done: int) -> None:
-        if self.enabled and self.tty:
-            now = time.monotonic()
-            if now - self._last > 0.1 or done == self.total:
-                self._last = now
-                self._draw(done)
-
-    def _draw(self, done: int) -> None:
-        pct = 100 * done // self.total if self.total else 100
-        print(f"\r\x1b[2K{self.label}: {done}/{self.total} ({pct}%)", end="", file=self.out)
-        self.out.flush()
-
-    def note(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            print(f"\r\x1b[2K{text}", file=self.out, flush=True)
-        else:
-            print(f"bench: {text}", file=self.out, flush=True)
-
-    def finish(self) -> None:
-        if self.enabled and self.tty:
-            print("\r\x1b[2K", end="", file=self.out, flush=True)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -392,13 +360,12 @@ async def open_file_channel(
 
     async def send(payload: bytes) -> None:
         name = f"e2e-{next(names):08d}.request"
-        tmp = sdir / f".{name}.tmp"
-        tmp.write_bytes(payload)
-        os.replace(tmp, sdir / name)  # atomic: the watcher never sees half a file
+        # atomic: the watcher never sees half a file
+        write_atomic(sdir / name, payload, mode=0o644)
 
     async def recv() -> bytes:
         f = await rx.recv()
-        if not (rdir / f.path).exists():
+        if not (rdir / f.path[len(full) + 1 :]).exists():  # frames carry the full path
             missing[0] += 1
         return f.payload
 
@@ -497,21 +464,6 @@ async def start_floor() -> FloorStack:
 # --------------------------------------------------------------------------- environment
 
 
-def uvloop_available() -> bool:
-    if sys.platform == "win32":
-        return False
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def running_on_uvloop() -> bool:
-    loop = asyncio.get_running_loop()
-    return type(loop).__module__.startswith("uvloop")
-
-
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -558,12 +510,17 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
     floor: FloorStack | None = None
     chan: Channel | None = None
     clients: list[AgentClient] = []
+    traced = TracedStack()
     try:
         if cfg.floor:
             # Before any gRPC channel exists: forking after gRPC started threads makes
             # grpc log fork warnings.
             progress.note("starting the floor (plain forwarding processes)")
             floor = await start_floor()
+        if cfg.otel:
+            if files:
+                raise UsageError("--otel measures the hotlink path, not e2e-latency")
+            traced.rx = await Receiver.start()
         if cfg.devstack_dir:
             state = devstack.DevstackState.load(cfg.devstack_dir)
             progress.note(f"using the devstack in {cfg.devstack_dir}")
@@ -582,6 +539,21 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
             chan = await open_file_channel(ca, a.email, cb, b.email, rel, notes=report.notes)
         else:
             chan = await open_hotlink_channel(ca, a.email, cb, b.email, rel, ipc=cfg.ipc)
+        if traced.rx is not None:
+            traced.dir = tempfile.TemporaryDirectory(prefix="hlbench-otel-", dir="/tmp")
+            progress.note(
+                f"starting a traced devstack in {traced.dir.name} (spans to "
+                f"{traced.rx.endpoint}, sampler ratio {cfg.otel_ratio:g})"
+            )
+            traced.state = await devstack.up(
+                traced.dir.name, otel=traced.rx.endpoint, otel_ratio=cfg.otel_ratio
+            )
+            ta, tb = traced.state.peers[0], traced.state.peers[1]
+            ta_c, tb_c = AgentClient(ta.control), AgentClient(tb.control)
+            clients += [ta_c, tb_c]
+            traced.chan = await open_hotlink_channel(
+                ta_c, ta.email, tb_c, tb.email, rel, ipc=cfg.ipc
+            )
 
         modes = [("sequential", 1)]
         if cfg.inflight > 1:
@@ -602,7 +574,15 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
                         timeout=cfg.timeout, progress=progress,
                         label=f"{'files' if files else 'hotlink'} {tag}",
                     )  # fmt: skip
-                    report.results.append(RunResult(size, mode, inflight, hl, fl))
+                    tr = None
+                    if traced.chan is not None:
+                        tr = await measure(
+                            traced.chan, size, cfg.count, inflight=inflight,
+                            warmup=cfg.warmup, timeout=cfg.timeout, progress=progress,
+                            label=f"traced  {tag}",
+                        )  # fmt: skip
+                        traced.messages += cfg.count + cfg.warmup
+                    report.results.append(RunResult(size, mode, inflight, hl, fl, tr))
         if cfg.throughput_mb > 0:
             total = int(cfg.throughput_mb * 1_000_000)
             window = max(cfg.inflight, 1)
@@ -623,74 +603,14 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
         if chan is not None:
             with contextlib.suppress(Exception):
                 await chan.close()
+        if traced.chan is not None:
+            with contextlib.suppress(Exception):
+                await traced.chan.close()
         for c in clients:
             await c.close()
         if own_dir is not None:
             if state is not None:
                 devstack.down_state(state)
             own_dir.cleanup()
+        report.otel = await traced.stop(cfg.otel_ratio, progress)
     return report
-
-
-# --------------------------------------------------------------------------- output
-
-
-_COLS = ("P50", "P90", "P95", "P99", "max", "mean")
-
-
-def render_table(report: BenchReport) -> str:
-    cfg = report.config
-    env = report.environment
-    what = (
-        ".request file -> reader app socket (file path)"
-        if cfg.bench == "e2e-latency"
-        else "app socket -> app socket"
-    )
-    path_name = "files" if cfg.bench == "e2e-latency" else "hotlink"
-    lines = [
-        f"{cfg.bench}: one-way latency, {what} "
-        f"({cfg.count} msgs per row, warm-up {cfg.warmup}, ipc {cfg.ipc})",
-        f"{env['cpu_model']}, {env['cpu_count']} cores, Python {env['python']}, "
-        f"uvloop {'on' if env['uvloop'] else 'off'}, tracing {'on' if env['tracing'] else 'off'}",
-        "",
-    ]
-    hdr = f"{'size':>6} {'mode':<10} {'path':<8}" + "".join(f"{c:>9}" for c in _COLS)
-    hdr += f"{'MB/s':>9}" + (f" {'x floor':>8}" if any(r.floor for r in report.results) else "")
-    lines.append(hdr)
-    lines.append("-" * len(hdr))
-    for r in report.results:
-        mode = "seq" if r.mode == "sequential" else f"pipe x{r.inflight}"
-        rows = [("floor", r.floor)] if r.floor else []
-        rows.append((path_name, r.hotlink))
-        for path, s in rows:
-            if s is None:
-                continue
-            figures = (s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.max_ns, s.mean_ns)
-            line = f"{fmt_size(r.size):>6} {mode:<10} {path:<8}"
-            line += "".join(f"{fmt_ns(v):>9}" for v in figures)
-            line += f"{s.mb_per_s:>9.1f}"
-            if path == "hotlink" and r.floor is not None:
-                line += f" {r.hotlink.p50_ns / r.floor.p50_ns:>7.2f}x"
-            lines.append(line)
-    if report.results:
-        lines.append("")
-        if any(r.floor for r in report.results):
-            lines.append(
-                "x floor = hotlink P50 / floor P50 (floor measured just before, same sizes)."
-            )
-        if cfg.bench == "hotlink-protocol":
-            lines.append(
-                "Published reference (25 msgs, one in flight): Go P50 ~330 µs, P99 ~1.1 ms; "
-                "Rust P50 ~970 µs, P99 ~5.8 ms."
-            )
-    for note in report.notes:
-        lines.append(f"note: {note}")
-    if report.throughput:
-        lines.append("")
-        lines.append(f"{'throughput':<10} {'frames':>8} {'frame':>8} {'MB/s':>9} {'frames/s':>10}")
-        for t in report.throughput:
-            lines.append(
-                f"{t.path:<10} {t.frames:>8} {fmt_size(t.frame_size):>8} "
-                f"{t.mb_per_s:>9.1f} {t.frames_per_s:>10.0f}"
-            )
-    return "\n".join(lines)

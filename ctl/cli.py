@@ -12,16 +12,17 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hotlink.common.loop import run_main
 from hotlink.v1 import agent_pb2 as pb
 
 from . import bench as bench_mod
 from . import devstack, mpyc_demo, output, tunnel_cli
 from . import trace as trace_mod
-from .client import AgentClient, Stream, default_control_socket
+from .agent_client import AgentClient, default_control_socket
 from .errors import (
     EXIT_CODES_HELP,
     CtlError,
@@ -32,6 +33,7 @@ from .errors import (
     UsageError,
 )
 from .stats import parse_size
+from .stream import Stream
 
 T = TypeVar("T")
 
@@ -115,13 +117,7 @@ async def _with_agent(args: argparse.Namespace, fn: Callable[[AgentClient], Awai
         await client.close()
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """uvloop when available (lower latency); grpc.aio runs on it as well."""
-    if bench_mod.uvloop_available():
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
+_run = run_main  # every subcommand's event loop: uvloop when available
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -459,7 +455,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         frame_size=frame_size,
         timeout=args.timeout,
         devstack_dir=args.dir or "",
+        otel=args.otel,
+        otel_ratio=args.otel_sampler_arg,
     )
+    if not 0.0 <= cfg.otel_ratio <= 1.0:
+        raise UsageError("--otel-sampler-arg must be between 0 and 1")
     progress = bench_mod.Progress(enabled=not args.quiet)
     report = _run(bench_mod.run_bench(cfg, progress))
     if args.json:
@@ -693,6 +693,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--frame-size", default="64KB", help="frame size in throughput mode")
     p.add_argument("--dir", help="use the running devstack in DIR instead of starting one")
+    p.add_argument(
+        "--otel",
+        action="store_true",
+        help="also measure a traced devstack (started here, spans to a receiver process of "
+        "its own) after the untraced one for every size and mode: adds a 'traced' row, its "
+        "ratio to the untraced row, and the spans the receiver got",
+    )
+    p.add_argument(
+        "--otel-sampler-arg",
+        type=float,
+        default=1.0,
+        metavar="RATIO",
+        help="with --otel: share of messages traced (default 1: every message; the "
+        "processes' own default is 0.01)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     trace_mod.register(add)

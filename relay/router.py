@@ -26,8 +26,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from hotlink.common.version import VERSION as HOTLINK_VERSION
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
+from hotlink.wire.etag import etag_of
+from hotlink.wire.extensions import ACKS, ALL, FILE_SYNC, HDR_EXTENSIONS
 from hotlink.wire.fallbackfile import peek_sid
 from hotlink.wire.messages import (
     REASON_PERMISSION_DENIED,
@@ -49,14 +52,14 @@ from hotlink.wire.messages import (
     Nack,
     System,
 )
-from hotlink.wire.paths import MAX_PATH, owner_of, validate_email, validate_path
+from hotlink.wire.paths import MAX_PATH, owner_of, session_path, validate_email, validate_path
 
 from .acl import Access, AclError, AclIndex, is_acl_path, parse_acl
-from .store import Store, StoreError, etag_of
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-VERSION = "hotlink-relay/0.1.0"
+VERSION = f"hotlink-relay/{HOTLINK_VERSION}"
 MAX_SID = 128
 
 # Error codes (design.md "Errors to a client").
@@ -81,6 +84,8 @@ SYNC_SCAN_FILES = 4 * SYNC_PAGE_FILES
 #: backslash, NUL or control character. The length limit is checked apart.
 _SEGMENT = r"(?!\.\.?(?:/|\Z))[^/\\\x00-\x1f\x7f]+"
 _TAIL = re.compile(f"{_SEGMENT}(?:/{_SEGMENT})*")
+
+_NO_FILE_SYNC = f"FileSync needs {FILE_SYNC!r} in {HDR_EXTENSIONS}"
 
 #: Message types a client may send that need no answer.
 _IGNORED = frozenset({System.TYP, Ack.TYP, Nack.TYP, Error.TYP})
@@ -121,6 +126,8 @@ class Conn:
     #: set when an open was rate limited: the adapter should not read this
     #: connection's next frame before this clock value (backpressure on the flooder)
     pause_until: float = 0.0
+    #: protocol extensions it announced; the control Acks only go to `ACKS` peers
+    ext: frozenset[str] = ALL
 
 
 @dataclass(slots=True, eq=False)
@@ -175,13 +182,13 @@ class Router:
 
     # ----------------------------------------------------------------- connections
 
-    def connect(self, conn_id: int, user: str) -> list[Outgoing]:
-        """A connection authenticated as `user`: greet it and offer every live session
-        it may read."""
+    def connect(self, conn_id: int, user: str, ext: frozenset[str] = ALL) -> list[Outgoing]:
+        """A connection authenticated as `user` (announcing the extensions `ext`): greet
+        it and offer every live session it may read."""
         if conn_id in self.conns:
             raise ValueError(f"connection {conn_id} already registered")
         self.now = self.clock()
-        conn = Conn(conn_id, user, tokens=float(self.limits.open_burst), refilled=self.now)
+        conn = Conn(conn_id, user, tokens=float(self.limits.open_burst), refilled=self.now, ext=ext)
         self.conns[conn_id] = conn
         self.by_user.setdefault(user, set()).add(conn_id)
         out = [Outgoing(conn_id, System(self.version, "ok"))]
@@ -310,6 +317,8 @@ class Router:
                 validate_email(m.to)
         except ProtocolError as exc:
             return [Outgoing(conn.id, HotlinkReject(m.sid, f"bad request: {exc}"))]
+        if session_path(m.path) != m.path:  # a reference sender names its first file
+            m = HotlinkOpen(m.sid, session_path(m.path), m.frm, m.to)
         if not self.acl.can(user, m.path, Access.WRITE):
             return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
         if m.to and m.to != user and not self.acl.can(m.to, m.path, Access.READ):
@@ -333,7 +342,8 @@ class Router:
                 s.last_activity = now
                 conn.sending.add(s.sid)
                 # the sender's agent forgot its readers with its old link: tell it who
-                # still reads and where they are (issue 7 finding 2), after the Ack
+                # still reads and where they are, after the Ack, so it re-sends from
+                # each reader's confirmed seq
                 resume = [
                     Outgoing(conn.id, HotlinkAccept(s.sid, u, s.acked.get(u)))
                     for u in dict.fromkeys(s.readers.values())
@@ -349,7 +359,8 @@ class Router:
             self.sessions[m.sid] = s
             self.sending_count[user] = self.sending_count.get(user, 0) + 1
             conn.sending.add(m.sid)
-        out.append(Outgoing(conn.id, Ack(mid)))
+        if ACKS in conn.ext:
+            out.append(Outgoing(conn.id, Ack(mid)))
         out += resume
         targets: Iterable[str] = (m.to,) if m.to else list(self.by_user)
         for u in targets:
@@ -370,12 +381,13 @@ class Router:
         if (s.to and user != s.to) or not self.acl.can(user, s.path, Access.READ):
             return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
         s.last_activity = self.now = self.clock()
+        ack = [Outgoing(conn.id, Ack(mid))] if ACKS in conn.ext else []
         if conn.id in s.readers:  # idempotent per connection
-            return [Outgoing(conn.id, Ack(mid))]
+            return ack
         # A new connection of a reader who still has a leg: that user reconnected
         # before we noticed the old connection go (a silently lost path). The new leg
         # replaces the old one, so frames stop going to the dead one and its later
-        # close announces nothing (issue 7 finding 3).
+        # close announces nothing.
         for cid in [c for c, u in s.readers.items() if u == user]:
             del s.readers[cid]
             old = self.conns.get(cid)
@@ -391,10 +403,7 @@ class Router:
         s.offered.add(conn.id)
         conn.reading.add(s.sid)
         conn.offered.add(s.sid)
-        return [
-            Outgoing(conn.id, Ack(mid)),
-            Outgoing(s.sender_conn, HotlinkAccept(s.sid, user, m.seq)),
-        ]
+        return [*ack, Outgoing(s.sender_conn, HotlinkAccept(s.sid, user, m.seq))]
 
     def _reject(self, conn: Conn, m: HotlinkReject) -> list[Outgoing]:
         """A reader declines (or leaves) a session: passed on to the sender."""
@@ -544,7 +553,7 @@ class Router:
                 log.info("rejected ACL %s from %s: %s", m.path, user, exc)
                 return [Outgoing(conn.id, Nack(mid, f"invalid {m.path}: {exc}"))]
         try:
-            stored = self.store.write(m.path, m.content, m.etag)
+            stored = self.store.write(m.path, m.content)
         except StoreError as exc:
             log.warning("file write %s by %s failed: %s", m.path, user, exc)
             return [Outgoing(conn.id, Nack(mid, str(exc)))]
@@ -565,6 +574,8 @@ class Router:
         stored after its cursor, oldest first, one bounded page per request, then a
         `FileSync` with the new cursor (`mor` when another page waits)."""
         validate_path(m.path)
+        if FILE_SYNC not in conn.ext:  # its answer would not reach the client
+            return [Outgoing(conn.id, Error(BAD_REQUEST, m.path, _NO_FILE_SYNC))]
         user = conn.user
         try:
             files = self.store.list_since(m.path, max(0, m.since - 1))

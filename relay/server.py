@@ -33,9 +33,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hotlink.common.websocket import DirectMessages, binary_header
 from hotlink.telemetry import OFF, Telemetry
 from hotlink.wire.envelope import (
     DEFAULT_MAX_MESSAGE,
+    EVENTS_PATH,
     HDR_ENCODING,
     HDR_ENCODINGS,
     Envelope,
@@ -45,7 +47,7 @@ from hotlink.wire.envelope import (
     encode_json,
 )
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.websocket import DirectMessages, binary_header
+from hotlink.wire.extensions import ALL, HDR_EXTENSIONS, for_peer, header_value, parse
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -58,7 +60,6 @@ from .tracing import TRACED, RelayTracer
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/api/v1/events"
 HEALTH_PATH = "/healthz"
 ENCODINGS = ("msgpack", "json")
 #: Encoding for clients that do not negotiate (legacy clients speak JSON text frames).
@@ -82,7 +83,7 @@ def negotiate(header_values: list[str]) -> str:
 
 class RelayConnection(DirectMessages, ServerConnection):
     """Each complete message goes to `handler` from the protocol callback (see
-    `hotlink.wire.websocket.DirectMessages`); data frames never reach websockets'
+    `hotlink.common.websocket.DirectMessages`); data frames never reach websockets'
     receive queue."""
 
 
@@ -105,6 +106,8 @@ class Peer:
     timer: asyncio.TimerHandle | None = None
     #: the task closing this connection after a queue overflow (kept referenced)
     closer: asyncio.Task[None] | None = None
+    #: protocol extensions the client announced (`hotlink.wire.extensions`)
+    ext: frozenset[str] = ALL
 
     def push(self, data: bytes | str) -> None:
         """Send now if the transport takes it, else queue (bounded)."""
@@ -167,6 +170,7 @@ class _Pending:
 
     user: str
     encoding: str
+    ext: frozenset[str]
 
 
 class RelayServer:
@@ -221,7 +225,8 @@ class RelayServer:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="hotlink"'
             return resp
         enc = negotiate(request.headers.get_all(HDR_ENCODINGS))
-        self._pending[ws] = _Pending(user, enc)
+        ext = parse(request.headers.get_all(HDR_EXTENSIONS))
+        self._pending[ws] = _Pending(user, enc, ext)
         return None
 
     def _process_response(
@@ -230,6 +235,8 @@ class RelayServer:
         pending = self._pending.get(ws)
         if pending is not None and response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
             response.headers[HDR_ENCODING] = pending.encoding
+            if pending.ext:
+                response.headers[HDR_EXTENSIONS] = header_value(pending.ext)
         return None
 
     # ----------------------------------------------------------------- connection
@@ -240,12 +247,19 @@ class RelayServer:
             await ws.close(_CLOSE_POLICY, "not authenticated")
             return
         cid = next(self._ids)
-        peer = Peer(cid, ws, pending.user, pending.encoding, self.max_queue_bytes)
+        peer = Peer(cid, ws, pending.user, pending.encoding, self.max_queue_bytes, ext=pending.ext)
         self.peers[cid] = peer
-        log.info("conn %d: %s connected from %s (%s)", cid, peer.user, _peer(ws), peer.encoding)
+        log.info(
+            "conn %d: %s connected from %s (%s; extensions: %s)",
+            cid,
+            peer.user,
+            _peer(ws),
+            peer.encoding,
+            header_value(peer.ext) or "none",
+        )
         router = self.router
         try:
-            self._dispatch(router.connect(cid, peer.user))
+            self._dispatch(router.connect(cid, peer.user, peer.ext))
             ws.on_resume = peer.flush
             ws.set_handler(functools.partial(self._on_message, peer, router.conns[cid]))
             await ws.wait_closed()
@@ -292,17 +306,9 @@ class RelayServer:
                 out = self.router.handle(cid, env)
                 tp = env.traceparent
                 if t0 and tp:  # a sampled message (tracing on): relay.route
-                    self.tracer.route(peer.user, env, out, t0, self._dispatch)  # type: ignore[union-attr]
+                    self.tracer.route(peer.user, env, out, t0, self._forward, frame)  # type: ignore[union-attr]
                     return
-                peers = self.peers
-                for o in out:
-                    p = peers.get(o.conn)
-                    if p is None:
-                        continue
-                    if o.msg is msg and p.encoding == "msgpack" and o.traceparent == tp:
-                        p.push(frame)
-                    else:
-                        self._dispatch([o])
+                self._forward(frame, msg, tp, out)
                 return
             try:
                 env = decode(frame, self.max_message)
@@ -350,8 +356,22 @@ class RelayServer:
         with contextlib.suppress(Exception):
             peer.ws.transport.resume_reading()
 
+    def _forward(self, frame: bytes, msg: object, tp: str, out: list[Outgoing]) -> None:
+        """Send `frame` itself (a HotlinkData with traceparent `tp`) where the router
+        forwards `msg` unchanged to a msgpack reader; encode the rest."""
+        peers = self.peers
+        for o in out:
+            p = peers.get(o.conn)
+            if p is None:
+                continue
+            if o.msg is msg and p.encoding == "msgpack" and o.traceparent == tp:
+                p.push(frame)
+            else:
+                self._dispatch([o])
+
     def _dispatch(self, out: list[Outgoing]) -> None:
-        """Encode and queue; one encoding per (message, encoding) in the batch."""
+        """Encode and queue; one encoding per (message, encoding, extensions) in the
+        batch. What a peer did not announce is left out (`extensions.for_peer`)."""
         if not out:
             return
         peers = self.peers
@@ -359,18 +379,22 @@ class RelayServer:
             o = out[0]
             p = peers.get(o.conn)
             if p is not None:
-                p.push(_encode(o, p.encoding))
+                data = _encode(o, p.encoding, p.ext)
+                if data is not None:
+                    p.push(data)
             return
-        memo: dict[tuple[int, str], bytes | str] = {}
+        memo: dict[tuple[int, str, frozenset[str]], bytes | str | None] = {}
         for o in out:
             p = peers.get(o.conn)
             if p is None:
                 continue
-            key = (id(o.msg), p.encoding)
-            data = memo.get(key)
-            if data is None:
-                data = memo[key] = _encode(o, p.encoding)
-            p.push(data)
+            key = (id(o.msg), p.encoding, p.ext)
+            if key in memo:
+                data = memo[key]
+            else:
+                data = memo[key] = _encode(o, p.encoding, p.ext)
+            if data is not None:
+                p.push(data)
 
     # ---------------------------------------------------------------------- life
 
@@ -432,10 +456,14 @@ class RelayServer:
             await self._server.wait_closed()
 
 
-def _encode(o: Outgoing, encoding: str) -> bytes | str:
+def _encode(o: Outgoing, encoding: str, ext: frozenset[str]) -> bytes | str | None:
+    """The message as this peer receives it; None: not for a peer without `ext`."""
+    msg = for_peer(o.msg, ext)
+    if msg is None:
+        return None
     if encoding == "json":
-        return encode_json(o.msg, traceparent=o.traceparent)
-    return encode(o.msg, traceparent=o.traceparent)
+        return encode_json(msg, traceparent=o.traceparent)
+    return encode(msg, traceparent=o.traceparent)
 
 
 def _peer(ws: ServerConnection) -> Any:

@@ -1,5 +1,5 @@
 """OpenTelemetry tracing for Hotlink, built so that tracing off costs nothing and
-tracing on never puts SDK work on the data path (issue 5).
+tracing on never puts SDK work on the data path.
 
 Setup (once per process; off unless `--otel` or an OTEL_EXPORTER_OTLP_*ENDPOINT is
 set, see `config` for every rule and the default sampler, parent-based ratio 0.01):
@@ -21,8 +21,9 @@ The model: sampling is decided once per message where it enters Hotlink
 Unsampled messages carry no `tpc` and get None everywhere: call sites then do nothing
 else (no objects, no clock reads). For sampled ones, take `time.time_ns()` stamps on
 the hot path and call `tel.record(...)` after the frame has been handed on; `record`
-only appends a tuple to a bounded queue, and a background thread builds the spans
-with those exact ids and times. Span ids exist before the span: `ctx.traceparent`
+only appends a tuple to a bounded queue; a background thread hands the records to
+an exporter process, which builds the spans with those exact ids and times. Span
+ids exist before the span: `ctx.traceparent`
 can go on the wire first.
 
 Hotlink path, sender agent (origin):
@@ -87,6 +88,16 @@ Session lifecycle (rare: always sampled when tracing is on):
     ...on Ack/Reject...: tel.record(N.AGENT_SESSION_OPEN, ctx, t0, time.time_ns(), attrs,
                                     error="rejected: ..." if rejected else "")
     # relay: tel.span(N.RELAY_SESSION_OPEN, tel.child_of(env.traceparent), attrs)
+
+Modules: `config` (settings and their precedence), `core` (the hot-path facade
+`Telemetry`), `pipeline` (`setup`), `exporter_process` (the child process spans are
+exported from, fed through a pipe), `otlp_encode` (records to OTLP bytes without SDK
+spans) and `direct_export` (its batching and gRPC send, in that process), `export`
+(tuples to SDK spans: console, OTLP/HTTP, in-process),
+`names` (span names and attribute keys), `traceparent` (W3C format), `filemeta`
+(traces on the file path), `receiver` (an OTLP receiver for tests and users without
+Jaeger), `breakdown` (per-stage latency from spans), `bench_overhead` (what tracing
+costs).
 
 Without Jaeger: `python -m hotlink.telemetry.receiver --out spans.jsonl` (or
 `hotlinkctl trace --listen`) collects spans; `hotlinkctl trace spans.jsonl` prints

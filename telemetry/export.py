@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Mapping
 
+from hotlink.common.version import VERSION
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import (
@@ -28,7 +29,7 @@ from .config import TracingConfig
 from .core import SpanRecord
 from .names import KINDS
 
-SCOPE = InstrumentationScope("hotlink", "0.1.0")
+SCOPE = InstrumentationScope("hotlink", VERSION)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _KINDS = {k.name: k for k in SpanKind}
 _UNSET = Status(StatusCode.UNSET)
@@ -51,13 +52,25 @@ def to_readable_span(rec: SpanRecord, resource: Resource) -> ReadableSpan:
         context=ctx,
         parent=parent,
         resource=resource,
-        attributes=dict(attrs) if attrs else {},
+        attributes=_attributes(attrs),
         kind=_KINDS.get(kind or KINDS.get(name, ""), SpanKind.INTERNAL),
         status=Status(StatusCode.ERROR, error) if error else _UNSET,
         start_time=start,
         end_time=end,
         instrumentation_scope=SCOPE,
     )
+
+
+def _attributes(attrs: object) -> dict[str, object]:
+    """A record's attributes: a mapping, or a (shared, own) pair of them (`core.record`)."""
+    if not attrs:
+        return {}
+    if type(attrs) is tuple:
+        shared, own = attrs
+        merged = dict(shared)
+        merged.update(own)
+        return merged
+    return dict(attrs)  # type: ignore[call-overload]
 
 
 class SdkSink:

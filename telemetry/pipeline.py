@@ -7,9 +7,12 @@ import os
 from collections.abc import Mapping
 
 from .config import TracingConfig, TracingOptions, resolve
-from .core import OFF, Telemetry
+from .core import OFF, SpanSink, Telemetry
 
 log = logging.getLogger(__name__)
+
+#: `inprocess`: export from this process (the SDK's threads), not from a child process.
+EXPORT_ENV = "HOTLINK_OTEL_EXPORT"
 
 
 def setup(
@@ -24,8 +27,10 @@ def setup(
     """Resolve flags + `OTEL_*` env and build the process's `Telemetry`.
 
     Off (the default): returns `OFF` without importing the OpenTelemetry SDK.
-    On: an exporter (OTLP gRPC/HTTP or console) behind a `BatchSpanProcessor`, fed by a
-    flusher thread. Call `shutdown()` on exit (it is also registered with atexit).
+    On: a flusher thread hands the recorded spans to an exporter process
+    (`exporter_process`: OTLP/gRPC encoded by `otlp_encode`, OTLP/HTTP and console
+    through the SDK's `BatchSpanProcessor`).
+    Call `shutdown()` on exit (it is also registered with atexit).
     """
     e = os.environ if env is None else env
     cfg = resolve(options, e, default_service_name=service_name, resource_attrs=resource_attrs)
@@ -41,15 +46,12 @@ def from_config(
 ) -> Telemetry:
     if not cfg.enabled:
         return OFF
-    from .export import SdkSink, make_exporter, make_processor, make_resource
-
-    exporter = make_exporter(cfg)
-    processor = make_processor(exporter, os.environ if env is None else env)
+    e = os.environ if env is None else env
     tel = Telemetry(
         enabled=True,
         root_ratio=cfg.root_ratio,
         parent_based=cfg.parent_based,
-        sink=SdkSink(processor, make_resource(cfg)),
+        sink=_sink(cfg, e),
         max_pending=max_pending,
         flush_interval=flush_interval,
         config=cfg,
@@ -64,3 +66,18 @@ def from_config(
         cfg.root_ratio,
     )
     return tel
+
+
+def _sink(cfg: TracingConfig, env: Mapping[str, str]) -> SpanSink:
+    """The exporter process (`exporter_process`), or the SDK in this process when
+    `HOTLINK_OTEL_EXPORT=inprocess` or the process cannot be started."""
+    if env.get(EXPORT_ENV, "").strip().lower() != "inprocess":
+        from .exporter_process import ProcessSink
+
+        try:
+            return ProcessSink(cfg).start()
+        except OSError as exc:
+            log.warning("cannot start the span exporter process (%s): exporting in-process", exc)
+    from .export import SdkSink, make_exporter, make_processor, make_resource
+
+    return SdkSink(make_processor(make_exporter(cfg), env), make_resource(cfg))

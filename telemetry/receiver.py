@@ -139,24 +139,61 @@ class SpanStore:
 
 
 class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, store: SpanStore) -> None:
+    def __init__(self, store: SpanStore | SpanCounter) -> None:
         self.store = store
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
-        self.store.add(flatten(request))
+        if isinstance(self.store, SpanCounter):
+            self.store.add_request(request)
+        else:
+            self.store.add(flatten(request))
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+class SpanCounter:
+    """A store that only counts, per span name and distinct traces: what a benchmark's
+    receiver keeps, cheap enough not to compete with what it measures (no flattening)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.names: dict[str, int] = {}
+        self.traces: set[bytes] = set()
+        self.requests = 0
+        self.received = 0
+
+    def add_request(self, req: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        with self._lock:
+            names, traces = self.names, self.traces
+            self.requests += 1
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    self.received += len(ss.spans)
+                    for sp in ss.spans:
+                        names[sp.name] = names.get(sp.name, 0) + 1
+                        traces.add(sp.trace_id)
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "spans": self.received,
+                "traces": len(self.traces),
+                "requests": self.requests,
+                "names": dict(sorted(self.names.items())),
+            }
+
+
 class OtlpReceiver:
-    """OTLP/gRPC receiver on `host:port` (port 0 picks a free one); a context manager."""
+    """OTLP/gRPC receiver on `host:port` (port 0 picks a free one); a context manager.
+
+    `store` keeps flattened spans (`SpanStore`) or only counts them (`SpanCounter`)."""
 
     def __init__(
         self,
         host: str = "127.0.0.1",
         port: int = 0,
-        store: SpanStore | None = None,
+        store: SpanStore | SpanCounter | None = None,
         max_workers: int = 4,
     ) -> None:
         self.host = host
@@ -191,11 +228,13 @@ class OtlpReceiver:
         self._server.stop(grace).wait()
 
     def spans(self) -> list[SpanDict]:
+        assert isinstance(self.store, SpanStore)
         return self.store.spans()
 
     def wait_for(
         self, predicate: Callable[[list[SpanDict]], Any], timeout: float = 10.0
     ) -> list[SpanDict]:
+        assert isinstance(self.store, SpanStore)
         return self.store.wait_for(predicate, timeout)
 
     def __enter__(self) -> OtlpReceiver:
@@ -273,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--listen", default="127.0.0.1:4317", help="host:port (default %(default)s)")
     ap.add_argument("--out", default="spans.jsonl", help="JSON-lines file (appended)")
+    ap.add_argument(
+        "--count-only",
+        action="store_true",
+        help="keep no spans: count them per name and trace, print the counts as JSON on "
+        "stdout at exit (what `hotlinkctl bench --otel` runs: cheap on the CPU it measures)",
+    )
     args = ap.parse_args(argv)
     host, port = parse_listen(args.listen)
     out = Path(args.out)
@@ -282,14 +327,21 @@ def main(argv: list[str] | None = None) -> int:
         with lock:
             dump_jsonl(spans, out, append=True)
 
-    rx = OtlpReceiver(host, port, SpanStore(on_spans=write, keep=False)).start()
-    print(f"otlp receiver listening on {rx.endpoint}, writing {out}", flush=True)
+    store: SpanStore | SpanCounter = (
+        SpanCounter() if args.count_only else SpanStore(on_spans=write, keep=False)
+    )
+    rx = OtlpReceiver(host, port, store).start()
+    where = "counting spans" if args.count_only else f"writing {out}"
+    print(f"otlp receiver listening on {rx.endpoint}, {where}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
     rx.stop()
-    print(f"received {rx.store.received} spans", file=sys.stderr)
+    if isinstance(store, SpanCounter):
+        print(json.dumps(store.summary()), flush=True)
+    else:
+        print(f"received {store.received} spans", file=sys.stderr)
     return 0
 
 

@@ -29,7 +29,15 @@ from typing import Any
 
 import pytest
 from hotlink.relay.auth import load_or_create_secret, mint_token
-from hotlink.wire.envelope import HDR_ENCODINGS, Envelope, decode, encode, encode_json
+from hotlink.wire.envelope import (
+    EVENTS_PATH,
+    HDR_ENCODINGS,
+    Envelope,
+    decode,
+    encode,
+    encode_json,
+)
+from hotlink.wire.extensions import ALL, HDR_EXTENSIONS, header_value
 from hotlink.wire.messages import Message, System
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -162,7 +170,7 @@ class RelayProcess:
 
     @property
     def events_url(self) -> str:
-        return self.url + "/api/v1/events"
+        return self.url + EVENTS_PATH
 
     @property
     def http_url(self) -> str:
@@ -235,10 +243,18 @@ class RelayClient:
 
 @contextlib.asynccontextmanager
 async def relay_client(
-    relay: RelayProcess, email: str, encoding: str = "msgpack", **kwargs: Any
+    relay: RelayProcess,
+    email: str,
+    encoding: str = "msgpack",
+    extensions: str | None = header_value(ALL),
+    **kwargs: Any,
 ) -> AsyncIterator[RelayClient]:
-    """Connect as `email`, negotiate `encoding` and consume the System greeting."""
+    """Connect as `email`, negotiate `encoding` and consume the System greeting. The
+    client announces every extension our agent does; `extensions=None` connects like a
+    reference client (no `X-Hotlink-Extensions` header)."""
     headers = {"Authorization": f"Bearer {relay.token(email)}", HDR_ENCODINGS: encoding}
+    if extensions is not None:
+        headers[HDR_EXTENSIONS] = extensions
     async with connect(relay.events_url, additional_headers=headers, **kwargs) as ws:
         client = RelayClient(ws, email, encoding)
         hello = await client.recv()

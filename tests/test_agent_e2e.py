@@ -45,8 +45,9 @@ def test_two_peers(agent_factory, sender_first):
     got = reader.recv_n(3)
     assert [f.payload for f in got] == [b"hello", b"hello", b"named"]
     assert [f.seq for f in got] == [1, 2, 3]
-    assert got[0].path == "00000001.request"
-    assert got[2].path == "x/y.request" and got[2].etag == "e1"
+    # the reader app sees full datasite paths, as from the reference's reader
+    assert got[0].path == f"{PATH}/00000001.request"
+    assert got[2].path == f"{PATH}/x/y.request" and got[2].etag == "e1"
     st = bob.status()
     assert st.counters.frames_in == 3
     assert alice.status().counters.frames_out == 3

@@ -160,7 +160,7 @@ def test_open_send_tail_cli(stack: Stack) -> None:
     assert tail.returncode == 0, err.decode()
     frames = [json.loads(line) for line in out.decode().splitlines()]
     assert [(f["seq"], f["payload"]) for f in frames] == [(1, "one"), (2, "two"), (3, "two")]
-    assert frames[0]["path"] == "00000001.request"
+    assert frames[0]["path"] == f"{A}/{path}/00000001.request"  # full datasite path
 
     r = ctl("--root", ra, "ls", "--json")
     sess = {s["path"]: s for s in json.loads(r.stdout)["sessions"]}

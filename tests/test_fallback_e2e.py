@@ -1,4 +1,4 @@
-"""Issue 6 end to end: real relay and agent processes, apps on stream.sock.
+"""File fallback end to end: real relay and agent processes, apps on stream.sock.
 
 Automatic switching between the hotlink and the file path must not lose, duplicate or
 reorder: every test checks that the reader app gets every frame once, in seq order,
@@ -220,7 +220,7 @@ def test_app_written_request_files_and_bad_input(agent_factory):
     tmp.write_bytes(b"hello by file")
     os.replace(tmp, d / "hello.request")
     f = app.recv()
-    assert (f.seq, f.path, f.payload) == (4, "hello.request", b"hello by file")
+    assert (f.seq, f.path, f.payload) == (4, f"{PATH}/hello.request", b"hello by file")
     mirror = bob.session_dir(PATH) / "hello.request"
     fr = decode_fallback(mirror.read_bytes())
     assert (fr.seq, fr.payload) == (4, b"hello by file")

@@ -1,4 +1,4 @@
-"""Issue 6, sans-I/O: the fallback policy, the stream merge, the state file, the
+"""File fallback, sans-I/O: the fallback policy, the stream merge, the state file, the
 fallback file format, the relay's catch-up and progress routing, and the file path's
 path checks."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from hotlink.agent.config import load_config
-from hotlink.agent.fallback import ActivePath, FallbackMode, FallbackPolicy, normalize_mode
+from hotlink.agent.core.paths import ActivePath, FallbackMode, FallbackPolicy, normalize_mode
 from hotlink.agent.filepath import FileRefused, read_regular, resolve_inside, write_atomic
 from hotlink.agent.reorder import StreamMerge
 from hotlink.agent.state import AgentState, SessionRecord, StateKeeper, load_state

@@ -5,4 +5,13 @@
 - `envelope` the SyftBox WS envelope: `SB` + msgpack binary frames, legacy JSON text frames.
 - `paths`    datasite-relative path validation.
 - `errors`   `ProtocolError`, the one error type every decoder raises.
+- `etag`     `etag_of`: the content etag (md5 hex, as the reference) on every route.
+- `fallbackfile` the `HLFB` file a frame becomes on the file path (sid + one HLNK frame).
+- `keys`     payload keys per message type and encoding (the reference's Go field names
+  in msgpack for its untagged payloads); both spellings are read.
+- `extensions` our protocol extensions, their negotiation at connect, and what a peer
+  that did not announce one may receive (`for_peer`).
+
+Nothing here does I/O or imports a network library (`tests/test_wire_pure.py`); the
+websockets adapter helpers are in `hotlink.common.websocket`.
 """

@@ -2,7 +2,8 @@
 
 Binary frames: `b"SB" | version 0x01 | encoding (0x01 msgpack, 0x00 JSON)` then a map
 `{id, typ, dat}` where, for msgpack, `dat` is `bin` holding the msgpack of the payload
-map. Text frames are the legacy JSON form `{"id", "typ", "dat": {...}}` (bytes base64).
+map (keys spelled per encoding as the reference does, see `keys`). Text frames are
+the legacy JSON form `{"id", "typ", "dat": {...}}` (bytes base64).
 
 The optional `tpc` key carries a W3C `traceparent`; the reference's decoders ignore
 unknown keys, so it stays wire compatible.
@@ -22,6 +23,7 @@ from typing import Any
 import msgpack
 
 from .errors import FrameTooLarge, ProtocolError
+from .keys import msgpack_keys
 from .messages import HotlinkData, Message, message_from_dat
 
 MAGIC = b"SB"
@@ -34,6 +36,8 @@ DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 #: Header values negotiated on the WS upgrade (reference §1).
 HDR_ENCODINGS = "X-Syft-WS-Encodings"
 HDR_ENCODING = "X-Syft-WS-Encoding"
+#: The relay's WebSocket endpoint (reference §1): agents connect here, the relay serves it.
+EVENTS_PATH = "/api/v1/events"
 
 _packb = msgpack.Packer(use_bin_type=True).pack  # Packer reuse avoids per-call setup
 
@@ -103,7 +107,8 @@ def encode(msg: Message, id: str | None = None, traceparent: str = "") -> bytes:
             parts += (_K_TPC, _packb(traceparent))
         parts += (_K_DAT, _bin_header(dat_len), head, msg.payload)
         return b"".join(parts)
-    outer: dict[str, Any] = {"id": mid, "typ": msg.TYP, "dat": _packb(msg.to_dat())}
+    dat = msgpack_keys(msg.TYP, msg.to_dat())
+    outer: dict[str, Any] = {"id": mid, "typ": msg.TYP, "dat": _packb(dat)}
     if traceparent:
         outer["tpc"] = traceparent
     return PREFIX + _packb(outer)
@@ -236,11 +241,12 @@ def _fast_data(frame: bytes, view: bool) -> Envelope | None:
         if b & 0xE0 == 0xA0:
             s0 = d0 + 6
             pos = s0 + (b & 0x1F)
-        elif b == 0xD9:
-            s0 = d0 + 7
-            pos = s0 + frame[d0 + 6]
         else:
-            return None
+            w = _STR_WIDE.get(b)
+            if w is None:
+                return None
+            s0 = d0 + 6 + w
+            pos = s0 + _FROM(frame[d0 + 6 : s0], "big")
         sid = frame[s0:pos].decode()
         if frame[pos : pos + 4] != _K_SEQ:
             return None

@@ -27,7 +27,9 @@ DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 
 @dataclass(slots=True, frozen=True)
 class Frame:
-    """One HLNK frame. `path` is the `.request` name the message would have on disk."""
+    """One HLNK frame. `path` is the `.request` file the message would be on disk: from
+    the agent, its full datasite path; to it, that path or one relative to the session
+    folder (see `hotlink.agent.appnames`)."""
 
     payload: bytes
     seq: int = 0
@@ -44,6 +46,18 @@ def encode_header(path: bytes, etag: bytes, payload_len: int, seq: int) -> bytes
     if not 0 <= seq <= MAX_SEQ:
         raise ProtocolError(f"seq {seq} outside u64")
     return HEADER.pack(MAGIC, VERSION, len(path), len(etag), payload_len, seq) + path + etag
+
+
+_SEQ = struct.Struct(">Q")
+#: where the seq sits in the header: after magic, version and the three lengths
+SEQ_OFFSET = HEADER_SIZE - _SEQ.size  # 13
+
+
+def header_seq(header: bytes | bytearray | memoryview) -> int:
+    """The seq of an encoded frame (its header, or the whole frame), read in place:
+    senders and writers that hold frames as encoded bytes need no decode to know
+    which seq a buffered frame carries."""
+    return _SEQ.unpack_from(header, SEQ_OFFSET)[0]
 
 
 def encode_frame(frame: Frame) -> bytes:

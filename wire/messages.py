@@ -1,5 +1,7 @@
 """Typed WS messages with the reference's type numbers and short keys (reference §2).
 
+`to_dat` gives the short keys; how each encoding spells them is in `keys`.
+
 Each class knows its `TYP` and how to turn itself into the `dat` map and back.
 `from_dat` validates types strictly (a wrong type is a `ProtocolError`) and ignores
 keys it does not know, so newer peers can add fields.
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .errors import ProtocolError
+from .keys import short_keys
 
 MAX_U64 = 2**64 - 1
 
@@ -22,26 +25,11 @@ REASON_SENDER_GONE = "sender disconnected"
 REASON_READER_GONE = "reader disconnected"
 REASON_SESSION_IN_USE = "session id in use"
 
-# Go field names the reference's msgpack writes for payloads without msgpack tags.
-_GO_KEYS = {
-    "Path": "pth",
-    "ETag": "etg",
-    "Length": "len",
-    "Content": "con",
-    "OriginalId": "oid",
-    "Error": "err",
-}
 
-
-def _norm(dat: Any) -> dict[str, Any]:
+def _norm(typ: int, dat: Any) -> dict[str, Any]:
     if not isinstance(dat, dict):
         raise ProtocolError(f"message payload must be a map, got {type(dat).__name__}")
-    out: dict[str, Any] = {}
-    for k, v in dat.items():
-        if not isinstance(k, str):
-            continue
-        out[_GO_KEYS.get(k, k)] = v
-    return out
+    return short_keys(typ, dat)
 
 
 def _str(d: dict[str, Any], key: str, default: str | None = None) -> str:
@@ -222,7 +210,7 @@ class HotlinkAccept:
     """`frm` (our extension, omitted when empty) names the accepting reader when the
     relay passes the accept on to the sender; the relay sets it, never the client.
 
-    `seq` (our extension, issue 7; omitted when None): the last seq the reader has
+    `seq` (our extension; omitted when None): the last seq the reader has
     delivered in order on this sid (0: none yet). The relay passes it on with `frm`;
     the sender re-sends from `seq + 1`. Absent (reference reader): nothing is known."""
 
@@ -330,14 +318,14 @@ class HotlinkSignal:
     error: str = ""
 
     def to_dat(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "sid": self.sid,
-            "knd": self.kind,
-            "tok": self.token,
-            "err": self.error,
-        }
+        # the reference's keys and order; `adr`, `tok`, `err` are omitempty there
+        d: dict[str, Any] = {"sid": self.sid, "knd": self.kind}
         if self.addrs:
             d["adr"] = list(self.addrs)
+        if self.token:
+            d["tok"] = self.token
+        if self.error:
+            d["err"] = self.error
         return d
 
     @classmethod
@@ -492,4 +480,4 @@ def message_from_dat(typ: int, dat: Any, text: bool = False) -> Message:
     cls = BY_TYP.get(typ)
     if cls is None:
         return Unsupported(typ, dat)
-    return cls.from_dat(_norm(dat), text)
+    return cls.from_dat(_norm(typ, dat), text)

@@ -66,3 +66,20 @@ def split_owner(path: str) -> tuple[str, str]:
 def is_within(path: str, directory: str) -> bool:
     """Segment-wise containment: `a/b/c` is within `a/b`, `a/bc` is not."""
     return path == directory or path.startswith(directory + "/")
+
+
+#: File names the reference sends on the hotlink (its sender's eligibility test).
+SESSION_FILE_SUFFIXES = (".request", ".response")
+
+
+def session_path(path: str) -> str:
+    """The session folder a HotlinkOpen names.
+
+    The reference's sender opens a session with the path of the first file it sends
+    (`alice@x/_mpc/0_to_1/00000001.request`), and its reader takes the parent folder
+    of such a path as the session; any other path is the folder itself. The relay and
+    the agent read an Open the same way, so a reference sender's frames 2, 3, ...
+    (`.../00000002.request`) fall inside the session."""
+    if path.endswith(SESSION_FILE_SUFFIXES) and "/" in path:
+        return path.rsplit("/", 1)[0]
+    return path

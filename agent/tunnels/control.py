@@ -10,7 +10,7 @@ import grpc
 from hotlink.v1 import agent_pb2 as pb
 
 from ..control import _CODES, ControlServicer
-from ..sessions import SessionError
+from ..open_args import SessionError
 from .manager import Tunnel, TunnelManager
 
 

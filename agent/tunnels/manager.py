@@ -22,7 +22,9 @@ from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import REASON_PERMISSION_DENIED
 from hotlink.wire.paths import validate_email
 
-from ..sessions import Role, SessionError, SessionManager, is_loopback, resolve_path
+from ..core.state import Role
+from ..open_args import SessionError, is_loopback, resolve_path
+from ..sessions import SessionManager
 from . import mux as M
 from . import naming
 from .peer import Endpoints, PeerLink

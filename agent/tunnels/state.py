@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..runtime_dir import write_file_atomic
+from hotlink.common.atomic import write_atomic
 
 log = logging.getLogger("hotlink.agent.tunnels")
 
@@ -57,7 +57,7 @@ class TunnelSpec:
 def save_tunnels(path: Path, specs: list[TunnelSpec]) -> None:
     text = json.dumps({"version": VERSION, "tunnels": [asdict(s) for s in specs]}, indent=1)
     try:
-        write_file_atomic(path, text, 0o600)
+        write_atomic(path, text, mode=0o600)
     except OSError as exc:
         log.warning("cannot save tunnels in %s: %s", path, exc)
 

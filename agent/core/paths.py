@@ -1,4 +1,11 @@
-"""Which path a sender session's frames take: the sans-I/O switch of issue 6.
+"""Paths and the policy that picks one per frame (pure; part of the agent core).
+
+A *path* is a way for a session's frames to travel: today the relay WebSocket
+(`PathId.HOTLINK`) and fallback files (`PathId.FILES`). The sender's core asks the
+policy for the active path once per batch of app frames and for every switch; the
+reader merges whatever paths deliver by seq (`reorder.StreamMerge`). A new path (a
+direct peer link) is a new `PathId` value, a new readiness input of `update()`, and a
+new adapter that carries `Transmit(path)` effects, not edits all over the streams.
 
 Modes (values match `hotlink.v1.FallbackMode`):
 
@@ -36,6 +43,10 @@ class ActivePath(enum.IntEnum):
 
     HOTLINK = 1
     FILES = 2
+
+
+#: the path concept under its own name (`ActivePath` is the control API's name for it)
+PathId = ActivePath
 
 
 def normalize_mode(value: int) -> FallbackMode:

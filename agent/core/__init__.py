@@ -1,0 +1,17 @@
+"""The agent's sans-I/O core: every session decision, no I/O.
+
+Events go in as method calls (app frames, relay messages, link up/down, writable,
+acks and progress, files written/acknowledged, `handle_timer(now)`); effects come out
+as lists of dataclasses (`effects`) that the adapters (`agent/session.py`,
+`agent/sessions.py`, `agent/filepath.py`) carry out. Time is an argument; nothing
+here imports asyncio, websockets, grpc or opentelemetry (tests/test_agent_core_purity.py).
+
+Modules:
+- `state`    session states as one transition table (`SessionMachine`, `Trigger`)
+- `paths`    paths (`PathId`) and the per-frame path policy (`FallbackPolicy`)
+- `effects`  what the cores ask the adapters to do, and control-API `EventType`
+- `sender`   `SenderStream`: seqs, hotlink queue, re-send window, spill to files
+- `reader`   `ReaderStream`: merge by seq, app delivery, catch-up, gap/progress timers
+- `limits`   `StreamLimits` (bounds) and `Totals` (agent-wide counters)
+- `names`    frame-name rules (`validate_frame_name`, `RESERVED_NAMES`)
+"""

@@ -1,0 +1,103 @@
+"""OpenSession's arguments: which folder a path names, which role the agent plays
+there, and the checks of the other fields. `SessionError` is the control plane's
+error (its `code` maps to a gRPC status in `control.py`)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hotlink.wire.errors import ProtocolError
+from hotlink.wire.paths import (
+    owner_of,
+    session_path,
+    validate_email,
+    validate_path,
+    validate_relpath,
+)
+
+from .core.paths import normalize_mode
+from .core.state import Role
+from .ipc import MODE_PIPE, MODE_TCP, MODE_UNIX
+from .runtime_dir import is_windows
+
+
+class SessionError(Exception):
+    """A control-plane failure; `code` maps to a gRPC status in `control.py`."""
+
+    INVALID = "INVALID_ARGUMENT"
+    EXISTS = "ALREADY_EXISTS"
+    DENIED = "PERMISSION_DENIED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE = "DEADLINE_EXCEEDED"
+    NOT_FOUND = "NOT_FOUND"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    PRECONDITION = "FAILED_PRECONDITION"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def resolve_path(own_email: str, path: str, role: int = 0) -> tuple[str, Role]:
+    """`_mpc/0_to_1` -> (`own@x/_mpc/0_to_1`, SENDER); `other@y/_mpc/0_to_1` -> READER.
+
+    The first segment is an owner email if it contains `@`; otherwise the path is
+    relative to the agent's own datasite. `role` (1 sender, 2 reader) overrides.
+    Raises `ProtocolError` for anything unsafe (absolute, `..`, empty segments...).
+    """
+    validate_relpath(path)
+    first = path.split("/", 1)[0]
+    full = path if "@" in first else f"{own_email}/{path}"
+    validate_path(full)
+    if "/" not in full:
+        raise ProtocolError(f"a session path needs a folder inside the datasite: {path!r}")
+    if session_path(full) != full:  # peers would take it for a file of its parent folder
+        raise ProtocolError(f"a session folder named like a .request file: {path!r}")
+    if role not in (0, Role.SENDER, Role.READER):
+        raise ProtocolError(f"unknown role {role}")
+    derived = Role.SENDER if owner_of(full) == own_email else Role.READER
+    return full, Role(role) if role else derived
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_open_args(
+    own_email: str,
+    path: str,
+    role: int,
+    to: str,
+    ipc_mode: int,
+    fallback_mode: int,
+    tcp_addr: str,
+) -> tuple[str, Role, int]:
+    """(full path, role, ipc mode) of a valid OpenSession; `SessionError` otherwise."""
+    try:
+        full, r = resolve_path(own_email, path, role)
+        try:
+            normalize_mode(fallback_mode)
+        except ValueError:
+            raise ProtocolError(f"unknown fallback_mode {fallback_mode}") from None
+        if to:
+            validate_email(to)
+        if tcp_addr:
+            host, sep, port = tcp_addr.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ProtocolError(f"tcp_addr must be HOST:PORT, got {tcp_addr!r}")
+            if not is_loopback(host):
+                raise ProtocolError(f"tcp_addr must be a loopback address, got {host!r}")
+    except ProtocolError as exc:
+        raise SessionError(SessionError.INVALID, str(exc)) from None
+    mode = ipc_mode or (MODE_PIPE if is_windows() else MODE_UNIX)
+    if mode not in (MODE_UNIX, MODE_TCP, MODE_PIPE):
+        raise SessionError(SessionError.INVALID, f"unknown ipc_mode {ipc_mode}")
+    if mode == MODE_PIPE and not is_windows():
+        raise SessionError(SessionError.INVALID, "IPC_MODE_PIPE is only available on Windows")
+    return full, r, mode

@@ -1,0 +1,144 @@
+"""The reader's session adapter: frames from any path into its core
+(`core.ReaderStream`), the frames it releases out to every connected app."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from typing import Any
+
+from hotlink.wire import messages as m
+from hotlink.wire.fallbackfile import FallbackFrame
+from hotlink.wire.paths import owner_of
+
+from .core.effects import Deliver, DeliverBacklog
+from .core.paths import ActivePath, normalize_mode
+from .core.reader import ReaderStream
+from .ipc import AppConnection
+from .session import Session, SessionHost
+from .state import SessionRecord
+
+_NO_PENDING: deque[m.HotlinkData] = deque()
+_NO_READERS: frozenset[str] = frozenset()
+
+
+class ReaderSession(Session):
+    """The reader's adapter: frames from any path in, writes to every app out."""
+
+    def __init__(
+        self,
+        mgr: SessionHost,
+        path: str,
+        *,
+        fallback_mode: int,
+        restore: SessionRecord | None = None,
+        clean: bool = False,
+        **kw: Any,
+    ) -> None:
+        self.stream = self.rx = ReaderStream(
+            path,
+            sender=owner_of(path),
+            mode=normalize_mode(fallback_mode),
+            limits=mgr.limits,
+            totals=mgr.totals,
+            app_flushed=self._app_flushed,
+        )
+        super().__init__(mgr, path, **kw)
+        if restore is not None:
+            self.rx.restore(
+                restore.sid, restore.delivered, (restore.cursor_mtime, restore.cursor_path)
+            )
+
+    @property
+    def sender(self) -> str:
+        return self.rx.sender
+
+    @property
+    def readers(self) -> frozenset[str]:
+        return _NO_READERS
+
+    @property
+    def active_path(self) -> ActivePath:
+        return self.rx.reader_path
+
+    seq = 0
+
+    @property
+    def pending(self) -> deque[m.HotlinkData]:
+        return _NO_PENDING
+
+    @property
+    def syncing(self) -> bool:
+        return self.rx.syncing
+
+    @property
+    def ingest_pending(self) -> int:
+        return self.rx.ingest_pending
+
+    @ingest_pending.setter
+    def ingest_pending(self, n: int) -> None:
+        self.rx.ingest_pending = n
+
+    def counters(self) -> dict[str, int]:
+        """GetSession's counters."""
+        rx = self.rx
+        return {
+            "frames_received": rx.frames_received,
+            "bytes_received": rx.bytes_received,
+            "drops": rx.drops,
+            "files_received": rx.files_received,
+            "duplicates": rx.reorder.duplicates,
+            "file_duplicates": rx.reorder.file_duplicates,
+            "path_switches": rx.policy.switches,
+        }
+
+    def record(self) -> SessionRecord:
+        rec = super().record()
+        rec.delivered = self.rx.delivered()
+        rec.cursor_mtime, rec.cursor_path = self.rx.persist_cursor()
+        return rec
+
+    def app_delivered(self) -> int:
+        return self.rx.delivered()
+
+    def _app_flushed(self, last: int) -> int | None:
+        conns = self.conns
+        return min(c.flushed_seq(last) for c in conns) if conns else None
+
+    def _sent(self, msg: m.Message) -> None:
+        self.rx.sent(msg)
+
+    def app_connected(self, conn: AppConnection) -> None:
+        self.conns.append(conn)
+        for e in self.rx.app_connected(self.mgr.loop.time()):
+            if type(e) is DeliverBacklog:
+                for h, p in e.frames:  # type: ignore[union-attr]
+                    conn.write(h, p)
+        self._arm()
+
+    def app_disconnected(self, conn: AppConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self.conns.remove(conn)
+            self.rx.app_disconnected()
+
+    def on_data(self, msg: m.HotlinkData) -> None:
+        """The hot path: a frame from the hotlink."""
+        conns = self.conns
+        for e in self.rx.on_data(msg, self.mgr.loop.time()):
+            if type(e) is Deliver:
+                for c in conns:
+                    c.write(e.header, e.payload)  # type: ignore[union-attr]
+            else:
+                self.apply([e])
+        self._arm()
+
+    def take_file(self, frame: FallbackFrame) -> bool:
+        """Is this fallback file part of our current stream?"""
+        effects = self.rx.take_file(frame)
+        if effects is None:
+            return False
+        self.apply(effects)
+        return True
+
+    def on_file_frame(self, frame: FallbackFrame) -> None:
+        self.apply(self.rx.on_file_frame(frame, self.mgr.loop.time()))

@@ -1,0 +1,185 @@
+"""The sender's session adapter: app frames in, frames out on the path its core
+(`core.SenderStream`) picks; the file worker's events back into the core."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from hotlink.wire import messages as m
+from hotlink.wire.frames import Frame
+
+from .appnames import session_relative
+from .core.effects import TEE, Transmit, WriteFile
+from .core.paths import ActivePath, FallbackMode, PathId, normalize_mode
+from .core.sender import SenderStream
+from .core.state import Role
+from .ipc import AppConnection
+from .session import Session, SessionHost
+from .state import SessionRecord
+from .transport import LinkDown
+
+log = logging.getLogger("hotlink.agent.sessions")
+
+HOTLINK = PathId.HOTLINK
+
+
+class SenderSession(Session):
+    """The sender's adapter: app frames in, frames out on the path the core picks."""
+
+    is_sender = True
+    role = Role.SENDER
+
+    def __init__(
+        self,
+        mgr: SessionHost,
+        path: str,
+        *,
+        fallback_mode: int,
+        restore: SessionRecord | None = None,
+        clean: bool = False,
+        **kw: Any,
+    ) -> None:
+        self.stream = self.tx = SenderStream(
+            path,
+            sid="",
+            to=kw["to"],
+            mode=normalize_mode(fallback_mode),
+            limits=mgr.limits,
+            totals=mgr.totals,
+        )
+        super().__init__(mgr, path, **kw)
+        if restore is not None and clean:
+            self.tx.sid = restore.sid
+            self.tx.resume(restore.seq, restore.delivered)
+            self.resumed = True
+        elif restore is not None:
+            log.warning(
+                "session %s: the agent did not stop cleanly; it goes on as a new stream", path
+            )
+
+    @property
+    def sender(self) -> str:
+        return self.mgr.email
+
+    @property
+    def readers(self) -> set[str]:
+        return self.tx.readers
+
+    @property
+    def active_path(self) -> ActivePath:
+        return self.tx.policy.active
+
+    @property
+    def seq(self) -> int:
+        return self.tx.seq
+
+    @property
+    def pending(self) -> deque[m.HotlinkData]:
+        return self.tx.pending
+
+    syncing = False
+
+    def counters(self) -> dict[str, int]:
+        """GetSession's counters."""
+        tx = self.tx
+        return {
+            "frames_sent": tx.frames_sent,
+            "bytes_sent": tx.bytes_sent,
+            "drops": tx.drops,
+            "queued": len(tx.pending),
+            "files_sent": tx.files_sent,
+            "files_pending": tx.file_backlog,
+            "path_switches": tx.policy.switches,
+            "confirmed_seq": tx.confirmed,
+        }
+
+    def record(self) -> SessionRecord:
+        rec = super().record()
+        rec.seq = self.tx.seq
+        rec.delivered = self.tx.files_acked_seq
+        return rec
+
+    def _transmit(self, fail_over: bool, force: bool = False, path: PathId = HOTLINK) -> None:
+        """Send queued frames while the session can send and the link takes them.
+        The relay link is the one transport a frame queue exists for today; a direct
+        peer link would be a second `PathId` with its own queue and transport here."""
+        if path is not HOTLINK:
+            raise AssertionError(f"no adapter carries path {path!r}")
+        tx = self.tx
+        pend = tx.pending
+        failed = False
+        if pend and (force or tx.can_transmit):
+            link = self.mgr.link
+            while pend and link.writable:
+                try:
+                    link.send(pend[0])
+                except LinkDown:
+                    failed = True
+                    break
+                tee = tx.frame_sent()
+                if tee is not None:
+                    self._write_file(tee)
+        done = tx.transmit_done(failed, fail_over)
+        if done:
+            self.apply(done)
+
+    def _write_file(self, w: WriteFile) -> None:
+        ok = self.mgr.files.write_frame(self, w.seq, w.name, w.etag, w.payload, w.kind)  # type: ignore[arg-type]
+        if ok and w.kind == TEE:
+            self.tx.tee_queued(w.seq)
+
+    def app_connected(self, conn: AppConnection) -> None:
+        self.conns.append(conn)
+        if self.tx.reading_paused:
+            conn.pause_reading()
+
+    def app_frames(self, conn: AppConnection, frames: list[Frame]) -> None:
+        """The hot path. Raises ProtocolError on a refused frame (after handling the
+        frames before it)."""
+        frames = session_relative(self.prefix, frames)  # type: ignore[assignment]
+        tx = self.tx
+        tr = self.mgr.tracer  # None: tracing off (agent/tracing.py)
+        if tr is None:
+            effects = tx.app_frames(frames)
+            if len(effects) == 1 and type(effects[0]) is Transmit:  # the common case
+                self._transmit(True)
+            else:
+                self.apply(effects)
+            return
+        t_in = time.time_ns()
+        first = tx.seq
+        effects = tx.app_frames(frames)
+        # the frames of this batch that wait for the hotlink (files are not traced here)
+        new = list(itertools.takewhile(lambda x: x.seq > first, reversed(tx.pending)))
+        for msg in reversed(new):
+            tr.origin(self, msg, t_in)
+        self.apply(effects)
+
+    def flush(self) -> None:
+        self._transmit(False)
+
+    def reevaluate(self, why: str = "") -> None:
+        self.apply(self.tx.reevaluate(why))
+
+    def set_mode(self, mode: FallbackMode) -> None:
+        self.apply(self.tx.set_mode(mode))
+
+    # file worker events
+    def next_seq(self) -> int:
+        return self.tx.next_seq()
+
+    def file_queued(self) -> None:
+        self.tx.file_queued()
+
+    def file_written(self, kind: int, size: int, error: str | None) -> None:
+        self.apply(self.tx.file_written(kind, size, error))
+
+    def file_acked(self, kind: int, seq: int, size: int) -> None:
+        self.apply(self.tx.file_acked(kind, seq, size))
+
+    def file_failed(self, kind: int) -> None:
+        self.apply(self.tx.file_failed(kind))

@@ -1,0 +1,85 @@
+"""The text table of `hotlinkctl bench` (`bench.render_table`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .stats import fmt_ns, fmt_size
+
+if TYPE_CHECKING:
+    from .bench import BenchReport
+
+_COLS = ("P50", "P90", "P95", "P99", "max", "mean")
+
+
+def render_table(report: BenchReport) -> str:
+    cfg = report.config
+    env = report.environment
+    what = (
+        ".request file -> reader app socket (file path)"
+        if cfg.bench == "e2e-latency"
+        else "app socket -> app socket"
+    )
+    path_name = "files" if cfg.bench == "e2e-latency" else "hotlink"
+    lines = [
+        f"{cfg.bench}: one-way latency, {what} "
+        f"({cfg.count} msgs per row, warm-up {cfg.warmup}, ipc {cfg.ipc})",
+        f"{env['cpu_model']}, {env['cpu_count']} cores, Python {env['python']}, "
+        f"uvloop {'on' if env['uvloop'] else 'off'}, tracing {'on' if env['tracing'] else 'off'}",
+        "",
+    ]
+    hdr = f"{'size':>6} {'mode':<10} {'path':<8}" + "".join(f"{c:>9}" for c in _COLS)
+    hdr += f"{'MB/s':>9}" + (f" {'x floor':>8}" if any(r.floor for r in report.results) else "")
+    if any(r.traced for r in report.results):
+        hdr += f" {'x untraced P50 / P99':>21}"
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for r in report.results:
+        mode = "seq" if r.mode == "sequential" else f"pipe x{r.inflight}"
+        rows = [("floor", r.floor)] if r.floor else []
+        rows.append((path_name, r.hotlink))
+        if r.traced is not None:
+            rows.append(("traced", r.traced))
+        for path, s in rows:
+            if s is None:
+                continue
+            figures = (s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.max_ns, s.mean_ns)
+            line = f"{fmt_size(r.size):>6} {mode:<10} {path:<8}"
+            line += "".join(f"{fmt_ns(v):>9}" for v in figures)
+            line += f"{s.mb_per_s:>9.1f}"
+            if path in ("hotlink", "traced") and r.floor is not None:
+                line += f" {s.p50_ns / r.floor.p50_ns:>7.2f}x"
+            elif r.floor is not None:
+                line += " " * 9
+            if path == "traced":
+                p50 = s.p50_ns / max(r.hotlink.p50_ns, 1)
+                p99 = s.p99_ns / max(r.hotlink.p99_ns, 1)
+                line += f" {p50:>9.2f}x / {p99:.2f}x"
+            lines.append(line)
+    if report.results:
+        lines.append("")
+        if any(r.floor for r in report.results):
+            lines.append(
+                "x floor = hotlink P50 / floor P50 (floor measured just before, same sizes)."
+            )
+        if report.otel is not None:
+            lines.append(
+                "x untraced = traced / hotlink, same size and mode, measured seconds apart."
+            )
+            lines.append(report.otel.line())
+        if cfg.bench == "hotlink-protocol":
+            lines.append(
+                "Published reference (25 msgs, one in flight): Go P50 ~330 µs, P99 ~1.1 ms; "
+                "Rust P50 ~970 µs, P99 ~5.8 ms."
+            )
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    if report.throughput:
+        lines.append("")
+        lines.append(f"{'throughput':<10} {'frames':>8} {'frame':>8} {'MB/s':>9} {'frames/s':>10}")
+        for t in report.throughput:
+            lines.append(
+                f"{t.path:<10} {t.frames:>8} {fmt_size(t.frame_size):>8} "
+                f"{t.mb_per_s:>9.1f} {t.frames_per_s:>10.0f}"
+            )
+    return "\n".join(lines)

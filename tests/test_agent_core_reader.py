@@ -1,0 +1,220 @@
+"""ReaderStream (agent/core/reader.py) without sockets or sleeps: frames from both
+paths in, app writes and relay messages out; the clock is a plain float."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hotlink.agent.core.effects import (
+    Deliver,
+    DeliverBacklog,
+    Emit,
+    EventType,
+    NewVerdict,
+    Send,
+    Settle,
+    Shutdown,
+    SidChanged,
+)
+from hotlink.agent.core.limits import StreamLimits, Totals
+from hotlink.agent.core.paths import ActivePath
+from hotlink.agent.core.reader import PROGRESS_DELAY, SYNC_TIMEOUT, ReaderStream
+from hotlink.agent.core.state import SessionState
+from hotlink.wire import messages as m
+from hotlink.wire.fallbackfile import FallbackFrame
+from hotlink.wire.frames import FrameDecoder
+
+ALICE = "alice@x.org"
+PATH = f"{ALICE}/_mpc/0_to_1"
+OFFER = m.HotlinkOpen("s1", PATH, ALICE)
+
+
+def data(seq: int, sid: str = "s1") -> m.HotlinkData:
+    return m.HotlinkData(sid, seq, f"{PATH}/{seq:08d}.request", b"p%d" % seq)
+
+
+def delivered(effects: list[Any]) -> list[int]:
+    out = []
+    for e in effects:
+        if isinstance(e, Deliver):
+            (f,) = FrameDecoder(1 << 20).feed(e.header + e.payload)
+            out.append(f.seq)
+    return out
+
+
+def sends(effects: list[Any], t: type) -> list[Any]:
+    return [e.msg for e in effects if isinstance(e, Send) and isinstance(e.msg, t)]
+
+
+def accepted(flushed: int | None = None, **lim: Any) -> ReaderStream:
+    """A reader that caught up (empty store) and was accepted, one app connected."""
+    st = ReaderStream(
+        PATH,
+        sender=ALICE,
+        limits=StreamLimits(**lim),
+        totals=Totals(),
+        link_up=True,
+        app_flushed=lambda last: last if flushed is None else flushed,
+    )
+    out = st.start(OFFER, 0.0)
+    assert SidChanged("", "s1") in out and NewVerdict() in out
+    (sync,) = sends(out, m.FileSync)
+    assert (sync.path, sync.since, sync.after, sync.sid) == (PATH, 0, "", "s1")
+    assert st.syncing and st.state is SessionState.PENDING
+    out = st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 0.0)
+    (acc,) = sends(out, m.HotlinkAccept)
+    assert acc == m.HotlinkAccept("s1", seq=None)  # new to this stream
+    st.sent(acc)
+    out = st.on_acked()
+    assert st.state is SessionState.OPEN and Settle(None) in out
+    assert Emit(EventType.ACCEPTED, ALICE) in out
+    st.app_connected(0.0)
+    return st
+
+
+def test_catch_up_pages_before_accept() -> None:
+    st = ReaderStream(PATH, sender=ALICE, limits=StreamLimits(), link_up=True)
+    st.offer(OFFER, 1.0)
+    assert st.next_deadline() == 1.0 + SYNC_TIMEOUT
+    out = st.on_file_sync(m.FileSync(PATH, 7, "x", sid="s1", more=True), 1.5)
+    (page,) = sends(out, m.FileSync)
+    assert (page.since, page.after) == (7, "x") and not sends(out, m.HotlinkAccept)
+    out = st.on_file_sync(m.FileSync(PATH, 9, "y", sid="s1"), 2.0)
+    assert sends(out, m.HotlinkAccept) and not st.syncing and st.cursor == (9, "y")
+
+
+def test_catch_up_timeout_goes_on_without() -> None:
+    st = ReaderStream(PATH, sender=ALICE, limits=StreamLimits(), link_up=True)
+    st.offer(OFFER, 0.0)
+    assert st.handle_timer(SYNC_TIMEOUT - 0.1) == []
+    out = st.handle_timer(SYNC_TIMEOUT)
+    assert sends(out, m.HotlinkAccept) and not st.syncing
+
+
+def test_in_order_duplicate_and_out_of_order() -> None:
+    st = accepted()
+    assert delivered(st.on_data(data(1), 0.0)) == [1]
+    assert delivered(st.on_data(data(3), 0.0)) == []
+    assert delivered(st.on_data(data(2), 0.0)) == [2, 3]
+    assert delivered(st.on_data(data(2), 0.0)) == []
+    assert st.reorder.duplicates == 1 and st.frames_received == 3 and st.last_seq == 3
+
+
+def test_gap_timer_skips_what_never_came() -> None:
+    st = accepted(reorder_timeout=0.5)
+    st.on_data(data(1), 10.0)
+    st.on_data(data(3), 10.0)
+    assert st.gap_due == 10.5 and st.next_deadline() == 10.0 + PROGRESS_DELAY
+    st.handle_timer(10.0 + PROGRESS_DELAY)
+    assert st.next_deadline() == 10.5
+    assert delivered(st.handle_timer(10.49)) == []
+    assert delivered(st.handle_timer(10.5)) == [3]
+    assert st.drops == 1 and st.totals.drops == 1 and st.gap_due is None
+
+
+def test_gap_timer_waits_while_a_catch_up_runs() -> None:
+    st = accepted(reorder_timeout=0.5)
+    st.on_data(data(1), 0.0)
+    st.on_data(data(3), 0.0)
+    st.on_link_down()
+    st.on_link_up(0.1)  # catch-up again
+    assert st.syncing
+    assert delivered(st.handle_timer(0.5)) == [] and st.gap_due == 1.0
+    st.on_file_sync(m.FileSync(PATH, 0, "", sid="s1"), 0.6)
+    assert delivered(st.handle_timer(1.0)) == [3]
+
+
+def test_files_and_hotlink_merge_by_seq() -> None:
+    st = accepted()
+    st.on_data(data(1), 0.0)
+    out = st.on_file_frame(FallbackFrame("s1", 2, "00000002.request", "", b"f2"), 0.0)
+    assert delivered(out) == [2]
+    assert Emit(EventType.PATH_SWITCHED, ALICE, "frames arrive by fallback files") in out
+    assert st.reader_path is ActivePath.FILES and st.files_received == 1
+    assert delivered(st.on_data(data(2), 0.0)) == []  # the hotlink copy is a duplicate
+    out = st.on_data(data(3), 0.0)
+    assert delivered(out) == [3] and st.reader_path is ActivePath.HOTLINK
+    assert st.on_file_frame(FallbackFrame("other", 4, "x", "", b""), 0.0) == []
+    assert st.take_file(FallbackFrame("other", 4, "x", "", b"")) is None
+
+
+def test_first_file_tells_the_sid() -> None:
+    st = ReaderStream(PATH, sender=ALICE, limits=StreamLimits())
+    assert st.take_file(FallbackFrame("s9", 1, "a", "", b"")) == [SidChanged("", "s9")]
+    assert st.sid == "s9"
+
+
+def test_no_app_backlog_is_bounded_and_handed_to_the_first_app() -> None:
+    st = ReaderStream(PATH, sender=ALICE, limits=StreamLimits(reader_queue=2))
+    st.sid = "s1"
+    for i in (1, 2, 3):
+        assert delivered(st.on_data(data(i), 0.0)) == []
+    assert st.drops == 1 and st.delivered() == 1  # seq 1 dropped, 2 not handed over
+    (bl,) = st.app_connected(0.0)
+    assert isinstance(bl, DeliverBacklog) and len(bl.frames) == 2
+    assert st.frames_received == 2 and st.delivered() == 3
+
+
+def test_progress_reports_what_the_apps_got() -> None:
+    flushed = {"seq": 1}
+    st = accepted()
+    st.app_flushed = lambda last: flushed["seq"]
+    st.on_data(data(1), 0.0)
+    st.on_data(data(2), 0.0)
+    out = st.handle_timer(PROGRESS_DELAY)
+    (prog,) = sends(out, m.HotlinkProgress)
+    assert prog == m.HotlinkProgress("s1", 1)
+    st.sent(prog)
+    # seq 2 still sits in a socket buffer: look again later, without new frames
+    assert st.next_deadline() == PROGRESS_DELAY + PROGRESS_DELAY * 5
+    flushed["seq"] = 2
+    (prog,) = sends(st.handle_timer(PROGRESS_DELAY + PROGRESS_DELAY * 5), m.HotlinkProgress)
+    assert prog.seq == 2
+
+
+def test_reader_restart_from_a_recorded_seq() -> None:
+    st = ReaderStream(PATH, sender=ALICE, limits=StreamLimits(), link_up=True)
+    st.restore("s1", 5, (100, "f"))
+    out = st.start(None, 0.0)  # no offer yet: catch up from the recorded cursor
+    (sync,) = sends(out, m.FileSync)
+    assert (sync.since, sync.after, sync.sid) == (100, "f", "s1")
+    st.offer(OFFER, 0.1)
+    out = st.on_file_sync(m.FileSync(PATH, 100, "f", sid="s1"), 0.2)
+    (acc,) = sends(out, m.HotlinkAccept)
+    assert acc.seq == 5  # the sender re-sends after what we delivered
+    st.on_acked()
+    st.app_connected(0.3)
+    assert delivered(st.on_data(data(5), 0.3)) == []
+    assert delivered(st.on_data(data(6), 0.3)) == [6]
+
+
+def test_new_sid_resets_the_stream() -> None:
+    st = accepted()
+    st.on_data(data(1), 0.0)
+    out = st.offer(m.HotlinkOpen("s2", PATH, ALICE), 1.0)
+    assert SidChanged("s1", "s2") in out and st.last_seq == 0 and st.cursor == (0, "")
+    assert st.state is SessionState.PENDING and sends(out, m.FileSync)
+
+
+def test_sender_gone_link_down_close_reject() -> None:
+    st = accepted()
+    out = st.on_close(m.REASON_SENDER_GONE)
+    assert out == [Emit(EventType.CLOSED, ALICE, m.REASON_SENDER_GONE)]
+    assert st.state is SessionState.PENDING
+    assert st.offer(OFFER, 0.0)  # the re-open: accepted again after a catch-up
+    assert st.on_close("closed by alice") is None  # for good: the adapter closes it
+    st.on_link_down()
+    assert not st.syncing and st.deferred_offer is None
+    out = st.on_reject("", m.REASON_UNKNOWN_SESSION)
+    assert out == [] and st.machine.reason == m.REASON_UNKNOWN_SESSION
+    out = st.on_reject("", "permission denied")
+    assert st.state is SessionState.REJECTED and Shutdown(graceful=False) in out
+    st.shutdown()
+    assert st.next_deadline() is None
+
+
+def test_close_leaves_only_our_leg() -> None:
+    st = accepted()
+    out = st.close("bye")
+    assert sends(out, m.HotlinkClose) == [m.HotlinkClose("s1", "bye")]
+    assert st.state is SessionState.CLOSED and Settle("session closed") in out
