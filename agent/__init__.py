@@ -27,5 +27,6 @@ Modules (decisions live in plain classes; adapters only move bytes; docs/design.
 - `watcher`     inotify watch for `.request` files apps write themselves
 - `control`     grpc.aio servicer, health, reflection
 - `config`      flag > env > TOML > default
+- `tunnels`     TCP tunnels over sessions (mux, adapters, manager; see its __init__)
 - `app`, `cli`  wiring and entry point
 """

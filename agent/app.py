@@ -14,7 +14,7 @@ from hotlink import telemetry
 from hotlink.telemetry import names as N
 
 from .config import AgentConfig
-from .control import ControlServicer, EventBus, start_control_server
+from .control import EventBus, start_control_server
 from .ipc import EndpointRegistry
 from .link import WsLink
 from .pubsync import PubSync
@@ -22,6 +22,9 @@ from .runtime_dir import default_runtime_dir, ensure_private_dir
 from .sessions import SessionManager
 from .state import StateKeeper, load_state
 from .tracing import AgentTracer
+from .tunnels.control import TunnelServicer
+from .tunnels.manager import TunnelManager
+from .tunnels.tracing import TunnelTracer
 from .watcher import RequestWatcher
 
 log = logging.getLogger("hotlink.agent")
@@ -86,7 +89,16 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     mgr.link_up_hooks.append(pub.on_link_up)
     mgr.ack_hooks.append(pub.on_ack)
 
-    servicer = ControlServicer(mgr, bus, cfg.server)
+    tunnels = TunnelManager(
+        mgr,
+        publish=pub.rescan,
+        state_path=hl_dir / "tunnels.json" if cfg.restore_sessions else None,
+        window=cfg.tunnel_window,
+        peer_timeout=cfg.tunnel_peer_timeout,
+        tracer=TunnelTracer(tel) if tel.enabled else None,
+        subscribe=bus.subscribe,
+    )
+    servicer = TunnelServicer(mgr, bus, cfg.server).with_tunnels(tunnels)
     try:
         server, health_servicer = await start_control_server(servicer, cfg.control, cfg.control_tcp)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -107,6 +119,9 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
             )
         keeper = StateKeeper(state_path, mgr.snapshot_state)
         keeper.start()
+    n_tunnels = await tunnels.restore()
+    if n_tunnels:
+        log.info("restored %d tunnels of the previous run", n_tunnels)
     watcher = RequestWatcher(cfg.root / "datasites" / cfg.email, mgr.on_watched)
     watcher.start()
     await link.start()
@@ -128,6 +143,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         log.info("shutting down")
         await health_servicer.enter_graceful_shutdown()
         pub_task.cancel()
+        await tunnels.shutdown()
         await pub.stop()
         await watcher.stop()
         mgr.spill_all()

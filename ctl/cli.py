@@ -20,7 +20,7 @@ from hotlink.common.loop import run_main
 from hotlink.v1 import agent_pb2 as pb
 
 from . import bench as bench_mod
-from . import devstack, devstack_cluster, output
+from . import devstack, devstack_cluster, mpyc_demo, output, tunnel_cli
 from . import trace as trace_mod
 from .agent_client import AgentClient, default_control_socket
 from .errors import (
@@ -731,6 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     trace_mod.register(add)
+    tunnel_cli.register(add, common, lambda a, fn: _run(_with_agent(a, fn)))
+    mpyc_demo.register(add, _run)
     return ap
 
 
