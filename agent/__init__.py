@@ -30,5 +30,6 @@ Modules (decisions live in plain classes; adapters only move bytes; docs/design.
 - `control`     grpc.aio servicer, health, reflection
 - `reflection`  gRPC reflection under both v1 and v1alpha
 - `config`      flag > env > TOML > default
+- `tunnels`     TCP tunnels over sessions (mux, adapters, manager; see its __init__)
 - `app`, `cli`  wiring and entry point
 """

@@ -14,7 +14,7 @@ from hotlink import telemetry
 from hotlink.telemetry import names as N
 
 from .config import AgentConfig
-from .control import ControlServicer, EventBus, start_control_server
+from .control import EventBus, start_control_server
 from .ipc import EndpointRegistry
 from .link import WsLink
 from .pubsync import PubSync
@@ -23,6 +23,9 @@ from .sessions import SessionManager
 from .state import StateKeeper, load_state
 from .tokenfile import permission_problem, unverified_subject
 from .tracing import AgentTracer
+from .tunnels.control import TunnelServicer
+from .tunnels.manager import TunnelManager
+from .tunnels.tracing import TunnelTracer
 from .watcher import RequestWatcher
 
 log = logging.getLogger("hotlink.agent")
@@ -106,7 +109,16 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     mgr.link_up_hooks.append(pub.on_link_up)
     mgr.ack_hooks.append(pub.on_ack)
 
-    servicer = ControlServicer(mgr, bus, cfg.server)
+    tunnels = TunnelManager(
+        mgr,
+        publish=pub.rescan,
+        state_path=hl_dir / "tunnels.json" if cfg.restore_sessions else None,
+        window=cfg.tunnel_window,
+        peer_timeout=cfg.tunnel_peer_timeout,
+        tracer=TunnelTracer(tel) if tel.enabled else None,
+        subscribe=bus.subscribe,
+    )
+    servicer = TunnelServicer(mgr, bus, cfg.server).with_tunnels(tunnels)
     try:
         server, health_servicer = await start_control_server(servicer, cfg.control, cfg.control_tcp)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -127,6 +139,9 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
             )
         keeper = StateKeeper(state_path, mgr.snapshot_state)
         keeper.start()
+    n_tunnels = await tunnels.restore()
+    if n_tunnels:
+        log.info("restored %d tunnels of the previous run", n_tunnels)
     watcher = RequestWatcher(
         cfg.root / "datasites" / cfg.email, mgr.on_watched, on_acl=pub.request_rescan
     )
@@ -150,6 +165,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         log.info("shutting down")
         await health_servicer.enter_graceful_shutdown()
         pub_task.cancel()
+        await tunnels.shutdown()
         await pub.stop()
         await watcher.stop()
         mgr.spill_all()

@@ -70,6 +70,10 @@ class AgentConfig:
     keep_files: bool = False
     #: write the open sessions to ROOT/.hotlink/state.json and restore them on start.
     restore_sessions: bool = True
+    #: TCP tunnels: bytes in flight per connection and direction (the memory bound per
+    #: stream), and how long a tunnel peer may stay silent while connections are open.
+    tunnel_window: int = 1 << 20
+    tunnel_peer_timeout: float = 60.0
     #: OpenTelemetry (`--otel*` flags, HOTLINK_OTEL* env, `otel*` TOML keys; see
     #: `tracing_options`); OTEL_* variables apply below them
     tracing: TracingOptions = field(default_factory=TracingOptions)
@@ -280,6 +284,21 @@ OPTIONS: tuple[Option, ...] = (
         _bool,
         "save open sessions in ROOT/.hotlink/state.json and restore them on start (default true)",
         switch=True,
+    ),
+    Option(
+        "tunnel_window",
+        _pos_int,
+        "TCP tunnels: bytes a connection may have in flight per direction before the "
+        "sending end stops reading (flow control; the memory bound per stream and "
+        "direction, default 1 MiB, at least 1024)",
+        metavar="BYTES",
+    ),
+    Option(
+        "tunnel_peer_timeout",
+        _pos_float,
+        "TCP tunnels: seconds the other agent may stay silent while connections are open "
+        "before they are reset on both ends (default 60)",
+        metavar="SECONDS",
     ),
 )
 

@@ -21,4 +21,8 @@ Command line:
                  traced devstack and receiver of `bench --otel`
 - `trace`        `hotlinkctl trace`: per-stage breakdown of collected spans
 - `bench_cluster` relay cluster benchmarks: same- vs cross-node latency, 1/2/3-node rate
+- `tunnel_cli`   `hotlinkctl tunnel expose|forward|ls|close`: TCP tunnels
+- `mpyc_demo`    `hotlinkctl demo mpyc`: three MPyC parties over tunnels vs straight;
+                 `mpyc_party` is the (unmodified-MPyC) party program it runs
+- `tunnel_bench` `hotlinkctl demo tunnel-throughput`: one tunnel stream vs loopback TCP
 """

@@ -18,11 +18,11 @@ from typing import Any
 from hotlink.common.version import version_line
 
 from . import bench as bench_mod
-from . import devstack, devstack_cluster, output
+from . import devstack, devstack_cluster, mpyc_demo, output, tunnel_cli
 from . import trace as trace_mod
 from .commands import acl as acl_cmds
 from .commands import sessions as session_cmds
-from .commands.common import IPC_MODES, common_options
+from .commands.common import IPC_MODES, common_options, with_agent
 from .commands.common import run as _run
 from .errors import EXIT_CODES_HELP, CtlError, ExitCode, UsageError
 from .stats import parse_size
@@ -365,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     trace_mod.register(add)
+    tunnel_cli.register(add, common, lambda a, fn: _run(with_agent(a, fn)))
+    mpyc_demo.register(add, _run)
     return ap
 
 

@@ -58,6 +58,12 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_LINK_UP: _ClassVar[EventType]
     EVENT_TYPE_LINK_DOWN: _ClassVar[EventType]
     EVENT_TYPE_PATH_SWITCHED: _ClassVar[EventType]
+
+class TunnelSide(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TUNNEL_SIDE_UNSPECIFIED: _ClassVar[TunnelSide]
+    TUNNEL_SIDE_FORWARD: _ClassVar[TunnelSide]
+    TUNNEL_SIDE_EXPOSE: _ClassVar[TunnelSide]
 IPC_MODE_UNSPECIFIED: IpcMode
 IPC_MODE_UNIX: IpcMode
 IPC_MODE_TCP: IpcMode
@@ -89,6 +95,9 @@ EVENT_TYPE_CLOSED: EventType
 EVENT_TYPE_LINK_UP: EventType
 EVENT_TYPE_LINK_DOWN: EventType
 EVENT_TYPE_PATH_SWITCHED: EventType
+TUNNEL_SIDE_UNSPECIFIED: TunnelSide
+TUNNEL_SIDE_FORWARD: TunnelSide
+TUNNEL_SIDE_EXPOSE: TunnelSide
 
 class OpenSessionRequest(_message.Message):
     __slots__ = ("path", "to", "ipc_mode", "fallback_mode", "tcp_addr", "role", "require_link", "timeout_seconds")
@@ -275,7 +284,7 @@ class Counters(_message.Message):
     def __init__(self, frames_in: _Optional[int] = ..., frames_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., drops: _Optional[int] = ..., reconnects: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("version", "email", "server_url", "link_state", "link_since_unix_nano", "last_error", "root", "counters", "sessions")
+    __slots__ = ("version", "email", "server_url", "link_state", "link_since_unix_nano", "last_error", "root", "counters", "sessions", "tunnels")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     SERVER_URL_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +294,7 @@ class GetStatusResponse(_message.Message):
     ROOT_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    TUNNELS_FIELD_NUMBER: _ClassVar[int]
     version: str
     email: str
     server_url: str
@@ -294,4 +304,111 @@ class GetStatusResponse(_message.Message):
     root: str
     counters: Counters
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
-    def __init__(self, version: _Optional[str] = ..., email: _Optional[str] = ..., server_url: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., link_since_unix_nano: _Optional[int] = ..., last_error: _Optional[str] = ..., root: _Optional[str] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
+    tunnels: _containers.RepeatedCompositeFieldContainer[Tunnel]
+    def __init__(self, version: _Optional[str] = ..., email: _Optional[str] = ..., server_url: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., link_since_unix_nano: _Optional[int] = ..., last_error: _Optional[str] = ..., root: _Optional[str] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., tunnels: _Optional[_Iterable[_Union[Tunnel, _Mapping]]] = ...) -> None: ...
+
+class TunnelCounters(_message.Message):
+    __slots__ = ("connections", "active", "bytes_in", "bytes_out", "resets", "refused")
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_FIELD_NUMBER: _ClassVar[int]
+    BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
+    RESETS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    connections: int
+    active: int
+    bytes_in: int
+    bytes_out: int
+    resets: int
+    refused: int
+    def __init__(self, connections: _Optional[int] = ..., active: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., resets: _Optional[int] = ..., refused: _Optional[int] = ...) -> None: ...
+
+class TunnelPeer(_message.Message):
+    __slots__ = ("email", "state", "reason", "counters")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    state: str
+    reason: str
+    counters: TunnelCounters
+    def __init__(self, email: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., counters: _Optional[_Union[TunnelCounters, _Mapping]] = ...) -> None: ...
+
+class Tunnel(_message.Message):
+    __slots__ = ("path", "side", "target", "to", "listen", "state", "peers", "counters", "fallback_mode", "opened_unix_nano", "connect_timeout_seconds", "window_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_MODE_FIELD_NUMBER: _ClassVar[int]
+    OPENED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    CONNECT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    side: TunnelSide
+    target: str
+    to: str
+    listen: str
+    state: str
+    peers: _containers.RepeatedCompositeFieldContainer[TunnelPeer]
+    counters: TunnelCounters
+    fallback_mode: FallbackMode
+    opened_unix_nano: int
+    connect_timeout_seconds: float
+    window_bytes: int
+    def __init__(self, path: _Optional[str] = ..., side: _Optional[_Union[TunnelSide, str]] = ..., target: _Optional[str] = ..., to: _Optional[str] = ..., listen: _Optional[str] = ..., state: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[TunnelPeer, _Mapping]]] = ..., counters: _Optional[_Union[TunnelCounters, _Mapping]] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., opened_unix_nano: _Optional[int] = ..., connect_timeout_seconds: _Optional[float] = ..., window_bytes: _Optional[int] = ...) -> None: ...
+
+class OpenTunnelRequest(_message.Message):
+    __slots__ = ("path", "target", "to", "listen", "allow_remote_listen", "fallback_mode", "connect_timeout_seconds", "window_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_REMOTE_LISTEN_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_MODE_FIELD_NUMBER: _ClassVar[int]
+    CONNECT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    target: str
+    to: str
+    listen: str
+    allow_remote_listen: bool
+    fallback_mode: FallbackMode
+    connect_timeout_seconds: float
+    window_bytes: int
+    def __init__(self, path: _Optional[str] = ..., target: _Optional[str] = ..., to: _Optional[str] = ..., listen: _Optional[str] = ..., allow_remote_listen: _Optional[bool] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., connect_timeout_seconds: _Optional[float] = ..., window_bytes: _Optional[int] = ...) -> None: ...
+
+class OpenTunnelResponse(_message.Message):
+    __slots__ = ("tunnel", "warnings")
+    TUNNEL_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    tunnel: Tunnel
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tunnel: _Optional[_Union[Tunnel, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CloseTunnelRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class CloseTunnelResponse(_message.Message):
+    __slots__ = ("tunnel",)
+    TUNNEL_FIELD_NUMBER: _ClassVar[int]
+    tunnel: Tunnel
+    def __init__(self, tunnel: _Optional[_Union[Tunnel, _Mapping]] = ...) -> None: ...
+
+class ListTunnelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTunnelsResponse(_message.Message):
+    __slots__ = ("tunnels",)
+    TUNNELS_FIELD_NUMBER: _ClassVar[int]
+    tunnels: _containers.RepeatedCompositeFieldContainer[Tunnel]
+    def __init__(self, tunnels: _Optional[_Iterable[_Union[Tunnel, _Mapping]]] = ...) -> None: ...

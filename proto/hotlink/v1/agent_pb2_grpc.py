@@ -69,6 +69,21 @@ class HotlinkAgentStub:
                 request_serializer=hotlink_dot_v1_dot_agent__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=hotlink_dot_v1_dot_agent__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.OpenTunnel = channel.unary_unary(
+                '/hotlink.v1.HotlinkAgent/OpenTunnel',
+                request_serializer=hotlink_dot_v1_dot_agent__pb2.OpenTunnelRequest.SerializeToString,
+                response_deserializer=hotlink_dot_v1_dot_agent__pb2.OpenTunnelResponse.FromString,
+                _registered_method=True)
+        self.CloseTunnel = channel.unary_unary(
+                '/hotlink.v1.HotlinkAgent/CloseTunnel',
+                request_serializer=hotlink_dot_v1_dot_agent__pb2.CloseTunnelRequest.SerializeToString,
+                response_deserializer=hotlink_dot_v1_dot_agent__pb2.CloseTunnelResponse.FromString,
+                _registered_method=True)
+        self.ListTunnels = channel.unary_unary(
+                '/hotlink.v1.HotlinkAgent/ListTunnels',
+                request_serializer=hotlink_dot_v1_dot_agent__pb2.ListTunnelsRequest.SerializeToString,
+                response_deserializer=hotlink_dot_v1_dot_agent__pb2.ListTunnelsResponse.FromString,
+                _registered_method=True)
 
 
 class HotlinkAgentServicer:
@@ -125,6 +140,34 @@ class HotlinkAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenTunnel(self, request, context):
+        """TCP tunnel over sessions (like `ssh -L`, per datasite path). A path in the
+        agent's own datasite with a target EXPOSES it: connections forwarded by peers the
+        relay admits on that path (its ACL) are connected to the target. A path in
+        another user's datasite with a listen address FORWARDS it: connections accepted
+        there travel to that owner's target. Idempotent for the same settings.
+        Errors: INVALID_ARGUMENT (bad path/address, non-loopback listen without
+        allow_remote_listen), ALREADY_EXISTS (tunnel on the path with other settings),
+        FAILED_PRECONDITION (listen address in use), PERMISSION_DENIED (relay refused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseTunnel(self, request, context):
+        """Close the tunnel on a path (either form); its connections are reset on both
+        ends. NOT_FOUND if there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTunnels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HotlinkAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +205,21 @@ def add_HotlinkAgentServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=hotlink_dot_v1_dot_agent__pb2.GetStatusRequest.FromString,
                     response_serializer=hotlink_dot_v1_dot_agent__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'OpenTunnel': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenTunnel,
+                    request_deserializer=hotlink_dot_v1_dot_agent__pb2.OpenTunnelRequest.FromString,
+                    response_serializer=hotlink_dot_v1_dot_agent__pb2.OpenTunnelResponse.SerializeToString,
+            ),
+            'CloseTunnel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseTunnel,
+                    request_deserializer=hotlink_dot_v1_dot_agent__pb2.CloseTunnelRequest.FromString,
+                    response_serializer=hotlink_dot_v1_dot_agent__pb2.CloseTunnelResponse.SerializeToString,
+            ),
+            'ListTunnels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTunnels,
+                    request_deserializer=hotlink_dot_v1_dot_agent__pb2.ListTunnelsRequest.FromString,
+                    response_serializer=hotlink_dot_v1_dot_agent__pb2.ListTunnelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +411,87 @@ class HotlinkAgent:
             '/hotlink.v1.HotlinkAgent/GetStatus',
             hotlink_dot_v1_dot_agent__pb2.GetStatusRequest.SerializeToString,
             hotlink_dot_v1_dot_agent__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenTunnel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hotlink.v1.HotlinkAgent/OpenTunnel',
+            hotlink_dot_v1_dot_agent__pb2.OpenTunnelRequest.SerializeToString,
+            hotlink_dot_v1_dot_agent__pb2.OpenTunnelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseTunnel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hotlink.v1.HotlinkAgent/CloseTunnel',
+            hotlink_dot_v1_dot_agent__pb2.CloseTunnelRequest.SerializeToString,
+            hotlink_dot_v1_dot_agent__pb2.CloseTunnelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTunnels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hotlink.v1.HotlinkAgent/ListTunnels',
+            hotlink_dot_v1_dot_agent__pb2.ListTunnelsRequest.SerializeToString,
+            hotlink_dot_v1_dot_agent__pb2.ListTunnelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
