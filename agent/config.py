@@ -41,6 +41,9 @@ class AgentConfig:
     #: bytes (headers + payloads) of that queue, and of the no-app backlog, at most:
     #: frames alone would allow 4096 x 16 MiB.
     reader_queue_bytes: int = 64 << 20
+    #: the sum of all those queues and backlogs, agent-wide (`budget.py`): per-session
+    #: bounds alone let memory grow with the number of sessions.
+    reader_total_bytes: int = 256 << 20
     #: bytes the agent lets pile up in one reader connection's socket buffer
     #: before it starts counting frames against `reader_queue`.
     reader_buffer_bytes: int = 1 << 20
@@ -156,7 +159,16 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH",
     ),
     Option(
-        "control_tcp", _hostport, "also serve the control API on this loopback HOST:PORT", False
+        "control_tcp",
+        _hostport,
+        "also serve the whole control API (open/close sessions as this user, list them, "
+        "status, events) on this loopback HOST:PORT, which every local user can reach: a "
+        "call is served only if its socket belongs to this OS user (/proc/net/tcp, tcp6) "
+        "or it sends 'authorization: Bearer SECRET', SECRET being the content of "
+        "control-tcp.secret (created 0600 beside the control socket; hotlinkctl reads it "
+        "from env HOTLINK_CONTROL_SECRET_FILE); others get PERMISSION_DENIED",
+        False,
+        "HOST:PORT",
     ),
     Option("log_level", _level, "DEBUG, INFO, WARNING or ERROR (default INFO)", metavar="LEVEL"),
     Option(
@@ -170,6 +182,14 @@ OPTIONS: tuple[Option, ...] = (
         _pos_int,
         "bytes a slow reader app may have queued before it is disconnected, and bytes kept "
         "for the first app while none is connected (default 64 MiB)",
+        metavar="BYTES",
+    ),
+    Option(
+        "reader_total_bytes",
+        _pos_int,
+        "bytes queued for slow reader apps and kept while no app is connected, summed over "
+        "all sessions; past it the app whose queue would grow is disconnected, or the "
+        "frame for an absent app dropped, both logged (default 256 MiB)",
         metavar="BYTES",
     ),
     Option(

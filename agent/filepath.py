@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotlink.wire import fallbackfile as ff
+from hotlink.wire.cookie import COOKIE_NAME
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import FileWrite
 from hotlink.wire.paths import owner_of, validate_path
@@ -52,7 +53,7 @@ log = logging.getLogger("hotlink.agent.filepath")
 
 TMP_PREFIX = ".hotlink-tmp-"
 #: names a fallback or mirror file may never take (they are the session's endpoint)
-RESERVED_NAMES = frozenset({"stream.sock", "stream.tcp", "stream.pipe"})
+RESERVED_NAMES = frozenset({"stream.sock", "stream.tcp", "stream.pipe", COOKIE_NAME})
 MAX_INFLIGHT = 256
 BATCH = 256
 

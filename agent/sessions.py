@@ -56,6 +56,7 @@ from hotlink.wire.frames import Frame, encode_header
 from hotlink.wire.paths import owner_of, validate_email, validate_path, validate_relpath
 
 from .acks import plan_resend
+from .budget import ByteBudget
 from .config import AgentConfig
 from .fallback import ActivePath, FallbackMode, FallbackPolicy, Switch, normalize_mode
 from .filepath import APP, FALLBACK, RESERVED_NAMES, TEE, FileWorker, Upload
@@ -265,6 +266,7 @@ class Session:
             buffer_bytes=cfg.reader_buffer_bytes,
             queue_bytes=cfg.reader_queue_bytes,
             tcp_addr=tcp_addr,
+            budget=mgr.reader_budget,
         )
         #: restored after a clean stop: the same stream goes on (see state.py)
         self.resumed = False
@@ -312,6 +314,7 @@ class Session:
                 conn.pause_reading()
         elif self.backlog:
             bl = self.backlog
+            self.mgr.reader_budget.give(self.backlog_bytes)
             self.backlog_bytes = 0
             while bl:
                 h, p = bl.popleft()
@@ -789,11 +792,15 @@ class Session:
         bl = self.backlog
         cfg = self.mgr.cfg
         size = len(header) + len(payload)
+        budget = self.mgr.reader_budget
         while bl and (
-            len(bl) >= cfg.reader_queue or self.backlog_bytes + size > cfg.reader_queue_bytes
+            len(bl) >= cfg.reader_queue
+            or self.backlog_bytes + size > cfg.reader_queue_bytes
+            or budget.used + size > budget.limit
         ):
             h, p = bl.popleft()
             self.backlog_bytes -= len(h) + len(p)
+            budget.give(len(h) + len(p))
             self.drops += 1
             self.mgr.drops += 1
             if self.drops == 1 or self.drops % 1000 == 0:
@@ -804,6 +811,19 @@ class Session:
                     len(bl),
                     self.drops,
                 )
+        if not budget.take(size):  # the agent-wide bound, with nothing of ours to drop
+            self.drops += 1
+            self.mgr.drops += 1
+            if self.drops == 1 or self.drops % 1000 == 0:
+                log.warning(
+                    "session %s: no reader app connected and the agent-wide reader bound "
+                    "(%d bytes) is reached; frame %d dropped (%d so far)",
+                    self.path,
+                    budget.limit,
+                    seq,
+                    self.drops,
+                )
+            return
         bl.append((header, payload))
         self.backlog_bytes += size
 
@@ -888,6 +908,9 @@ class Session:
             else:
                 c.fail("session closed")
         self.conns.clear()
+        self.mgr.reader_budget.give(self.backlog_bytes)
+        self.backlog.clear()
+        self.backlog_bytes = 0
         self.mgr.registry.remove(files)
         if self.pending:
             n = len(self.pending)
@@ -934,6 +957,8 @@ class SessionManager:
         self.link_up_hooks: list[Callable[[], None]] = []
         self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
         self.drops = 0
+        #: bytes queued for reader apps across all sessions (`--reader-total-bytes`)
+        self.reader_budget = ByteBudget(cfg.reader_total_bytes)
         self.unknown_frames = 0
         self._errors = 0
         self.files = FileWorker(

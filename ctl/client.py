@@ -18,7 +18,7 @@ import socket
 import stat
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
+from hotlink.wire.cookie import COOKIE_NAME, preamble, read_cookie_file
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, encode_header
 
+from .control_secret import bearer_interceptors
 from .errors import (
     AgentUnreachable,
     Conflict,
@@ -63,6 +65,8 @@ class Endpoint:
     path: str = ""
     host: str = ""
     port: int = 0
+    #: TCP: the session cookie sent first (`hotlink.wire.cookie`), if we could read it
+    cookie: bytes = field(default=b"", repr=False)
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}" if self.kind == "tcp" else self.path
@@ -130,7 +134,7 @@ def resolve_endpoint(session_dir: str | os.PathLike[str]) -> Endpoint:
         host, port = parse_hostport(text)
     except ValueError:
         raise EndpointNotFound(f"{tcp} does not hold host:port yet ({text!r})") from None
-    return Endpoint("tcp", host=host, port=port)
+    return Endpoint("tcp", host=host, port=port, cookie=read_cookie_file(d / COOKIE_NAME) or b"")
 
 
 # --------------------------------------------------------------------------- streams
@@ -268,6 +272,8 @@ class Stream:
             transport, _ = await connect_pipe(lambda: proto, endpoint.path)
         else:
             transport, _ = await loop.create_connection(lambda: proto, endpoint.host, endpoint.port)
+            if endpoint.cookie:  # proves we act for the agent's user (container apps)
+                transport.write(preamble(endpoint.cookie))
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -465,7 +471,9 @@ class AgentClient:
         self.target = control_target(addr)
         self.timeout = timeout
         self._channel = grpc.aio.insecure_channel(
-            self.target, options=[("grpc.enable_http_proxy", 0)]
+            self.target,
+            options=[("grpc.enable_http_proxy", 0)],
+            interceptors=bearer_interceptors(self.target),
         )
         self.stub = pb_grpc.HotlinkAgentStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
