@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 
 from hotlink import telemetry
@@ -21,6 +22,7 @@ from .pubsync import PubSync
 from .runtime_dir import default_runtime_dir, ensure_private_dir
 from .sessions import SessionManager
 from .state import StateKeeper, load_state
+from .tls import cleartext_warning, client_context
 from .tracing import AgentTracer
 from .watcher import RequestWatcher
 
@@ -68,12 +70,20 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     if stale:
         log.info("removed %d stale endpoint files of a previous run", len(stale))
 
+    warning = cleartext_warning(cfg.server, cfg.ca_file)
+    if warning:
+        log.warning("%s", warning)
+    try:
+        ssl_context = client_context(cfg.server, cfg.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"--ca-file {cfg.ca_file}: {exc}") from None
     link = WsLink(
         cfg.server,
         token,
         max_message=cfg.max_message,
         backoff_initial=cfg.backoff_initial,
         backoff_max=cfg.backoff_max,
+        ssl_context=ssl_context,
     )
     bus = EventBus()
     mgr = SessionManager(cfg, link, runtime_dir=runtime_dir, registry=registry, emit=bus.emit)

@@ -19,7 +19,7 @@ from hotlink import telemetry
 from hotlink.telemetry import TracingOptions
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD
-from hotlink.wire.paths import validate_email
+from hotlink.wire.paths import normalize_email
 
 
 class ConfigError(ValueError):
@@ -34,6 +34,8 @@ class AgentConfig:
     root: Path
     control: Path
     control_tcp: str = ""
+    #: PEM bundle to verify a wss:// relay with (default: the system CAs)
+    ca_file: Path | None = None
     log_level: str = "INFO"
     #: frames a reader app connection may have queued (beyond the socket buffer)
     #: before the agent disconnects it as too slow.
@@ -149,7 +151,13 @@ def _path(v: Any) -> Path:
 
 OPTIONS: tuple[Option, ...] = (
     Option("server", _server, "relay URL, e.g. ws://127.0.0.1:8080", True, "URL"),
-    Option("email", validate_email, "this peer's email (its datasite owner name)", True, "EMAIL"),
+    Option(
+        "email",
+        normalize_email,
+        "this peer's email (its datasite owner name; case-normalised to lower case)",
+        True,
+        "EMAIL",
+    ),
     Option("token_file", _path, "file holding the relay bearer token", True, "FILE"),
     Option("root", _path, "peer root; DIR/datasites/<email>/... is the local tree", True, "DIR"),
     Option(
@@ -169,6 +177,13 @@ OPTIONS: tuple[Option, ...] = (
         "from env HOTLINK_CONTROL_SECRET_FILE); others get PERMISSION_DENIED",
         False,
         "HOST:PORT",
+    ),
+    Option(
+        "ca_file",
+        _path,
+        "PEM file of the CA (or certificate) to verify a wss:// relay with, e.g. a "
+        "private CA or a TLS terminator's; default: the system CAs",
+        metavar="FILE",
     ),
     Option("log_level", _level, "DEBUG, INFO, WARNING or ERROR (default INFO)", metavar="LEVEL"),
     Option(

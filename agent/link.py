@@ -16,6 +16,7 @@ import itertools
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -99,8 +100,11 @@ class WsLink(Transport):
         backoff_max: float = 5.0,
         write_limit: int = 1 << 20,
         open_timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = events_url(server)
+        #: wss:// trust (`tls.client_context`); None for ws://
+        self.ssl_context = ssl_context
         self._token = token
         self.max_message = max_message
         self.backoff = Backoff(backoff_initial, backoff_max)
@@ -189,6 +193,7 @@ class WsLink(Transport):
                     close_timeout=2,
                     write_limit=self.write_limit,
                     proxy=None,
+                    **({"ssl": self.ssl_context} if self.ssl_context is not None else {}),
                 )
             except asyncio.CancelledError:
                 raise

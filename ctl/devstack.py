@@ -131,7 +131,7 @@ def parse_peers(text: str | None) -> list[str]:
     """`a@x,b@y` → validated emails (at least two, no duplicates)."""
     if not text:
         return list(DEFAULT_PEERS)
-    peers = [p.strip() for p in text.split(",") if p.strip()]
+    peers = [p.strip().lower() for p in text.split(",") if p.strip()]
     for p in peers:
         try:
             validate_email(p)
@@ -308,7 +308,7 @@ async def _wait_relay(
 
 def _mint_token(relay_cmd: list[str], email: str, data: Path) -> str:
     res = subprocess.run(
-        [*relay_cmd, "token", email, "--data", str(data)],
+        [*relay_cmd, "token", email, "--data", str(data), "--init"],
         capture_output=True,
         text=True,
         env=_child_env(),
@@ -420,6 +420,9 @@ async def up(
         relay_log = logs / "relay.log"
         tracing = otel_args(otel, otel_ratio)
         relay_argv = _relay_argv(relay_cmd, 0, relay_data, log_level, tracing)
+        # A directory reused after `down` keeps the old relay's log (appended to): only
+        # the listening line this relay writes counts, or agents get the old URL.
+        relay_offset = relay_log.stat().st_size if relay_log.exists() else 0
         _write_header(relay_log, relay_argv)
         relay_proc = _spawn(relay_argv, relay_log)
         state.relay = RelayInfo(
@@ -430,7 +433,7 @@ async def up(
             args=tracing,
         )
         state.save()
-        state.relay.url = await _wait_relay(relay_proc, relay_log, timeout)
+        state.relay.url = await _wait_relay(relay_proc, relay_log, timeout, relay_offset)
         state.save()
 
         procs: list[tuple[PeerInfo, subprocess.Popen[bytes]]] = []
