@@ -351,6 +351,7 @@ def cmd_devstack(args: argparse.Namespace) -> int:
                 log_level=args.log_level or "",
                 otel=args.otel,
                 otel_ratio=args.otel_sampler_arg,
+                tls=args.tls,
             )
         )
         if args.json:
@@ -459,6 +460,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         frame_size=frame_size,
         timeout=args.timeout,
         devstack_dir=args.dir or "",
+        tls=args.tls,
     )
     progress = bench_mod.Progress(enabled=not args.quiet)
     report = _run(bench_mod.run_bench(cfg, progress))
@@ -641,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
             q.add_argument("--log-level", metavar="LEVEL", help="relay/agent log level")
             q.add_argument(
+                "--tls",
+                action="store_true",
+                help="relay serves wss:// with a throwaway CA made in DIR/tls; agents "
+                "trust it with --ca-file",
+            )
+            q.add_argument(
                 "--otel",
                 nargs="?",
                 const=devstack.DEFAULT_OTEL_ENDPOINT,
@@ -658,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="with --otel: share of messages traced (default 1: every message; "
                 "the processes' own default is 0.01)",
             )
-    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None)
+    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None, tls=False)
 
     p = add(
         "bench",
@@ -693,6 +701,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--frame-size", default="64KB", help="frame size in throughput mode")
     p.add_argument("--dir", help="use the running devstack in DIR instead of starting one")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="relay links over TLS (wss://, a throwaway local CA), the floor's too: the "
+        "latency of a production setup (ignored with --dir: that stack decides)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     trace_mod.register(add)

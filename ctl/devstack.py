@@ -38,10 +38,11 @@ from hotlink.wire.paths import validate_email
 
 from .client import AgentClient, default_control_socket
 from .errors import CtlError, NotFound, Unavailable, UsageError
+from .tlsgen import make_local_ca
 
 STATE_FILE = "devstack.json"
 DEFAULT_PEERS = ("alice@example.org", "bob@example.org")
-_RELAY_LINE = re.compile(r"hotlink-relay listening on (ws://\S+)")
+_RELAY_LINE = re.compile(r"hotlink-relay listening on (wss?://\S+)")
 #: sun_path is 108 bytes on Linux (104 on macOS); keep a margin.
 _MAX_SOCK_PATH = 100
 _TERM_WAIT = 5.0
@@ -360,10 +361,13 @@ async def up(
     agent_args: list[str] | None = None,
     otel: str | None = None,
     otel_ratio: float | None = None,
+    tls: bool = False,
 ) -> DevstackState:
     """Start relay + agents, wait until all are ready, return the recorded state.
 
     `otel`: an OTLP/gRPC endpoint every process exports spans to (`otel_args`).
+    `tls`: the relay serves wss:// with a throwaway CA made in D/tls (`tlsgen`), which
+    the agents trust by `--ca-file`.
 
     On any failure everything started so far is stopped again, so a failed `up` never
     leaves processes behind.
@@ -419,7 +423,12 @@ async def up(
 
         relay_log = logs / "relay.log"
         tracing = otel_args(otel, otel_ratio)
-        relay_argv = _relay_argv(relay_cmd, 0, relay_data, log_level, tracing)
+        relay_extra, agent_tls = list(tracing), []
+        if tls:
+            files = make_local_ca(d / "tls")
+            relay_extra += ["--tls-cert", str(files.cert), "--tls-key", str(files.key)]
+            agent_tls = ["--ca-file", str(files.ca)]
+        relay_argv = _relay_argv(relay_cmd, 0, relay_data, log_level, relay_extra)
         # A directory reused after `down` keeps the old relay's log (appended to): only
         # the listening line this relay writes counts, or agents get the old URL.
         relay_offset = relay_log.stat().st_size if relay_log.exists() else 0
@@ -430,7 +439,7 @@ async def up(
             pid=relay_proc.pid,
             data=str(relay_data),
             log_file=str(relay_log),
-            args=tracing,
+            args=relay_extra,
         )
         state.save()
         state.relay.url = await _wait_relay(relay_proc, relay_log, timeout, relay_offset)
@@ -445,6 +454,7 @@ async def up(
             extra = [
                 *(["--log-level", log_level] if log_level else []),
                 *tracing,
+                *agent_tls,
                 *(agent_args or []),
             ]
             info = PeerInfo(
