@@ -120,3 +120,23 @@ def test_ca_file_option_and_cleartext_warning(tmp_path: Path):
     assert w is not None and "unencrypted" in w
     w = cleartext_warning("ws://127.0.0.1:8080", ca)
     assert w is not None and "unused" in w
+
+
+def test_bench_tls_smoke():
+    """`hotlinkctl bench --tls`: hotlink and floor over wss://, figures reported."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "hotlink.ctl.cli", "bench", "--tls", "--count", "20",
+         "--warmup", "2", "--sizes", "1KB", "--inflight", "1", "--json", "-q"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    import json
+
+    rep = json.loads(r.stdout)
+    assert rep["config"]["tls"] is True
+    assert any("TLS" in n for n in rep["notes"])
+    (row,) = rep["results"]
+    assert row["hotlink"]["count"] == 20 and row["floor"]["count"] == 20
