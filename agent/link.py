@@ -80,7 +80,14 @@ class _HotConnection(DirectMessages, ClientConnection):
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, InvalidStatus):
-        return f"relay refused the connection: HTTP {exc.response.status_code}"
+        # The relay says why (token expired or revoked, too many connections): keep
+        # its first line, printable and short, never the token (it does not echo it).
+        body = exc.response.body or b""
+        why = body.decode("utf-8", "replace").strip().splitlines()[0][:200] if body else ""
+        why = "".join(c for c in why if c.isprintable())
+        return f"relay refused the connection: HTTP {exc.response.status_code}" + (
+            f" ({why})" if why else ""
+        )
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

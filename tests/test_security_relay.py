@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures_agent import wait_for
 from fixtures_relay import relay_client
 from hotlink.relay.auth import (
     DEFAULT_TTL,
@@ -275,3 +276,13 @@ def test_connection_cap_default_documented() -> None:
 
     args = build_parser().parse_args(["serve", "--data", "x"])
     assert args.max_connections_per_user == DEFAULT_MAX_CONNS_PER_USER == 8
+
+
+@pytest.mark.e2e
+def test_agent_reports_why_the_relay_refused(agent_factory, relay, tmp_path) -> None:
+    """An agent with an expired token says so (status last_error), not just 'HTTP 401'."""
+    secret = load_or_create_secret(relay.data_dir)
+    (tmp_path / f"{A}.token").write_text(mint_token(secret, A, iat=0) + "\n")
+    alice = agent_factory(A, wait_link=False)
+    wait_for(lambda: "token expired" in alice.status().last_error, what="reason in status")
+    assert "HTTP 401" in alice.status().last_error
