@@ -23,6 +23,8 @@ from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
 from hotlink.wire.cookie import COOKIE_NAME, CookieCheck, Verdict, preamble
 from hotlink.wire.frames import encode_header
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 A = "alice@example.org"
 B = "bob@example.org"
@@ -118,6 +120,24 @@ def test_cookie_check_is_sans_io():
     assert CookieCheck(c).feed(b"HL") == (Verdict.NEED_MORE, b"")
     assert CookieCheck(c).feed(b"HLNK\x01") == (Verdict.ABSENT, b"HLNK\x01")
     assert CookieCheck(c).feed(preamble(b"x" * 32))[0] is Verdict.INVALID
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80), st.integers(0, 80), st.booleans())
+def test_cookie_check_any_split_same_verdict(data: bytes, cut: int, with_preamble: bool):
+    """Whatever the bytes and however they arrive in two reads, the verdict is the one
+    for the whole stream, and VALID only for the exact preamble."""
+    c = b"\x07" * 32
+    if with_preamble:
+        data = preamble(c) + data
+    whole = CookieCheck(c).feed(data)
+    chk = CookieCheck(c)
+    first = chk.feed(data[:cut])
+    got = first if first[0] is not Verdict.NEED_MORE else chk.feed(data[cut:])
+    if got[0] is not Verdict.NEED_MORE and first[0] is not Verdict.NEED_MORE:
+        got = (got[0], got[1] + data[cut:])  # decided on the first read: rest follows
+    assert got == whole
+    assert (whole[0] is Verdict.VALID) == data.startswith(preamble(c))
 
 
 # --------------------------------------------------------------------------- session endpoints
