@@ -1,4 +1,4 @@
-"""Loss-free resume over the hotlink (issue 7): sans-I/O helper of the sender's
+"""Loss-free resume over the hotlink: sans-I/O helper of the sender's
 re-send window. (Readers' acks are batched by the session's progress timer: one
 `HotlinkProgress` at most every `PROGRESS_DELAY`, 10 ms after the first undelivered
 report, so also promptly when the stream goes idle.)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+
+from hotlink.common.loop import run_main
 
 from .config import ConfigError, load_config
 
@@ -27,12 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .app import StartupError, run_agent
 
     try:
-        if sys.platform == "win32":
-            asyncio.run(run_agent(cfg))
-        else:
-            import uvloop
-
-            uvloop.run(run_agent(cfg))
+        run_main(run_agent(cfg))
     except StartupError as exc:
         logging.getLogger("hotlink.agent").error("cannot start: %s", exc)
         return 1

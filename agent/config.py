@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hotlink import telemetry
+from hotlink.common.sizes import parse_size
 from hotlink.telemetry import TracingOptions
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD
@@ -55,7 +56,7 @@ class AgentConfig:
     #: sent frames / bytes no reader confirmed yet, kept per sender session and re-sent
     #: after a reconnect or a reader's re-accept (0 disables). Readers confirm what they
     #: delivered (HotlinkProgress), which trims it; when full and every reader confirms,
-    #: the apps get back-pressure (issue 7); readers that never confirm: oldest evicted.
+    #: the apps get back-pressure; readers that never confirm: oldest evicted.
     resend_frames: int = 8192
     resend_bytes: int = 64 << 20
     #: reorder window (seqs) and how long a gap may stay open before it is skipped.
@@ -112,6 +113,14 @@ def _nonneg_int(v: Any) -> int:
     if n < 0:
         raise ValueError(f"must be >= 0, got {v!r}")
     return n
+
+
+def _pos_size(v: Any) -> int:
+    return parse_size(v, minimum=1)
+
+
+def _nonneg_size(v: Any) -> int:
+    return parse_size(v, minimum=0)
 
 
 def _pos_float(v: Any) -> float:
@@ -194,7 +203,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "reader_queue_bytes",
-        _pos_int,
+        _pos_size,
         "bytes a slow reader app may have queued before it is disconnected, and bytes kept "
         "for the first app while none is connected (default 64 MiB)",
         metavar="BYTES",
@@ -209,7 +218,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "reader_buffer_bytes",
-        _pos_int,
+        _pos_size,
         "socket write buffer per reader app before frames count as queued (default 1 MiB)",
         metavar="BYTES",
     ),
@@ -222,7 +231,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "send_queue_bytes",
-        _pos_int,
+        _pos_size,
         "payload bytes a sender session keeps while the link is down (default 64 MiB)",
         metavar="BYTES",
     ),
@@ -236,7 +245,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "resend_bytes",
-        _nonneg_int,
+        _nonneg_size,
         "payload bytes of that re-send window (default 64 MiB, 0 disables)",
         metavar="BYTES",
     ),
@@ -247,8 +256,18 @@ OPTIONS: tuple[Option, ...] = (
         "seconds a seq gap may stay open before it is reported and skipped (default 2)",
         metavar="SECONDS",
     ),
-    Option("max_payload", _pos_int, "largest IPC frame payload accepted (default 16 MiB)"),
-    Option("max_message", _pos_int, "largest WS message accepted (default 16 MiB)"),
+    Option(
+        "max_payload",
+        _pos_size,
+        "largest IPC frame payload accepted (default 16MiB)",
+        metavar="BYTES",
+    ),
+    Option(
+        "max_message",
+        _pos_size,
+        "largest WS message accepted (default 16MiB)",
+        metavar="BYTES",
+    ),
     Option("backoff_initial", _pos_float, "first reconnect delay in seconds (default 0.05)"),
     Option("backoff_max", _pos_float, "largest reconnect delay in seconds (default 5)"),
     Option(
@@ -290,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Hotlink peer agent: holds one WebSocket to the relay and serves session "
             "endpoints (stream.sock / stream.tcp) plus a gRPC control API. Every option "
             "can also be set by the environment variable shown and by the TOML key of the "
-            "same name (with '_'); precedence is flag > env > config file > default."
+            "same name (with '_'); precedence is flag > env > config file > default. "
+            "BYTES values take binary units: 16777216, 16MiB, 512k, 1.5MB."
         ),
     )
     p.add_argument(

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from hotlink.common.version import VERSION
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
 
@@ -32,7 +33,6 @@ from .sessions import EventType, Session, SessionError, SessionManager
 
 log = logging.getLogger("hotlink.agent.control")
 
-VERSION = "0.1.0"
 _CODES = {
     SessionError.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     SessionError.EXISTS: grpc.StatusCode.ALREADY_EXISTS,

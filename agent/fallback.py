@@ -1,4 +1,4 @@
-"""Which path a sender session's frames take: the sans-I/O switch of issue 6.
+"""Which path a sender session's frames take: the sans-I/O hotlink/file switch.
 
 Modes (values match `hotlink.v1.FallbackMode`):
 

@@ -40,9 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from hotlink.wire.cookie import COOKIE_NAME, CookieCheck, Verdict, new_cookie, write_cookie_file
+from hotlink.wire.cookie import COOKIE_NAME, CookieCheck, Verdict, cookie_text, new_cookie
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.frames import Frame, FrameDecoder
+from hotlink.wire.frames import Frame, FrameDecoder, header_seq
 
 from .budget import ByteBudget
 from .peercred import peer_is_us
@@ -295,7 +295,9 @@ class AppConnection(asyncio.Protocol):
     def flushed_seq(self, last: int) -> int:
         """The seq of the last frame wholly handed to the kernel (it reaches the app
         even if the agent dies now; `last` when nothing is held in user space). Frames
-        still in the transport's buffer or our backlog are not (issue 7 finding 4)."""
+        still in the transport's buffer or our backlog are not: they die with the agent,
+        so reporting them as delivered would let the sender forget frames the app never
+        got."""
         marks = self.marks
         t = self.transport
         if t is None or self.closed:
@@ -305,9 +307,9 @@ class AppConnection(asyncio.Protocol):
         while marks and marks[0][0] <= out:
             marks.popleft()
         if marks:  # the oldest frame not yet in the kernel, less one
-            return int.from_bytes(marks[0][1][13:21], "big") - 1
+            return header_seq(marks[0][1]) - 1
         if self.backlog:
-            return int.from_bytes(self.backlog[0][0][13:21], "big") - 1
+            return header_seq(self.backlog[0][0]) - 1
         return last
 
     # control -------------------------------------------------------------------
@@ -435,7 +437,7 @@ class IpcEndpoint:
             self.endpoint = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
             # The cookie before the marker: an app that finds the marker finds the cookie.
             cookie_file = self.session_dir / COOKIE_NAME
-            write_cookie_file(cookie_file, self.cookie)
+            write_file_atomic(cookie_file, cookie_text(self.cookie), 0o600)
             self.files.append(cookie_file)
             marker = self.session_dir / "stream.tcp"
             write_file_atomic(marker, self.endpoint, 0o600)

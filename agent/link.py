@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from hotlink.wire.envelope import HDR_ENCODING, HDR_ENCODINGS, decode, encode
+from hotlink.common.websocket import DirectMessages
+from hotlink.wire.envelope import EVENTS_PATH, HDR_ENCODING, HDR_ENCODINGS, decode, encode
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import Message
-from hotlink.wire.websocket import DirectMessages
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.protocol import State
@@ -34,8 +34,8 @@ from .transport import LinkDown, LinkState, Transport, TransportListener
 
 log = logging.getLogger("hotlink.agent.link")
 
-EVENTS_PATH = "/api/v1/events"
-#: a link up at least this long resets the reconnect backoff (issue 7 finding 5)
+#: a link up at least this long resets the reconnect backoff: a link that drops right
+#: after each connect keeps backing off instead of hammering the relay
 STABLE_AFTER = 5.0
 
 

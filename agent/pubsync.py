@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 from pathlib import Path
 
+from hotlink.wire.etag import etag_of
 from hotlink.wire.messages import FileWrite
 
 from .transport import LinkDown, Transport
@@ -84,7 +84,7 @@ class PubSync:
         for rel, (key, content) in self.files.items():
             if self.synced.get(rel) == key:
                 continue
-            etag = hashlib.md5(content, usedforsecurity=False).hexdigest()
+            etag = etag_of(content)
             try:
                 oid = self.link.send(FileWrite(f"{self.email}/{rel}", etag, len(content), content))
             except LinkDown:

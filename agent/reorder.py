@@ -143,7 +143,7 @@ class ReorderBuffer(Generic[T]):
 
 
 class Source(enum.IntEnum):
-    """Where a frame came from (issue 6: the same seq can arrive both ways)."""
+    """Where a frame came from (with file fallback the same seq can arrive both ways)."""
 
     HOTLINK = 1
     FILE = 2

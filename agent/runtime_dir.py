@@ -21,6 +21,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from hotlink.common.atomic import write_atomic
+
 #: Socket paths longer than this (bytes) go to the runtime dir (sun_path is ~108).
 MAX_SOCKET_PATH = 100
 
@@ -118,10 +120,5 @@ def bind_unix_socket(path: Path) -> socket.socket:
 
 
 def write_file_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Marker and state files: `hotlink.common.atomic.write_atomic` with a text body."""
+    write_atomic(path, text, mode=mode)

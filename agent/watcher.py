@@ -2,8 +2,9 @@
 
 No polling: watchfiles' Rust watcher (inotify on Linux) wakes us when files appear.
 Events are filtered to `*.request` files that were added or modified; temp files of
-atomic writers (`x.request.tmp`, `.hotlink-tmp-*`) do not match. What to do with a
-path is the session manager's decision (`on_paths`); the watcher only reports.
+atomic writers (`x.request.tmp`, `hotlink.common.atomic.TMP_PREFIX` names) do not
+match. What to do with a path is the session manager's decision (`on_paths`); the
+watcher only reports.
 A failing watcher logs and restarts after a pause: it never takes the agent down.
 """
 
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from hotlink.common.atomic import TMP_PREFIX
 from watchfiles import Change, awatch
 
 log = logging.getLogger("hotlink.agent.watcher")
@@ -26,7 +28,9 @@ def request_filter(change: Change, path: str) -> bool:
     if change is Change.deleted or not path.endswith(SUFFIX):
         return False
     name = path.rsplit("/", 1)[-1]
-    return not name.startswith(".")
+    # Hidden names, and the temp files of Hotlink's own atomic writes (named
+    # explicitly so the filter stays right should the prefix stop starting with ".").
+    return not name.startswith((".", TMP_PREFIX))
 
 
 class RequestWatcher:

@@ -1,6 +1,6 @@
 """`hotlinkctl bench`: one-way latency app socket → app socket, against a measured floor.
 
-`--bench e2e-latency` measures the file path instead (issue 6; the reference's
+`--bench e2e-latency` measures the file path instead (the reference's
 "e2e-latency"): the sending app writes a `.request` file into the sender's session
 directory (temp name, then rename, as apps should), the sender's agent notices it
 (inotify), uploads it, the relay stores and broadcasts it, and the reader's agent
@@ -32,12 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from hotlink.common.atomic import write_atomic
+from hotlink.common.loop import running_on_uvloop, uvloop_available
 from hotlink.v1 import agent_pb2 as pb
 
 from . import devstack
-from .client import AgentClient, Endpoint, Stream
+from .agent_client import AgentClient
 from .errors import CtlError, Unavailable, UsageError
 from .stats import LatencySummary, fmt_ns, fmt_size, ratios, summarize
+from .stream import Endpoint, Stream
 from .tlsgen import make_local_ca
 
 STAMP = struct.Struct("<QQ")  # send time ns, message index
@@ -396,9 +399,8 @@ async def open_file_channel(
 
     async def send(payload: bytes) -> None:
         name = f"e2e-{next(names):08d}.request"
-        tmp = sdir / f".{name}.tmp"
-        tmp.write_bytes(payload)
-        os.replace(tmp, sdir / name)  # atomic: the watcher never sees half a file
+        # atomic: the watcher never sees half a file
+        write_atomic(sdir / name, payload, mode=0o644)
 
     async def recv() -> bytes:
         f = await rx.recv()
@@ -506,21 +508,6 @@ async def start_floor(tls: bool = False) -> FloorStack:
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def uvloop_available() -> bool:
-    if sys.platform == "win32":
-        return False
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def running_on_uvloop() -> bool:
-    loop = asyncio.get_running_loop()
-    return type(loop).__module__.startswith("uvloop")
 
 
 def cpu_model() -> str:

@@ -12,16 +12,17 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hotlink.common.loop import run_main
 from hotlink.v1 import agent_pb2 as pb
 
 from . import bench as bench_mod
 from . import devstack, output
 from . import trace as trace_mod
-from .client import AgentClient, Stream, default_control_socket
+from .agent_client import AgentClient, default_control_socket
 from .errors import (
     EXIT_CODES_HELP,
     CtlError,
@@ -32,6 +33,7 @@ from .errors import (
     UsageError,
 )
 from .stats import parse_size
+from .stream import Stream
 
 T = TypeVar("T")
 
@@ -115,13 +117,7 @@ async def _with_agent(args: argparse.Namespace, fn: Callable[[AgentClient], Awai
         await client.close()
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """uvloop when available (lower latency); grpc.aio runs on it as well."""
-    if bench_mod.uvloop_available():
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
+_run = run_main  # every subcommand's event loop: uvloop when available
 
 
 def _say(args: argparse.Namespace, text: str) -> None:

@@ -15,8 +15,8 @@ import tempfile
 from typing import Any
 
 from . import devstack, output
+from .agent_client import AgentClient
 from .bench import Channel, measure, open_hotlink_channel
-from .client import AgentClient
 from .errors import CtlError, ExitCode
 from .stats import LatencySummary, fmt_ns, fmt_size
 

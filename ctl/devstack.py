@@ -34,9 +34,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hotlink.common.atomic import write_atomic
 from hotlink.wire.paths import validate_email
 
-from .client import AgentClient, default_control_socket
+from .agent_client import AgentClient, default_control_socket
 from .errors import CtlError, NotFound, Unavailable, UsageError
 from .tlsgen import make_local_ca
 
@@ -85,9 +86,7 @@ class DevstackState:
 
     def save(self) -> None:
         path = Path(self.dir) / STATE_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(asdict(self), indent=2) + "\n", mode=0o644)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> DevstackState:

@@ -25,9 +25,10 @@ import ssl
 import sys
 from collections.abc import Sequence
 
+from hotlink.common.loop import run_main
+from hotlink.common.websocket import DirectMessages, binary_header
 from hotlink.relay.tls import server_context
 from hotlink.wire.frames import FrameDecoder, encode_header
-from hotlink.wire.websocket import DirectMessages, binary_header
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.protocol import State
@@ -201,15 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "relay"
         else run_peer(args.server, args.socket, args.ca_file)
     )
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            uvloop.run(coro)
-            return 0
-    asyncio.run(coro)
+    run_main(coro, use_uvloop=not args.no_uvloop)
     return 0
 
 

@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from hotlink.common import sizes
+
 
 def percentile(sorted_ns: Sequence[int], p: float) -> int:
     """Nearest-rank percentile of an ascending sequence; p in (0, 100]."""
@@ -106,18 +108,9 @@ def fmt_size(n: int) -> str:
 
 
 def parse_size(text: str) -> int:
-    """`1KB`, `10k`, `100KB`, `1MB`, `512` → bytes (binary units, like the reference)."""
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1
-    if t.endswith("K"):
-        mult, t = 1024, t[:-1]
-    elif t.endswith("M"):
-        mult, t = 1024 * 1024, t[:-1]
-    try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"not a size: {text!r} (use e.g. 1KB, 10KB, 100KB, 1MB)") from None
-    n = int(value * mult)
+    """`1KB`, `10k`, `100KB`, `1MB`, `512` → bytes (`hotlink.common.sizes`: binary
+    units, like the reference); at least 8, the timestamp every payload carries."""
+    n = sizes.parse_size(text)
     if n < 8:
         raise ValueError(f"size {text!r} too small: payloads carry an 8-byte timestamp")
     return n

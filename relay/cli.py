@@ -7,14 +7,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 import sys
 from typing import Any
 
 from hotlink import telemetry
+from hotlink.common import sizes
+from hotlink.common.loop import run_main
 from hotlink.telemetry import names as N
-from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
+from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE, EVENTS_PATH
 
 from .auth import AuthError
 from .router import Limits
@@ -22,19 +23,10 @@ from .server import DEFAULT_MAX_CONNS_PER_USER
 from .tls import TlsConfigError, server_context
 from .token_cli import TOKEN_EPILOG, add_mint_arguments, mint_main, revoke_main
 
-_SIZE = re.compile(r"(\d+)\s*([kKmMgG]i?[bB]?|[bB])?")
-_MULT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
 
 def parse_size(text: str) -> int:
-    """`16777216`, `16MiB`, `512k` -> bytes."""
-    m = _SIZE.fullmatch(text.strip())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 16777216, 16MiB, 512k)")
-    n = int(m.group(1)) * _MULT[(m.group(2) or "")[:1].lower()]
-    if n < 1024:
-        raise argparse.ArgumentTypeError("size must be at least 1024 bytes")
-    return n
+    """`16777216`, `16MiB`, `512k` -> bytes (`hotlink.common.sizes`), at least 1 KiB."""
+    return sizes.parse_size(text, minimum=1024)
 
 
 def _non_negative(kind: type[int] | type[float]) -> Any:
@@ -63,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the relay",
         description="Run the relay. Once listening it prints exactly one line, "
         "'hotlink-relay listening on ws://HOST:PORT', to stdout. "
-        "WebSocket endpoint: /api/v1/events; health: GET /healthz.",
+        f"WebSocket endpoint: {EVENTS_PATH}; health: GET /healthz.",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     s.add_argument(
@@ -205,14 +197,6 @@ async def _serve_until_stopped(server: Any) -> int:
     return 0
 
 
-def _run(coro_factory: object) -> int:
-    try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        return asyncio.run(coro_factory)  # type: ignore[arg-type]
-    return uvloop.run(coro_factory)  # type: ignore[arg-type]
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["token", "revoke"]:
@@ -231,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level != "DEBUG":  # one line per HTTP request is noise
         logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
-        return _run(_serve(args))
+        return run_main(_serve(args))
     except (AuthError, OSError, TlsConfigError) as exc:
         print(f"hotlink-relay: {exc}", file=sys.stderr)
         return 2

@@ -26,8 +26,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from hotlink.common.version import VERSION as HOTLINK_VERSION
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
+from hotlink.wire.etag import etag_of
 from hotlink.wire.fallbackfile import peek_sid
 from hotlink.wire.messages import (
     REASON_PERMISSION_DENIED,
@@ -52,11 +54,11 @@ from hotlink.wire.messages import (
 from hotlink.wire.paths import MAX_PATH, owner_of, validate_email, validate_path
 
 from .acl import Access, AclError, AclIndex, is_acl_path, parse_acl
-from .store import Store, StoreError, etag_of
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-VERSION = "hotlink-relay/0.1.0"
+VERSION = f"hotlink-relay/{HOTLINK_VERSION}"
 MAX_SID = 128
 
 # Error codes (design.md "Errors to a client").
@@ -333,7 +335,8 @@ class Router:
                 s.last_activity = now
                 conn.sending.add(s.sid)
                 # the sender's agent forgot its readers with its old link: tell it who
-                # still reads and where they are (issue 7 finding 2), after the Ack
+                # still reads and where they are, after the Ack, so it re-sends from
+                # each reader's confirmed seq
                 resume = [
                     Outgoing(conn.id, HotlinkAccept(s.sid, u, s.acked.get(u)))
                     for u in dict.fromkeys(s.readers.values())
@@ -375,7 +378,7 @@ class Router:
         # A new connection of a reader who still has a leg: that user reconnected
         # before we noticed the old connection go (a silently lost path). The new leg
         # replaces the old one, so frames stop going to the dead one and its later
-        # close announces nothing (issue 7 finding 3).
+        # close announces nothing.
         for cid in [c for c, u in s.readers.items() if u == user]:
             del s.readers[cid]
             old = self.conns.get(cid)
@@ -544,7 +547,7 @@ class Router:
                 log.info("rejected ACL %s from %s: %s", m.path, user, exc)
                 return [Outgoing(conn.id, Nack(mid, f"invalid {m.path}: {exc}"))]
         try:
-            stored = self.store.write(m.path, m.content, m.etag)
+            stored = self.store.write(m.path, m.content)
         except StoreError as exc:
             log.warning("file write %s by %s failed: %s", m.path, user, exc)
             return [Outgoing(conn.id, Nack(mid, str(exc)))]

@@ -37,9 +37,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hotlink.common.websocket import DirectMessages, binary_header
 from hotlink.telemetry import OFF, Telemetry
 from hotlink.wire.envelope import (
     DEFAULT_MAX_MESSAGE,
+    EVENTS_PATH,
     HDR_ENCODING,
     HDR_ENCODINGS,
     Envelope,
@@ -49,7 +51,6 @@ from hotlink.wire.envelope import (
     encode_json,
 )
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.websocket import DirectMessages, binary_header
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -63,7 +64,6 @@ from .tracing import TRACED, RelayTracer
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/api/v1/events"
 HEALTH_PATH = "/healthz"
 ENCODINGS = ("msgpack", "json")
 #: Encoding for clients that do not negotiate (legacy clients speak JSON text frames).
@@ -90,7 +90,7 @@ def negotiate(header_values: list[str]) -> str:
 
 class RelayConnection(DirectMessages, ServerConnection):
     """Each complete message goes to `handler` from the protocol callback (see
-    `hotlink.wire.websocket.DirectMessages`); data frames never reach websockets'
+    `hotlink.common.websocket.DirectMessages`); data frames never reach websockets'
     receive queue."""
 
 

@@ -8,17 +8,14 @@ symlink planted in the tree cannot redirect a write.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hotlink.common.atomic import is_temp_name, write_atomic
 from hotlink.wire.errors import ProtocolError
+from hotlink.wire.etag import etag_of
 from hotlink.wire.paths import validate_path
-
-_TMP_PREFIX = ".hotlink-tmp-"
 
 
 class StoreError(Exception):
@@ -31,10 +28,6 @@ class StoredFile:
     size: int
     mtime_ns: int
     etag: str
-
-
-def etag_of(content: bytes) -> str:
-    return hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
 class Store:
@@ -59,31 +52,21 @@ class Store:
             raise StoreError(f"path escapes the store: {path!r}")
         return target
 
-    def write(self, path: str, content: bytes, etag: str = "") -> StoredFile:
-        """Store `content` at `path` atomically; returns what was stored."""
+    def write(self, path: str, content: bytes) -> StoredFile:
+        """Store `content` at `path` atomically; returns what was stored, with the etag
+        computed here (never a client's claim), the same one catch-up pages carry."""
         target = self._target(path)
-        if target.name.startswith(_TMP_PREFIX):
+        if is_temp_name(target.name):
             raise StoreError(f"reserved file name: {target.name!r}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_dir():
                 raise StoreError(f"a folder exists at {path!r}")
-            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(content)
-                    if self.fsync:
-                        f.flush()
-                        os.fsync(f.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_atomic(target, content, fsync=self.fsync)
             st = target.stat()
         except OSError as exc:
             raise StoreError(f"cannot store {path!r}: {exc.strerror or exc}") from None
-        return StoredFile(path, st.st_size, st.st_mtime_ns, etag or etag_of(content))
+        return StoredFile(path, st.st_size, st.st_mtime_ns, etag_of(content))
 
     def read(self, path: str) -> bytes:
         try:
@@ -101,7 +84,7 @@ class Store:
         for dirpath, dirs, files in os.walk(base):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
             for name in files:
-                if name.startswith(_TMP_PREFIX):
+                if is_temp_name(name):
                     continue
                 full = Path(dirpath, name)
                 try:

@@ -1,4 +1,4 @@
-"""Relay spans (issue 5), kept out of `server.py` so the data path there only pays
+"""Relay spans, kept out of `server.py` so the data path there only pays
 `if t0:` (tracing off: `t0` is 0 and nothing here runs).
 
 - `relay.route`: a HotlinkData that arrived with a sampled `tpc`. Child of the sender

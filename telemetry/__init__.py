@@ -1,5 +1,5 @@
 """OpenTelemetry tracing for Hotlink, built so that tracing off costs nothing and
-tracing on never puts SDK work on the data path (issue 5).
+tracing on never puts SDK work on the data path.
 
 Setup (once per process; off unless `--otel` or an OTEL_EXPORTER_OTLP_*ENDPOINT is
 set, see `config` for every rule and the default sampler, parent-based ratio 0.01):
@@ -87,6 +87,13 @@ Session lifecycle (rare: always sampled when tracing is on):
     ...on Ack/Reject...: tel.record(N.AGENT_SESSION_OPEN, ctx, t0, time.time_ns(), attrs,
                                     error="rejected: ..." if rejected else "")
     # relay: tel.span(N.RELAY_SESSION_OPEN, tel.child_of(env.traceparent), attrs)
+
+Modules: `config` (settings and their precedence), `core` (the hot-path facade
+`Telemetry`), `pipeline` (`setup`), `export` (tuples to SDK spans, off the data path),
+`names` (span names and attribute keys), `traceparent` (W3C format), `filemeta`
+(traces on the file path), `receiver` (an OTLP receiver for tests and users without
+Jaeger), `breakdown` (per-stage latency from spans), `bench_overhead` (what tracing
+costs).
 
 Without Jaeger: `python -m hotlink.telemetry.receiver --out spans.jsonl` (or
 `hotlinkctl trace --listen`) collects spans; `hotlinkctl trace spans.jsonl` prints

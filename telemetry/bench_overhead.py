@@ -13,7 +13,7 @@ Rows:
 - sampled, background: building the five `ReadableSpan`s and handing them to the
   `BatchSpanProcessor` (flusher thread; off the data path but the same CPU/GIL);
 - raw SDK always_on / sampled out: five `tracer.start_span(...).end()` with the SDK's
-  own Tracer and BatchSpanProcessor, for comparison (what issue 5 measured).
+  own Tracer and BatchSpanProcessor, for comparison (the cost of the plain SDK way).
 Export itself (protobuf + gRPC in the BSP thread) is not included in any row.
 """
 

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Mapping
 
+from hotlink.common.version import VERSION
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import (
@@ -28,7 +29,7 @@ from .config import TracingConfig
 from .core import SpanRecord
 from .names import KINDS
 
-SCOPE = InstrumentationScope("hotlink", "0.1.0")
+SCOPE = InstrumentationScope("hotlink", VERSION)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _KINDS = {k.name: k for k in SpanKind}
 _UNSET = Status(StatusCode.UNSET)

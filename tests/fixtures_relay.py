@@ -29,7 +29,14 @@ from typing import Any
 
 import pytest
 from hotlink.relay.auth import load_or_create_secret, mint_token
-from hotlink.wire.envelope import HDR_ENCODINGS, Envelope, decode, encode, encode_json
+from hotlink.wire.envelope import (
+    EVENTS_PATH,
+    HDR_ENCODINGS,
+    Envelope,
+    decode,
+    encode,
+    encode_json,
+)
 from hotlink.wire.messages import Message, System
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -162,7 +169,7 @@ class RelayProcess:
 
     @property
     def events_url(self) -> str:
-        return self.url + "/api/v1/events"
+        return self.url + EVENTS_PATH
 
     @property
     def http_url(self) -> str:

@@ -1,4 +1,4 @@
-"""Issue 7 sans-I/O pieces of the agent: the re-send plan after a reader's
+"""Loss-free resume, the sans-I/O pieces of the agent: the re-send plan after a reader's
 (re-)accept and the reconnect backoff that resets only on a stable link."""
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ def test_send_queue_bound_applies_back_pressure(agent_factory, args, payload, bo
     (plus at most one socket read) and the app is blocked instead; once a reader
     accepts, everything arrives in order and nothing was dropped."""
     alice = agent_factory(A, args=[*args, "--resend-frames", "0"])
-    # hotlink only: no .request file fallback (issue 6) while nobody reads
+    # hotlink only: no .request file fallback while nobody reads
     s = alice.open("_mpc/limits", fallback_mode=pb.FALLBACK_MODE_OFF)
     assert s.state == pb.SESSION_STATE_OPEN
     writer = AppClient(alice.session_dir(PATH), timeout=60)
@@ -238,7 +238,7 @@ def test_reader_max_message_smaller_than_the_senders(agent_factory):
     makes the relay->bob message too big. Today: bob's link is closed and
     reconnects, the big frame is lost for bob (a gap skipped after the reorder
     timeout, counted as a drop), the stream goes on. The sender is not told: the
-    limit is per agent and not negotiated (reported as a gap in issue 7)."""
+    limit is per agent and not negotiated (a known gap)."""
     alice = agent_factory(A)
     bob = agent_factory(B, args=["--max-message", "65536"])
     _pair(alice, bob)

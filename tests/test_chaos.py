@@ -418,7 +418,7 @@ def test_chaos_reduced(relay, agent_factory):
     assert_clean(run_chaos(p, relay, agent_factory))
 
 
-# Passes since issue 6 in the default fallback mode (ON_FAILURE): bob reports what he
+# Passes in the default fallback mode (ON_FAILURE): bob reports what he
 # delivered (HotlinkProgress) and alice writes the unconfirmed frames as fallback files
 # when his leg closes. With --fallback off the finding still holds.
 def test_reader_link_reset_loses_in_flight_frames(relay, agent_factory):
@@ -447,7 +447,7 @@ def test_reader_link_reset_loses_in_flight_frames(relay, agent_factory):
     "targets",
     [
         pytest.param((ALL, SENDER), id="relay+sender-links"),
-        # passes since issue 7 (seeds 1 and 7: 0 lost, longest stall 3.1 / 3.8 s)
+        # passes with reader acks and re-send (seeds 1 and 7: 0 lost, longest stall 3.1 / 3.8 s)
         pytest.param((ALL, SENDER, READER), id="relay+all-links"),
     ],
 )
@@ -481,7 +481,7 @@ def _half_open_run(relay: Any, agent_factory: Any, who: str) -> dict[str, Any]:
     return report
 
 
-# Passes since issue 6 in the default fallback mode (ON_FAILURE): with no reader known
+# Passes in the default fallback mode (ON_FAILURE): with no reader known
 # alice is on the file path, so the frames reach bob as files. The finding (`readers`
 # cleared, no new Accept) still holds for --fallback off.
 def test_sender_reconnects_before_relay_notices_old_link(relay, agent_factory):
@@ -497,7 +497,7 @@ def test_sender_reconnects_before_relay_notices_old_link(relay, agent_factory):
     assert_clean(_half_open_run(relay, agent_factory, A))
 
 
-# Passes since issue 7: the relay replaces bob's old leg when his new connection
+# Passes: the relay replaces bob's old leg when his new connection
 # accepts (no delivery to the dead one, no Close for it later), and bob's Accept carries
 # the last seq he delivered, so alice re-sends what the dead leg swallowed.
 def test_reader_reconnects_before_relay_notices_old_link(relay, agent_factory):
@@ -512,7 +512,7 @@ def test_reader_reconnects_before_relay_notices_old_link(relay, agent_factory):
     assert_clean(_half_open_run(relay, agent_factory, B))
 
 
-# Passes since issue 7: bob confirms only frames his agent handed to the kernel (not
+# Passes: bob confirms only frames his agent handed to the kernel (not
 # those in its socket buffers), restores that seq from its state file and puts it in
 # his Accept; alice re-sends from there (or, in ON_FAILURE, the files carry them).
 def test_reader_agent_killed_and_restarted(relay, agent_factory):

@@ -1,4 +1,4 @@
-"""Issue 7: the chaos reproductions of tests/test_chaos.py with the file fallback OFF,
+"""The chaos reproductions of tests/test_chaos.py with the file fallback OFF,
 so the stream must survive over the hotlink alone (cumulative reader acks, re-send
 from the reader's last ack after a reconnect, a relay restart or a re-accept)."""
 

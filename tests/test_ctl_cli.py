@@ -172,7 +172,7 @@ def test_lang_other_than_python_is_usage(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_bench_unknown_lang_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    # e2e-latency is available since issue 6 (tests/test_fallback_devstack.py runs it)
+    # e2e-latency exists (tests/test_fallback_devstack.py runs it); only the language is bad
     code, _, err = run(capsys, "bench", "--bench", "e2e-latency", "--lang", "go", "-q")
     assert code == ExitCode.USAGE
     assert "--lang go" in err

@@ -1,4 +1,4 @@
-"""Issue 6 through `hotlinkctl`: `devstack stop NAME` / `devstack start NAME` as fault
+"""File fallback through `hotlinkctl`: `devstack stop NAME` / `devstack start NAME` as fault
 injection (a reader agent away while the sender goes on; the relay restarted), and the
 `e2e-latency` benchmark (the file path) against the running stack."""
 

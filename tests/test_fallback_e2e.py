@@ -1,4 +1,4 @@
-"""Issue 6 end to end: real relay and agent processes, apps on stream.sock.
+"""File fallback end to end: real relay and agent processes, apps on stream.sock.
 
 Automatic switching between the hotlink and the file path must not lose, duplicate or
 reorder: every test checks that the reader app gets every frame once, in seq order,

@@ -1,4 +1,4 @@
-"""Issue 6, sans-I/O: the fallback policy, the stream merge, the state file, the
+"""File fallback, sans-I/O: the fallback policy, the stream merge, the state file, the
 fallback file format, the relay's catch-up and progress routing, and the file path's
 path checks."""
 

@@ -1,4 +1,4 @@
-"""Issue 7 in the relay's Router: reader legs per user (finding 3), the reader's
+"""Loss-free resume in the relay's Router: one reader leg per user, the reader's
 `seq` passed on with its Accept, cumulative acks (HotlinkProgress) routed to the
 sender only from accepted readers, and a re-bound sender told who still reads."""
 
@@ -77,7 +77,7 @@ def test_progress_only_from_accepted_readers_frm_set_by_relay(h: Harness) -> Non
 
 
 def test_rebound_sender_is_told_who_still_reads(h: Harness) -> None:
-    """The sender reconnects before the relay notices its old connection (finding 2):
+    """The sender reconnects before the relay notices its old connection:
     after the Ack it gets an Accept per reader, with the last seq each confirmed."""
     h.send(CB, HotlinkAccept("s1", seq=0))
     h.send(CC, HotlinkAccept("s1"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hotlink.common.websocket import binary_header
 from hotlink.relay.cli import build_parser, parse_size
 from hotlink.relay.server import Peer, format_url, negotiate
-from hotlink.wire.websocket import binary_header
 from websockets.protocol import State
 
 

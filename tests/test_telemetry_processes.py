@@ -1,4 +1,4 @@
-"""Tracing across the REAL processes (issue 5): a relay (configured by `--otel*` flags)
+"""Tracing across the REAL processes: a relay (configured by `--otel*` flags)
 and two agents (configured by OTEL_* env) export to the in-test OTLP receiver; one
 message alice -> bob must make one trace
 hotlink.ipc_read -> hotlink.send -> relay.route -> hotlink.receive_ws -> hotlink.ipc_write

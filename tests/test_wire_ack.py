@@ -1,4 +1,4 @@
-"""Issue 7 wire additions: the cumulative reader ack (`HotlinkProgress`, type 16) and
+"""Wire additions for loss-free resume: the cumulative reader ack (`HotlinkProgress`, type 16) and
 the optional `seq` of `HotlinkAccept`, in test_wire_properties.py's style."""
 
 from __future__ import annotations

@@ -5,4 +5,10 @@
 - `envelope` the SyftBox WS envelope: `SB` + msgpack binary frames, legacy JSON text frames.
 - `paths`    datasite-relative path validation.
 - `errors`   `ProtocolError`, the one error type every decoder raises.
+- `etag`     `etag_of`: the content etag (md5 hex, as the reference) on every route.
+- `fallbackfile` the `HLFB` file a frame becomes on the file path (sid + one HLNK frame).
+- `cookie`   the TCP endpoint's session cookie: file content and the `HLCK` preamble.
+
+Nothing here does I/O or imports a network library (`tests/test_wire_pure.py`); the
+websockets adapter helpers are in `hotlink.common.websocket`.
 """

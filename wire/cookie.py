@@ -14,16 +14,16 @@ agent's user by sending, before any HLNK frame, a preamble:
 A connection whose owner the agent can see to be its own user may skip the preamble
 (apps written for the reference protocol do); any other must send it first.
 
-`CookieCheck` is the Sans-I/O reader of the preamble: bytes in, a verdict out.
+`CookieCheck` is the Sans-I/O reader of the preamble: bytes in, a verdict out. The
+agent writes the file (`agent/ipc.py`, atomic, 0600), the client library reads it
+(`ctl/stream.py`); this module only defines its content.
 """
 
 from __future__ import annotations
 
 import enum
 import hmac
-import os
 import secrets
-from pathlib import Path
 
 COOKIE_NAME = "stream.tcp.cookie"
 MAGIC = b"HLCK"
@@ -43,28 +43,15 @@ def preamble(cookie: bytes) -> bytes:
     return MAGIC + bytes((VERSION,)) + cookie
 
 
-def write_cookie_file(path: Path, cookie: bytes) -> None:
-    """Create `path` 0600 holding the cookie in hex (temp file + rename: a reader never
-    sees half a cookie, and the mode is set at creation, never widened)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, cookie.hex().encode() + b"\n")
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+def cookie_text(cookie: bytes) -> str:
+    """The cookie file's content: hex and a newline."""
+    return cookie.hex() + "\n"
 
 
-def read_cookie_file(path: Path) -> bytes | None:
-    """The cookie in `path`, or None when there is none (an agent without cookies) or
-    we may not read it (another user's endpoint: then the agent decides by uid)."""
+def parse_cookie_text(text: str) -> bytes | None:
+    """The cookie in a cookie file's content, or None if it holds none."""
     try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    try:
-        raw = bytes.fromhex(text)
+        raw = bytes.fromhex(text.strip())
     except ValueError:
         return None
     return raw if len(raw) == COOKIE_BYTES else None

@@ -34,6 +34,8 @@ DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 #: Header values negotiated on the WS upgrade (reference §1).
 HDR_ENCODINGS = "X-Syft-WS-Encodings"
 HDR_ENCODING = "X-Syft-WS-Encoding"
+#: The relay's WebSocket endpoint (reference §1): agents connect here, the relay serves it.
+EVENTS_PATH = "/api/v1/events"
 
 _packb = msgpack.Packer(use_bin_type=True).pack  # Packer reuse avoids per-call setup
 

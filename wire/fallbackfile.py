@@ -1,6 +1,6 @@
 """The fallback file format: one HLNK frame behind a small header naming its session.
 
-A frame that travels by the file path (issue 6) is stored as `<session dir>/<name>`
+A frame that travels by the file path (fallback) is stored as `<session dir>/<name>`
 (`<seq:08d>.request` unless the app named it). The file name alone cannot carry the
 seq (apps may choose names) nor tell two streams on the same path apart, so the
 content carries both:

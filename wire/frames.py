@@ -46,6 +46,18 @@ def encode_header(path: bytes, etag: bytes, payload_len: int, seq: int) -> bytes
     return HEADER.pack(MAGIC, VERSION, len(path), len(etag), payload_len, seq) + path + etag
 
 
+_SEQ = struct.Struct(">Q")
+#: where the seq sits in the header: after magic, version and the three lengths
+SEQ_OFFSET = HEADER_SIZE - _SEQ.size  # 13
+
+
+def header_seq(header: bytes | bytearray | memoryview) -> int:
+    """The seq of an encoded frame (its header, or the whole frame), read in place:
+    senders and writers that hold frames as encoded bytes need no decode to know
+    which seq a buffered frame carries."""
+    return _SEQ.unpack_from(header, SEQ_OFFSET)[0]
+
+
 def encode_frame(frame: Frame) -> bytes:
     return (
         encode_header(frame.path.encode(), frame.etag.encode(), len(frame.payload), frame.seq)

@@ -222,7 +222,7 @@ class HotlinkAccept:
     """`frm` (our extension, omitted when empty) names the accepting reader when the
     relay passes the accept on to the sender; the relay sets it, never the client.
 
-    `seq` (our extension, issue 7; omitted when None): the last seq the reader has
+    `seq` (our extension; omitted when None): the last seq the reader has
     delivered in order on this sid (0: none yet). The relay passes it on with `frm`;
     the sender re-sends from `seq + 1`. Absent (reference reader): nothing is known."""
 

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 
 from fixtures_agent import AgentProcess, acl_yaml
 from fixtures_relay import RelayProcess
+from hotlink.common.loop import run_main
 from hotlink.ctl.client import Stream
 from hotlink.v1 import agent_pb2 as pb
 
@@ -266,12 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         load0 = os.getloadavg()[0]
         try:
             coro = drive(agents, stats, args.rate, args.size, args.duration, args.drain_timeout)
-            try:
-                import uvloop
-
-                times = uvloop.run(coro)
-            except ImportError:
-                times = asyncio.run(coro)
+            times = run_main(coro)
         finally:
             sampler.halt.set()
             sampler.join()

@@ -5,6 +5,15 @@ The relay, the agent's link and the benchmark floor all skip websockets' receive
 to a handler from `process_event`, and write unmasked server frames as header + message
 without `Frame.serialize` copying the message. One implementation serves all three so
 the floor measures exactly the I/O pattern the product uses.
+
+`process_event` is a private method of `websockets.asyncio.connection.Connection`
+(it is called for every event the sans-I/O protocol yields), so this module relies on
+websockets' internals: pyproject pins the major versions it was tested with
+(`websockets>=15,<18`), the import below fails at once if the method is gone, and
+`tests/test_common_websocket.py` checks over a real socket that data messages still
+arrive through the override and never through websockets' receive queue. It lives
+here, beside the other adapter helpers, not in `hotlink.wire`: the codec does no I/O
+and imports no network library.
 """
 
 from __future__ import annotations
@@ -13,7 +22,19 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from websockets.asyncio.connection import Connection
 from websockets.frames import Frame, Opcode
+from websockets.version import version as websockets_version
+
+#: websockets major versions this override was tested with (pyproject pins the same)
+TESTED_MAJORS = range(15, 18)
+
+for _name in ("process_event", "resume_writing", "data_received"):
+    if not callable(getattr(Connection, _name, None)):  # an upgrade removed the hook
+        raise ImportError(
+            f"websockets {websockets_version}: Connection.{_name} is gone; "
+            "hotlink.common.websocket overrides it (tested with websockets>=15,<18)"
+        )
 
 Handler = Callable[[bytes | str], None]
 

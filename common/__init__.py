@@ -1,0 +1,15 @@
+"""Process-side helpers shared by the relay, the agent and `hotlinkctl`.
+
+`hotlink.wire` is the pure codec (bytes in, messages out, no I/O); this package holds
+what every process needs *around* it and must do the same way everywhere. Each module
+is one idea and imports nothing else from Hotlink, so any component may depend on it
+without an import circle:
+
+- `atomic`    `write_atomic` and `TMP_PREFIX`: temp file + rename, the one temp name
+              every scanner skips
+- `websocket` `DirectMessages`: whole WS messages straight from websockets' protocol
+              callback (relay, agent link, benchmark floor); pins websockets' internals
+- `loop`      `run_main`: a process's main coroutine on uvloop when available, else asyncio
+- `version`   `VERSION` from the installed package's metadata (pyproject.toml is the source)
+- `sizes`     `parse_size`: `16MiB`, `512k`, `4096` for every byte-size flag, env or TOML key
+"""
