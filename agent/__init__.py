@@ -20,6 +20,10 @@ Modules (decisions live in plain classes; adapters only move bytes; docs/design.
 - `link`        WebSocket relay link: reconnect with backoff + jitter, sync send/receive
 - `ipc`         stream.sock / stream.tcp endpoints, per-app bounded writers
 - `appnames`    frame names apps write (full datasite path or session-relative)
+- `peercred`    who owns the client end of a loopback TCP connection (/proc/net/tcp{,6})
+- `budget`      the agent-wide byte bound on what reader apps have queued
+- `control_auth` who may call the control API over `--control-tcp` (uid or bearer secret)
+- `tls`         the relay link's TLS trust (`--ca-file`) and the ws:// cleartext warning
 - `runtime_dir` private socket dir, long-path rule, pipe naming
 - `state`       ROOT/.hotlink/state.json: open sessions survive a restart
 - `pending`     what a PENDING session waits for, in words a user can act on

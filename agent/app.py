@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 
 from hotlink import telemetry
@@ -21,6 +22,7 @@ from .pubsync import PubSync
 from .runtime_dir import default_runtime_dir, ensure_private_dir
 from .sessions import SessionManager
 from .state import StateKeeper, load_state
+from .tls import cleartext_warning, client_context
 from .tokenfile import permission_problem, unverified_subject
 from .tracing import AgentTracer
 from .tunnels.control import TunnelServicer
@@ -89,6 +91,16 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     if stale:
         log.info("removed %d stale endpoint files of a previous run", len(stale))
 
+    for url in cfg.servers:
+        warning = cleartext_warning(url, cfg.ca_file)
+        if warning:
+            log.warning("%s", warning)
+    try:
+        # one trust store for every wss:// node of the list (ws:// ones connect without)
+        tls_url = next((u for u in cfg.servers if u.startswith("wss://")), "")
+        ssl_context = client_context(tls_url, cfg.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"--ca-file {cfg.ca_file}: {exc}") from None
     link = WsLink(
         cfg.servers,
         token,
@@ -97,6 +109,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         backoff_max=cfg.backoff_max,
         expect_user=cfg.email,
         on_fatal=lambda reason: (fatal.append(reason), stop.set()),
+        ssl_context=ssl_context,
     )
     bus = EventBus()
     mgr = SessionManager(cfg, link, runtime_dir=runtime_dir, registry=registry, emit=bus.emit)

@@ -21,7 +21,7 @@ from hotlink.common.version import version_line
 from hotlink.telemetry import TracingOptions
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD
-from hotlink.wire.paths import validate_email
+from hotlink.wire.paths import normalize_email
 
 
 class ConfigError(ValueError):
@@ -36,6 +36,8 @@ class AgentConfig:
     root: Path
     control: Path
     control_tcp: str = ""
+    #: PEM bundle to verify a wss:// relay with (default: the system CAs)
+    ca_file: Path | None = None
     log_level: str = "INFO"
     #: frames a reader app connection may have queued (beyond the socket buffer)
     #: before the agent disconnects it as too slow.
@@ -43,6 +45,9 @@ class AgentConfig:
     #: bytes (headers + payloads) of that queue, and of the no-app backlog, at most:
     #: frames alone would allow 4096 x 16 MiB.
     reader_queue_bytes: int = 64 << 20
+    #: the sum of all those queues and backlogs, agent-wide (`budget.py`): per-session
+    #: bounds alone let memory grow with the number of sessions.
+    reader_total_bytes: int = 256 << 20
     #: bytes the agent lets pile up in one reader connection's socket buffer
     #: before it starts counting frames against `reader_queue`.
     reader_buffer_bytes: int = 1 << 20
@@ -179,7 +184,13 @@ OPTIONS: tuple[Option, ...] = (
         True,
         "URL",
     ),
-    Option("email", validate_email, "this peer's email (its datasite owner name)", True, "EMAIL"),
+    Option(
+        "email",
+        normalize_email,
+        "this peer's email (its datasite owner name; case-normalised to lower case)",
+        True,
+        "EMAIL",
+    ),
     Option("token_file", _path, "file holding the relay bearer token", True, "FILE"),
     Option("root", _path, "peer root; DIR/datasites/<email>/... is the local tree", True, "DIR"),
     Option(
@@ -189,7 +200,23 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH",
     ),
     Option(
-        "control_tcp", _hostport, "also serve the control API on this loopback HOST:PORT", False
+        "control_tcp",
+        _hostport,
+        "also serve the whole control API (open/close sessions as this user, list them, "
+        "status, events) on this loopback HOST:PORT, which every local user can reach: a "
+        "call is served only if its socket belongs to this OS user (/proc/net/tcp, tcp6) "
+        "or it sends 'authorization: Bearer SECRET', SECRET being the content of "
+        "control-tcp.secret (created 0600 beside the control socket; hotlinkctl reads it "
+        "from env HOTLINK_CONTROL_SECRET_FILE); others get PERMISSION_DENIED",
+        False,
+        "HOST:PORT",
+    ),
+    Option(
+        "ca_file",
+        _path,
+        "PEM file of the CA (or certificate) to verify a wss:// relay with, e.g. a "
+        "private CA or a TLS terminator's; default: the system CAs",
+        metavar="FILE",
     ),
     Option("log_level", _level, "DEBUG, INFO, WARNING or ERROR (default INFO)", metavar="LEVEL"),
     Option(
@@ -203,6 +230,14 @@ OPTIONS: tuple[Option, ...] = (
         _pos_size,
         "bytes a slow reader app may have queued before it is disconnected, and bytes kept "
         "for the first app while none is connected (default 64 MiB)",
+        metavar="BYTES",
+    ),
+    Option(
+        "reader_total_bytes",
+        _pos_int,
+        "bytes queued for slow reader apps and kept while no app is connected, summed over "
+        "all sessions; past it the app whose queue would grow is disconnected, or the "
+        "frame for an absent app dropped, both logged (default 256 MiB)",
         metavar="BYTES",
     ),
     Option(

@@ -3,7 +3,9 @@
 
 grpc.aio runs on the agent's uvloop loop (checked with grpcio 1.85 / uvloop 0.23).
 Served on `ROOT/.hotlink/agent.sock` (directory 0700, socket 0600; the agent refuses
-to start if it cannot make them owner-only) and optionally on a loopback TCP address.
+to start if it cannot make them owner-only) and optionally on a loopback TCP address,
+where every call must come from the agent's own uid or carry the bearer secret of
+`control_auth` (that port is reachable by every local user).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hotlink.common.version import VERSION
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
 
+from .control_auth import SECRET_NAME, ControlAuth, load_or_create_secret
 from .core.paths import normalize_mode
 from .pending import pending_reason
 from .reflection import enable_reflection
@@ -235,7 +238,8 @@ def prepare_control_socket(path: Path) -> None:
 async def start_control_server(
     servicer: ControlServicer, socket_path: Path, tcp_addr: str = ""
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    auth = ControlAuth()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[auth])
     pb_grpc.add_HotlinkAgentServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -254,9 +258,11 @@ async def start_control_server(
             host = tcp_addr.rpartition(":")[0].strip("[]")
             if host not in ("127.0.0.1", "::1", "localhost"):
                 raise ValueError(f"--control-tcp must be a loopback address, got {tcp_addr}")
+            auth.secret = load_or_create_secret(socket_path.parent / SECRET_NAME)
             port = server.add_insecure_port(tcp_addr)
             if port == 0:
                 raise OSError(f"cannot listen on {tcp_addr}")
+            auth.ports.add(port)
         await server.start()
     finally:
         os.umask(old)

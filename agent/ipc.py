@@ -16,6 +16,12 @@ reconnect to read from then on.
 One slow app therefore costs bounded memory and never delays other apps or
 sessions: nothing on the data path ever waits for it.
 
+A TCP endpoint (`stream.tcp`) is reachable by every local user: a connection is
+served only if `/proc/net/tcp{,6}` proves its client belongs to the agent's user, or
+if it first presents the endpoint's session cookie (`hotlink.wire.cookie`, from the
+0600 file `stream.tcp.cookie` next to the marker). Anything else is closed with a
+logged reason (fail closed: an owner that cannot be found is not the agent's user).
+
 Malformed input (bad magic/version, oversized or non-UTF-8 header fields, unsafe
 path, a partial frame at EOF) closes only that connection, with a logged reason.
 """
@@ -29,15 +35,17 @@ import logging
 import os
 import socket
 import stat
-import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from hotlink.wire.cookie import COOKIE_NAME, CookieCheck, Verdict, cookie_text, new_cookie
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.frames import Frame, FrameDecoder, header_seq
 
+from .budget import ByteBudget
+from .peercred import peer_is_us
 from .runtime_dir import (
     bind_unix_socket,
     ensure_private_dir,
@@ -52,6 +60,8 @@ log = logging.getLogger("hotlink.agent.ipc")
 MODE_UNIX = 1
 MODE_TCP = 2
 MODE_PIPE = 3
+#: Seconds a TCP client that is not provably the agent's user has to send its cookie.
+AUTH_TIMEOUT = 10.0
 
 
 class EndpointOwner(Protocol):
@@ -72,10 +82,14 @@ class AppConnection(asyncio.Protocol):
     """One app on a session endpoint. See the module docstring for back-pressure."""
 
     __slots__ = (
+        "auth",
+        "auth_timer",
         "backlog",
         "backlog_bytes",
+        "budget",
         "buffer_bytes",
         "closed",
+        "cookie",
         "decoder",
         "is_sender",
         "marks",
@@ -86,6 +100,7 @@ class AppConnection(asyncio.Protocol):
         "queue_limit",
         "registered",
         "transport",
+        "uid_ok",
         "written",
     )
 
@@ -98,6 +113,8 @@ class AppConnection(asyncio.Protocol):
         queue_limit: int,
         buffer_bytes: int,
         queue_bytes: int,
+        budget: ByteBudget | None = None,
+        cookie: bytes = b"",
     ) -> None:
         self.owner = owner
         self.is_sender = is_sender
@@ -112,6 +129,14 @@ class AppConnection(asyncio.Protocol):
         self.closed = False
         self.registered = False
         self.peer = ""
+        #: agent-wide bound shared with every reader queue (`budget.py`)
+        self.budget = budget if budget is not None else ByteBudget()
+        #: TCP endpoints: the session cookie, the preamble reader while the connection
+        #: has not yet shown one or its first frame, and whether its uid is ours
+        self.cookie = cookie
+        self.auth: CookieCheck | None = None
+        self.auth_timer: asyncio.TimerHandle | None = None
+        self.uid_ok = False
         #: bytes handed to the transport, and (end offset, frame header) of frames
         #: handed to it that may still sit in its buffer (see `flushed_seq`)
         self.written = 0
@@ -128,16 +153,58 @@ class AppConnection(asyncio.Protocol):
             sock = transport.get_extra_info("socket")
             with contextlib.suppress(OSError, AttributeError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            uid = tcp_peer_uid(peer, transport.get_extra_info("sockname"))
-            if uid is not None and uid != os.getuid():
-                self.fail(f"TCP peer belongs to uid {uid}, not to this user")
+            self.uid_ok = peer_is_us(peer, transport.get_extra_info("sockname"))
+            if self.cookie:
+                self.auth = CookieCheck(self.cookie)
+            if not self.uid_ok:
+                if self.auth is None:
+                    self.fail("TCP client is not provably this user's (uid check failed)")
+                    return
+                # Served once it shows the cookie; until then it is not registered.
+                self.auth_timer = asyncio.get_running_loop().call_later(
+                    AUTH_TIMEOUT, self._auth_timeout
+                )
                 return
         self.registered = True
         self.owner.app_connected(self)
 
+    def _auth_timeout(self) -> None:
+        self.auth_timer = None
+        if not self.closed and not self.registered:
+            self.fail(f"no session cookie within {AUTH_TIMEOUT:g}s")
+
+    def _check_cookie(self, data: bytes) -> bytes | None:
+        """Consume the optional cookie preamble; the bytes after it, or None when the
+        connection must wait for more or was refused."""
+        assert self.auth is not None
+        verdict, rest = self.auth.feed(data)
+        if verdict is Verdict.NEED_MORE:
+            return None
+        self.auth = None
+        if verdict is Verdict.INVALID:
+            self.fail("wrong session cookie")
+            return None
+        if verdict is Verdict.ABSENT and not self.uid_ok:
+            self.fail("TCP client is not provably this user's and sent no session cookie")
+            return None
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+            self.auth_timer = None
+        if not self.registered:
+            self.registered = True
+            self.owner.app_connected(self)
+            if self.closed:
+                return None
+        return rest
+
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.auth is not None:
+            rest = self._check_cookie(data)
+            if not rest:
+                return
+            data = rest
         try:
             frames = self.decoder.feed(data)
             if frames and self.is_sender:
@@ -155,8 +222,10 @@ class AppConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.backlog.clear()
-        self.backlog_bytes = 0
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+            self.auth_timer = None
+        self._clear_backlog()
         self.transport = None
         if self.registered:
             self.registered = False
@@ -172,7 +241,9 @@ class AppConnection(asyncio.Protocol):
         while bl and not self.paused and t is not None:
             h, p = bl.popleft()
             t.writelines((h, p))
-            self.backlog_bytes -= len(h) + len(p)
+            n = len(h) + len(p)
+            self.backlog_bytes -= n
+            self.budget.give(n)
             self.written += len(h) + len(p)
             self.marks.append((self.written, h))
 
@@ -184,25 +255,29 @@ class AppConnection(asyncio.Protocol):
             return False
         if self.paused or self.backlog:
             size = len(header) + len(payload)
+            over_agent = False
             if (
                 len(self.backlog) >= self.queue_limit
                 or self.backlog_bytes + size > self.queue_bytes
+                or (over_agent := not self.budget.take(size))
             ):
                 n = len(self.backlog) + 1
                 log.warning(
                     "reader app on %s too slow: %d frames / %d bytes queued beyond a %d-byte "
-                    "socket buffer (limits %d frames, %d bytes); disconnecting it (%d frames "
-                    "dropped for it)",
+                    "socket buffer (limits %d frames, %d bytes; %s); disconnecting it (%d "
+                    "frames dropped for it)",
                     self.owner.path,
                     len(self.backlog),
                     self.backlog_bytes,
                     self.buffer_bytes,
                     self.queue_limit,
                     self.queue_bytes,
+                    f"agent-wide bound of {self.budget.limit} bytes reached"
+                    if over_agent
+                    else "session bound reached",
                     n,
                 )
-                self.backlog.clear()
-                self.backlog_bytes = 0
+                self._clear_backlog()
                 self.owner.app_dropped(self, n)
                 self._abort()
                 return False
@@ -239,6 +314,11 @@ class AppConnection(asyncio.Protocol):
 
     # control -------------------------------------------------------------------
 
+    def _clear_backlog(self) -> None:
+        self.backlog.clear()
+        self.budget.give(self.backlog_bytes)
+        self.backlog_bytes = 0
+
     def fail(self, reason: str) -> None:
         log.warning("closing app connection on %s (%s): %s", self.owner.path, self.peer, reason)
         self._abort()
@@ -259,6 +339,7 @@ class AppConnection(asyncio.Protocol):
             bl = self.backlog
             while bl:
                 t.writelines(bl.popleft())
+            self.budget.give(self.backlog_bytes)
             self.backlog_bytes = 0
             t.close()
 
@@ -271,29 +352,6 @@ class AppConnection(asyncio.Protocol):
         t = self.transport
         if t is not None and not self.closed:
             t.resume_reading()
-
-
-def tcp_peer_uid(peer: tuple, local: tuple | None) -> int | None:
-    """Owner uid of the client end of a loopback TCP connection (Linux /proc), or None."""
-    if local is None or len(peer) != 2 or ":" in peer[0]:
-        return None
-    try:
-        want_local = _proc_addr(peer[0], peer[1])
-        want_rem = _proc_addr(local[0], local[1])
-        with open("/proc/net/tcp") as fh:
-            next(fh)
-            for line in fh:
-                f = line.split()
-                if f[1] == want_local and f[2] == want_rem:
-                    return int(f[7])
-    except (OSError, ValueError, StopIteration, IndexError):
-        return None
-    return None
-
-
-def _proc_addr(host: str, port: int) -> str:
-    (n,) = struct.unpack("=I", socket.inet_aton(host))
-    return f"{n:08X}:{port:04X}"
 
 
 class IpcEndpoint:
@@ -312,6 +370,7 @@ class IpcEndpoint:
         buffer_bytes: int,
         queue_bytes: int,
         tcp_addr: str = "",
+        budget: ByteBudget | None = None,
     ) -> None:
         self.owner = owner
         self.session_dir = session_dir
@@ -323,6 +382,9 @@ class IpcEndpoint:
         self.queue_limit = queue_limit
         self.buffer_bytes = buffer_bytes
         self.queue_bytes = queue_bytes
+        self.budget = budget
+        #: TCP only: the secret apps present first (see the module docstring)
+        self.cookie = b""
         self.server: asyncio.AbstractServer | None = None
         #: Windows named-pipe servers (ProactorEventLoop.start_serving_pipe)
         self._pipes: list[Any] = []
@@ -338,6 +400,8 @@ class IpcEndpoint:
             queue_limit=self.queue_limit,
             buffer_bytes=self.buffer_bytes,
             queue_bytes=self.queue_bytes,
+            budget=self.budget,
+            cookie=self.cookie,
         )
 
     async def start(self) -> str:
@@ -365,13 +429,18 @@ class IpcEndpoint:
         elif self.mode == MODE_TCP:
             host, _, port = self.tcp_addr.rpartition(":")
             host = host.strip("[]")
+            self.cookie = new_cookie()
             self.server = await loop.create_server(
                 self._factory, host, int(port), reuse_address=True, backlog=128
             )
             addr = self.server.sockets[0].getsockname()
-            self.endpoint = f"{addr[0]}:{addr[1]}"
+            self.endpoint = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+            # The cookie before the marker: an app that finds the marker finds the cookie.
+            cookie_file = self.session_dir / COOKIE_NAME
+            write_file_atomic(cookie_file, cookie_text(self.cookie), 0o600)
+            self.files.append(cookie_file)
             marker = self.session_dir / "stream.tcp"
-            write_file_atomic(marker, self.endpoint)
+            write_file_atomic(marker, self.endpoint, 0o600)
             self.files.append(marker)
         elif self.mode == MODE_PIPE:
             if not is_windows():
@@ -415,7 +484,7 @@ class EndpointRegistry:
     Only socket files and marker files with endpoint names are ever removed.
     """
 
-    NAMES = ("stream.sock", "stream.tcp", "stream.pipe")
+    NAMES = ("stream.sock", "stream.tcp", "stream.pipe", COOKIE_NAME)
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -16,6 +16,7 @@ import itertools
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
@@ -140,6 +141,7 @@ class WsLink(Transport):
         open_timeout: float = 10.0,
         expect_user: str = "",
         on_fatal: Callable[[str], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         #: the relay URLs (several: nodes of a relay cluster), tried in order; a
         #: failed attempt moves to the next one, a link that was up retries its own first
@@ -153,6 +155,8 @@ class WsLink(Transport):
         #: called once with the reason when the link gives up for good
         self.on_fatal = on_fatal
         self.fatal = ""
+        #: wss:// trust (`tls.client_context`); None when no URL is wss://
+        self.ssl_context = ssl_context
         self._token = token
         self.max_message = max_message
         self.backoff = Backoff(backoff_initial, backoff_max)
@@ -172,6 +176,9 @@ class WsLink(Transport):
         self._ids = itertools.count(1)
         self._id_prefix = format(random.getrandbits(24), "x") + "-"
         self._bad_messages = 0
+
+    def _wss(self) -> bool:
+        return self.ssl_context is not None and self.url.startswith("wss://")
 
     def set_listener(self, listener: TransportListener) -> None:
         self._listener = listener
@@ -244,6 +251,7 @@ class WsLink(Transport):
                     close_timeout=2,
                     write_limit=self.write_limit,
                     proxy=None,
+                    **({"ssl": self.ssl_context} if self._wss() else {}),
                 )
             except asyncio.CancelledError:
                 raise

@@ -42,6 +42,7 @@ class ReaderSession(Session):
             limits=mgr.limits,
             totals=mgr.totals,
             app_flushed=self._app_flushed,
+            budget=mgr.reader_budget,
         )
         super().__init__(mgr, path, **kw)
         if restore is not None:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from hotlink.wire import messages as m
 from hotlink.wire.frames import Frame
 
+from .budget import ByteBudget
 from .config import AgentConfig
 from .core.effects import (
     Deliver,
@@ -67,6 +68,7 @@ class SessionHost(Protocol):
     loop: asyncio.AbstractEventLoop
     limits: StreamLimits
     totals: Totals
+    reader_budget: ByteBudget
     runtime_dir: Path
     registry: EndpointRegistry
     files: FileWorker
@@ -124,6 +126,7 @@ class Session:
             buffer_bytes=cfg.reader_buffer_bytes,
             queue_bytes=cfg.reader_queue_bytes,
             tcp_addr=tcp_addr,
+            budget=mgr.reader_budget,
         )
 
     # --- views of the core (control API, tracing, file worker) -----------------------

@@ -24,6 +24,7 @@ from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.paths import session_path, validate_path
 
+from .budget import ByteBudget
 from .config import AgentConfig
 from .core.effects import EventType
 from .core.limits import StreamLimits, Totals
@@ -88,6 +89,8 @@ class SessionManager:
         self.ack_hooks: list[Callable[[str, str | None], bool]] = []
         self.link_up_hooks: list[Callable[[], None]] = []
         self.frames_in = self.bytes_in = 0
+        #: bytes queued for reader apps across all sessions (`--reader-total-bytes`)
+        self.reader_budget = ByteBudget(cfg.reader_total_bytes)
         self.unknown_frames = 0
         self._errors = 0
         self.limits = StreamLimits(

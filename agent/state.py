@@ -85,8 +85,17 @@ class AgentState:
         if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION:
             raise ValueError("unknown state file version")
         out = cls(clean=bool(raw.get("clean")))
-        for d in raw.get("sessions") or []:
-            out.sessions.append(SessionRecord.from_dict(d))
+        sessions = raw.get("sessions") or []
+        if not isinstance(sessions, list):
+            raise ValueError("'sessions' is not a list")
+        for i, d in enumerate(sessions):
+            # One bad record costs that session only, never the others.
+            try:
+                if not isinstance(d, dict):
+                    raise TypeError(f"record is a {type(d).__name__}, not an object")
+                out.sessions.append(SessionRecord.from_dict(d))
+            except (ValueError, TypeError) as exc:
+                log.warning("state file: skipping session record #%d: %s", i, exc)
         return out
 
 

@@ -6,6 +6,7 @@ Library (what apps import):
 - `agent_client` the agent's gRPC control API, errors translated to `CtlError`s
 - `reconnect`    `ReconnectingStream`: a stream that survives agent restarts
 - `errors`       `CtlError` and its subclasses, the exit codes
+- `control_secret` the bearer secret for `--control-tcp` (`HOTLINK_CONTROL_SECRET_FILE`)
 
 Command line:
 - `cli`          `hotlinkctl`: the parser and entry point, devstack and bench commands
@@ -25,4 +26,5 @@ Command line:
 - `mpyc_demo`    `hotlinkctl demo mpyc`: three MPyC parties over tunnels vs straight;
                  `mpyc_party` is the (unmodified-MPyC) party program it runs
 - `tunnel_bench` `hotlinkctl demo tunnel-throughput`: one tunnel stream vs loopback TCP
+- `tlsgen`       a throwaway local CA and server certificate (`devstack up --tls`, `bench --tls`)
 """

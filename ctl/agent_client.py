@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
 
+from .control_secret import bearer_interceptors
 from .errors import (
     AgentUnreachable,
     Conflict,
@@ -132,7 +133,9 @@ class AgentClient:
         self.target = control_target(addr)
         self.timeout = timeout
         self._channel = grpc.aio.insecure_channel(
-            self.target, options=[("grpc.enable_http_proxy", 0)]
+            self.target,
+            options=[("grpc.enable_http_proxy", 0)],
+            interceptors=bearer_interceptors(self.target),
         )
         self.stub = pb_grpc.HotlinkAgentStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

@@ -44,6 +44,7 @@ from .bench_table import render_table as render_table  # `bench.render_table` fo
 from .errors import CtlError, Unavailable, UsageError
 from .stats import LatencySummary, fmt_size, ratios, summarize
 from .stream import Endpoint, Stream
+from .tlsgen import make_local_ca
 
 STAMP = struct.Struct("<QQ")  # send time ns, message index
 DEFAULT_SIZES = (1024, 10 * 1024, 100 * 1024)
@@ -89,6 +90,8 @@ class BenchConfig:
     devstack_dir: str = ""
     otel: bool = False  # also measure a traced devstack (bench_otel)
     otel_ratio: float = 1.0
+    #: relay links over TLS (wss://, a throwaway local CA), for the floor too
+    tls: bool = False
 
 
 @dataclass
@@ -165,6 +168,7 @@ class BenchReport:
                 "warmup": cfg.warmup,
                 "inflight": cfg.inflight,
                 "ipc": cfg.ipc,
+                "tls": cfg.tls,
                 "floor": cfg.floor,
                 "throughput_mb": cfg.throughput_mb,
                 "frame_size": cfg.frame_size,
@@ -430,16 +434,23 @@ async def _spawn_floor(args: list[str], expect: str) -> tuple[asyncio.subprocess
     return proc, line
 
 
-async def start_floor() -> FloorStack:
+async def start_floor(tls: bool = False) -> FloorStack:
     tmp = tempfile.TemporaryDirectory(prefix="hlfloor-", dir="/tmp")
     procs: list[asyncio.subprocess.Process] = []
     try:
-        relay, line = await _spawn_floor(["relay", "--port", "0"], "floor-relay listening on ")
+        relay_args, peer_args = ["relay", "--port", "0"], []
+        if tls:  # the same TLS as the measured path: the floor stays a like-for-like one
+            files = make_local_ca(Path(tmp.name) / "tls")
+            relay_args += ["--tls-cert", str(files.cert), "--tls-key", str(files.key)]
+            peer_args = ["--ca-file", str(files.ca)]
+        relay, line = await _spawn_floor(relay_args, "floor-relay listening on ")
         procs.append(relay)
         url = line.rsplit(" ", 1)[-1]
         sa, sb = str(Path(tmp.name) / "a.sock"), str(Path(tmp.name) / "b.sock")
         for sock in (sa, sb):
-            p, _ = await _spawn_floor(["peer", "--server", url, "--socket", sock], "floor-peer")
+            p, _ = await _spawn_floor(
+                ["peer", "--server", url, "--socket", sock, *peer_args], "floor-peer"
+            )
             procs.append(p)
         tx = await Stream.connect_endpoint(Endpoint("unix", path=sa))
         rx = await Stream.connect_endpoint(Endpoint("unix", path=sb))
@@ -505,6 +516,12 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
         cfg.floor = False  # nothing to compare the file path with
         cfg.throughput_mb = 0.0
     report = BenchReport(cfg, environment())
+    if cfg.tls:
+        report.notes.append(
+            "relay links over TLS (wss://, local CA)"
+            + ("; the floor's too" if cfg.floor else "")
+            + ("; --dir: the running stack's own setting applies" if cfg.devstack_dir else "")
+        )
     own_dir: tempfile.TemporaryDirectory[str] | None = None
     state: devstack.DevstackState | None = None
     floor: FloorStack | None = None
@@ -516,7 +533,7 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
             # Before any gRPC channel exists: forking after gRPC started threads makes
             # grpc log fork warnings.
             progress.note("starting the floor (plain forwarding processes)")
-            floor = await start_floor()
+            floor = await start_floor(cfg.tls)
         if cfg.otel:
             if files:
                 raise UsageError("--otel measures the hotlink path, not e2e-latency")
@@ -528,7 +545,7 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
             own_dir = tempfile.TemporaryDirectory(prefix="hlbench-", dir="/tmp")
             progress.note(f"starting a devstack in {own_dir.name}")
             keep = ["--keep-files"] if files else []
-            state = await devstack.up(own_dir.name, agent_args=keep)
+            state = await devstack.up(own_dir.name, agent_args=keep, tls=cfg.tls)
         if len(state.peers) < 2:
             raise CtlError(f"the devstack in {state.dir} has fewer than two peers")
         a, b = state.peers[0], state.peers[1]

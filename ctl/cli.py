@@ -56,6 +56,7 @@ def cmd_devstack(args: argparse.Namespace) -> int:
                 otel=args.otel,
                 otel_ratio=args.otel_sampler_arg,
                 relays=args.relays,
+                tls=args.tls,
             )
         )
         if args.json:
@@ -171,6 +172,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         devstack_dir=args.dir or "",
         otel=args.otel,
         otel_ratio=args.otel_sampler_arg,
+        tls=args.tls,
     )
     if not 0.0 <= cfg.otel_ratio <= 1.0:
         raise UsageError("--otel-sampler-arg must be between 0 and 1")
@@ -295,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "(recorded in devstack.json); default 1: one relay, no NATS",
             )
             q.add_argument(
+                "--tls",
+                action="store_true",
+                help="relay serves wss:// with a throwaway CA made in DIR/tls; agents "
+                "trust it with --ca-file",
+            )
+            q.add_argument(
                 "--otel",
                 nargs="?",
                 const=devstack.DEFAULT_OTEL_ENDPOINT,
@@ -312,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="with --otel: share of messages traced (default 1: every message; "
                 "the processes' own default is 0.01)",
             )
-    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None, relays=1)
+    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None, relays=1, tls=False)
 
     p = add(
         "bench",
@@ -361,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATIO",
         help="with --otel: share of messages traced (default 1: every message; the "
         "processes' own default is 0.01)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="relay links over TLS (wss://, a throwaway local CA), the floor's too: the "
+        "latency of a production setup (ignored with --dir: that stack decides)",
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")

@@ -40,10 +40,11 @@ from hotlink.wire.paths import validate_email
 
 from .agent_client import AgentClient, default_control_socket
 from .errors import CtlError, NotFound, Unavailable, UsageError
+from .tlsgen import make_local_ca
 
 STATE_FILE = "devstack.json"
 DEFAULT_PEERS = ("alice@example.org", "bob@example.org")
-_RELAY_LINE = re.compile(r"hotlink-relay listening on (ws://\S+)")
+_RELAY_LINE = re.compile(r"hotlink-relay listening on (wss?://\S+)")
 #: sun_path is 108 bytes on Linux (104 on macOS); keep a margin.
 _MAX_SOCK_PATH = 100
 _TERM_WAIT = 5.0
@@ -139,7 +140,7 @@ def parse_peers(text: str | None) -> list[str]:
     """`a@x,b@y` → validated emails (at least two, no duplicates)."""
     if not text:
         return list(DEFAULT_PEERS)
-    peers = [p.strip() for p in text.split(",") if p.strip()]
+    peers = [p.strip().lower() for p in text.split(",") if p.strip()]
     for p in peers:
         try:
             validate_email(p)
@@ -316,7 +317,7 @@ async def _wait_relay(
 
 def _mint_token(relay_cmd: list[str], email: str, data: Path) -> str:
     res = subprocess.run(
-        [*relay_cmd, "token", email, "--data", str(data)],
+        [*relay_cmd, "token", email, "--data", str(data), "--init"],
         capture_output=True,
         text=True,
         env=_child_env(),
@@ -369,10 +370,13 @@ async def up(
     otel: str | None = None,
     otel_ratio: float | None = None,
     relays: int = 1,
+    tls: bool = False,
 ) -> DevstackState:
     """Start relay + agents, wait until all are ready, return the recorded state.
 
     `otel`: an OTLP/gRPC endpoint every process exports spans to (`otel_args`).
+    `tls`: the relay serves wss:// with a throwaway CA made in D/tls (`tlsgen`), which
+    the agents trust by `--ca-file`.
 
     On any failure everything started so far is stopped again, so a failed `up` never
     leaves processes behind.
@@ -427,11 +431,21 @@ async def up(
             token_files[email] = tf
 
         tracing = otel_args(otel, otel_ratio)
+        relay_extra, agent_tls = list(tracing), []
+        if tls:
+            if relays > 1:
+                raise UsageError("--tls runs one relay; it does not combine with --relays")
+            files = make_local_ca(d / "tls")
+            relay_extra += ["--tls-cert", str(files.cert), "--tls-key", str(files.key)]
+            agent_tls = ["--ca-file", str(files.ca)]
         if relays > 1:
             await _cluster().up(state, relay_data, logs, relays, peers, log_level, tracing, timeout)
         else:
             relay_log = logs / "relay.log"
-            relay_argv = _relay_argv(relay_cmd, 0, relay_data, log_level, tracing)
+            relay_argv = _relay_argv(relay_cmd, 0, relay_data, log_level, relay_extra)
+            # A directory reused after `down` keeps the old relay's log (appended to): only
+            # the listening line this relay writes counts, or agents get the old URL.
+            relay_offset = relay_log.stat().st_size if relay_log.exists() else 0
             _write_header(relay_log, relay_argv)
             relay_proc = _spawn(relay_argv, relay_log)
             state.relay = RelayInfo(
@@ -439,10 +453,10 @@ async def up(
                 pid=relay_proc.pid,
                 data=str(relay_data),
                 log_file=str(relay_log),
-                args=tracing,
+                args=relay_extra,
             )
             state.save()
-            state.relay.url = await _wait_relay(relay_proc, relay_log, timeout)
+            state.relay.url = await _wait_relay(relay_proc, relay_log, timeout, relay_offset)
             state.save()
 
         procs: list[tuple[PeerInfo, subprocess.Popen[bytes]]] = []
@@ -454,6 +468,7 @@ async def up(
             extra = [
                 *(["--log-level", log_level] if log_level else []),
                 *tracing,
+                *agent_tls,
                 *(agent_args or []),
             ]
             info = PeerInfo(

@@ -21,11 +21,13 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 
 from hotlink.common.loop import run_main
 from hotlink.common.websocket import DirectMessages, binary_header
+from hotlink.relay.tls import server_context
 from hotlink.wire.frames import FrameDecoder, encode_header
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -65,7 +67,7 @@ class _DirectClient(_Direct, ClientConnection):
     """Client side: masked frames through websockets' own serializer."""
 
 
-async def run_relay(host: str, port: int) -> None:
+async def run_relay(host: str, port: int, cert: str = "", key: str = "") -> None:
     """Forward every message from one client to every other client, in arrival order."""
     clients: set[_DirectServer] = set()
 
@@ -92,10 +94,11 @@ async def run_relay(host: str, port: int) -> None:
         compression=None,
         max_size=MAX_MESSAGE,
         create_connection=_DirectServer,
+        ssl=server_context(cert, key) if cert else None,
     ) as server:
         sock = next(iter(server.sockets))
         h, p = sock.getsockname()[:2]
-        print(f"floor-relay listening on ws://{h}:{p}", flush=True)
+        print(f"floor-relay listening on {'wss' if cert else 'ws'}://{h}:{p}", flush=True)
         await _until_signalled()
 
 
@@ -135,14 +138,15 @@ class _Peer:
                 app.transport.writelines((header, msg))
 
 
-async def run_peer(server: str, sock_path: str) -> None:
+async def run_peer(server: str, sock_path: str, ca_file: str = "") -> None:
     """UNIX socket <-> WebSocket forwarder (one per side)."""
     loop = asyncio.get_running_loop()
     peer = _Peer()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sock_path)
+    tls = {"ssl": ssl.create_default_context(cafile=ca_file)} if ca_file else {}
     async with connect(
-        server, compression=None, max_size=MAX_MESSAGE, create_connection=_DirectClient
+        server, compression=None, max_size=MAX_MESSAGE, create_connection=_DirectClient, **tls
     ) as ws:
         assert isinstance(ws, _DirectClient)
         sock = ws.transport.get_extra_info("socket")
@@ -186,14 +190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = sub.add_parser("relay", help="WebSocket server forwarding each message to the others")
     r.add_argument("--host", default="127.0.0.1")
     r.add_argument("--port", type=int, default=0)
+    r.add_argument("--tls-cert", default="", help="serve wss:// with this certificate (PEM)")
+    r.add_argument("--tls-key", default="", help="its private key (PEM)")
     p = sub.add_parser("peer", help="UNIX socket <-> WebSocket forwarder")
     p.add_argument("--server", required=True, help="ws://HOST:PORT of the floor relay")
     p.add_argument("--socket", required=True, help="UNIX socket path to listen on")
+    p.add_argument("--ca-file", default="", help="CA to verify a wss:// floor relay with")
     args = ap.parse_args(argv)
     coro = (
-        run_relay(args.host, args.port)
+        run_relay(args.host, args.port, args.tls_cert, args.tls_key)
         if args.cmd == "relay"
-        else run_peer(args.server, args.socket)
+        else run_peer(args.server, args.socket, args.ca_file)
     )
     run_main(coro, use_uvloop=not args.no_uvloop)
     return 0

@@ -19,9 +19,10 @@ import socket
 import stat
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from hotlink.wire.cookie import COOKIE_NAME, parse_cookie_text, preamble
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, encode_header
 
@@ -52,6 +53,8 @@ class Endpoint:
     path: str = ""
     host: str = ""
     port: int = 0
+    #: TCP: the session cookie sent first (`hotlink.wire.cookie`), if we could read it
+    cookie: bytes = field(default=b"", repr=False)
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}" if self.kind == "tcp" else self.path
@@ -119,7 +122,16 @@ def resolve_endpoint(session_dir: str | os.PathLike[str]) -> Endpoint:
         host, port = parse_hostport(text)
     except ValueError:
         raise EndpointNotFound(f"{tcp} does not hold host:port yet ({text!r})") from None
-    return Endpoint("tcp", host=host, port=port)
+    return Endpoint("tcp", host=host, port=port, cookie=_read_cookie(d / COOKIE_NAME))
+
+
+def _read_cookie(path: Path) -> bytes:
+    """The session cookie beside `stream.tcp`, or b"" when there is none (an older
+    agent) or we may not read it (then only the agent's own uid is served)."""
+    try:
+        return parse_cookie_text(path.read_text()) or b""
+    except OSError:
+        return b""
 
 
 # --------------------------------------------------------------------------- streams
@@ -257,6 +269,8 @@ class Stream:
             transport, _ = await connect_pipe(lambda: proto, endpoint.path)
         else:
             transport, _ = await loop.create_connection(lambda: proto, endpoint.host, endpoint.port)
+            if endpoint.cookie:  # proves we act for the agent's user (container apps)
+                transport.write(preamble(endpoint.cookie))
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

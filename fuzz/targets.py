@@ -149,6 +149,7 @@ def path(data: bytes) -> None:
             continue
         if fn is paths.validate_email:
             _expect("/" not in text and "@" in text, f"bad email accepted: {text!r}")
+            _expect(text == text.lower(), f"mixed-case email accepted: {text!r}")
             continue
         segs = text.split("/")
         _expect(not text.startswith("/"), f"absolute path accepted: {text!r}")

@@ -5,7 +5,10 @@ Run: `hotlink-relay serve --data DIR` (see `hotlink-relay serve --help`).
 Modules (the decisions are in `router`, a sans-I/O class; `server` only moves bytes):
 - `router`   connections, sessions, ACL checks, file writes and catch-up: `handle -> Outgoing`
 - `acl`      `syft.pub.yaml` parsing and the index answering "may U read/write P"
-- `auth`     the relay secret and HMAC bearer tokens
+- `auth`     the relay secret and HMAC bearer tokens (`exp`, `jti`)
+- `revocation` the deny list `DATA/revoked.json` (`token revoke`), reloaded when it changes
+- `token_cli` `hotlink-relay token` (mint, `--init`, `--ttl`) and `token revoke`
+- `tls`      the listener's TLS context (`--tls-cert`, `--tls-key`)
 - `store`    atomic file storage under DATA/datasites
 - `server`   websockets adapter: upgrade, auth, per-connection send queues
 - `tracing`  the relay's OpenTelemetry spans, kept off the data path

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.paths import validate_email, validate_path, validate_relpath
+from hotlink.wire.paths import normalize_email, validate_path, validate_relpath
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def _users(v: Any, where: str, budget: list[int]) -> frozenset[str]:
             raise AclError(f"{where}: entries must be strings, got {type(u).__name__}")
         if u != EVERYONE:
             try:
-                validate_email(u)
+                u = normalize_email(u)  # emails are case-insensitive: Bob@X is bob@x
             except ProtocolError:
                 raise AclError(f"{where}: {u!r} is neither an email nor '*'") from None
         out.add(u)

@@ -1,8 +1,11 @@
 """Relay authentication: the relay's secret and its bearer tokens (design.md "Relay").
 
-A token is `base64url(json {"sub": email, "iat": unix}) + "." + base64url(HMAC-SHA256)`,
-signed with a per-relay secret kept in `DATA/relay.secret` (mode 0600). The user a
-connection acts as is the token's `sub` and nothing a client sends later.
+A token is `base64url(json claims) + "." + base64url(HMAC-SHA256)`, signed with a
+per-relay secret kept in `DATA/relay.secret` (mode 0600). Claims: `sub` (the email,
+lower case), `iat` and `exp` (unix seconds; a token is refused from `exp` on, and
+one without `exp` is refused: tokens do not live forever), `jti` (a random token id,
+what `hotlink-relay token revoke` names; see `revocation.py`). The user a connection
+acts as is the token's `sub` and nothing a client sends later.
 """
 
 from __future__ import annotations
@@ -16,15 +19,26 @@ import os
 import secrets
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.paths import validate_email
+from hotlink.wire.paths import normalize_email
 
 SECRET_FILE = "relay.secret"
 _SECRET_BYTES = 32
 #: Tokens longer than this are refused before any decoding work.
 MAX_TOKEN_LEN = 2048
+#: Lifetime of a token when `hotlink-relay token --ttl` is not given: 30 days.
+DEFAULT_TTL = 30 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    sub: str
+    iat: int
+    exp: int
+    jti: str
 
 
 class AuthError(Exception):
@@ -73,19 +87,35 @@ def _sign(secret: bytes, body: str) -> str:
     return _b64e(hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest())
 
 
-def mint_token(secret: bytes, email: str, iat: int | None = None) -> str:
-    """A token naming `email`; `iat` defaults to now."""
+def mint_token(
+    secret: bytes,
+    email: str,
+    iat: int | None = None,
+    *,
+    ttl: int = DEFAULT_TTL,
+    jti: str | None = None,
+) -> str:
+    """A token naming `email` (case-normalised), valid from `iat` (default now) for
+    `ttl` seconds, with a fresh random id unless `jti` is given."""
     try:
-        validate_email(email)
+        email = normalize_email(email)
     except ProtocolError as exc:
         raise AuthError(str(exc)) from None
-    claims = {"sub": email, "iat": int(time.time()) if iat is None else iat}
+    if ttl <= 0:
+        raise AuthError("token lifetime must be positive")
+    now = int(time.time()) if iat is None else iat
+    claims = {"sub": email, "iat": now, "exp": now + ttl, "jti": jti or secrets.token_hex(8)}
     body = _b64e(json.dumps(claims, separators=(",", ":")).encode())
     return f"{body}.{_sign(secret, body)}"
 
 
-def verify_token(secret: bytes, token: str) -> str:
-    """Return the email a token names, or raise `AuthError`.
+def verify_token(secret: bytes, token: str, now: float | None = None) -> str:
+    """Return the email a valid, unexpired token names, or raise `AuthError`."""
+    return verify_claims(secret, token, now).sub
+
+
+def verify_claims(secret: bytes, token: str, now: float | None = None) -> TokenClaims:
+    """The claims of a valid, unexpired token, or raise `AuthError`.
 
     The signature is checked (constant time) before the claims are parsed, so
     unauthenticated input never reaches the JSON decoder.
@@ -105,9 +135,21 @@ def verify_token(secret: bytes, token: str) -> str:
     if not isinstance(sub, str):
         raise AuthError("token has no subject")
     try:
-        return validate_email(sub)
+        sub = normalize_email(sub)
     except ProtocolError as exc:
         raise AuthError(str(exc)) from None
+    exp, iat, jti = claims.get("exp"), claims.get("iat", 0), claims.get("jti", "")
+    if type(exp) is not int:
+        raise AuthError("token has no expiry (minted by an older relay); mint a new one")
+    if type(iat) is not int or not isinstance(jti, str) or len(jti) > 64:
+        raise AuthError("token claims are malformed")
+    if exp <= (time.time() if now is None else now):
+        raise AuthError(f"token expired at {_utc(exp)}; mint a new one")
+    return TokenClaims(sub, iat, exp, jti)
+
+
+def _utc(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def bearer_token(header: str | None) -> str | None:

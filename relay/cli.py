@@ -13,14 +13,16 @@ from typing import Any
 
 from hotlink import telemetry
 from hotlink.common import sizes
-from hotlink.common.atomic import write_atomic
 from hotlink.common.loop import run_main
 from hotlink.common.version import version_line
 from hotlink.telemetry import names as N
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE, EVENTS_PATH
 
-from .auth import AuthError, load_or_create_secret, mint_token
+from .auth import AuthError
 from .router import Limits
+from .server import DEFAULT_MAX_CONNS_PER_USER
+from .tls import TlsConfigError, server_context
+from .token_cli import TOKEN_EPILOG, add_mint_arguments, mint_main, revoke_main
 
 
 def parse_size(text: str) -> int:
@@ -133,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
         "per running node (default HOST-PID; env HOTLINK_NODE_ID)",
     )
     s.add_argument(
+        "--max-connections-per-user",
+        type=_non_negative(int),
+        default=DEFAULT_MAX_CONNS_PER_USER,
+        metavar="N",
+        help="WebSocket connections one user (token subject) may hold at once; one more "
+        "is refused with HTTP 429 before the upgrade (default %(default)s; 0 = unlimited)",
+    )
+    s.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="serve wss:// with this certificate chain (PEM); needs --tls-key. Without "
+        "TLS, tokens and frames cross the network in clear: use it whenever agents "
+        "connect from other hosts",
+    )
+    s.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (PEM)")
+    s.add_argument(
         "--log-level",
         default=os.environ.get("HOTLINK_LOG_LEVEL", "INFO"),
         type=str.upper,
@@ -143,19 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "token",
-        help="print a token for a user",
+        help="print a token for a user ('token revoke --help': revoke tokens)",
         description="Print a bearer token naming EMAIL (or write it 0600 to --out FILE), "
-        "signed with DIR/relay.secret (created 0600 if missing). Agents present it as "
-        "'Authorization: Bearer <token>'.",
+        "signed with DIR/relay.secret. "
+        "Agents present it as 'Authorization: Bearer <token>'.",
+        epilog=TOKEN_EPILOG,
     )
-    t.add_argument("email", metavar="EMAIL")
-    t.add_argument("--data", required=True, metavar="DIR", help="relay data directory")
-    t.add_argument(
-        "--out",
-        metavar="FILE",
-        help="write the token to FILE, created owner-only (0600), instead of stdout; "
-        "a token is a password: do not leave it in a world-readable file",
-    )
+    add_mint_arguments(t)
     return p
 
 
@@ -168,6 +180,7 @@ async def _serve(args: argparse.Namespace) -> int:
         open_burst=args.open_burst,
         idle_timeout=args.idle_timeout,
     )
+    ssl_ctx = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     tel = telemetry.setup(telemetry.options_from_args(args), service_name=N.SERVICE_RELAY)
     try:
         server = RelayServer(
@@ -178,6 +191,8 @@ async def _serve(args: argparse.Namespace) -> int:
             args.max_queue,
             limits=limits,
             tel=tel,
+            ssl_context=ssl_ctx,
+            max_conns_per_user=args.max_connections_per_user,
         )
         if args.nats:
             from .cluster import ClusterNode, default_node_id
@@ -192,7 +207,8 @@ async def _serve_until_stopped(server: Any) -> int:
     from .server import format_url
 
     host, port = await server.start()
-    print(f"hotlink-relay listening on {format_url(host, port)}", flush=True)
+    url = format_url(host, port, tls=getattr(server, "ssl_context", None) is not None)
+    print(f"hotlink-relay listening on {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -205,29 +221,25 @@ async def _serve_until_stopped(server: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["token", "revoke"]:
+        return revoke_main(argv[2:])
     args = build_parser().parse_args(argv)
     if args.command == "token":
-        try:
-            token = mint_token(load_or_create_secret(args.data), args.email)
-            if args.out:
-                write_atomic(args.out, token + "\n", mode=0o600)  # never briefly readable
-                print(f"token for {args.email} written to {args.out} (0600)", file=sys.stderr)
-            else:
-                print(token)
-        except (AuthError, OSError) as exc:
-            print(f"hotlink-relay: {exc}", file=sys.stderr)
-            return 2
-        return 0
+        return mint_main(args)
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("hotlink-relay: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
     if args.log_level != "DEBUG":  # one line per HTTP request is noise
         logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         return run_main(_serve(args))
-    except (AuthError, OSError, ValueError) as exc:
+    except (AuthError, OSError, ValueError, TlsConfigError) as exc:
         print(f"hotlink-relay: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,7 +1,10 @@
 """Thin asyncio/websockets adapter around `Router`: it only moves bytes.
 
-- `process_request` answers `/healthz`, refuses unknown paths (404) and requests
-  without a valid bearer token (401) before the WebSocket upgrade.
+- `process_request` answers `/healthz`, refuses unknown paths (404), requests
+  without a valid, unexpired, unrevoked bearer token (401) and a user's connection
+  over `max_conns_per_user` (429) before the WebSocket upgrade. The periodic tick
+  closes live connections whose token expired or was revoked (1008).
+- TLS: with an `ssl.SSLContext` the same server speaks wss:// (`tls.py`).
 - `process_response` adds the negotiated `X-Syft-WS-Encoding` header.
 - Data path without tasks or awaits: `RelayConnection` hands every complete message
   to the router from the protocol callback (no receive queue, no task wake-up), and
@@ -27,6 +30,7 @@ import http
 import itertools
 import logging
 import os
+import ssl
 import time
 import weakref
 from collections import deque
@@ -54,7 +58,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from .acl import AclIndex
-from .auth import AuthError, bearer_token, load_or_create_secret, verify_token
+from .auth import AuthError, TokenClaims, bearer_token, load_or_create_secret, verify_claims
+from .revocation import Revocations
 from .router import Conn, Limits, Outgoing, Router
 from .store import Store
 from .tracing import TRACED, RelayTracer
@@ -70,6 +75,9 @@ DEFAULT_ENCODING = "json"
 _LOG_BAD_FRAMES = 5
 #: WS close code for a policy violation (queue overflow).
 _CLOSE_POLICY = 1008
+#: Connections one user may hold at once (an agent needs one; a few more cover a
+#: reconnect that overlaps the old connection's close, and tools).
+DEFAULT_MAX_CONNS_PER_USER = 8
 
 
 def negotiate(header_values: list[str]) -> str:
@@ -109,6 +117,8 @@ class Peer:
     closer: asyncio.Task[None] | None = None
     #: protocol extensions the client announced (`hotlink.wire.extensions`)
     ext: frozenset[str] = ALL
+    #: the token it authenticated with (expiry and revocation are re-checked)
+    claims: TokenClaims | None = None
 
     def push(self, data: bytes | str) -> None:
         """Send now if the transport takes it, else queue (bounded)."""
@@ -172,6 +182,7 @@ class _Pending:
     user: str
     encoding: str
     ext: frozenset[str]
+    claims: TokenClaims | None = None
 
 
 class RelayServer:
@@ -184,6 +195,9 @@ class RelayServer:
         max_queue_bytes: int | None = None,
         limits: Limits | None = None,
         tel: Telemetry = OFF,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_conns_per_user: int = DEFAULT_MAX_CONNS_PER_USER,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -191,6 +205,12 @@ class RelayServer:
         self.max_message = max_message
         self.max_queue_bytes = max_queue_bytes or max(64 * 1024 * 1024, 4 * max_message)
         self.secret = load_or_create_secret(data_dir)
+        self.revocations = Revocations(data_dir)
+        self.ssl_context = ssl_context
+        #: 0 = unlimited
+        self.max_conns_per_user = max_conns_per_user
+        #: live connections per user (handlers running)
+        self._user_conns: dict[str, int] = {}
         self.store = Store(data_dir)
         self.acl = AclIndex.load(self.store.root)
         self.limits = limits or Limits()
@@ -225,15 +245,30 @@ class RelayServer:
         try:
             if token is None:
                 raise AuthError("missing bearer token")
-            user = verify_token(self.secret, token)
+            claims = verify_claims(self.secret, token)
+            self.revocations.refresh()
+            revoked = self.revocations.reason(claims)
+            if revoked is not None:
+                raise AuthError(revoked)
         except AuthError as exc:
             log.info("refused connection from %s: %s", _peer(ws), exc)
             resp = ws.respond(http.HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc}\n")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="hotlink"'
             return resp
+        user = claims.sub
+        cap = self.max_conns_per_user
+        if cap:
+            n = self._user_conns.get(user, 0)
+            n += sum(1 for p in self._pending.values() if p.user == user)
+            if n >= cap:
+                log.warning("refused connection from %s: %s already holds %d", _peer(ws), user, n)
+                return ws.respond(
+                    http.HTTPStatus.TOO_MANY_REQUESTS,
+                    f"too many connections for {user} (limit {cap})\n",
+                )
         enc = negotiate(request.headers.get_all(HDR_ENCODINGS))
         ext = parse(request.headers.get_all(HDR_EXTENSIONS))
-        self._pending[ws] = _Pending(user, enc, ext)
+        self._pending[ws] = _Pending(user, enc, ext, claims)
         return None
 
     def _process_response(
@@ -256,7 +291,9 @@ class RelayServer:
             return
         cid = next(self._ids)
         peer = Peer(cid, ws, pending.user, pending.encoding, self.max_queue_bytes, ext=pending.ext)
+        peer.claims = pending.claims
         self.peers[cid] = peer
+        self._user_conns[peer.user] = self._user_conns.get(peer.user, 0) + 1
         log.info(
             "conn %d: %s connected from %s (%s; extensions: %s)",
             cid,
@@ -282,6 +319,11 @@ class RelayServer:
             self.peers.pop(cid, None)
             if self.cluster is not None:
                 self.cluster.local_down(cid)
+            left = self._user_conns.get(peer.user, 1) - 1
+            if left > 0:
+                self._user_conns[peer.user] = left
+            else:
+                self._user_conns.pop(peer.user, None)
             try:
                 out = router.disconnect(cid)
                 if self.tracer is not None and out:
@@ -425,6 +467,7 @@ class RelayServer:
             max_queue=64,
             write_limit=256 * 1024,
             create_connection=RelayConnection,
+            ssl=self.ssl_context,
         )
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
@@ -455,8 +498,22 @@ class RelayServer:
                 if self.tracer is not None and out:
                     out = self.tracer.ended(out, "idle timeout")
                 self._dispatch(out)
+                self._check_tokens()
             except Exception:
                 log.exception("internal error in the periodic tick")
+
+    def _check_tokens(self) -> None:
+        """Close connections whose token expired or was revoked since they connected."""
+        self.revocations.refresh()
+        now = time.time()
+        for peer in list(self.peers.values()):
+            c = peer.claims
+            if c is None or peer.closer is not None:
+                continue
+            why = "token expired" if c.exp <= now else self.revocations.reason(c)
+            if why is not None:
+                log.warning("conn %d (%s): closing: %s", peer.id, peer.user, why)
+                peer.closer = peer.ws.loop.create_task(_close(peer.ws, _CLOSE_POLICY, why[:120]))
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -491,7 +548,7 @@ def _peer(ws: ServerConnection) -> Any:
         return "?"
 
 
-def format_url(host: str, port: int) -> str:
+def format_url(host: str, port: int, tls: bool = False) -> str:
     if ":" in host:
         host = f"[{host}]"
-    return f"ws://{host}:{port}"
+    return f"{'wss' if tls else 'ws'}://{host}:{port}"

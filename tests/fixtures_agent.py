@@ -217,6 +217,7 @@ class AppClient:
                 tcp = d / "stream.tcp"
                 if tcp.exists():
                     host, _, port = tcp.read_text().strip().rpartition(":")
+                    host = host.strip("[]")
                     return socket.create_connection((host, int(port)), timeout=timeout)
                 marker = d / "stream.sock"
                 target = str(marker)

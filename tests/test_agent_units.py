@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from hotlink.agent.config import ConfigError, load_config
-from hotlink.agent.ipc import tcp_peer_uid
 from hotlink.agent.link import Backoff, events_url
+from hotlink.agent.peercred import tcp_peer_uid
 from hotlink.agent.runtime_dir import (
     InsecureDirectory,
     bind_unix_socket,

@@ -5,6 +5,7 @@ path checks."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -128,7 +129,22 @@ def test_state_corrupt_or_missing_is_not_fatal(tmp_path: Path) -> None:
     bad.write_text("{nope")
     assert load_state(bad) is None
     bad.write_text('{"version": 1, "sessions": [{"path": "", "role": 7}]}')
-    assert load_state(bad) is None
+    st_ = load_state(bad)
+    assert st_ is not None and st_.sessions == []
+
+
+def test_state_bad_record_drops_only_itself(tmp_path: Path, caplog) -> None:
+    """One bad record (wrong type, bad field, not an object) used to drop every
+    session of the file; now it costs only itself, with a log line."""
+    good = [SessionRecord(f"{A}/_mpc/a", 1, sid="s1", seq=3), SessionRecord(f"{A}/_mpc/b", 2)]
+    raw = json.loads(AgentState(clean=True, sessions=good).to_json())
+    raw["sessions"][1:1] = [{"path": f"{A}/_mpc/x", "role": 1, "seq": "many"}, 42, None]
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(raw))
+    with caplog.at_level("WARNING"):
+        st_ = load_state(path)
+    assert st_ is not None and st_.clean and st_.sessions == good
+    assert sum("skipping session record" in r.message for r in caplog.records) == 3
 
 
 def test_state_keeper_debounces_and_marks_clean(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def test_secret_world_readable_refused(tmp_path: Path) -> None:
 
 def test_roundtrip_and_format(tmp_path: Path) -> None:
     secret = load_or_create_secret(tmp_path)
-    tok = mint_token(secret, "alice@example.org", iat=1)
+    tok = mint_token(secret, "alice@example.org")
     body, sig = tok.split(".")
     assert "=" not in tok and body and sig
     assert verify_token(secret, tok) == "alice@example.org"
@@ -79,7 +79,7 @@ def test_bearer_header() -> None:
 
 
 def test_cli_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["token", "bob@example.org", "--data", str(tmp_path)]) == 0
+    assert main(["token", "bob@example.org", "--data", str(tmp_path), "--init"]) == 0
     tok = capsys.readouterr().out.strip()
     assert verify_token(load_or_create_secret(tmp_path), tok) == "bob@example.org"
     assert main(["token", "bogus", "--data", str(tmp_path)]) == 2

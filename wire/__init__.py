@@ -11,6 +11,7 @@
   in msgpack for its untagged payloads); both spellings are read.
 - `extensions` our protocol extensions, their negotiation at connect, and what a peer
   that did not announce one may receive (`for_peer`).
+- `cookie`   the TCP endpoint's session cookie: file content and the `HLCK` preamble.
 
 Nothing here does I/O or imports a network library (`tests/test_wire_pure.py`); the
 websockets adapter helpers are in `hotlink.common.websocket`.

@@ -2,7 +2,7 @@
 
 Every path on the wire is `<owner email>/<rest>`. The owner is the first *segment*,
 compared exactly — never a string prefix (`alice@x.org` must not own
-`alice@x.org.evil/...`).
+`alice@x.org.evil/...`). Emails are lower case: a mixed-case owner is refused.
 """
 
 from __future__ import annotations
@@ -16,9 +16,22 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*")
 
 
 def validate_email(email: str) -> str:
+    """An email as it may appear on the wire and in paths: lower case only. Emails are
+    case-normalised where users type them (`normalize_email`), so `Alice@Example.org`
+    here would be a second spelling of a user, and on a case-insensitive filesystem
+    the same directory as `alice@example.org`: refused, never mapped."""
     if not isinstance(email, str) or len(email) > 254 or not _EMAIL.fullmatch(email):
         raise ProtocolError(f"invalid email {email!r}")
+    if email != email.lower():
+        raise ProtocolError(f"email {email!r} is not lower case (use {email.lower()!r})")
     return email
+
+
+def normalize_email(email: str) -> str:
+    """The canonical (lower-case) form of a user-typed email, validated."""
+    if not isinstance(email, str):
+        raise ProtocolError(f"invalid email {email!r}")
+    return validate_email(email.strip().lower())
 
 
 def validate_relpath(rel: str, *, allow_empty: bool = False) -> str:

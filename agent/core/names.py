@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from hotlink.wire.cookie import COOKIE_NAME
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.paths import validate_relpath
 
 #: names a fallback or mirror file may never take (they are the session's endpoint)
-RESERVED_NAMES = frozenset({"stream.sock", "stream.tcp", "stream.pipe"})
+RESERVED_NAMES = frozenset({"stream.sock", "stream.tcp", "stream.pipe", COOKIE_NAME})
 
 
 def validate_frame_name(name: str) -> str:

@@ -33,6 +33,7 @@ from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
 from hotlink.wire.frames import encode_header, header_seq
 
+from ..budget import ByteBudget
 from ..reorder import StreamMerge
 from .effects import (
     Deliver,
@@ -77,6 +78,7 @@ class ReaderStream:
         totals: Totals | None = None,
         link_up: bool = False,
         app_flushed: Callable[[int], int | None] = lambda last: None,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.path = path
         self.prefix = path + "/"
@@ -102,6 +104,8 @@ class ReaderStream:
         self.apps = 0
         self.backlog: deque[tuple[bytes, bytes]] = deque()
         self.backlog_bytes = 0
+        #: agent-wide bound on bytes held for reader apps, shared by every session
+        self.budget = budget if budget is not None else ByteBudget()
         #: catch-up cursor in the relay's store, and the last one safe to persist
         self.cursor: tuple[int, str] = (0, "")
         self.safe_cursor: tuple[int, str] = (0, "")
@@ -168,6 +172,7 @@ class ReaderStream:
             return []
         frames = list(self.backlog)
         self.backlog.clear()
+        self.budget.give(self.backlog_bytes)
         self.backlog_bytes = 0
         self.frames_received += len(frames)
         self.bytes_received += sum(len(p) for _, p in frames)
@@ -260,11 +265,15 @@ class ReaderStream:
         bl = self.backlog
         lim = self.lim
         size = len(header) + len(payload)
+        budget = self.budget
         while bl and (
-            len(bl) >= lim.reader_queue or self.backlog_bytes + size > lim.reader_queue_bytes
+            len(bl) >= lim.reader_queue
+            or self.backlog_bytes + size > lim.reader_queue_bytes
+            or budget.used + size > budget.limit
         ):
             h, p = bl.popleft()
             self.backlog_bytes -= len(h) + len(p)
+            budget.give(len(h) + len(p))
             self.drops += 1
             self.totals.drops += 1
             if self.drops == 1 or self.drops % 1000 == 0:
@@ -275,6 +284,19 @@ class ReaderStream:
                     len(bl),
                     self.drops,
                 )
+        if not budget.take(size):  # the agent-wide bound, with nothing of ours to drop
+            self.drops += 1
+            self.totals.drops += 1
+            if self.drops == 1 or self.drops % 1000 == 0:
+                log.warning(
+                    "session %s: no reader app connected and the agent-wide reader bound "
+                    "(%d bytes) is reached; frame %d dropped (%d so far)",
+                    self.path,
+                    budget.limit,
+                    header_seq(header),
+                    self.drops,
+                )
+            return
         bl.append((header, payload))
         self.backlog_bytes += size
 
@@ -506,4 +528,7 @@ class ReaderStream:
 
     def shutdown(self) -> None:
         self.closed = True
+        self.budget.give(self.backlog_bytes)
+        self.backlog.clear()
+        self.backlog_bytes = 0
         self.gap_due = self.progress_due = self.sync_due = None
