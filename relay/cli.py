@@ -20,7 +20,7 @@ from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE, EVENTS_PATH
 
 from .auth import AuthError
 from .router import Limits
-from .server import DEFAULT_MAX_CONNS_PER_USER
+from .server import DEFAULT_MAX_BAD_MESSAGES, DEFAULT_MAX_CONNS_PER_USER
 from .tls import TlsConfigError, server_context
 from .token_cli import TOKEN_EPILOG, add_mint_arguments, mint_main, revoke_main
 
@@ -143,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
         "is refused with HTTP 429 before the upgrade (default %(default)s; 0 = unlimited)",
     )
     s.add_argument(
+        "--max-bad-messages",
+        type=_non_negative(int),
+        default=DEFAULT_MAX_BAD_MESSAGES,
+        metavar="N",
+        help="undecodable or invalid messages after which a connection is dropped (each "
+        "gets an Error 400 until then; default %(default)s; 0 = never)",
+    )
+    s.add_argument(
         "--tls-cert",
         metavar="PEM",
         help="serve wss:// with this certificate chain (PEM); needs --tls-key. Without "
@@ -193,6 +201,7 @@ async def _serve(args: argparse.Namespace) -> int:
             tel=tel,
             ssl_context=ssl_ctx,
             max_conns_per_user=args.max_connections_per_user,
+            max_bad_messages=args.max_bad_messages,
         )
         if args.nats:
             from .cluster import ClusterNode, default_node_id

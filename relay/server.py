@@ -73,6 +73,9 @@ DEFAULT_ENCODING = "json"
 #: Bad frames logged per connection before the log goes quiet (a flood must not
 #: become a log flood).
 _LOG_BAD_FRAMES = 5
+#: undecodable messages after which a connection is closed (1008): an honest client
+#: sends none, and each one costs a decode and an Error reply
+DEFAULT_MAX_BAD_MESSAGES = 32
 #: WS close code for a policy violation (queue overflow).
 _CLOSE_POLICY = 1008
 #: Connections one user may hold at once (an agent needs one; a few more cover a
@@ -198,6 +201,7 @@ class RelayServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         max_conns_per_user: int = DEFAULT_MAX_CONNS_PER_USER,
+        max_bad_messages: int = DEFAULT_MAX_BAD_MESSAGES,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -209,6 +213,8 @@ class RelayServer:
         self.ssl_context = ssl_context
         #: 0 = unlimited
         self.max_conns_per_user = max_conns_per_user
+        #: 0 = never close for bad messages
+        self.max_bad_messages = max_bad_messages
         #: live connections per user (handlers running)
         self._user_conns: dict[str, int] = {}
         self.store = Store(data_dir)
@@ -371,6 +377,14 @@ class RelayServer:
                 if peer.bad_frames <= _LOG_BAD_FRAMES:
                     log.warning("conn %d (%s): bad frame: %s", cid, peer.user, exc)
                 self._dispatch(self.router.bad_frame(cid, exc))
+                if self.max_bad_messages and peer.bad_frames >= self.max_bad_messages:
+                    log.warning(
+                        "conn %d (%s): %d undecodable messages; closing the connection",
+                        cid,
+                        peer.user,
+                        peer.bad_frames,
+                    )
+                    peer.ws.transport.abort()
                 return
             if self.cluster is not None and self.cluster.intercept(peer, env):
                 return

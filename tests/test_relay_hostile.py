@@ -315,3 +315,28 @@ def test_e2e_send_queue_bound(relay_factory: Callable[..., RelayProcess]) -> Non
             b.ws.transport.abort()  # no close handshake with a client that cannot read
 
     asyncio.run(main())
+
+
+def test_repeated_bad_messages_drop_the_connection(relay: RelayProcess) -> None:
+    """Each undecodable message gets an Error; after `--max-bad-messages` (32) the
+    connection is dropped, so a flood of bad frames cannot keep the relay decoding."""
+    from websockets.exceptions import ConnectionClosed
+
+    async def main() -> None:
+        async with relay_client(relay, A) as honest, relay_client(relay, B) as bad:
+            closed = False
+            for _ in range(200):
+                try:
+                    await bad.send_raw(b"SB\x01\x01\x93\x01\x02\x03")  # an array, not a map
+                    await asyncio.sleep(0)
+                except ConnectionClosed:
+                    closed = True
+                    break
+            if not closed:
+                with pytest.raises(ConnectionClosed):
+                    for _ in range(200):
+                        await bad.ws.recv()
+            relay.wait_for_log("undecodable messages; closing the connection")
+            await alive(honest)
+
+    asyncio.run(main())

@@ -148,6 +148,8 @@ def _from_outer(outer: Any, text: bool, dat_is_packed: bool) -> Envelope:
     if dat_is_packed:
         if not isinstance(dat, bytes):
             raise ProtocolError("envelope 'dat' must be binary in a msgpack frame")
+        if dat and dat[0] not in _MAP_FIRST:  # refused before anything is built
+            raise ProtocolError("envelope 'dat' must be a msgpack map")
         dat = _unpack(dat)
     elif dat is None:
         dat = {}
@@ -157,9 +159,33 @@ def _from_outer(outer: Any, text: bool, dat_is_packed: bool) -> Envelope:
     return Envelope(mid, message_from_dat(typ, dat, text), tpc)
 
 
+#: Bounds on what one message may hold. No message type has more than a few dozen
+#: keys, and its only arrays are short lists of strings (candidate addresses), so a
+#: peer cannot make `unpackb` build millions of objects from a few MiB of `[[],[],…]`.
+MAX_MAP_LEN = 256
+MAX_ARRAY_LEN = 4096
+_MAP_FIRST = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
+
+
+def _flat_list(items: list[Any]) -> list[Any]:
+    """`list_hook`: arrays hold scalars only. Raised on the first nested array, so a
+    tree of arrays is refused after at most `MAX_ARRAY_LEN` elements are built."""
+    for x in items:
+        if isinstance(x, list | dict):
+            raise ValueError("nested array or map inside an array")
+    return items
+
+
 def _unpack(data: bytes | memoryview) -> Any:
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_map_len=MAX_MAP_LEN,
+            max_array_len=MAX_ARRAY_LEN,
+            list_hook=_flat_list,
+        )
     except (
         ValueError,
         TypeError,
@@ -173,6 +199,11 @@ def _unpack(data: bytes | memoryview) -> Any:
 
 
 def _loads(text: str | bytes) -> Any:
+    # json.loads has no size hooks: count the arrays it would build first (a bracket
+    # inside a string counts too, which only makes the bound stricter).
+    opens = text.count("[" if isinstance(text, str) else b"[")
+    if opens > MAX_ARRAY_LEN:
+        raise ProtocolError(f"invalid JSON: more than {MAX_ARRAY_LEN} arrays in one message")
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
