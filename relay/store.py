@@ -15,7 +15,7 @@ from pathlib import Path
 from hotlink.common.atomic import is_temp_name, write_atomic
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.etag import etag_of
-from hotlink.wire.paths import validate_path
+from hotlink.wire.paths import reserved_segment, validate_path
 
 
 class StoreError(Exception):
@@ -46,6 +46,9 @@ class Store:
             validate_path(path)
         except ProtocolError as exc:
             raise StoreError(str(exc)) from None
+        seg = reserved_segment(path)
+        if seg is not None:  # would squat the place of a session's endpoint
+            raise StoreError(f"reserved name {seg!r} in {path!r}")
         target = self.root.joinpath(*path.split("/"))
         parent = target.parent.resolve()
         if parent != self._real_root and self._real_root not in parent.parents:

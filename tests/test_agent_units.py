@@ -227,3 +227,9 @@ def test_cli_reports_config_and_startup_errors(tmp_path, capsys):
         ]
     )
     assert rc == 1
+
+
+@pytest.mark.parametrize("name", ["stream.sock/x.request", "a/stream.tcp.cookie/b.request"])
+def test_frame_name_with_an_endpoint_name_in_any_segment_refused(name: str) -> None:
+    with pytest.raises(ProtocolError, match="reserved"):
+        validate_frame_name(name)

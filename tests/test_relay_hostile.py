@@ -22,11 +22,13 @@ from hotlink.wire.messages import (
     REASON_PERMISSION_DENIED,
     Ack,
     Error,
+    FileWrite,
     HotlinkAccept,
     HotlinkClose,
     HotlinkData,
     HotlinkOpen,
     HotlinkReject,
+    Nack,
 )
 from test_relay_e2e import READERS_ACL, A, B, accept, alive, open_session, set_acl
 from websockets.asyncio.client import connect
@@ -338,5 +340,23 @@ def test_repeated_bad_messages_drop_the_connection(relay: RelayProcess) -> None:
                         await bad.ws.recv()
             relay.wait_for_log("undecodable messages; closing the connection")
             await alive(honest)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "name", ["stream.sock/x.txt", "stream.tcp", "sub/stream.pipe/y.request", "stream.tcp.cookie"]
+)
+def test_endpoint_names_refused_in_every_segment(relay: RelayProcess, name: str) -> None:
+    """A user with write access to a folder cannot create `s3/stream.sock/…` there: the
+    folder's future session endpoint would then be taken by a file or folder."""
+
+    async def main() -> None:
+        async with relay_client(relay, A) as a:
+            await a.send(FileWrite(f"{A}/_mpc/s3/{name}", content=b"x"), id="squat")
+            nack = await a.recv_type(Nack)
+            assert nack.original_id == "squat" and "reserved name" in nack.error, nack
+            await alive(a)
+        assert not (relay.data_dir / "datasites" / A / "_mpc" / "s3" / name).exists()
 
     asyncio.run(main())

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import re
 
+from .cookie import COOKIE_NAME
 from .errors import ProtocolError
+
+#: a session folder's endpoint files: no stored file or folder may take these names in
+#: any path segment, or a peer could squat the place of a session's endpoint
+ENDPOINT_NAMES = frozenset({"stream.sock", "stream.tcp", "stream.pipe", COOKIE_NAME})
 
 MAX_PATH = 4096
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*")
@@ -96,3 +101,11 @@ def session_path(path: str) -> str:
     if path.endswith(SESSION_FILE_SUFFIXES) and "/" in path:
         return path.rsplit("/", 1)[0]
     return path
+
+
+def reserved_segment(path: str) -> str | None:
+    """The first segment of `path` that is an endpoint name, or None."""
+    for seg in path.split("/"):
+        if seg in ENDPOINT_NAMES:
+            return seg
+    return None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from hotlink.wire.cookie import COOKIE_NAME
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.paths import validate_relpath
+from hotlink.wire.paths import ENDPOINT_NAMES, reserved_segment, validate_relpath
 
 #: names a fallback or mirror file may never take (they are the session's endpoint)
-RESERVED_NAMES = frozenset({"stream.sock", "stream.tcp", "stream.pipe", COOKIE_NAME})
+RESERVED_NAMES = ENDPOINT_NAMES
 
 
 def validate_frame_name(name: str) -> str:
@@ -15,6 +14,6 @@ def validate_frame_name(name: str) -> str:
     become a file there, so endpoint names and hidden temp names are refused."""
     validate_relpath(name)
     last = name.rsplit("/", 1)[-1]
-    if last in RESERVED_NAMES or last.startswith(".hotlink"):
+    if reserved_segment(name) or last.startswith(".hotlink"):
         raise ProtocolError(f"frame path {name!r} is reserved")
     return name
