@@ -76,6 +76,8 @@ _LOG_BAD_FRAMES = 5
 #: undecodable messages after which a connection is closed (1008): an honest client
 #: sends none, and each one costs a decode and an Error reply
 DEFAULT_MAX_BAD_MESSAGES = 32
+#: seconds the close handshake with an overflowed (not reading) client may take
+OVERFLOW_CLOSE_TIMEOUT = 0.5
 #: WS close code for a policy violation (queue overflow).
 _CLOSE_POLICY = 1008
 #: Connections one user may hold at once (an agent needs one; a few more cover a
@@ -137,7 +139,12 @@ class Peer:
             self.queue.clear()
             self.queued_bytes = 0
             log.warning("conn %d (%s): send queue overflow, closing", self.id, self.user)
-            self.closer = ws.loop.create_task(_close(ws, _CLOSE_POLICY, "send queue overflow"))
+            # A client that stopped reading will not read the close frame either: give
+            # the handshake a moment, then abort, so the connection's sessions (and the
+            # senders waiting on them) hear of it now, not after the usual 10 s.
+            self.closer = ws.loop.create_task(
+                _close(ws, _CLOSE_POLICY, "send queue overflow", OVERFLOW_CLOSE_TIMEOUT)
+            )
         else:
             self.queue.append(data)
 
@@ -173,9 +180,19 @@ class Peer:
             log.debug("conn %d: write failed: %s", self.id, exc)
 
 
-async def _close(ws: ServerConnection, code: int, reason: str) -> None:
-    with contextlib.suppress(Exception):
-        await ws.close(code, reason)
+async def _close(
+    ws: ServerConnection, code: int, reason: str, timeout: float | None = None
+) -> None:
+    """Close with `code`; past `timeout` (a client that does not read cannot even take
+    the close frame) the transport is aborted."""
+    try:
+        async with asyncio.timeout(timeout):
+            await ws.close(code, reason)
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            ws.transport.abort()
+    except Exception:
+        pass
 
 
 @dataclass(slots=True)

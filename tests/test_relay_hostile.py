@@ -360,3 +360,29 @@ def test_endpoint_names_refused_in_every_segment(relay: RelayProcess, name: str)
         assert not (relay.data_dir / "datasites" / A / "_mpc" / "s3" / name).exists()
 
     asyncio.run(main())
+
+
+def test_sender_told_when_a_reader_is_cut_for_overflow(
+    relay_factory: Callable[..., RelayProcess],
+) -> None:
+    """The relay drops a reader that stopped reading: the sender hears "reader
+    disconnected" when that is decided, not after a close handshake the stuck client
+    can never complete (10 s: longer than this test waits)."""
+    relay = relay_factory(extra_args=["--max-queue", "256KiB"])
+
+    async def main() -> None:
+        async with (
+            relay_client(relay, A) as a,
+            relay_client(relay, B, max_queue=1) as b,
+        ):
+            await honest_setup(relay, a, b)
+            b.ws.transport.pause_reading()
+            chunk = b"x" * 60_000
+            for seq in range(1, 400):
+                await a.send(HotlinkData(HONEST_SID, seq, "", chunk))
+            relay.wait_for_log("send queue overflow, closing", timeout=20)
+            close = await a.recv_type(HotlinkClose, timeout=5.0)
+            assert close.sid == HONEST_SID and close.reason == "reader disconnected", close
+            b.ws.transport.abort()
+
+    asyncio.run(main())
