@@ -24,14 +24,11 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from hotlink.common.version import VERSION as HOTLINK_VERSION
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
-from hotlink.wire.etag import etag_of
-from hotlink.wire.extensions import ACKS, ALL, FILE_SYNC, HDR_EXTENSIONS
-from hotlink.wire.fallbackfile import peek_sid
+from hotlink.wire.extensions import ACKS, ALL
 from hotlink.wire.messages import (
     REASON_PERMISSION_DENIED,
     REASON_READER_GONE,
@@ -48,14 +45,15 @@ from hotlink.wire.messages import (
     HotlinkOpen,
     HotlinkProgress,
     HotlinkReject,
-    Message,
     Nack,
     System,
 )
-from hotlink.wire.paths import MAX_PATH, owner_of, session_path, validate_email, validate_path
+from hotlink.wire.paths import MAX_PATH, session_path, validate_email, validate_path
 
-from .acl import Access, AclError, AclIndex, is_acl_path, parse_acl
-from .store import Store, StoreError
+from .acl import Access, AclIndex
+from .connection import Conn, Outgoing
+from .file_routes import BAD_REQUEST, FileRoutes
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,6 @@ VERSION = f"hotlink-relay/{HOTLINK_VERSION}"
 MAX_SID = 128
 
 # Error codes (design.md "Errors to a client").
-BAD_REQUEST = 400
 FORBIDDEN = 403
 NOT_FOUND = 404
 TOO_LARGE = 413
@@ -72,20 +69,12 @@ REASON_TOO_MANY_SESSIONS = "too many sessions"
 REASON_RATE_LIMITED = "rate limited"
 REASON_IDLE = "idle timeout"
 
-#: FileSync pages: files sent, content bytes, and files looked at (skipped ones count)
-#: per request, so one catch-up never holds the event loop for long.
-SYNC_PAGE_FILES = 500
-SYNC_PAGE_BYTES = 8 << 20
-SYNC_SCAN_FILES = 4 * SYNC_PAGE_FILES
-
 #: A valid path below a session's (already validated) path, matched from just after
 #: its `prefix`: what `validate_path` accepts there, as one compiled match (it runs on
 #: every data frame): non-empty segments, none `.` or `..`, no `/` at either end, no
 #: backslash, NUL or control character. The length limit is checked apart.
 _SEGMENT = r"(?!\.\.?(?:/|\Z))[^/\\\x00-\x1f\x7f]+"
 _TAIL = re.compile(f"{_SEGMENT}(?:/{_SEGMENT})*")
-
-_NO_FILE_SYNC = f"FileSync needs {FILE_SYNC!r} in {HDR_EXTENSIONS}"
 
 #: Message types a client may send that need no answer.
 _IGNORED = frozenset({System.TYP, Ack.TYP, Nack.TYP, Error.TYP})
@@ -102,32 +91,6 @@ class Limits:
     open_burst: int = 200
     #: seconds without data or control on a session before `expire` closes it
     idle_timeout: float = 600.0
-
-
-class Outgoing(NamedTuple):
-    conn: int
-    msg: Message
-    traceparent: str = ""
-
-
-@dataclass(slots=True, eq=False)
-class Conn:
-    id: int
-    user: str
-    #: sessions this connection sends (it is their `sender_conn`)
-    sending: set[str] = field(default_factory=set)
-    #: sessions this connection accepted as a reader
-    reading: set[str] = field(default_factory=set)
-    #: sessions whose Open this connection was sent
-    offered: set[str] = field(default_factory=set)
-    #: open-rate token bucket: tokens left and when they were last refilled
-    tokens: float = 0.0
-    refilled: float = 0.0
-    #: set when an open was rate limited: the adapter should not read this
-    #: connection's next frame before this clock value (backpressure on the flooder)
-    pause_until: float = 0.0
-    #: protocol extensions it announced; the control Acks only go to `ACKS` peers
-    ext: frozenset[str] = ALL
 
 
 @dataclass(slots=True, eq=False)
@@ -156,7 +119,7 @@ class Session:
         self.deliver = tuple(self.readers)
 
 
-class Router:
+class Router(FileRoutes):
     """All relay state and rules; see design.md "Relay protocol decisions"."""
 
     def __init__(
@@ -529,94 +492,6 @@ class Router:
         for s in list(self.sessions.values()):
             if s.gen != self.acl.generation and self.sessions.get(s.sid) is s:
                 out += self._recheck(s)
-        return out
-
-    # ----------------------------------------------------------------------- files
-
-    def _file_write(self, conn: Conn, mid: str, m: FileWrite) -> list[Outgoing]:
-        user = conn.user
-        try:
-            validate_path(m.path)
-        except ProtocolError as exc:
-            return [Outgoing(conn.id, Nack(mid, f"bad path: {exc}"))]
-        acl_file = is_acl_path(m.path)
-        # an ACL file only by the datasite owner (not even an admin may hand out access)
-        if not (owner_of(m.path) == user if acl_file else self.acl.can(user, m.path, Access.WRITE)):
-            return [Outgoing(conn.id, Nack(mid, REASON_PERMISSION_DENIED))]
-        if m.length and m.length != len(m.content):
-            return [Outgoing(conn.id, Nack(mid, f"len {m.length} != content of {len(m.content)}"))]
-        parsed = None
-        if acl_file:
-            try:
-                parsed = parse_acl(m.content)
-            except AclError as exc:
-                log.info("rejected ACL %s from %s: %s", m.path, user, exc)
-                return [Outgoing(conn.id, Nack(mid, f"invalid {m.path}: {exc}"))]
-        try:
-            stored = self.store.write(m.path, m.content)
-        except StoreError as exc:
-            log.warning("file write %s by %s failed: %s", m.path, user, exc)
-            return [Outgoing(conn.id, Nack(mid, str(exc)))]
-        out = [Outgoing(conn.id, Ack(mid))]
-        if parsed is not None:
-            self.acl.set_file(m.path.rsplit("/", 1)[0], parsed)
-            log.info("ACL %s updated by %s (generation %d)", m.path, user, self.acl.generation)
-            out += self.recheck_all()
-        fwd = FileWrite(m.path, stored.etag, len(m.content), m.content)
-        for u, cids in self.by_user.items():
-            if u == user or not self.acl.can(u, m.path, Access.READ):
-                continue
-            out += [Outgoing(cid, fwd) for cid in cids]
-        return out
-
-    def _file_sync(self, conn: Conn, m: FileSync) -> list[Outgoing]:
-        """Catch-up for a reader that was away: the files under `m.path` it may read,
-        stored after its cursor, oldest first, one bounded page per request, then a
-        `FileSync` with the new cursor (`mor` when another page waits)."""
-        validate_path(m.path)
-        if FILE_SYNC not in conn.ext:  # its answer would not reach the client
-            return [Outgoing(conn.id, Error(BAD_REQUEST, m.path, _NO_FILE_SYNC))]
-        user = conn.user
-        try:
-            files = self.store.list_since(m.path, max(0, m.since - 1))
-        except StoreError as exc:
-            return [Outgoing(conn.id, Error(BAD_REQUEST, m.path, str(exc)))]
-        limit = min(m.max or SYNC_PAGE_FILES, SYNC_PAGE_FILES)
-        cursor = (m.since, m.after)
-        out: list[Outgoing] = []
-        sent = size = looked = 0
-        more = False
-        for f in files:
-            key = (f.mtime_ns, f.path)
-            if key <= cursor:
-                continue
-            if sent >= limit or size >= SYNC_PAGE_BYTES or looked >= SYNC_SCAN_FILES:
-                more = True
-                break
-            looked += 1
-            cursor = key
-            if not self.acl.can(user, f.path, Access.READ):
-                continue
-            if m.limit and f.size > m.limit:
-                log.info("catch-up for %s: %s is over its limit, skipped", user, f.path)
-                continue
-            try:
-                content = self.store.read(f.path)
-            except StoreError:
-                continue  # removed meanwhile
-            if m.sid:
-                sid = peek_sid(content)
-                if sid is not None and sid != m.sid:
-                    continue
-            out.append(
-                Outgoing(
-                    conn.id,
-                    FileWrite(f.path, etag_of(content), len(content), content, f.mtime_ns),
-                )
-            )
-            sent += 1
-            size += len(content)
-        out.append(Outgoing(conn.id, FileSync(m.path, cursor[0], cursor[1], 0, m.sid, more)))
         return out
 
     def _progress(self, conn: Conn, m: HotlinkProgress) -> list[Outgoing]:

@@ -220,9 +220,9 @@ def _relay(tmp_path: Path) -> Harness:
 
 
 def test_relay_file_sync_pages_and_filters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hotlink.relay.router as router_mod
+    import hotlink.relay.file_routes as file_routes
 
-    monkeypatch.setattr(router_mod, "SYNC_PAGE_FILES", 3)
+    monkeypatch.setattr(file_routes, "SYNC_PAGE_FILES", 3)
     h = _relay(tmp_path)
     for i in range(1, 6):
         out = h.send(
