@@ -23,8 +23,9 @@ Command line:
 - `trace`        `hotlinkctl trace`: per-stage breakdown of collected spans
 - `bench_cluster` relay cluster benchmarks: same- vs cross-node latency, 1/2/3-node rate
 - `tunnel_cli`   `hotlinkctl tunnel expose|forward|ls|close`: TCP tunnels
-- `mpyc_demo`    `hotlinkctl demo mpyc`: three MPyC parties over tunnels vs straight;
-                 `mpyc_party` is the (unmodified-MPyC) party program it runs
+- `mpyc_demo`    `hotlinkctl demo mpyc`: three MPyC parties over tunnels (relay, direct
+                 path) vs straight; `mpyc_party` is the (unmodified-MPyC) party program
+                 it runs, `demo_paths` checks which path the tunnels' sessions took
 - `tunnel_bench` `hotlinkctl demo tunnel-throughput`: one tunnel stream vs loopback TCP
 - `tlsgen`       a throwaway local CA and server certificate (`devstack up --tls`, `bench --tls`)
 """

@@ -3,10 +3,12 @@
 Party j > 0 listens on a real local port and its agent exposes it as
 `_mpc/mpyc/<tag>/p<j>`; every lower party's agent forwards that path to a local port,
 which the party is given in its `-P` list (MPyC parties connect to every higher one).
-So every cross-party byte travels party -> agent -> relay -> agent -> party. The same
-program then runs with the parties connected straight to each other, in the same
-run, for comparison. (A direct agent-to-agent path does not exist yet; when it does,
-the tunnels use it without changes here.)
+So every cross-party byte travels party -> agent -> (relay or direct link) -> agent ->
+party. One run measures three columns: the tunnels with the agents started
+`--direct off` (through the relay), with `--direct auto` (the direct peer path), and
+the parties connected straight to each other. Each tunnel column checks the path the
+tunnel sessions report (`active_path`); an agent build without `--direct`, or sessions
+that did not go direct, give a "not measured: why" line instead of a figure.
 """
 
 from __future__ import annotations
@@ -22,19 +24,22 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from hotlink.v1 import agent_pb2 as pb
 
-from . import devstack
+from . import demo_paths, devstack
 from .client import AgentClient
 from .errors import CtlError, ExitCode
 
 PARTY_MODULE = "hotlink.ctl.mpyc_party"
 DEMO_PEERS = ["alice@example.org", "bob@example.org", "carol@example.org"]
+#: how long the tunnel sessions may take to settle on the path a column measures
+PATH_TIMEOUT = 15.0
 
 
 @dataclass
@@ -156,61 +161,187 @@ async def _wait_listening(addr: str, proc: asyncio.subprocess.Process, timeout: 
         await asyncio.sleep(0.02)
 
 
-def summary(run: MpycRun) -> str:
-    ms = sorted(run.round_ms)
-    if not ms:
-        return f"{run.label}: no rounds"
+def _pcts(ms: list[float]) -> str:
+    ms = sorted(ms)
     p50 = statistics.median(ms)
     p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
+    return f"p50 {p50:.2f} ms, p90 {p90:.2f} ms, max {ms[-1]:.2f} ms"
+
+
+def summary(run: MpycRun) -> str:
+    ms = run.round_ms
+    if not ms:
+        return f"{run.label:<28}no rounds"
     r = run.results[0]
-    return (
-        f"{run.label:<26} sum={r['sum']} less={r['less']}  per round: p50 {p50:.2f} ms, "
-        f"p90 {p90:.2f} ms, max {ms[-1]:.2f} ms ({len(ms)} rounds, {run.seconds:.1f} s total)"
+    text = (
+        f"{run.label:<28}sum={r['sum']} less={r['less']}  per round: {_pcts(ms)} "
+        f"({len(ms)} rounds, {run.seconds:.1f} s total)"
     )
+    cmp = r.get("compare_ms") or []
+    if cmp:
+        text += f"; secure comparison: {_pcts(cmp)}"
+    return text
+
+
+@dataclass
+class Column:
+    """One column of the demo: a measured run, or why there is none."""
+
+    label: str
+    run: MpycRun | None = None
+    missing: str = ""
+    #: what the tunnels' sessions were seen on (checked, not assumed from flags)
+    paths: str = ""
+
+    def line(self) -> str:
+        if self.run is None:
+            return f"{self.label:<28}not measured: {self.missing}"
+        text = summary(self.run)
+        return text + (f"  [tunnel sessions: {self.paths}]" if self.paths else "")
+
+
+async def tunnel_column(
+    label: str,
+    st: devstack.DevstackState,
+    want: str,
+    inputs: list[int],
+    rounds: int,
+    say: Callable[[str], None],
+) -> Column:
+    """Open the tunnels on a running devstack, check their sessions are on path `want`
+    ('hotlink' = relay, 'direct'), run the parties, close the tunnels. A column whose
+    sessions are not (all) on that path is reported as missing, never as a figure."""
+    peers = st.peers[:3]
+    controls = [p.control for p in peers]
+    emails = [p.email for p in peers]
+    tag = f"demo{os.getpid()}{want}"
+    ports = [free_port() for _ in peers]
+    say(f"{label}: opening tunnels: " + ", ".join(f"{emails[j]} exposes p{j}" for j in (1, 2)))
+    addrs = await open_tunnels(controls, emails, ports, tag)
+    try:
+        n = len(peers)
+        ok, seen = await demo_paths.wait_for_path(controls, want, n * (n - 1), PATH_TIMEOUT)
+        if not ok:
+            return Column(
+                label,
+                missing=f"the tunnel sessions did not all go {want} within "
+                f"{PATH_TIMEOUT:g} s ({demo_paths.describe(seen)})",
+            )
+        run = await run_parties(addrs, inputs, rounds, 120.0, label)
+        after = await demo_paths.tunnel_paths(controls)
+        if sum(after.values()) != after[want]:
+            return Column(
+                label,
+                missing=f"the tunnel sessions left the {want} path during the run "
+                f"({demo_paths.describe(after)})",
+            )
+        return Column(label, run, paths=demo_paths.describe(after))
+    finally:
+        await close_tunnels(controls, emails, tag)
+
+
+async def _on_own_devstack(
+    mode: str | None,
+    fn: Callable[[devstack.DevstackState], Awaitable[Column]],
+    say: Callable[[str], None],
+) -> Column:
+    """A throw-away devstack of three agents (with `--direct MODE` unless None)."""
+    d = tempfile.mkdtemp(prefix="hlmpyc-", dir="/tmp")
+    ok = False
+    try:
+        flags = ["--direct", mode] if mode else []
+        how = f" (--direct {mode})" if mode else ""
+        say(f"starting a relay and three agents{how} in {d} ...")
+        st = await devstack.up(d, list(DEMO_PEERS), agent_args=flags)
+        col = await fn(st)
+        ok = True
+        return col
+    finally:
+        devstack.down(d)
+        if ok:
+            shutil.rmtree(d, ignore_errors=True)
+        else:  # what one needs next: the agents' and relay's logs
+            print(f"logs kept in {d}/logs", file=sys.stderr)
 
 
 async def run_demo(rounds: int, directory: str | None, say: Callable[[str], None]) -> int:
+    """Three columns in one run: tunnels through the relay (agents `--direct off`),
+    tunnels through the direct peer path (`--direct auto`), parties straight."""
     inputs = [13, 29, 7]
-    own_dir = directory is None
-    d = directory or tempfile.mkdtemp(prefix="hlmpyc-", dir="/tmp")
-    try:
-        if own_dir:
-            say(f"starting a relay and three agents in {d} ...")
-            st = await devstack.up(d, list(DEMO_PEERS))
-        else:
-            st = devstack.DevstackState.load(d)
+    relay_label, direct_label = "tunnels via relay", "tunnels via direct path"
+    no_direct = demo_paths.direct_flag_missing()
+    cols: list[Column] = []
+    if directory is not None:
+        st = devstack.DevstackState.load(directory)
         if len(st.peers) < 3:
-            raise CtlError(f"the devstack in {d} has {len(st.peers)} peers; MPyC demo needs 3")
-        peers = st.peers[:3]
-        controls = [p.control for p in peers]
-        emails = [p.email for p in peers]
-        tag = f"demo{os.getpid()}"
-        ports = [free_port() for _ in peers]
-        say("opening tunnels: " + ", ".join(f"{emails[j]} exposes p{j}" for j in (1, 2)))
-        addrs = await open_tunnels(controls, emails, ports, tag)
-        try:
-            via_relay = await run_parties(addrs, inputs, rounds, 120.0, "tunnels via relay")
-        finally:
-            await close_tunnels(controls, emails, tag)
-        straight_ports = [free_port() for _ in peers]
-        straight = [[f"127.0.0.1:{p}" for p in straight_ports] for _ in peers]
-        direct = await run_parties(straight, inputs, rounds, 120.0, "parties connected directly")
-        print(f"inputs {inputs}: expected sum={sum(inputs)} less={inputs[0] < inputs[1]}")
-        print(summary(via_relay))
-        print("tunnels via direct path    not available: agents have no direct link yet")
-        print(summary(direct))
-        ok = all(
-            r["sum"] == sum(inputs) and r["less"] == (inputs[0] < inputs[1])
-            for r in via_relay.results + direct.results
+            raise CtlError(
+                f"the devstack in {directory} has {len(st.peers)} peers; MPyC demo needs 3"
+            )
+        seen = await _paths_now(st)
+        want = "direct" if seen["direct"] else "hotlink"
+        label, other = (
+            (direct_label, relay_label) if want == "direct" else (relay_label, direct_label)
         )
-        return ExitCode.OK if ok else ExitCode.ERROR
+        cols.append(await tunnel_column(label, st, want, inputs, rounds, say))
+        cols.append(
+            Column(
+                other,
+                missing="--dir measures the running devstack as its agents were "
+                "started; run without --dir for both tunnel columns",
+            )
+        )
+    else:
+        relay_mode = None if no_direct else "off"
+        cols.append(
+            await _on_own_devstack(
+                relay_mode,
+                lambda st: tunnel_column(relay_label, st, "hotlink", inputs, rounds, say),
+                say,
+            )
+        )
+        if no_direct:
+            cols.append(Column(direct_label, missing=no_direct))
+        else:
+            cols.append(
+                await _on_own_devstack(
+                    "auto",
+                    lambda st: tunnel_column(direct_label, st, "direct", inputs, rounds, say),
+                    say,
+                )
+            )
+    straight_ports = [free_port() for _ in DEMO_PEERS]
+    straight = [[f"127.0.0.1:{p}" for p in straight_ports] for _ in DEMO_PEERS]
+    cols.append(
+        Column(
+            "parties connected straight",
+            await run_parties(straight, inputs, rounds, 120.0, "parties connected straight"),
+        )
+    )
+    print(f"inputs {inputs}: expected sum={sum(inputs)} less={inputs[0] < inputs[1]}")
+    for c in cols:
+        print(c.line())
+    runs = [c.run for c in cols if c.run is not None]
+    ok = all(
+        r["sum"] == sum(inputs) and r["less"] == (inputs[0] < inputs[1])
+        for run in runs
+        for r in run.results
+    )
+    return ExitCode.OK if ok else ExitCode.ERROR
+
+
+async def _paths_now(st: devstack.DevstackState) -> Counter[str]:
+    """Which path tunnel sessions of a running devstack would take: a probe tunnel
+    (opened, looked at, closed) decides, so --dir reports what the agents do."""
+    controls = [p.control for p in st.peers[:3]]
+    emails = [p.email for p in st.peers[:3]]
+    tag = f"probe{os.getpid()}"
+    await open_tunnels(controls, emails, [free_port() for _ in controls], tag)
+    try:
+        n = len(controls)
+        _, seen = await demo_paths.wait_for_path(controls, "direct", n * (n - 1), PATH_TIMEOUT)
+        return seen
     finally:
-        if own_dir:
-            devstack.down(d)
-            if sys.exc_info()[0] is None:
-                shutil.rmtree(d, ignore_errors=True)
-            else:  # what one needs next: the agents' and relay's logs
-                print(f"logs kept in {d}/logs", file=sys.stderr)
+        await close_tunnels(controls, emails, tag)
 
 
 def register(add: Callable[..., argparse.ArgumentParser], run: Callable[[Any], int]) -> None:
@@ -223,8 +354,9 @@ def register(add: Callable[..., argparse.ArgumentParser], run: Callable[[Any], i
     p.add_argument(
         "which",
         choices=["mpyc", "tunnel-throughput"],
-        help="mpyc: three MPyC parties over tunnels vs straight; tunnel-throughput: MB/s of "
-        "one tunnel stream vs plain loopback TCP and the relay's frame throughput",
+        help="mpyc: three MPyC parties over tunnels (relay, direct path) vs straight; "
+        "tunnel-throughput: MB/s of one tunnel stream vs plain loopback TCP and the relay's "
+        "frame throughput",
     )
     p.add_argument(
         "--rounds",

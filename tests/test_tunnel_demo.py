@@ -1,0 +1,81 @@
+"""`hotlinkctl demo mpyc`: three columns in one run (tunnels via relay, via the direct
+path, parties straight), and a direct column that is never a relabelled relay figure."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+
+import pytest
+from hotlink.ctl import demo_paths, devstack, mpyc_demo
+from test_ctl_e2e import ctl
+from tunnel_util import three_peer_stack
+
+
+def test_direct_flag_pattern_matches_the_flag_only() -> None:
+    flag = demo_paths._FLAG
+    assert flag.search("  --direct {off,auto}  direct peer path")
+    assert flag.search("usage: hotlink-agent [--direct MODE] [--x]")
+    assert flag.search("  --direct=auto")
+    assert not flag.search("  --direct-listen HOST:PORT")
+    assert not flag.search("  --direct-advertise HOST:PORT  --indirect")
+
+
+def test_missing_column_says_why_and_shows_no_figure() -> None:
+    col = mpyc_demo.Column("tunnels via direct path", missing="no --direct here")
+    assert " ".join(col.line().split()) == "tunnels via direct path not measured: no --direct here"
+    assert not re.search(r"\d+\.\d+ ms", col.line())
+    assert demo_paths.describe(Counter()) == "no tunnel sessions"
+    assert demo_paths.describe(Counter(hotlink=4, direct=2)) == "2 on direct, 4 on hotlink"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_demo_prints_three_columns() -> None:
+    """The real CLI on its own devstack(s). Whether the direct column has a figure
+    depends on the agent build: without `--direct` it must say so; with it, the
+    figure must come from tunnel sessions that were seen on the direct path."""
+    r = ctl("demo", "mpyc", "--rounds", "3", timeout=280)
+    out, err = r.stdout.decode(), r.stderr.decode()
+    assert r.returncode == 0, err[-2000:]
+    lines = {ln.split("  ")[0].strip(): ln for ln in out.splitlines() if "  " in ln}
+    relay = lines["tunnels via relay"]
+    direct = lines["tunnels via direct path"]
+    straight = lines["parties connected straight"]
+    for ln in (relay, straight):
+        assert "sum=49 less=True" in ln and "per round: p50" in ln, ln
+    assert "[tunnel sessions: 6 on hotlink]" in relay
+    why = demo_paths.direct_flag_missing()
+    if why:
+        assert direct.endswith("not measured: " + why), direct
+        assert "ms" not in direct
+    else:
+        assert "sum=49 less=True" in direct and "[tunnel sessions: 6 on direct]" in direct
+    assert "logs kept" not in err
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_direct_column_on_relay_only_agents_is_not_measured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Agents whose tunnel sessions stay on the relay (here: a devstack started without
+    `--direct auto`) give the direct column a reason, not the relay's figure."""
+    monkeypatch.setattr(mpyc_demo, "PATH_TIMEOUT", 1.0)
+    with three_peer_stack("hltundemo-") as stack:
+        st = devstack.DevstackState.load(stack.dir)
+        seen = asyncio.run(demo_paths.tunnel_paths([p.control for p in st.peers]))
+        assert seen == Counter()  # nothing left open before
+        col = asyncio.run(
+            mpyc_demo.tunnel_column(
+                "tunnels via direct path", st, "direct", [1, 2, 3], 2, lambda t: None
+            )
+        )
+        assert col.run is None
+        assert "did not all go direct within 1 s (6 on hotlink)" in col.missing, col.missing
+        # and the tunnels it opened are closed again, with their sessions
+        ok, after = asyncio.run(
+            demo_paths.wait_for_path([p.control for p in st.peers], "none", 0, 30.0)
+        )
+        assert ok and after == Counter(), after
