@@ -158,10 +158,14 @@ def test_hundred_concurrent_connections(stack: Stack) -> None:
         srv, port = await serve(echo)
         await expose(stack, C, "_mpc/tun/many", f"127.0.0.1:{port}")
         host, lport = await forward(stack, A, f"{C}/_mpc/tun/many")
+        # all 100 are open at once, on both ends, before any byte is sent
+        barrier = asyncio.Barrier(101)
 
         async def one(i: int) -> bool:
             data = os.urandom(20_000 + i)
             r, w = await asyncio.open_connection(host, lport)
+            await barrier.wait()
+            await barrier.wait()
             w.write(data)
             await w.drain()
             got = await asyncio.wait_for(r.readexactly(len(data)), 120)
@@ -170,7 +174,12 @@ def test_hundred_concurrent_connections(stack: Stack) -> None:
             w.close()
             return got == data and rest == b""
 
-        ok = await asyncio.gather(*(one(i) for i in range(100)))
+        conns = asyncio.gather(*(one(i) for i in range(100)))
+        await asyncio.wait_for(barrier.wait(), 120)
+        for who in (A, C):
+            await wait_tunnel(stack, who, f"{C}/_mpc/tun/many", lambda t: t.counters.active == 100)
+        await barrier.wait()
+        ok = await conns
         assert all(ok)
         t = await wait_tunnel(stack, A, f"{C}/_mpc/tun/many", lambda t: t.counters.active == 0)
         assert t.counters.connections == 100 and t.counters.resets == 0
