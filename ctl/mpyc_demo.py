@@ -40,6 +40,8 @@ PARTY_MODULE = "hotlink.ctl.mpyc_party"
 DEMO_PEERS = ["alice@example.org", "bob@example.org", "carol@example.org"]
 #: how long the tunnel sessions may take to settle on the path a column measures
 PATH_TIMEOUT = 15.0
+#: --dir: how long a probe tunnel's sessions get to move to the direct path
+DIRECT_SETTLE = 5.0
 
 
 @dataclass
@@ -277,7 +279,7 @@ async def run_demo(rounds: int, directory: str | None, say: Callable[[str], None
             raise CtlError(
                 f"the devstack in {directory} has {len(st.peers)} peers; MPyC demo needs 3"
             )
-        seen = await _paths_now(st)
+        seen = Counter[str]() if no_direct else await _paths_now(st)
         want = "direct" if seen["direct"] else "hotlink"
         label, other = (
             (direct_label, relay_label) if want == "direct" else (relay_label, direct_label)
@@ -330,15 +332,18 @@ async def run_demo(rounds: int, directory: str | None, say: Callable[[str], None
 
 
 async def _paths_now(st: devstack.DevstackState) -> Counter[str]:
-    """Which path tunnel sessions of a running devstack would take: a probe tunnel
-    (opened, looked at, closed) decides, so --dir reports what the agents do."""
+    """Which path tunnel sessions of a running devstack take: a probe tunnel (opened,
+    looked at, closed) decides, so --dir reports what the agents do. Sessions start on
+    the relay; a direct path gets `DIRECT_SETTLE` seconds to take them over."""
     controls = [p.control for p in st.peers[:3]]
     emails = [p.email for p in st.peers[:3]]
     tag = f"probe{os.getpid()}"
     await open_tunnels(controls, emails, [free_port() for _ in controls], tag)
     try:
         n = len(controls)
-        _, seen = await demo_paths.wait_for_path(controls, "direct", n * (n - 1), PATH_TIMEOUT)
+        _, seen = await demo_paths.wait_for_path(controls, "", n * (n - 1), PATH_TIMEOUT)
+        if seen["direct"] < sum(seen.values()):
+            _, seen = await demo_paths.wait_for_path(controls, "direct", n * (n - 1), DIRECT_SETTLE)
         return seen
     finally:
         await close_tunnels(controls, emails, tag)

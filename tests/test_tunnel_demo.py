@@ -58,7 +58,7 @@ def test_demo_prints_three_columns() -> None:
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_direct_column_on_relay_only_agents_is_not_measured(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Agents whose tunnel sessions stay on the relay (here: a devstack started without
     `--direct auto`) give the direct column a reason, not the relay's figure."""
@@ -79,3 +79,16 @@ def test_direct_column_on_relay_only_agents_is_not_measured(
             demo_paths.wait_for_path([p.control for p in st.peers], "none", 0, 30.0)
         )
         assert ok and after == Counter(), after
+
+        # --dir: one tunnel column, labelled by the path its sessions were seen on
+        rc = asyncio.run(mpyc_demo.run_demo(2, stack.dir, lambda t: None))
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        rows = [ln for ln in out.splitlines() if ln.startswith(("tunnels", "parties"))]
+        assert len(rows) == 3, out
+        measured = [ln for ln in rows if "sum=49 less=True" in ln]
+        assert len(measured) == 2 and measured[-1].startswith("parties connected straight")
+        if demo_paths.direct_flag_missing():
+            assert measured[0].startswith("tunnels via relay")
+            assert measured[0].endswith("[tunnel sessions: 6 on hotlink]")
+            assert "not measured: --dir measures the running devstack" in rows[1]
