@@ -9,6 +9,12 @@ debounce, not at the next periodic scan); temp files of atomic writers
 with a path is the session manager's decision (`on_paths`) or the ACL uploader's
 (`on_acl`); the watcher only reports. One inotify watcher serves both.
 A failing watcher logs and restarts after a pause: it never takes the agent down.
+
+New folders: inotify watches a folder only once its creation event has been read, so
+files written into a folder right after `mkdir` (an `acl grant` on a fresh folder, the
+first fallback file of a session) can produce no event of their own. Every added
+folder is therefore listed once (in a worker thread) and what it already holds is
+reported as if it had just appeared; a file seen twice is harmless to both consumers.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +49,31 @@ def is_acl(path: str) -> bool:
 
 
 def watch_filter(change: Change, path: str) -> bool:
-    return is_acl(path) or request_filter(change, path)
+    return is_acl(path) or request_filter(change, path) or is_new_folder(change, path)
+
+
+def is_new_folder(change: Change, path: str) -> bool:
+    if change is not Change.added or path.endswith(SUFFIX):
+        return False
+    name = path.rsplit("/", 1)[-1]
+    return not name.startswith((".", TMP_PREFIX)) and os.path.isdir(path)
+
+
+def list_new_folders(folders: list[str]) -> tuple[list[Path], bool]:
+    """What new folders already hold: their `*.request` files, and whether any of
+    them holds an ACL file (symlinks are not followed)."""
+    requests: list[Path] = []
+    acl = False
+    for top in folders:
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                path = f"{dirpath}/{name}"
+                if name == ACL_NAME:
+                    acl = True
+                elif request_filter(Change.added, path):
+                    requests.append(Path(path))
+    return requests, acl
 
 
 class RequestWatcher:
@@ -81,13 +112,19 @@ class RequestWatcher:
                     self.ready.set()
                     if not changes:
                         continue
-                    acl = [p for _, p in changes if is_acl(p)]
+                    folders = [p for c, p in changes if is_new_folder(c, p)]
+                    found: list[Path] = []
+                    acl = any(is_acl(p) for _, p in changes)
+                    if folders:
+                        found, acl_inside = await asyncio.to_thread(list_new_folders, folders)
+                        acl = acl or acl_inside
                     if acl and self.on_acl is not None:
                         try:
                             self.on_acl()
                         except Exception:
                             log.exception("handling a changed ACL file failed")
-                    paths = sorted(Path(p) for c, p in changes if request_filter(c, p))
+                    named = {Path(p) for c, p in changes if request_filter(c, p)}
+                    paths = sorted(named.union(found))
                     if not paths:
                         continue
                     try:

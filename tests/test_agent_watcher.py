@@ -1,0 +1,59 @@
+"""The datasite watcher with real inotify: files written into folders created a moment
+before are still reported (the folder's own watch may not exist yet when they land)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from hotlink.agent.watcher import RequestWatcher, is_new_folder, list_new_folders
+from watchfiles import Change
+
+
+def test_new_folder_filter_and_listing(tmp_path: Path) -> None:
+    (tmp_path / "s1" / "deep").mkdir(parents=True)
+    (tmp_path / "s1" / "deep" / "00000001.request").write_bytes(b"x")
+    (tmp_path / "s1" / ".hidden").mkdir()
+    (tmp_path / "s1" / ".hidden" / "00000002.request").write_bytes(b"x")
+    (tmp_path / "s1" / "syft.pub.yaml").write_text("rules: []\n")
+    assert is_new_folder(Change.added, str(tmp_path / "s1"))
+    assert not is_new_folder(Change.modified, str(tmp_path / "s1"))
+    assert not is_new_folder(Change.added, str(tmp_path / "s1" / "syft.pub.yaml"))
+    requests, acl = list_new_folders([str(tmp_path / "s1")])
+    assert requests == [tmp_path / "s1" / "deep" / "00000001.request"]
+    assert acl
+
+
+def test_files_in_just_created_folders_are_reported(tmp_path: Path) -> None:
+    rounds = 25
+
+    async def main() -> tuple[set[Path], int]:
+        seen: set[Path] = set()
+        acl_calls = 0
+
+        def on_acl() -> None:
+            nonlocal acl_calls
+            acl_calls += 1
+
+        w = RequestWatcher(tmp_path, lambda paths: seen.update(paths), on_acl)
+        w.start()
+        await asyncio.wait_for(w.ready.wait(), 10)
+        want: set[Path] = set()
+        for i in range(rounds):
+            folder = tmp_path / f"app{i}" / "_mpc" / f"s{i}"
+            folder.mkdir(parents=True)
+            (folder / "syft.pub.yaml").write_text("rules: []\n")
+            f = folder / "00000001.request"
+            f.write_bytes(b"frame")
+            want.add(f)
+        for _ in range(200):
+            if want <= seen and acl_calls:
+                break
+            await asyncio.sleep(0.05)
+        await w.stop()
+        return seen, acl_calls
+
+    seen, acl_calls = asyncio.run(main())
+    missing = {p for p in (tmp_path.glob("app*/_mpc/s*/00000001.request"))} - seen
+    assert not missing, f"{len(missing)} of {rounds} files never reported: {sorted(missing)[:3]}"
+    assert acl_calls >= 1
