@@ -259,7 +259,8 @@ async def _on_own_devstack(
         ok = True
         return col
     finally:
-        devstack.down(d)
+        if os.path.exists(os.path.join(d, devstack.STATE_FILE)):  # a failed `up` cleaned up
+            devstack.down(d)
         if ok:
             shutil.rmtree(d, ignore_errors=True)
         else:  # what one needs next: the agents' and relay's logs

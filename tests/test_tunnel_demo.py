@@ -92,3 +92,19 @@ def test_direct_column_on_relay_only_agents_is_not_measured(
             assert measured[0].startswith("tunnels via relay")
             assert measured[0].endswith("[tunnel sessions: 6 on hotlink]")
             assert "not measured: --dir measures the running devstack" in rows[1]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_agent_without_direct_flag_fails_clearly_if_started_with_it() -> None:
+    """The demo checks the flag first; should an agent refuse `--direct` anyway, the
+    user sees the agent's own error, not a follow-on one from the cleanup."""
+    if not demo_paths.direct_flag_missing():
+        pytest.skip("this agent build has --direct")
+
+    async def never(st: devstack.DevstackState) -> mpyc_demo.Column:
+        raise AssertionError("the devstack cannot have come up")
+
+    with pytest.raises(Exception) as ei:
+        asyncio.run(mpyc_demo._on_own_devstack("auto", never, lambda t: None))
+    assert "exited with code 2" in str(ei.value) and "--direct" in str(ei.value), ei.value
