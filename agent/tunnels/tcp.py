@@ -57,9 +57,10 @@ class TcpConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.quickack is not None:
-            # Many apps (MPyC among them) do not set TCP_NODELAY, so their second small
-            # write waits for the ACK of the first (Nagle); a delayed ACK (40 ms on
-            # Linux) then stalls every round trip. ACK at once instead.
+            # Apps that do not set TCP_NODELAY (many blocking-socket programs; asyncio
+            # ones, MPyC among them, do set it) hold their second small write until
+            # the first is ACKed (Nagle); a delayed ACK (40 ms on Linux) would then
+            # stall every round trip. ACK at once instead.
             with contextlib.suppress(OSError):
                 self.quickack.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
         if self.read_paused or self.held:
