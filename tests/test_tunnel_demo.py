@@ -4,13 +4,15 @@ path, parties straight), and a direct column that is never a relabelled relay fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 from hotlink.ctl import demo_paths, devstack, mpyc_demo
 from test_ctl_e2e import ctl
-from tunnel_util import three_peer_stack
 
 
 def test_direct_flag_pattern_matches_the_flag_only() -> None:
@@ -55,18 +57,31 @@ def test_demo_prints_three_columns() -> None:
     assert "logs kept" not in err
 
 
+@contextlib.contextmanager
+def _relay_only_stack() -> Iterator[devstack.DevstackState]:
+    """Three agents whose tunnels stay on the relay: `--direct off` where the agent
+    build has the direct path, nothing to turn off where it has not."""
+    flags = [] if demo_paths.direct_flag_missing() else ["--direct", "off"]
+    with tempfile.TemporaryDirectory(prefix="hltundemo-", dir="/tmp") as d:
+        st = asyncio.run(devstack.up(d, list(mpyc_demo.DEMO_PEERS), agent_args=flags))
+        try:
+            yield st
+        finally:
+            devstack.down(d)
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_direct_column_on_relay_only_agents_is_not_measured(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Agents whose tunnel sessions stay on the relay (here: a devstack started without
-    `--direct auto`) give the direct column a reason, not the relay's figure."""
+    """Agents whose tunnel sessions stay on the relay give the direct column a reason,
+    not the relay's figure; `--dir` labels its one column by the path it saw."""
     monkeypatch.setattr(mpyc_demo, "PATH_TIMEOUT", 1.0)
-    with three_peer_stack("hltundemo-") as stack:
-        st = devstack.DevstackState.load(stack.dir)
-        seen = asyncio.run(demo_paths.tunnel_paths([p.control for p in st.peers]))
-        assert seen == Counter()  # nothing left open before
+    monkeypatch.setattr(mpyc_demo, "DIRECT_SETTLE", 1.0)
+    with _relay_only_stack() as st:
+        controls = [p.control for p in st.peers]
+        assert asyncio.run(demo_paths.tunnel_paths(controls)) == Counter()
         col = asyncio.run(
             mpyc_demo.tunnel_column(
                 "tunnels via direct path", st, "direct", [1, 2, 3], 2, lambda t: None
@@ -74,24 +89,21 @@ def test_direct_column_on_relay_only_agents_is_not_measured(
         )
         assert col.run is None
         assert "did not all go direct within 1 s (6 on hotlink)" in col.missing, col.missing
-        # and the tunnels it opened are closed again, with their sessions
-        ok, after = asyncio.run(
-            demo_paths.wait_for_path([p.control for p in st.peers], "none", 0, 30.0)
-        )
+        # and the tunnels it opened are closed again, with their sessions (no session
+        # is on a path called "none": this waits for there to be none at all)
+        ok, after = asyncio.run(demo_paths.wait_for_path(controls, "none", 0, 30.0))
         assert ok and after == Counter(), after
 
-        # --dir: one tunnel column, labelled by the path its sessions were seen on
-        rc = asyncio.run(mpyc_demo.run_demo(2, stack.dir, lambda t: None))
+        rc = asyncio.run(mpyc_demo.run_demo(2, st.dir, lambda t: None))
         out = capsys.readouterr().out
         assert rc == 0, out
         rows = [ln for ln in out.splitlines() if ln.startswith(("tunnels", "parties"))]
         assert len(rows) == 3, out
-        measured = [ln for ln in rows if "sum=49 less=True" in ln]
-        assert len(measured) == 2 and measured[-1].startswith("parties connected straight")
-        if demo_paths.direct_flag_missing():
-            assert measured[0].startswith("tunnels via relay")
-            assert measured[0].endswith("[tunnel sessions: 6 on hotlink]")
-            assert "not measured: --dir measures the running devstack" in rows[1]
+        assert rows[0].startswith("tunnels via relay") and "sum=49 less=True" in rows[0]
+        assert rows[0].endswith("[tunnel sessions: 6 on hotlink]"), rows[0]
+        assert "not measured: --dir measures the running devstack" in rows[1], rows[1]
+        assert rows[1].startswith("tunnels via direct path")
+        assert rows[2].startswith("parties connected straight") and "sum=49" in rows[2]
 
 
 @pytest.mark.e2e
