@@ -26,5 +26,7 @@ Command line:
 - `mpyc_demo`    `hotlinkctl demo mpyc`: three MPyC parties over tunnels vs straight;
                  `mpyc_party` is the (unmodified-MPyC) party program it runs
 - `tunnel_bench` `hotlinkctl demo tunnel-throughput`: one tunnel stream vs loopback TCP
+- `bench_direct_link` `python -m hotlink.ctl.bench_direct_link`: the direct link's own cost
+                 (plain TCP echo vs DirectLink echo between two processes)
 - `tlsgen`       a throwaway local CA and server certificate (`devstack up --tls`, `bench --tls`)
 """
