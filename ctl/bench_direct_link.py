@@ -40,23 +40,22 @@ class _Echo(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[attr-defined]
 
 
-async def _serve() -> None:
-    """Child: print addresses + public key, expect the parent's key from stdin, echo."""
+async def _serve(peer_public_b64: str) -> None:
+    """Child: expect the parent's key, print addresses + own public key, echo until EOF."""
     loop = asyncio.get_running_loop()
     plain = await loop.create_server(_Echo, "127.0.0.1", 0)
     listener = await DirectListener.start([("127.0.0.1", 0)])
     key = LocalKey.generate()
-    port = plain.sockets[0].getsockname()[1]
-    hello = {"plain": port, "direct": listener.addresses[0], "public": key.public_b64()}
-    print(json.dumps(hello), flush=True)
-    line = await loop.run_in_executor(None, sys.stdin.readline)
     links: list[DirectLink] = []
 
     def on_link(link: DirectLink) -> None:
         link.on_message = link.send
         links.append(link)
 
-    listener.expect(key, LocalKey.parse_public(line.strip()), BINDING, on_link)
+    listener.expect(key, LocalKey.parse_public(peer_public_b64), BINDING, on_link)
+    port = plain.sockets[0].getsockname()[1]
+    hello = {"plain": port, "direct": listener.addresses[0], "public": key.public_b64()}
+    print(json.dumps(hello), flush=True)
     await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
     for link in links:
         link.close()
@@ -88,8 +87,9 @@ async def _measure(rounds: int, once: Callable[[], Awaitable[None]], samples: li
 
 async def _bench(count: int, sizes: list[int]) -> list[tuple[str, int, LatencySummary]]:
     loop = asyncio.get_running_loop()
+    key = LocalKey.generate()
     child = subprocess.Popen(
-        [sys.executable, "-m", "hotlink.ctl.bench_direct_link", "--serve"],
+        [sys.executable, "-m", "hotlink.ctl.bench_direct_link", "--serve", key.public_b64()],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -99,9 +99,6 @@ async def _bench(count: int, sizes: list[int]) -> list[tuple[str, int, LatencySu
         hello = json.loads(await loop.run_in_executor(None, child.stdout.readline) or "null")
         if not hello:
             raise RuntimeError("echo child did not start")
-        key = LocalKey.generate()
-        child.stdin.write(key.public_b64() + "\n")
-        child.stdin.flush()
         _, plain = await loop.create_connection(_PlainClient, "127.0.0.1", hello["plain"])
         link = await connect(
             [hello["direct"]], key, LocalKey.parse_public(hello["public"]), BINDING
@@ -180,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         "--count", type=int, default=2000, help="round trips per size and transport (default 2000)"
     )
     parser.add_argument("--sizes", default="1KB,100KB", help="payload sizes (default 1KB,100KB)")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", metavar="PEER_PUBLIC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        run_main(_serve())
+        run_main(_serve(args.serve))
         return 0
     if args.count < 1:
         parser.error("--count must be at least 1")
