@@ -355,3 +355,53 @@ def test_listener_binds_one_shared_port_and_reports_addresses() -> None:
         assert default_listen()[0] == ("127.0.0.1", 0)
 
     run(main())
+
+
+def test_handshake_flood_is_capped_and_the_real_peer_still_served() -> None:
+    async def main() -> None:
+        listener = await DirectListener.start([("127.0.0.1", 0)], max_pending=2)
+        host, port = parse_address(listener.addresses[0])
+        silent: list[asyncio.StreamWriter] = []
+        try:
+            for _ in range(2):
+                _, writer = await asyncio.open_connection(host, port)
+                silent.append(writer)
+            await until(lambda: listener.handshaking() == 2, "two pending handshakes")
+            assert await _stranger(listener.addresses[0], b"") == b""  # over the cap
+            assert listener.refused == 1
+            for writer in silent:
+                writer.close()
+            await until(lambda: listener.handshaking() == 0, "the silent ones to go")
+            assert listener.refused == 1  # going away is not a refusal
+            client, server = await Pair(listener).connect()
+            client.close()
+            await asyncio.wait_for(server.closed, 10)
+        finally:
+            await listener.close()
+
+    run(main())
+
+
+def test_oversize_payload_is_refused_and_the_link_stays_up() -> None:
+    from hotlink.agent.direct.records import MAX_PAYLOAD, RecordCodec
+
+    async def main() -> None:
+        listener = await DirectListener.start([("127.0.0.1", 0)])
+        try:
+            client, server = await Pair(listener).connect()
+            with pytest.raises(DirectLinkClosed, match="exceeds"):
+                client.send(bytes(MAX_PAYLOAD + 1))
+            got = Collector(1)
+            server.on_message = got
+            client.send(b"after")
+            await asyncio.wait_for(got.done, 10)
+            # a direction that used up its counter closes the link instead of wrapping
+            client._codec = RecordCodec(b"a" * 32, b"b" * 32, max_records=0)
+            with pytest.raises(DirectLinkClosed, match="exhausted"):
+                client.send(b"x")
+            assert "exhausted" in await asyncio.wait_for(client.closed, 10)
+            await asyncio.wait_for(server.closed, 10)
+        finally:
+            await listener.close()
+
+    run(main())

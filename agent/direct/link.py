@@ -18,7 +18,7 @@ from typing import cast
 from .addresses import format_address
 from .handshake import Established, Failed, InitiatorHandshake, ResponderHandshake
 from .keys import DirectBinding
-from .records import RecordCodec, RecordError
+from .records import CounterExhausted, RecordCodec, RecordError
 
 log = logging.getLogger("hotlink.agent.direct")
 
@@ -113,9 +113,10 @@ class DirectLink(asyncio.Protocol):
             raise DirectLinkClosed(self._reason)
         try:
             header, ciphertext = self._codec.seal_parts(payload)
-        except RecordError as exc:
-            if "exhausted" in str(exc):
-                self.close(str(exc))
+        except CounterExhausted as exc:
+            self.close(str(exc))
+            raise DirectLinkClosed(str(exc)) from None
+        except RecordError as exc:  # an oversize payload: the link itself is fine
             raise DirectLinkClosed(str(exc)) from None
         if len(ciphertext) < _JOIN_BELOW:
             self._transport.write(header + ciphertext)
@@ -298,7 +299,11 @@ class _HandshakeProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def to_link(self, result: Established, role: str) -> DirectLink:
-        """Hand the transport to a DirectLink (and flush the initiator's Confirm first)."""
+        """Hand the transport to a DirectLink (and flush the initiator's Confirm first).
+
+        Records that arrived with the last handshake message are fed to the link at
+        once; it holds them until its owner sets `on_message`.
+        """
         assert self.transport is not None
         self._flush()
         self.handed_over = True
@@ -306,4 +311,6 @@ class _HandshakeProtocol(asyncio.Protocol):
             self.transport, result.codec, result.binding, role, write_paused=self.write_paused
         )
         self.transport.set_protocol(link)
+        if self.handshake.trailing_data:  # first records, held until on_message is set
+            link.data_received(self.handshake.trailing_data)
         return link
