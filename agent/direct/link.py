@@ -73,6 +73,7 @@ class DirectLink(asyncio.Protocol):
         self._write_paused = write_paused
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reason: str | None = None
+        self._closed_locally = False
         self._abort_handle: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.records_in = 0
@@ -173,7 +174,7 @@ class DirectLink(asyncio.Protocol):
 
     def _deliver(self, messages: list[bytes]) -> None:
         for index, message in enumerate(messages):
-            if self._reason is not None:
+            if self._closed_locally:
                 return
             callback = self._on_message
             if callback is None:  # the owner cleared it mid-batch: hold the rest
@@ -196,6 +197,7 @@ class DirectLink(asyncio.Protocol):
         if self._reason is not None:
             return
         self._reason = reason
+        self._closed_locally = True
         self._held.clear()
         self._wake_drainers()
         if abort:
@@ -211,7 +213,8 @@ class DirectLink(asyncio.Protocol):
             self._reason = f"connection lost: {exc}" if exc else "closed by peer"
         if self._abort_handle is not None:
             self._abort_handle.cancel()
-        self._held.clear()
+        # Records already opened but held (no on_message yet) stay deliverable: the
+        # peer sent them before it went away.
         self._wake_drainers()
         if not self.closed.done():
             self.closed.set_result(self._reason)
