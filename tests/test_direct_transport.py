@@ -405,3 +405,35 @@ def test_oversize_payload_is_refused_and_the_link_stays_up() -> None:
             await listener.close()
 
     run(main())
+
+
+def test_an_impostor_listener_is_refused_by_the_initiator() -> None:
+    """A server that answers the Hello without the expected private key."""
+    from hotlink.agent.direct.handshake import ResponderHandshake
+
+    async def main() -> None:
+        ki, kr, mallory = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
+        got_confirm = asyncio.get_running_loop().create_future()
+
+        async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            hs = ResponderHandshake(lambda tag: (mallory, ki.public, BINDING), now=0.0)
+            hs.receive_data(await reader.readexactly(2 + 53))
+            writer.write(hs.data_to_send())
+            try:
+                got_confirm.set_result(await reader.read(100))  # b"": closed, no Confirm
+            except ConnectionResetError:
+                got_confirm.set_result(b"")
+            writer.close()
+
+        server = await asyncio.start_server(impostor, "127.0.0.1", 0)
+        address = format_address(*server.sockets[0].getsockname()[:2])
+        try:
+            with pytest.raises(DirectConnectFailed) as info:
+                await connect([address], ki, kr.public, BINDING, timeout=10)
+            assert "responder MAC" in info.value.reasons[address]
+            assert await asyncio.wait_for(got_confirm, 10) == b""
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
