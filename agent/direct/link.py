@@ -25,6 +25,9 @@ log = logging.getLogger("hotlink.agent.direct")
 # How long close() lets queued records drain before the socket is aborted, so a
 # peer that stopped reading cannot hold a closing link (and its socket) forever.
 CLOSE_GRACE = 2.0
+# A link's socket write buffer may hold this much before `writable()` turns False: the
+# relay link's limit, so a 64 KiB frame does not stall the sender on every send.
+WRITE_LIMIT = 1 << 20
 # Records smaller than this are joined into one write (cheaper than a writev).
 _JOIN_BELOW = 16 * 1024
 
@@ -314,6 +317,7 @@ class _HandshakeProtocol(asyncio.Protocol):
             self.transport, result.codec, result.binding, role, write_paused=self.write_paused
         )
         self.transport.set_protocol(link)
+        self.transport.set_write_buffer_limits(high=WRITE_LIMIT)
         if self.handshake.trailing_data:  # first records, held until on_message is set
             link.data_received(self.handshake.trailing_data)
         return link
