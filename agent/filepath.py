@@ -23,6 +23,7 @@ fallback files of an open reader session are replayed into its stream.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -38,7 +39,7 @@ from hotlink.common.atomic import TMP_PREFIX, write_atomic
 from hotlink.wire import fallbackfile as ff
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.etag import etag_of
-from hotlink.wire.messages import FileWrite
+from hotlink.wire.messages import REASON_RATE_LIMITED, FileWrite
 from hotlink.wire.paths import owner_of, validate_path
 
 from .core.effects import APP, FALLBACK, TEE
@@ -50,6 +51,8 @@ from .transport import LinkDown, Transport
 log = logging.getLogger("hotlink.agent.filepath")
 
 MAX_INFLIGHT = 256
+#: pause of the uploads after the relay answered "rate limited" (its --write-rate)
+RATE_LIMIT_PAUSE = 0.5
 
 __all__ = ["APP", "FALLBACK", "RESERVED_NAMES", "TEE", "FileSession", "FileWorker", "Upload"]
 
@@ -188,6 +191,9 @@ class FileWorker:
         self.refused = 0
         self.tee_skipped = 0
         self.mirrored = 0
+        #: uploads the relay refused as "rate limited", re-sent after a pause, in order
+        self.rate_backlog: list[Upload] = []
+        self._resume: asyncio.TimerHandle | None = None
 
     async def close(self) -> None:
         await self.disk.close()
@@ -361,6 +367,8 @@ class FileWorker:
         if not q or not link.up:
             return
         inflight = self.inflight
+        if self._resume is not None:  # paused by the relay's write rate
+            return
         while q and len(inflight) < MAX_INFLIGHT and link.writable:
             u = q[0]
             if u.content is None:
@@ -414,6 +422,9 @@ class FileWorker:
         u = self.inflight.pop(oid, None)
         if u is None:
             return False
+        if error is not None and error.startswith(REASON_RATE_LIMITED) and u.content is not None:
+            self._rate_limited(u)
+            return True
         if u.budgeted:
             self.memory -= u.size
             u.budgeted = False
@@ -430,6 +441,22 @@ class FileWorker:
         self.pump()
         return True
 
+    def _rate_limited(self, u: Upload) -> None:
+        """Not a failure: the relay asks us to slow down. The file goes back to the
+        queue (with the others refused meanwhile, in send order) after a pause."""
+        self.rate_backlog.append(u)
+        if self._resume is None:
+            log.info("relay rate-limits file writes; uploads paused %.1f s", RATE_LIMIT_PAUSE)
+            loop = asyncio.get_running_loop()
+            self._resume = loop.call_later(RATE_LIMIT_PAUSE, self._resume_uploads)
+
+    def _resume_uploads(self) -> None:
+        self._resume = None
+        back = sorted(self.rate_backlog, key=lambda u: u.seq)
+        self.rate_backlog.clear()
+        self.uploads.extendleft(reversed(back))
+        self.pump()
+
     def on_link_down(self) -> None:
         if self.inflight:
             self.uploads.extendleft(reversed(list(self.inflight.values())))
@@ -437,6 +464,7 @@ class FileWorker:
 
     def forget_session(self, s: FileSession) -> None:
         """Session closed: its queued uploads are dropped (files stay on disk)."""
+        self.rate_backlog = [u for u in self.rate_backlog if u.session is not s]
         if any(u.session is s for u in self.uploads):
             kept = deque(u for u in self.uploads if u.session is not s)
             for u in self.uploads:
