@@ -45,6 +45,7 @@ from hotlink.wire.paths import owner_of, validate_path
 from .core.effects import APP, FALLBACK, TEE
 from .core.names import RESERVED_NAMES
 from .diskqueue import BATCH, DiskQueue, Done
+from .mirror_policy import MirrorPolicy, scan
 from .tracing import AgentTracer
 from .transport import LinkDown, Transport
 
@@ -170,8 +171,11 @@ class FileWorker:
         max_file_bytes: int,
         memory_budget: int,
         tee_queue: int,
+        mirror: MirrorPolicy | None = None,
     ) -> None:
         self.link = link
+        #: what of other datasites is written to disk, and its byte bounds
+        self.mirror_policy = mirror or MirrorPolicy(email)
         self.email = email
         self.find_reader = find_reader
         #: spans (agent/tracing.py), set when tracing is on
@@ -197,6 +201,11 @@ class FileWorker:
 
     async def close(self) -> None:
         await self.disk.close()
+
+    async def load_mirror(self) -> None:
+        """Count what the mirror already holds (at start, before the link is up)."""
+        found = await asyncio.to_thread(scan, self.base, self.email)
+        self.mirror_policy.load(found)
 
     # --- sender: writing fallback / TEE files -------------------------------------
 
@@ -487,6 +496,8 @@ class FileWorker:
             return
         content = msg.content
         s = self.find_reader(path)
+        if not self.mirror_policy.wants(path, s is not None):
+            return
         frame = None
         if s is not None and ff.is_fallback(content):
             try:
@@ -519,6 +530,10 @@ class FileWorker:
         self._mirror(path, content, _log_mirror_error(path))
 
     def _mirror(self, path: str, content: bytes, done: Done) -> None:
+        if not self.mirror_policy.admit(path, len(content)):
+            # not written; `done` still runs in order behind the queued disk work
+            self.disk.submit(_nothing, done)
+            return
         base, real_base = self.base, self.real_base
         parts = path.split("/")
 
@@ -546,6 +561,10 @@ class FileWorker:
 
 
 def _ignore(res: Any, exc: BaseException | None) -> None:
+    return None
+
+
+def _nothing() -> None:
     return None
 
 
