@@ -39,12 +39,13 @@ from hotlink.common.atomic import TMP_PREFIX, write_atomic
 from hotlink.wire import fallbackfile as ff
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.etag import etag_of
-from hotlink.wire.messages import REASON_RATE_LIMITED, FileWrite
+from hotlink.wire.messages import REASON_RATE_LIMITED, FileDelete, FileWrite
 from hotlink.wire.paths import owner_of, validate_path
 
 from .core.effects import APP, FALLBACK, TEE
 from .core.names import RESERVED_NAMES
 from .diskqueue import BATCH, DiskQueue, Done
+from .held_files import HeldFiles
 from .mirror_policy import MirrorPolicy, scan
 from .tracing import AgentTracer
 from .transport import LinkDown, Transport
@@ -195,6 +196,8 @@ class FileWorker:
         self.refused = 0
         self.tee_skipped = 0
         self.mirrored = 0
+        #: relay copies to delete once a session's named reader confirmed them
+        self.held = HeldFiles()
         #: uploads the relay refused as "rate limited", re-sent after a pause, in order
         self.rate_backlog: list[Upload] = []
         self._resume: asyncio.TimerHandle | None = None
@@ -444,11 +447,23 @@ class FileWorker:
             s.file_failed(u.kind)
         else:
             s.file_acked(u.kind, u.seq, u.size)
+            if not self.keep_files and u.kind != APP:
+                self._delete(self.held.acked(s, u.seq, u.wire_path))
             if not self.keep_files and u.local is not None and u.kind != APP:
                 local = u.local
                 self.disk.submit(lambda: local.unlink(missing_ok=True), _ignore)
         self.pump()
         return True
+
+    def delivered(self, s: FileSession, reader: str, seq: int) -> None:
+        """A reader's HotlinkProgress: relay copies it confirmed go (`held_files`)."""
+        if not self.keep_files:
+            self._delete(self.held.delivered(s, reader, seq))
+
+    def _delete(self, paths: list[str]) -> None:
+        for path in paths:  # a lost one goes with the relay's retention sweep
+            with contextlib.suppress(LinkDown):
+                self.link.send(FileDelete(path))
 
     def _rate_limited(self, u: Upload) -> None:
         """Not a failure: the relay asks us to slow down. The file goes back to the
@@ -474,6 +489,7 @@ class FileWorker:
     def forget_session(self, s: FileSession) -> None:
         """Session closed: its queued uploads are dropped (files stay on disk)."""
         self.rate_backlog = [u for u in self.rate_backlog if u.session is not s]
+        self.held.forget(s)
         if any(u.session is s for u in self.uploads):
             kept = deque(u for u in self.uploads if u.session is not s)
             for u in self.uploads:

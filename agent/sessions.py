@@ -474,6 +474,7 @@ class SessionManager:
             s = self.by_sid.get(msg.sid)  # type: ignore[union-attr]
             if s is not None and s.is_sender:
                 s.apply(s.tx.on_progress(msg.frm, msg.seq))  # type: ignore[union-attr]
+                self.files.delivered(s, msg.frm, msg.seq)  # type: ignore[union-attr]
         elif t is m.FileWrite:
             self.files.ingest(msg)  # type: ignore[arg-type]
         elif t is m.FileSync:

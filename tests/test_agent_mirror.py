@@ -168,3 +168,56 @@ def test_mallory_world_readable_datasite_does_not_fill_bobs_disk(agent_factory, 
     wait_for(lambda: "not mirroring files of mallory@example.org" in bob.log_text())
     assert not (bob.root / "datasites" / M / "dump").exists()
     assert len(list(cdir.iterdir())) == 3
+
+
+def test_relay_copies_deleted_once_the_named_reader_has_them(agent_factory, relay) -> None:
+    """TEE session alice -> bob (`to`): every frame is also a fallback file in the
+    relay's store; once bob confirmed them (HotlinkProgress) alice's agent deletes the
+    relay copies (FileDelete), while the session is still open. Without `to` they stay
+    (a later reader catches up from them)."""
+    import struct
+
+    from fixtures_agent import AppClient
+    from hotlink.v1 import agent_pb2 as pb
+    from hotlink.wire.frames import Frame, encode_frame
+
+    a_email, rel = "alice@example.org", "_mpc/0_to_1"
+    path = f"{a_email}/{rel}"
+    alice = agent_factory(a_email)
+    bob = agent_factory(B)
+    alice.open(rel, fallback_mode=pb.FALLBACK_MODE_TEE, to=B)
+    bob.open(path)
+    alice.wait_session(path, lambda s: B in s.readers)
+    bob.wait_session(path, lambda s: s.state == pb.SESSION_STATE_OPEN)
+    reader = AppClient(bob.session_dir(path))
+    writer = AppClient(alice.session_dir(path))
+    n = 200
+    writer.send_raw(b"".join(encode_frame(Frame(struct.pack(">Q", i))) for i in range(n)))
+    got = reader.recv_n(n)
+    assert [f.seq for f in got] == list(range(1, n + 1))
+    alice.wait_session(path, lambda s: s.counters.files_sent == n)
+    store = relay.data_dir / "datasites" / a_email / "_mpc" / "0_to_1"
+
+    def remaining() -> int:
+        return len(list(store.glob("*.request"))) if store.exists() else 0
+
+    wait_for(lambda: remaining() == 0, timeout=20, what="relay copies deleted")
+    assert alice.session(path).state == pb.SESSION_STATE_OPEN
+
+
+def test_held_files_follow_the_named_readers_confirmations() -> None:
+    from types import SimpleNamespace
+
+    from hotlink.agent.held_files import HeldFiles
+
+    h = HeldFiles()
+    to_bob, open_to_all = SimpleNamespace(to=B), SimpleNamespace(to="")
+    assert h.acked(to_bob, 1, "p/1") == [] and h.acked(to_bob, 2, "p/2") == []
+    assert h.delivered(to_bob, "carol@example.org", 5) == []  # not the named reader
+    assert h.delivered(to_bob, B, 1) == ["p/1"]
+    assert h.delivered(to_bob, B, 1) == []
+    assert h.delivered(to_bob, B, 3) == ["p/2"]
+    assert h.acked(to_bob, 3, "p/3") == ["p/3"]  # confirmed before the relay's Ack
+    assert h.acked(open_to_all, 1, "q/1") == [] and h.delivered(open_to_all, B, 9) == []
+    h.forget(to_bob)
+    assert h.held == {} and h.confirmed == {}
