@@ -206,12 +206,14 @@ def test_relay_copies_deleted_once_the_named_reader_has_them(agent_factory, rela
 
 
 def test_held_files_follow_the_named_readers_confirmations() -> None:
-    from types import SimpleNamespace
-
     from hotlink.agent.held_files import HeldFiles
 
+    class S:  # hashable by identity, like a Session
+        def __init__(self, to: str) -> None:
+            self.to = to
+
     h = HeldFiles()
-    to_bob, open_to_all = SimpleNamespace(to=B), SimpleNamespace(to="")
+    to_bob, open_to_all = S(B), S("")
     assert h.acked(to_bob, 1, "p/1") == [] and h.acked(to_bob, 2, "p/2") == []
     assert h.delivered(to_bob, "carol@example.org", 5) == []  # not the named reader
     assert h.delivered(to_bob, B, 1) == ["p/1"]
