@@ -159,6 +159,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         cfg.root / "datasites" / cfg.email, mgr.on_watched, on_acl=pub.request_rescan
     )
     watcher.start()
+    await mgr.files.load_mirror()
     await link.start()
     pub_task = loop.create_task(pub.run(), name="hotlink-pubsync")
     # Startup objects never die: keep them out of the collector's way on the hot path.

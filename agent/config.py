@@ -23,6 +23,8 @@ from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD
 from hotlink.wire.paths import normalize_email
 
+from .mirror_policy import DEFAULT_DATASITE_BYTES, DEFAULT_TOTAL_BYTES, parse_subscriptions
+
 
 class ConfigError(ValueError):
     """A missing or invalid setting."""
@@ -73,6 +75,11 @@ class AgentConfig:
     #: keep fallback `.request` files after they were sent (sender, once the relay
     #: acknowledged them) and replayed (reader mirror); default: remove / do not keep.
     keep_files: bool = False
+    #: folders of other datasites to mirror without a session, and the mirror's byte
+    #: bounds per remote datasite and in all (`mirror_policy`)
+    subscribe: tuple[str, ...] = ()
+    mirror_datasite_bytes: int = DEFAULT_DATASITE_BYTES
+    mirror_total_bytes: int = DEFAULT_TOTAL_BYTES
     #: write the open sessions to ROOT/.hotlink/state.json and restore them on start.
     restore_sessions: bool = True
     #: TCP tunnels: bytes in flight per connection and direction (the memory bound per
@@ -315,6 +322,29 @@ OPTIONS: tuple[Option, ...] = (
         switch=True,
     ),
     Option(
+        "subscribe",
+        parse_subscriptions,
+        "mirror the files of this folder of another datasite (e.g. bob@example.org/public; "
+        "repeat the flag or separate by commas). Without it, files of other datasites are "
+        "written to disk only for an open reader session on their folder: the relay sends "
+        "every file you may read, and is not trusted to fill your disk",
+        metavar="PATH",
+    ),
+    Option(
+        "mirror_datasite_bytes",
+        _nonneg_size,
+        "bytes the mirror may hold of one other datasite; a file over it is not written "
+        "(logged; a session still gets its frame) (default 256 MiB, 0 = no bound)",
+        metavar="BYTES",
+    ),
+    Option(
+        "mirror_total_bytes",
+        _nonneg_size,
+        "bytes the mirror may hold of all other datasites together (default 1 GiB, "
+        "0 = no bound)",
+        metavar="BYTES",
+    ),
+    Option(
         "restore_sessions",
         _bool,
         "save open sessions in ROOT/.hotlink/state.json and restore them on start (default true)",
@@ -339,7 +369,7 @@ OPTIONS: tuple[Option, ...] = (
 
 
 #: options whose flag may be given more than once (the values are collected)
-_REPEATABLE = frozenset({"server"})
+_REPEATABLE = frozenset({"server", "subscribe"})
 
 
 def env_name(name: str) -> str:

@@ -23,6 +23,7 @@ fallback files of an open reader session are replayed into its stream.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -38,18 +39,22 @@ from hotlink.common.atomic import TMP_PREFIX, write_atomic
 from hotlink.wire import fallbackfile as ff
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.etag import etag_of
-from hotlink.wire.messages import FileWrite
+from hotlink.wire.messages import REASON_RATE_LIMITED, FileDelete, FileWrite
 from hotlink.wire.paths import owner_of, validate_path
 
 from .core.effects import APP, FALLBACK, TEE
 from .core.names import RESERVED_NAMES
 from .diskqueue import BATCH, DiskQueue, Done
+from .held_files import HeldFiles
+from .mirror_policy import MirrorPolicy, scan
 from .tracing import AgentTracer
 from .transport import LinkDown, Transport
 
 log = logging.getLogger("hotlink.agent.filepath")
 
 MAX_INFLIGHT = 256
+#: pause of the uploads after the relay answered "rate limited" (its --write-rate)
+RATE_LIMIT_PAUSE = 0.5
 
 __all__ = ["APP", "FALLBACK", "RESERVED_NAMES", "TEE", "FileSession", "FileWorker", "Upload"]
 
@@ -167,8 +172,11 @@ class FileWorker:
         max_file_bytes: int,
         memory_budget: int,
         tee_queue: int,
+        mirror: MirrorPolicy | None = None,
     ) -> None:
         self.link = link
+        #: what of other datasites is written to disk, and its byte bounds
+        self.mirror_policy = mirror or MirrorPolicy(email)
         self.email = email
         self.find_reader = find_reader
         #: spans (agent/tracing.py), set when tracing is on
@@ -188,9 +196,19 @@ class FileWorker:
         self.refused = 0
         self.tee_skipped = 0
         self.mirrored = 0
+        #: relay copies to delete once a session's named reader confirmed them
+        self.held = HeldFiles()
+        #: uploads the relay refused as "rate limited", re-sent after a pause, in order
+        self.rate_backlog: list[Upload] = []
+        self._resume: asyncio.TimerHandle | None = None
 
     async def close(self) -> None:
         await self.disk.close()
+
+    async def load_mirror(self) -> None:
+        """Count what the mirror already holds (at start, before the link is up)."""
+        found = await asyncio.to_thread(scan, self.base, self.email)
+        self.mirror_policy.load(found)
 
     # --- sender: writing fallback / TEE files -------------------------------------
 
@@ -361,6 +379,8 @@ class FileWorker:
         if not q or not link.up:
             return
         inflight = self.inflight
+        if self._resume is not None:  # paused by the relay's write rate
+            return
         while q and len(inflight) < MAX_INFLIGHT and link.writable:
             u = q[0]
             if u.content is None:
@@ -414,6 +434,9 @@ class FileWorker:
         u = self.inflight.pop(oid, None)
         if u is None:
             return False
+        if error is not None and error.startswith(REASON_RATE_LIMITED) and u.content is not None:
+            self._rate_limited(u)
+            return True
         if u.budgeted:
             self.memory -= u.size
             u.budgeted = False
@@ -424,11 +447,39 @@ class FileWorker:
             s.file_failed(u.kind)
         else:
             s.file_acked(u.kind, u.seq, u.size)
+            if not self.keep_files and u.kind != APP:
+                self._delete(self.held.acked(s, u.seq, u.wire_path))
             if not self.keep_files and u.local is not None and u.kind != APP:
                 local = u.local
                 self.disk.submit(lambda: local.unlink(missing_ok=True), _ignore)
         self.pump()
         return True
+
+    def delivered(self, s: FileSession, reader: str, seq: int) -> None:
+        """A reader's HotlinkProgress: relay copies it confirmed go (`held_files`)."""
+        if not self.keep_files:
+            self._delete(self.held.delivered(s, reader, seq))
+
+    def _delete(self, paths: list[str]) -> None:
+        for path in paths:  # a lost one goes with the relay's retention sweep
+            with contextlib.suppress(LinkDown):
+                self.link.send(FileDelete(path))
+
+    def _rate_limited(self, u: Upload) -> None:
+        """Not a failure: the relay asks us to slow down. The file goes back to the
+        queue (with the others refused meanwhile, in send order) after a pause."""
+        self.rate_backlog.append(u)
+        if self._resume is None:
+            log.info("relay rate-limits file writes; uploads paused %.1f s", RATE_LIMIT_PAUSE)
+            loop = asyncio.get_running_loop()
+            self._resume = loop.call_later(RATE_LIMIT_PAUSE, self._resume_uploads)
+
+    def _resume_uploads(self) -> None:
+        self._resume = None
+        back = sorted(self.rate_backlog, key=lambda u: u.seq)
+        self.rate_backlog.clear()
+        self.uploads.extendleft(reversed(back))
+        self.pump()
 
     def on_link_down(self) -> None:
         if self.inflight:
@@ -437,6 +488,8 @@ class FileWorker:
 
     def forget_session(self, s: FileSession) -> None:
         """Session closed: its queued uploads are dropped (files stay on disk)."""
+        self.rate_backlog = [u for u in self.rate_backlog if u.session is not s]
+        self.held.forget(s)
         if any(u.session is s for u in self.uploads):
             kept = deque(u for u in self.uploads if u.session is not s)
             for u in self.uploads:
@@ -459,6 +512,8 @@ class FileWorker:
             return
         content = msg.content
         s = self.find_reader(path)
+        if not self.mirror_policy.wants(path, s is not None):
+            return
         frame = None
         if s is not None and ff.is_fallback(content):
             try:
@@ -491,6 +546,10 @@ class FileWorker:
         self._mirror(path, content, _log_mirror_error(path))
 
     def _mirror(self, path: str, content: bytes, done: Done) -> None:
+        if not self.mirror_policy.admit(path, len(content)):
+            # not written; `done` still runs in order behind the queued disk work
+            self.disk.submit(_nothing, done)
+            return
         base, real_base = self.base, self.real_base
         parts = path.split("/")
 
@@ -518,6 +577,10 @@ class FileWorker:
 
 
 def _ignore(res: Any, exc: BaseException | None) -> None:
+    return None
+
+
+def _nothing() -> None:
     return None
 
 

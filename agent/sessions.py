@@ -33,6 +33,7 @@ from .core.sender import TRANSIENT_REJECTS
 from .core.state import Role, SessionState
 from .filepath import FileWorker
 from .ipc import EndpointRegistry
+from .mirror_policy import MirrorPolicy
 from .open_args import SessionError, check_open_args, is_loopback, resolve_path
 from .reader_session import ReaderSession
 from .runtime_dir import InsecureDirectory
@@ -116,6 +117,9 @@ class SessionManager:
             max_file_bytes=min(cfg.max_payload, cfg.max_message - 4096),
             memory_budget=cfg.send_queue_bytes,
             tee_queue=cfg.send_queue_frames,
+            mirror=MirrorPolicy(
+                cfg.email, cfg.subscribe, cfg.mirror_datasite_bytes, cfg.mirror_total_bytes
+            ),
         )
         self.ack_hooks.append(self.files.on_ack)
         link.set_listener(self)
@@ -470,6 +474,7 @@ class SessionManager:
             s = self.by_sid.get(msg.sid)  # type: ignore[union-attr]
             if s is not None and s.is_sender:
                 s.apply(s.tx.on_progress(msg.frm, msg.seq))  # type: ignore[union-attr]
+                self.files.delivered(s, msg.frm, msg.seq)  # type: ignore[union-attr]
         elif t is m.FileWrite:
             self.files.ingest(msg)  # type: ignore[arg-type]
         elif t is m.FileSync:

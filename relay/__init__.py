@@ -4,7 +4,12 @@ Run: `hotlink-relay serve --data DIR` (see `hotlink-relay serve --help`).
 
 Modules (the decisions are in `router`, a sans-I/O class; `server` only moves bytes):
 - `router`   connections, sessions, ACL checks: `handle -> Outgoing`
-- `file_routes` the router's FileWrite (store, fan-out) and FileSync (catch-up) handling
+- `file_routes` the router's FileWrite (store, fan-out), FileDelete and FileSync (catch-up)
+- `quota`    per-datasite storage and file-count quota, per-user FileWrite byte rate
+- `sync_index` the store's in-memory index by (mtime, path) per folder: catch-up pages
+- `sync_cursor` sealed catch-up cursors (never name a file the caller cannot read)
+- `retention` deletes old fallback files of ended sessions
+- `store_cli` the `serve` flags of the store (quota, rate, retention) and their wiring
 - `connection` `Conn` (one client as the router sees it) and `Outgoing`
 - `acl`      `syft.pub.yaml` parsing and the index answering "may U read/write P"
 - `auth`     the relay secret and HMAC bearer tokens (`exp`, `jti`)
@@ -16,5 +21,6 @@ Modules (the decisions are in `router`, a sans-I/O class; `server` only moves by
 - `tracing`  the relay's OpenTelemetry spans, kept off the data path
 - `cli`      `hotlink-relay serve | token`
 - `cluster`  optional (`serve --nats`): several relay nodes over NATS, an adapter around
-             the Router (`membership`, `codec`, `registry`, `node`)
+             the Router (`membership`, `codec`, `registry`, `node`,
+             `store_sync`)
 """

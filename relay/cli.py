@@ -18,6 +18,7 @@ from hotlink.common.version import version_line
 from hotlink.telemetry import names as N
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE, EVENTS_PATH
 
+from . import store_cli
 from .auth import AuthError
 from .router import Limits
 from .server import DEFAULT_MAX_BAD_MESSAGES, DEFAULT_MAX_CONNS_PER_USER
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="stderr log level (default INFO, env HOTLINK_LOG_LEVEL)",
     )
+    store_cli.add_arguments(s)
     telemetry.add_arguments(s)
 
     t = sub.add_parser(
@@ -207,7 +209,11 @@ async def _serve(args: argparse.Namespace) -> int:
             from .cluster import ClusterNode, default_node_id
 
             server.cluster = ClusterNode(server, args.nats, args.node_id or default_node_id())
-        return await _serve_until_stopped(server)
+        sweeper = store_cli.install(server, args)
+        try:
+            return await _serve_until_stopped(server)
+        finally:
+            sweeper.cancel()
     finally:
         tel.shutdown()  # export what is still queued
 

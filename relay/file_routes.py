@@ -1,4 +1,5 @@
-"""The relay's file routes: FileWrite (store, ACL files, fan-out) and FileSync (catch-up).
+"""The relay's file routes: FileWrite (store, ACL files, fan-out), FileDelete and FileSync
+(catch-up).
 
 A mixin of `Router`, kept apart because file handling is a different concern from
 session routing: it reads the store and the ACL index, never session state. Like the
@@ -14,14 +15,26 @@ from hotlink.wire.errors import ProtocolError
 from hotlink.wire.etag import etag_of
 from hotlink.wire.extensions import FILE_SYNC, HDR_EXTENSIONS
 from hotlink.wire.fallbackfile import peek_sid
-from hotlink.wire.messages import REASON_PERMISSION_DENIED, Ack, Error, FileSync, FileWrite, Nack
+from hotlink.wire.messages import (
+    REASON_PERMISSION_DENIED,
+    Ack,
+    Error,
+    FileDelete,
+    FileSync,
+    FileWrite,
+    Nack,
+)
 from hotlink.wire.paths import owner_of, validate_path
 
 from .acl import Access, AclError, is_acl_path, parse_acl
 from .connection import Conn, Outgoing
+from .quota import StoreQuota
 from .store import StoreError
+from .sync_cursor import CursorSeal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .acl import AclIndex
     from .store import Store
 
@@ -44,6 +57,10 @@ class FileRoutes:
     acl: AclIndex
     store: Store
     by_user: dict[str, set[int]]
+    clock: Callable[[], float]
+    #: the server installs the configured ones; tests get defaults on first use
+    quota: StoreQuota | None = None
+    cursor_seal: CursorSeal | None = None
 
     def recheck_all(self) -> list[Outgoing]:  # provided by Router
         raise NotImplementedError
@@ -67,6 +84,12 @@ class FileRoutes:
             except AclError as exc:
                 log.info("rejected ACL %s from %s: %s", m.path, user, exc)
                 return [Outgoing(conn.id, Nack(mid, f"invalid {m.path}: {exc}"))]
+        if self.quota is None:
+            self.quota = StoreQuota()
+        refused = self.quota.check(self.store.index, user, m.path, len(m.content), self.clock())
+        if refused is not None:
+            log.info("file write %s by %s refused: %s", m.path, user, refused)
+            return [Outgoing(conn.id, Nack(mid, refused))]
         try:
             stored = self.store.write(m.path, m.content)
         except StoreError as exc:
@@ -84,39 +107,75 @@ class FileRoutes:
             out += [Outgoing(cid, fwd) for cid in cids]
         return out
 
+    def _file_delete(self, conn: Conn, mid: str, m: FileDelete) -> list[Outgoing]:
+        """Remove a stored file: by whoever may write it (an ACL file: its datasite's
+        owner only). The answer is the same whether the file existed or not, and a
+        caller without write access learns nothing (permission is checked first)."""
+        user = conn.user
+        try:
+            validate_path(m.path)
+        except ProtocolError as exc:
+            return [Outgoing(conn.id, Nack(mid, f"bad path: {exc}"))]
+        acl_file = is_acl_path(m.path)
+        if not (owner_of(m.path) == user if acl_file else self.acl.can(user, m.path, Access.WRITE)):
+            return [Outgoing(conn.id, Nack(mid, REASON_PERMISSION_DENIED))]
+        try:
+            removed = self.store.delete(m.path)
+        except StoreError as exc:
+            return [Outgoing(conn.id, Nack(mid, str(exc)))]
+        out = [Outgoing(conn.id, Ack(mid))]
+        if removed:
+            log.info("%s deleted %s", user, m.path)
+            if acl_file:
+                self.acl.remove_file(m.path.rsplit("/", 1)[0])
+                out += self.recheck_all()
+        return out
+
     def _file_sync(self, conn: Conn, m: FileSync) -> list[Outgoing]:
         """Catch-up for a reader that was away: the files under `m.path` it may read,
         stored after its cursor, oldest first, one bounded page per request, then a
-        `FileSync` with the new cursor (`mor` when another page waits)."""
+        `FileSync` with the new cursor (`mor` when another page waits).
+
+        The page comes from the store's index (no walk): its cost is the files it
+        looks at, whatever the folder holds. A cursor that would name a file the
+        caller may not read is sealed (`sync_cursor`), so the caller never learns
+        names or mtimes of what it cannot read."""
         validate_path(m.path)
         if FILE_SYNC not in conn.ext:  # its answer would not reach the client
             return [Outgoing(conn.id, Error(BAD_REQUEST, m.path, _NO_FILE_SYNC))]
         user = conn.user
+        if self.cursor_seal is None:
+            self.cursor_seal = CursorSeal.ephemeral()
+        seal = self.cursor_seal
+        start = seal.open(m.since, m.after, user, m.path)
         try:
-            files = self.store.list_since(m.path, max(0, m.since - 1))
+            files = self.store.after(m.path, start)
         except StoreError as exc:
             return [Outgoing(conn.id, Error(BAD_REQUEST, m.path, str(exc)))]
         limit = min(m.max or SYNC_PAGE_FILES, SYNC_PAGE_FILES)
-        cursor = (m.since, m.after)
+        cursor = start
+        #: the mtime the reply may show: of the last readable file, or the caller's own
+        shown = m.since
+        hidden = start[1] != m.after  # the caller came with a sealed cursor
         out: list[Outgoing] = []
         sent = size = looked = 0
         more = False
-        for f in files:
-            key = (f.mtime_ns, f.path)
-            if key <= cursor:
-                continue
+        for mtime, path, fsize in files:
             if sent >= limit or size >= SYNC_PAGE_BYTES or looked >= SYNC_SCAN_FILES:
                 more = True
                 break
             looked += 1
-            cursor = key
-            if not self.acl.can(user, f.path, Access.READ):
+            cursor = (mtime, path)
+            if not self.acl.can(user, path, Access.READ):
+                hidden = True
                 continue
-            if m.limit and f.size > m.limit:
-                log.info("catch-up for %s: %s is over its limit, skipped", user, f.path)
+            hidden = False
+            shown = mtime
+            if m.limit and fsize > m.limit:
+                log.info("catch-up for %s: %s is over its limit, skipped", user, path)
                 continue
             try:
-                content = self.store.read(f.path)
+                content = self.store.read(path)
             except StoreError:
                 continue  # removed meanwhile
             if m.sid:
@@ -124,12 +183,13 @@ class FileRoutes:
                 if sid is not None and sid != m.sid:
                     continue
             out.append(
-                Outgoing(
-                    conn.id,
-                    FileWrite(f.path, etag_of(content), len(content), content, f.mtime_ns),
-                )
+                Outgoing(conn.id, FileWrite(path, etag_of(content), len(content), content, mtime))
             )
             sent += 1
             size += len(content)
-        out.append(Outgoing(conn.id, FileSync(m.path, cursor[0], cursor[1], 0, m.sid, more)))
+        if hidden:
+            reply = FileSync(m.path, shown, seal.seal(cursor, user, m.path), 0, m.sid, more)
+        else:
+            reply = FileSync(m.path, cursor[0], cursor[1], 0, m.sid, more)
+        out.append(Outgoing(conn.id, reply))
         return out

@@ -37,6 +37,7 @@ from hotlink.wire.messages import (
     REASON_UNKNOWN_SESSION,
     Ack,
     Error,
+    FileDelete,
     FileSync,
     FileWrite,
     HotlinkAccept,
@@ -220,6 +221,8 @@ class Router(FileRoutes):
                 return self._progress(conn, msg)  # type: ignore[arg-type]
             if typ is FileSync:
                 return self._file_sync(conn, msg)  # type: ignore[arg-type]
+            if typ is FileDelete:
+                return self._file_delete(conn, env.id, msg)  # type: ignore[arg-type]
         except ProtocolError as exc:
             log.info("conn %d (%s): bad %s: %s", conn_id, conn.user, typ.__name__, exc)
             return [Outgoing(conn_id, Error(BAD_REQUEST, "", f"bad message: {exc}"))]

@@ -62,6 +62,7 @@ from .auth import AuthError, TokenClaims, bearer_token, load_or_create_secret, v
 from .revocation import Revocations
 from .router import Conn, Limits, Outgoing, Router
 from .store import Store
+from .sync_cursor import CursorSeal
 from .tracing import TRACED, RelayTracer
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,7 @@ class RelayServer:
         self.acl = AclIndex.load(self.store.root)
         self.limits = limits or Limits()
         self.router = Router(self.acl, self.store, limits=self.limits)
+        self.router.cursor_seal = CursorSeal.from_secret(self.secret)
         self.tel = tel
         #: spans (relay/tracing.py); None when tracing is off
         self.tracer = RelayTracer(tel, self.router) if tel.enabled else None

@@ -2,13 +2,21 @@
 
 Writes go to a temp file in the target folder and are moved into place with
 `os.replace`, so a reader (or a crash) never sees half a file. Paths are validated by
-`hotlink.wire.paths` and the resolved target is checked to stay inside the store, so a
-symlink planted in the tree cannot redirect a write.
+`hotlink.wire.paths`, and no folder on the way may be a symlink (the resolved parent
+must be exactly the folder the path names), so a symlink planted in the tree cannot
+redirect a write or a read, not even to another place inside the store; files are
+opened without following a final symlink.
+
+What is stored is also kept in a `SyncIndex` (updated on every write and delete, built
+at start by a walk that does not follow symlinks): catch-up pages and quotas read it,
+never the disk tree.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +24,10 @@ from hotlink.common.atomic import is_temp_name, write_atomic
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.etag import etag_of
 from hotlink.wire.paths import reserved_segment, validate_path
+
+from .sync_index import Key, SyncIndex
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class StoreError(Exception):
@@ -40,6 +52,10 @@ class Store:
         self.root = Path(data_dir, "datasites")
         self.root.mkdir(parents=True, exist_ok=True)
         self._real_root = self.root.resolve()
+        self.index = SyncIndex()
+        #: called with a path after each write or delete (the cluster tells other nodes)
+        self.listeners: list[Callable[[str], None]] = []
+        self.reindex()
 
     def _target(self, path: str) -> Path:
         try:
@@ -49,10 +65,12 @@ class Store:
         seg = reserved_segment(path)
         if seg is not None:  # would squat the place of a session's endpoint
             raise StoreError(f"reserved name {seg!r} in {path!r}")
-        target = self.root.joinpath(*path.split("/"))
-        parent = target.parent.resolve()
-        if parent != self._real_root and self._real_root not in parent.parents:
-            raise StoreError(f"path escapes the store: {path!r}")
+        parts = path.split("/")
+        target = self.root.joinpath(*parts)
+        # Every folder on the way must be a real folder: a symlink (even one pointing
+        # inside the store) would let a write or a catch-up reach another datasite.
+        if target.parent.resolve() != self._real_root.joinpath(*parts[:-1]):
+            raise StoreError(f"path escapes the store (symlink on the way): {path!r}")
         return target
 
     def write(self, path: str, content: bytes) -> StoredFile:
@@ -63,40 +81,110 @@ class Store:
             raise StoreError(f"reserved file name: {target.name!r}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_dir():
+            # mkdir may have raced a symlink into place: check the way again
+            if target.parent.resolve() != self._real_root.joinpath(*path.split("/")[:-1]):
+                raise StoreError(f"path escapes the store (symlink on the way): {path!r}")
+            if target.is_dir() and not target.is_symlink():
                 raise StoreError(f"a folder exists at {path!r}")
             write_atomic(target, content, fsync=self.fsync)
-            st = target.stat()
+            st = target.lstat()
         except OSError as exc:
             raise StoreError(f"cannot store {path!r}: {exc.strerror or exc}") from None
+        self.index.put(path, st.st_mtime_ns, st.st_size)
+        self._changed(path)
         return StoredFile(path, st.st_size, st.st_mtime_ns, etag_of(content))
 
     def read(self, path: str) -> bytes:
+        """A stored regular file's content (a symlink or special file is refused)."""
+        target = self._target(path)
         try:
-            return self._target(path).read_bytes()
+            fd = os.open(target, _READ_FLAGS)
         except OSError as exc:
             raise StoreError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(f"not a regular file: {path!r}")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read()
+        except OSError as exc:
+            raise StoreError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
 
-    def list_since(self, folder: str, since_mtime_ns: int = 0) -> list[StoredFile]:
-        """Files under `folder` (datasite-relative) modified after `since_mtime_ns`,
-        oldest first: lets a reconnecting reader catch up on what it missed."""
-        base = self._target(folder)
-        out: list[StoredFile] = []
-        if not base.is_dir():
-            return out
-        for dirpath, dirs, files in os.walk(base):
+    def delete(self, path: str) -> bool:
+        """Remove a stored file; False if there was none. Folders left empty stay (a
+        session folder is reused by the next session on the same path)."""
+        target = self._target(path)
+        try:
+            st = target.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                raise StoreError(f"{path!r} is a folder")
+            target.unlink()
+        except FileNotFoundError:
+            found = self.index.remove(path)
+            if found:
+                self._changed(path)
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot delete {path!r}: {exc.strerror or exc}") from None
+        self.index.remove(path)
+        self._changed(path)
+        return True
+
+    def after(self, folder: str, cursor: Key) -> Iterator[tuple[int, str, int]]:
+        """Indexed files under `folder` after `cursor`, oldest first (see SyncIndex)."""
+        if self._target(folder).is_symlink():  # the way to it is checked by _target
+            raise StoreError(f"path escapes the store (symlink): {folder!r}")
+        return self.index.after(folder, cursor)
+
+    def note(self, path: str) -> None:
+        """Another process (a cluster node on the shared store) wrote or deleted `path`:
+        bring the index in line with the disk."""
+        try:
+            target = self._target(path)
+            st = target.lstat()
+        except (StoreError, OSError):
+            self.index.remove(path)
+            return
+        if stat.S_ISREG(st.st_mode) and not is_temp_name(target.name):
+            self.index.put(path, st.st_mtime_ns, st.st_size)
+        else:
+            self.index.remove(path)
+
+    def _changed(self, path: str) -> None:
+        for fn in self.listeners:
+            fn(path)
+
+    def scan(self) -> SyncIndex:
+        """Walk the store (no symlink followed, temp files skipped) into a new index.
+        Pure disk work: may run in a thread; `reindex` installs its result."""
+        index = SyncIndex()
+        root = self.root
+        for dirpath, dirs, files in os.walk(root):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
             for name in files:
                 if is_temp_name(name):
                     continue
-                full = Path(dirpath, name)
+                full = os.path.join(dirpath, name)
                 try:
-                    st = full.lstat()
+                    st = os.lstat(full)
                 except OSError:
                     continue
-                if not full.is_file() or full.is_symlink() or st.st_mtime_ns <= since_mtime_ns:
+                if not stat.S_ISREG(st.st_mode):
                     continue
-                rel = full.relative_to(self.root).as_posix()
-                out.append(StoredFile(rel, st.st_size, st.st_mtime_ns, ""))
-        out.sort(key=lambda f: (f.mtime_ns, f.path))
-        return out
+                rel = Path(full).relative_to(root).as_posix()
+                try:
+                    validate_path(rel)
+                except ProtocolError:
+                    continue  # not reachable by any client path
+                index.put(rel, st.st_mtime_ns, st.st_size)
+        return index
+
+    def reindex(self, index: SyncIndex | None = None) -> None:
+        self.index = index if index is not None else self.scan()
+
+    def list_since(self, folder: str, since_mtime_ns: int = 0) -> list[StoredFile]:
+        """Files under `folder` modified after `since_mtime_ns`, oldest first (from the
+        index; used by tools and tests, the catch-up pages use `after`)."""
+        cursor = (since_mtime_ns + 1, "")  # every file with a later mtime
+        return [StoredFile(p, size, mt, "") for mt, p, size in self.after(folder, cursor)]

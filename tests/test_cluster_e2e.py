@@ -356,3 +356,44 @@ def test_cluster_chaos_repeated_node_kills(cluster_factory, agents):
         report = flow.finish()
     tc.show("CLUSTER CHAOS", report)
     tc.assert_clean(report)
+
+
+def test_catch_up_on_another_node_sees_files_and_deletes(cluster_factory):
+    """Catch-up pages come from each node's index of the shared store: a file written
+    through node-0 is listed by node-1 (announced on NATS), and so is its deletion."""
+    from hotlink.wire.messages import FileDelete, FileSync
+
+    c = cluster_factory(2)
+    folder = f"{A}/pub"
+    acl = acl_yaml(["*"]).encode()
+
+    async def sync(bob) -> list[str]:
+        await bob.send(FileSync(folder))
+        paths: list[str] = []
+        while True:
+            msg = await bob.recv()
+            if isinstance(msg, FileSync):
+                return paths
+            if isinstance(msg, FileWrite) and msg.mtime:
+                paths.append(msg.path)
+
+    async def run() -> None:
+        async with (
+            relay_client(c.relays[0], A) as alice,
+            relay_client(c.relays[1], B) as bob,
+        ):
+            await alice.send(FileWrite(f"{A}/syft.pub.yaml", "", len(acl), acl), "w0")
+            assert (await alice.recv_type(Ack)).original_id == "w0"
+            await alice.send(FileWrite(f"{folder}/a.txt", "", 1, b"a"), "w1")
+            assert (await alice.recv_type(Ack)).original_id == "w1"
+            deadline = time.monotonic() + 15
+            while f"{folder}/a.txt" not in await sync(bob):
+                assert time.monotonic() < deadline, "node-1 never listed the file"
+                await asyncio.sleep(0.05)
+            await alice.send(FileDelete(f"{folder}/a.txt"), "d1")
+            assert (await alice.recv_type(Ack)).original_id == "d1"
+            while f"{folder}/a.txt" in await sync(bob):
+                assert time.monotonic() < deadline, "node-1 still lists the deleted file"
+                await asyncio.sleep(0.05)
+
+    asyncio.run(run())

@@ -24,6 +24,10 @@ REASON_UNKNOWN_SESSION = "unknown session"
 REASON_SENDER_GONE = "sender disconnected"
 REASON_READER_GONE = "reader disconnected"
 REASON_SESSION_IN_USE = "session id in use"
+#: Nack prefixes of a refused FileWrite: the store is full for that datasite (final),
+#: or the writer goes over the relay's write rate (send it again after a pause)
+REASON_QUOTA_EXCEEDED = "quota exceeded"
+REASON_RATE_LIMITED = "rate limited"
 
 
 def _norm(typ: int, dat: Any) -> dict[str, Any]:

@@ -47,6 +47,11 @@ def acl_subject() -> str:
     return f"{PREFIX}.acl"
 
 
+def file_subject() -> str:
+    """A file of the shared store was written or deleted: `{n, e, p}`."""
+    return f"{PREFIX}.file"
+
+
 def to_subject(node: str) -> str:
     return f"{PREFIX}.to.{node}"
 

@@ -41,6 +41,7 @@ from . import codec
 from .membership import Changes, Membership
 from .registry import SessionRegistry
 from .registry import key_of as registry_key
+from .store_sync import StoreSync
 
 if TYPE_CHECKING:
     from ..server import RelayServer
@@ -150,6 +151,7 @@ class ClusterNode:
         self.kv_problem = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self.store_sync = StoreSync(server.store, node_id, self._publish_json)
 
     # ------------------------------------------------------------- server hooks
 
@@ -259,12 +261,16 @@ class ClusterNode:
         await nc.subscribe(codec.conn_subject("*"), cb=self._on_conn)
         await nc.subscribe(codec.ctl_subject(self.me), cb=self._on_ctl)
         await nc.subscribe(codec.acl_subject(), cb=self._on_acl)
+        await nc.subscribe(codec.file_subject(), cb=self._on_file)
         for subject, fn in ((codec.to_subject(self.me), self._on_to),
                             (codec.in_subject(self.me), self._on_in)):  # fmt: skip
             sub = await nc.subscribe(subject)
             nc.direct[sub._id] = fn
         await nc.flush()
         self.problem = ""
+        self.store_sync.connected = True
+        # files other nodes wrote between our store's start and this join
+        self._tasks.append(asyncio.create_task(self.store_sync.rescan()))
         log.info("cluster: node %s joined via %s", self.me, self.url)
         await self._open_kv()
         self._announce()
@@ -322,6 +328,7 @@ class ClusterNode:
         self.problem = ""
         self.registry.reset()
         self._reload_acls()
+        self._tasks.append(asyncio.create_task(self.store_sync.rescan()))
         log.info("cluster: NATS back; node %s re-announced (epoch %s)", self.me, self.epoch)
         self._announce()
         if self.registry.kv is None:
@@ -388,6 +395,11 @@ class ClusterNode:
         self.server.acl.set_file(folder, acl)
         log.info("cluster: ACL %s changed on node %s, re-checking sessions", folder, j["n"])
         self.server._dispatch(self.server.router.recheck_all())
+
+    async def _on_file(self, msg: Any) -> None:
+        j = self._json(msg)
+        if j is not None:
+            self.store_sync.on_file(j)
 
     def _json(self, msg: Any) -> dict[str, Any] | None:
         try:
