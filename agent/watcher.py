@@ -101,7 +101,10 @@ class RequestWatcher:
                     self.base,
                     watch_filter=watch_filter,
                     debounce=200,
-                    step=1,
+                    # the Rust watcher wakes every `step` ms (and takes the GIL): 5 ms
+                    # costs ~200 wake-ups/s idle instead of 1000, and adds at most
+                    # 4 ms to picking up a file
+                    step=5,
                     stop_event=self._stop,
                     recursive=True,
                     ignore_permission_denied=True,
