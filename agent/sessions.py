@@ -33,7 +33,7 @@ from .core.sender import TRANSIENT_REJECTS
 from .core.state import Role, SessionState
 from .filepath import FileWorker
 from .ipc import EndpointRegistry
-from .open_args import SessionError, check_open_args, is_loopback, resolve_path
+from .open_args import SessionError, check_direct, check_open_args, is_loopback, resolve_path
 from .reader_session import ReaderSession
 from .runtime_dir import InsecureDirectory
 from .sender_session import SenderSession
@@ -177,10 +177,12 @@ class SessionManager:
         timeout: float = 0.0,
         restore: SessionRecord | None = None,
         clean: bool = False,
+        direct: int = 0,
     ) -> Session:
         full, r, mode = check_open_args(
             self.email, path, role, to, ipc_mode, fallback_mode, tcp_addr
         )
+        check_direct(direct)
         timeout = timeout if timeout > 0 else self.cfg.open_timeout
         lock = self._open_locks.setdefault(full, asyncio.Lock())
         try:
@@ -196,6 +198,7 @@ class SessionManager:
                     timeout,
                     restore,
                     clean,
+                    direct,
                 )
         finally:
             if not lock.locked() and self._open_locks.get(full) is lock:
@@ -213,6 +216,7 @@ class SessionManager:
         timeout: float,
         restore: SessionRecord | None = None,
         clean: bool = False,
+        direct: int = 0,
     ) -> Session:
         s = self.by_path.get(full)
         if s is not None:
@@ -247,6 +251,7 @@ class SessionManager:
             tcp_addr=tcp_addr,
             restore=restore,
             clean=clean,
+            direct=direct,
         )
         try:
             s.endpoint = await s.ipc.start()
@@ -395,6 +400,7 @@ class SessionManager:
                     tcp_addr=rec.tcp_addr,
                     restore=rec,
                     clean=state.clean,
+                    direct=rec.direct,
                 )
                 n += 1
             except SessionError as exc:
