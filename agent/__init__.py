@@ -35,5 +35,6 @@ Modules (decisions live in plain classes; adapters only move bytes; docs/design.
 - `reflection`  gRPC reflection under both v1 and v1alpha
 - `config`      flag > env > TOML > default
 - `tunnels`     TCP tunnels over sessions (mux, adapters, manager; see its __init__)
+- `direct`      the direct peer link: handshake, AES-GCM records, TCP adapter (see its __init__)
 - `app`, `cli`  wiring and entry point
 """
