@@ -88,6 +88,8 @@ class SessionManager:
         self._open_locks: dict[str, asyncio.Lock] = {}
         self.ack_hooks: list[Callable[[str, str | None], bool]] = []
         self.link_up_hooks: list[Callable[[], None]] = []
+        #: relay messages the sessions do not handle (signals, errors): True = taken
+        self.message_hooks: list[Callable[[Envelope], bool]] = []
         self.frames_in = self.bytes_in = 0
         #: bytes queued for reader apps across all sessions (`--reader-total-bytes`)
         self.reader_budget = ByteBudget(cfg.reader_total_bytes)
@@ -480,6 +482,8 @@ class SessionManager:
             self.files.ingest(msg)  # type: ignore[arg-type]
         elif t is m.FileSync:
             self._on_file_sync(msg)  # type: ignore[arg-type]
+        elif any(hook(env) for hook in self.message_hooks):
+            return
         elif t is m.Error:
             s = self.by_path.get(msg.path)  # type: ignore[union-attr]
             if s is not None and s.syncing:  # the relay could not answer our catch-up

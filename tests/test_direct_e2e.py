@@ -1,0 +1,79 @@
+"""The direct path end to end: real relay and agent processes, apps on stream.sock,
+the direct link between the agents on loopback (no mocks)."""
+
+from __future__ import annotations
+
+import pytest
+from fixtures_agent import AppClient
+from hotlink.v1 import agent_pb2 as pb
+from test_fallback_e2e import A, B, PATH, REL, Reader, send_paced
+
+pytestmark = pytest.mark.e2e
+
+
+def direct_pair(alice, bob, mode: int = pb.FALLBACK_MODE_OFF) -> None:  # type: ignore[no-untyped-def]
+    alice.open(REL, fallback_mode=mode)
+    bob.open(PATH)
+    alice.wait_session(PATH, lambda s: s.active_path == pb.ACTIVE_PATH_DIRECT, 20)
+    bob.wait_session(PATH, lambda s: s.state == pb.SESSION_STATE_OPEN)
+
+
+def test_direct_comes_up_and_carries_frames_in_order(agent_factory):
+    alice = agent_factory(A)
+    bob = agent_factory(B)
+    direct_pair(alice, bob)
+    s = alice.session(PATH)
+    assert [(d.peer, d.status) for d in s.direct] == [(B, "up")]
+    n = 2000
+    reader = Reader(bob, n)
+    reader.start()
+    writer = AppClient(alice.session_dir(PATH))
+    send_paced(writer, 0, n)
+    reader.check()
+    s = alice.wait_session(PATH, lambda x: x.counters.frames_direct == n, 20)
+    assert s.counters.frames_relay == 0
+    assert bob.session(PATH).counters.frames_direct == n
+
+
+def test_relay_stopped_while_direct_up(agent_factory, relay):
+    alice = agent_factory(A)
+    bob = agent_factory(B)
+    direct_pair(alice, bob)
+    n = 2000
+    reader = Reader(bob, n)
+    reader.start()
+    writer = AppClient(alice.session_dir(PATH))
+    send_paced(writer, 0, 500)
+    relay.kill()
+    alice.wait_status(lambda st: st.link_state != pb.LINK_STATE_UP, 20)
+    send_paced(writer, 500, n)
+    reader.check()
+    assert alice.session(PATH).active_path == pb.ACTIVE_PATH_DIRECT
+
+
+def test_direct_off_stays_on_relay(agent_factory):
+    alice = agent_factory(A, args=["--direct", "off"])
+    bob = agent_factory(B)
+    alice.open(REL, fallback_mode=pb.FALLBACK_MODE_OFF)
+    bob.open(PATH)
+    s = alice.wait_session(PATH, lambda x: B in x.readers, 20)
+    assert s.active_path == pb.ACTIVE_PATH_HOTLINK and not s.direct
+    reader = Reader(bob, 100)
+    reader.start()
+    send_paced(AppClient(alice.session_dir(PATH)), 0, 100)
+    reader.check()
+
+
+def test_reader_with_direct_off_says_why(agent_factory):
+    alice = agent_factory(A)
+    bob = agent_factory(B, args=["--direct", "off"])
+    alice.open(REL, fallback_mode=pb.FALLBACK_MODE_OFF)
+    bob.open(PATH)
+    s = alice.wait_session(
+        PATH, lambda x: any("gave up" in d.status or "backoff" in d.status for d in x.direct), 20
+    )
+    assert s.active_path == pb.ACTIVE_PATH_HOTLINK
+    reader = Reader(bob, 100)
+    reader.start()
+    send_paced(AppClient(alice.session_dir(PATH)), 0, 100)
+    reader.check()
