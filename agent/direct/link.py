@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from .addresses import format_address
 from .handshake import Established, Failed, InitiatorHandshake, ResponderHandshake
@@ -230,8 +231,8 @@ class _HandshakeProtocol(asyncio.Protocol):
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         self.peer = _peer_name(transport)
         _set_nodelay(transport)
         self._flush()
