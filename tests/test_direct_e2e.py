@@ -4,7 +4,7 @@ the direct link between the agents on loopback (no mocks)."""
 from __future__ import annotations
 
 import pytest
-from fixtures_agent import AppClient
+from fixtures_agent import AppClient, wait_for
 from hotlink.v1 import agent_pb2 as pb
 from test_fallback_e2e import A, B, PATH, REL, Reader, send_paced
 
@@ -45,7 +45,7 @@ def test_relay_stopped_while_direct_up(agent_factory, relay):
     writer = AppClient(alice.session_dir(PATH))
     send_paced(writer, 0, 500)
     relay.kill()
-    alice.wait_status(lambda st: st.link_state != pb.LINK_STATE_UP, 20)
+    wait_for(lambda: alice.status().link_state != pb.LINK_STATE_UP, 20, "alice's relay link down")
     send_paced(writer, 500, n)
     reader.check()
     assert alice.session(PATH).active_path == pb.ACTIVE_PATH_DIRECT
