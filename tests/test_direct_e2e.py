@@ -3,10 +3,14 @@ the direct link between the agents on loopback (no mocks)."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+
 import pytest
 from fixtures_agent import AppClient, wait_for
 from hotlink.v1 import agent_pb2 as pb
-from test_fallback_e2e import A, B, PATH, REL, Reader, send_paced
+from test_fallback_e2e import PATH, REL, A, B, Reader, send_paced
 
 pytestmark = pytest.mark.e2e
 
@@ -77,3 +81,59 @@ def test_reader_with_direct_off_says_why(agent_factory):
     reader.start()
     send_paced(AppClient(alice.session_dir(PATH)), 0, 100)
     reader.check()
+
+
+def _ss_kill_works() -> bool:
+    """`ss -K` needs CAP_NET_ADMIN and a kernel with sock_destroy: probe it once."""
+    if shutil.which("ss") is None:
+        return False
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    cli = socket.create_connection(("127.0.0.1", port))
+    acc, _ = srv.accept()
+    try:
+        subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", f":{port}"],
+                       capture_output=True, timeout=10)  # fmt: skip
+        cli.settimeout(2)
+        try:
+            cli.send(b"x")
+            cli.recv(1)
+        except OSError:
+            return True
+        return False
+    finally:
+        for s in (cli, acc, srv):
+            s.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(not _ss_kill_works(), reason="ss -K (CAP_NET_ADMIN, sock_destroy) unavailable")
+def test_direct_link_killed_fifty_times(agent_factory):
+    """The direct link's TCP connection is destroyed from outside (`ss -K`) 50 times
+    mid-stream: every frame reaches the reader app once, in order."""
+    port = free_port()
+    alice = agent_factory(A)
+    bob = agent_factory(B, args=["--direct-listen", f"127.0.0.1:{port}"])
+    direct_pair(alice, bob)
+    kills, batch = 50, 60
+    n = kills * batch + batch
+    reader = Reader(bob, n)
+    reader.start()
+    writer = AppClient(alice.session_dir(PATH))
+    for k in range(kills):
+        alice.wait_session(PATH, lambda s: s.active_path == pb.ACTIVE_PATH_DIRECT, 20)
+        send_paced(writer, k * batch, (k + 1) * batch, step=20, pause=0.001)
+        subprocess.run(
+            ["ss", "-K", "(", "sport", "=", f":{port}", "or", "dport", "=", f":{port}", ")"],
+            capture_output=True,
+            timeout=10,
+        )
+    send_paced(writer, kills * batch, n)
+    reader.check()
+    s = alice.session(PATH)
+    assert s.counters.direct_switches >= kills  # it really went down and up again

@@ -199,7 +199,7 @@ def test_link_down_goes_back_to_relay_and_retries_soon() -> None:
     assert of(out, PathNews) == [PathNews(B, False, "direct link down: connection reset")]
     (down,) = relayed(out, A)
     assert down.kind == n.DOWN
-    assert s.next_deadline() == pytest.approx(100.0 + n.RETRY_INITIAL)
+    assert s.next_deadline() == pytest.approx(100.0 + n.RETRY_AFTER_DROP)
     rout = r.on_signal(down, 100.0)
     assert of(rout, PathNews) and not r.is_up(A)
     # the sender's retry makes a fresh offer the reader takes

@@ -21,9 +21,10 @@ Who does what, per reader leg (`leg` = a random id of one negotiation):
    listener always knows the leg before the first handshake byte arrives.
 4. On success both sides send `hotlink.direct.up` (informational) and the leg is UP;
    on failure the sender says why (`PathNews`), the session stays on the relay, and
-   it tries again after a backoff (1 s doubling to 60 s) while the reader is
-   accepted. A refusal that will not change (the reader or relay does not speak
-   `direct`, the reader has direct off) stops the retries for that reader.
+   it tries again after a backoff (1 s doubling to 60 s; 0.2 s doubling after a
+   link that worked dropped) while the reader is accepted. A refusal that will not
+   change (the reader or relay does not speak `direct`, the reader has direct off)
+   stops the retries for that reader.
 
 The glue (`agent/direct/glue.py`) carries out the effects with the real listener
 and `connect()`, and feeds results back (`connected`, `connect_failed`,
@@ -59,6 +60,8 @@ EXPECT_TIMEOUT = CONNECT_TIMEOUT + 5.0
 ANSWER_TIMEOUT = 5.0
 RETRY_INITIAL = 1.0
 RETRY_MAX = 60.0
+#: first retry after a link that worked dropped (it will most likely work again)
+RETRY_AFTER_DROP = 0.2
 
 #: a reader's answer meaning "never for this session" (no retries)
 REFUSED_OFF = "direct path off"
@@ -320,7 +323,7 @@ class Negotiator:
             return []
         out: list[Effect] = [PathNews(peer, False, f"direct link down: {why}")]
         if self.role is Role.SENDER:
-            leg.retry_delay = RETRY_INITIAL  # it worked: try again soon
+            leg.retry_delay = RETRY_AFTER_DROP  # it worked: try again soon
             out += self._backoff(leg, f"direct link down: {why}", now, news=False)
             to = peer
         else:
