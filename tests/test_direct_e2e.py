@@ -3,12 +3,18 @@ the direct link between the agents on loopback (no mocks)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import shutil
 import socket
 import subprocess
+import threading
 
 import pytest
 from fixtures_agent import AppClient, wait_for
+from hotlink.agent.direct.keys import DirectBinding, LocalKey
+from hotlink.agent.direct.transport import DirectConnectFailed, connect
 from hotlink.v1 import agent_pb2 as pb
 from test_fallback_e2e import PATH, REL, A, B, Reader, send_paced
 
@@ -137,3 +143,90 @@ def test_direct_link_killed_fifty_times(agent_factory):
     reader.check()
     s = alice.session(PATH)
     assert s.counters.direct_switches >= kills  # it really went down and up again
+
+
+class RecordingProxy(threading.Thread):
+    """A TCP proxy in front of `target` that records what clients send."""
+
+    def __init__(self, target: int) -> None:
+        super().__init__(daemon=True)
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.srv.getsockname()[1])
+        self.target = target
+        self.recorded: list[bytes] = []
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                cli, _ = self.srv.accept()
+                up = socket.create_connection(("127.0.0.1", self.target))
+                buf = bytearray()
+                self.recorded.append(buf)  # type: ignore[arg-type]
+                threading.Thread(target=self._pump, args=(cli, up, buf), daemon=True).start()
+                threading.Thread(target=self._pump, args=(up, cli, None), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket, rec: bytearray | None) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                if rec is not None:
+                    rec += data
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+def _closed_by_peer(sock: socket.socket, payload: bytes) -> bool:
+    sock.settimeout(15)
+    with contextlib.suppress(OSError):
+        sock.sendall(payload)
+        while sock.recv(4096):
+            pass
+    return True
+
+
+def test_strangers_refused_session_unaffected(agent_factory):
+    port = free_port()
+    alice = agent_factory(A)
+    bob = agent_factory(B, args=["--direct-listen", f"127.0.0.1:{port}"])
+    proxy = RecordingProxy(port)
+    proxy.start()
+    # bob also offers the proxy: alice tries it in parallel, so it sees a real handshake
+    bob.kill()
+    bob.args += ["--direct-advertise", f"127.0.0.1:{proxy.port}"]
+    bob.start()
+    direct_pair(alice, bob)
+    wait_for(lambda: any(proxy.recorded), 20, "a handshake through the proxy")
+    reader = Reader(bob, 400)
+    reader.start()
+    writer = AppClient(alice.session_dir(PATH))
+    send_paced(writer, 0, 200)
+
+    def refusals() -> int:
+        return bob.log_text().count("direct listener refused")
+
+    def refused_once_more(base: int) -> int:
+        return wait_for(lambda: refusals() > base and refusals(), 20, "a refusal logged")
+
+    base = refusals()
+    # 1. garbage
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        assert _closed_by_peer(s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(512))
+    base = refused_once_more(base)
+    # 2. a well-formed handshake for another session (keys the relay never exchanged)
+    binding = DirectBinding("another-session", A, B, "leg0")
+    with pytest.raises(DirectConnectFailed):
+        asyncio.run(
+            connect([f"127.0.0.1:{port}"], LocalKey.generate(), LocalKey.generate().public, binding)
+        )
+    base = refused_once_more(base)
+    # 3. the bytes alice's agent sent in a real handshake, replayed
+    rec = bytes(next(r for r in proxy.recorded if r))
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        assert _closed_by_peer(s, rec)
+    refused_once_more(base)
+    # the session goes on, direct
+    send_paced(writer, 200, 400)
+    reader.check()
+    assert alice.session(PATH).active_path == pb.ACTIVE_PATH_DIRECT
