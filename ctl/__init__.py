@@ -15,16 +15,21 @@ Command line:
 - `acledit`      pure edits of a syft.pub.yaml (grant, revoke), checked by the relay's parser
 - `output`       tables and JSON for control-API messages
 - `devstack`     a local relay + agents on loopback (`hotlinkctl devstack`); `demo` tours it;
-                 `devstack_cluster` its `--relays N` variant (nats-server + N relay nodes)
+                 `devstack_cluster` its `--relays N` variant (nats-server + N relay nodes);
+                 `devstack_state` its devstack.json, `devstack_procs` its processes
 - `bench`        `hotlinkctl bench`: latency percentiles against a floor; `floor` is that
-                 floor (plain forwarding), `stats` the percentiles, `bench_table` the
-                 text table, `bench_progress` the progress line, `bench_otel` the
-                 traced devstack and receiver of `bench --otel`
+                 floor (plain forwarding), `stats` the percentiles, `bench_measure` the
+                 stamped samples of one channel, `bench_channels` the hotlink, file and
+                 floor channels, `bench_table` the text table, `bench_progress` the
+                 progress line, `bench_otel` the traced devstack and receiver of
+                 `bench --otel`
 - `trace`        `hotlinkctl trace`: per-stage breakdown of collected spans
 - `bench_cluster` relay cluster benchmarks: same- vs cross-node latency, 1/2/3-node rate
 - `tunnel_cli`   `hotlinkctl tunnel expose|forward|ls|close`: TCP tunnels
 - `mpyc_demo`    `hotlinkctl demo mpyc`: three MPyC parties over tunnels vs straight;
                  `mpyc_party` is the (unmodified-MPyC) party program it runs
 - `tunnel_bench` `hotlinkctl demo tunnel-throughput`: one tunnel stream vs loopback TCP
+- `bench_direct_link` `python -m hotlink.ctl.bench_direct_link`: the direct link's own cost
+                 (plain TCP echo vs DirectLink echo between two processes)
 - `tlsgen`       a throwaway local CA and server certificate (`devstack up --tls`, `bench --tls`)
 """

@@ -8,45 +8,44 @@ writes it into its mirror and replays it into the reader app's stream.sock; the 
 ends when the reader app has the frame (the mirror file is checked to exist too). No
 floor: there is no plain-forwarding equivalent of the file path.
 
-Each payload carries `perf_counter_ns()` (CLOCK_MONOTONIC; sender and receiver are this
-one process) little-endian in bytes 0..8 and its message index in bytes 8..16, so a lost
-or reordered frame is detected rather than silently skewing the figures. For every
-(size, mode) the floor (`floor.py`: same topology, plain forwarding) is measured first
-and hotlink right after, so each ratio compares runs seconds apart on the same machine.
+Modules: `bench_measure` (the stamped samples of one channel), `bench_channels` (the
+hotlink, file and floor channels), `bench_table` (the text table). For every (size,
+mode) the floor (`floor.py`: same topology, plain forwarding) is measured first and
+hotlink right after, so each ratio compares runs seconds apart on the same machine.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
 import os
 import platform
-import struct
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotlink.common.atomic import write_atomic
-from hotlink.common.loop import running_on_uvloop, uvloop_available
-from hotlink.v1 import agent_pb2 as pb
+from hotlink.common.loop import running_on_uvloop
 
 from . import devstack
 from .agent_client import AgentClient
+from .bench_channels import FloorStack as FloorStack
+from .bench_channels import open_file_channel as open_file_channel
+from .bench_channels import open_hotlink_channel as open_hotlink_channel
+from .bench_channels import start_floor as start_floor
+from .bench_measure import STAMP as STAMP
+from .bench_measure import Channel as Channel
+from .bench_measure import ThroughputResult as ThroughputResult
+from .bench_measure import _run as _run  # bench_cluster measures with it
+from .bench_measure import measure as measure
+from .bench_measure import measure_throughput as measure_throughput
 from .bench_otel import OtelSummary, Receiver, TracedStack
-from .bench_progress import Progress
+from .bench_progress import Progress as Progress  # `bench.Progress` for the CLI
 from .bench_table import render_table as render_table  # `bench.render_table` for callers
-from .errors import CtlError, Unavailable, UsageError
-from .stats import LatencySummary, fmt_size, ratios, summarize
-from .stream import Endpoint, Stream
-from .tlsgen import make_local_ca
+from .errors import CtlError, UsageError
+from .stats import LatencySummary, fmt_size, ratios
 
-STAMP = struct.Struct("<QQ")  # send time ns, message index
 DEFAULT_SIZES = (1024, 10 * 1024, 100 * 1024)
 
 #: The reference's published figures (hotlink-protocol.md §7): 25 samples, one in flight.
@@ -60,19 +59,6 @@ DESCRIPTIONS = {
     "e2e-latency": "one-way latency, .request file in the sender's session dir to the "
     "reader app's stream.sock (file path), monotonic ns stamp",
 }
-
-SendFn = Callable[[bytes], Awaitable[None]]
-RecvFn = Callable[[], Awaitable[bytes]]
-
-
-@dataclass
-class Channel:
-    """One direction of a topology, as the app sees it."""
-
-    name: str
-    send: SendFn
-    recv: RecvFn
-    close: Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -120,34 +106,6 @@ class RunResult:
 
 
 @dataclass
-class ThroughputResult:
-    path: str
-    total_bytes: int
-    frame_size: int
-    frames: int
-    elapsed_s: float
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.total_bytes / self.elapsed_s / 1e6 if self.elapsed_s > 0 else 0.0
-
-    @property
-    def frames_per_s(self) -> float:
-        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "total_bytes": self.total_bytes,
-            "frame_size": self.frame_size,
-            "frames": self.frames,
-            "elapsed_s": round(self.elapsed_s, 4),
-            "mb_per_s": round(self.mb_per_s, 2),
-            "frames_per_s": round(self.frames_per_s, 1),
-        }
-
-
-@dataclass
 class BenchReport:
     config: BenchConfig
     environment: dict[str, Any]
@@ -181,295 +139,6 @@ class BenchReport:
             "otel": self.otel.to_dict() if self.otel is not None else None,
             "reference": REFERENCE,
         }
-
-
-# --------------------------------------------------------------------------- measuring
-
-
-async def measure(
-    ch: Channel,
-    size: int,
-    count: int,
-    *,
-    inflight: int = 1,
-    warmup: int = 0,
-    timeout: float = 60.0,
-    progress: Progress | None = None,
-    label: str = "",
-) -> LatencySummary:
-    """Send `count` messages of `size` bytes with at most `inflight` unanswered."""
-    if size < STAMP.size:
-        raise UsageError(f"payload size {size} below the {STAMP.size}-byte stamp")
-    body = bytearray(os.urandom(min(size, 4096)) * (size // 4096 + 1))[:size]
-    if warmup:
-        await _run(ch, body, warmup, inflight, timeout, None, 0)
-    if progress:
-        progress.start(label, count)
-    t0 = time.perf_counter()
-    samples = await _run(ch, body, count, inflight, timeout, progress, warmup)
-    elapsed = time.perf_counter() - t0
-    return summarize(samples, size, elapsed)
-
-
-async def _run(
-    ch: Channel,
-    body: bytearray,
-    count: int,
-    inflight: int,
-    timeout: float,
-    progress: Progress | None,
-    base: int,
-) -> list[int]:
-    samples: list[int] = []
-    send, recv, clock, stamp = ch.send, ch.recv, time.perf_counter_ns, STAMP.pack_into
-
-    def check(msg: bytes, expect: int) -> None:
-        now = clock()
-        sent, idx = STAMP.unpack_from(msg)
-        if idx != expect or len(msg) != len(body):
-            raise CtlError(
-                f"{ch.name}: expected message {expect} of {len(body)} bytes, got message "
-                f"{idx} of {len(msg)} bytes (lost, duplicated or reordered frame)"
-            )
-        samples.append(now - sent)
-
-    async def sequential() -> None:
-        for i in range(count):
-            stamp(body, 0, clock(), base + i)
-            await send(bytes(body))
-            check(await recv(), base + i)
-            if progress is not None and not i % 16:
-                progress.update(i)
-
-    async def pipelined() -> None:
-        window = asyncio.Semaphore(inflight)
-
-        async def produce() -> None:
-            for i in range(count):
-                await window.acquire()
-                stamp(body, 0, clock(), base + i)
-                await send(bytes(body))
-
-        producer = asyncio.create_task(produce())
-        try:
-            for i in range(count):
-                check(await recv(), base + i)
-                window.release()
-                if progress is not None and not i % 16:
-                    progress.update(i)
-            await producer
-        finally:
-            producer.cancel()
-
-    try:
-        await asyncio.wait_for(sequential() if inflight <= 1 else pipelined(), timeout)
-    except TimeoutError:
-        raise Unavailable(
-            f"{ch.name}: only {len(samples)} of {count} messages arrived within {timeout:g}s",
-            "frames were lost or the path stalled; see the agent logs (devstack logs/)",
-        ) from None
-    if progress is not None:
-        progress.update(count)
-    return samples
-
-
-async def measure_throughput(
-    ch: Channel, total_bytes: int, frame_size: int, inflight: int, timeout: float
-) -> ThroughputResult:
-    """Stream `total_bytes` in `frame_size` frames, `inflight` unanswered at most."""
-    frames = max(1, -(-total_bytes // frame_size))
-    body = bytearray(os.urandom(min(frame_size, 4096)) * (frame_size // 4096 + 1))[:frame_size]
-    t0 = time.perf_counter()
-    await _run(ch, body, frames, max(inflight, 1), timeout, None, 0)
-    elapsed = time.perf_counter() - t0
-    return ThroughputResult(ch.name, frames * frame_size, frame_size, frames, elapsed)
-
-
-# --------------------------------------------------------------------------- topologies
-
-
-async def _wait_attached(
-    sender: AgentClient, reader: AgentClient, reader_email: str, full: str, timeout: float
-) -> None:
-    """Until the reader accepted and its app is attached: no frame can be lost."""
-    await sender.wait_session(
-        full,
-        lambda s: s.state == pb.SESSION_STATE_OPEN and reader_email in s.readers,
-        timeout,
-        f"{reader_email} to accept",
-    )
-    await reader.wait_session(
-        full,
-        lambda s: s.state == pb.SESSION_STATE_OPEN and s.ipc_clients >= 1,
-        timeout,
-        "the reader app to attach",
-    )
-
-
-async def open_hotlink_channel(
-    sender: AgentClient,
-    sender_email: str,
-    reader: AgentClient,
-    reader_email: str,
-    rel_path: str,
-    *,
-    ipc: str = "unix",
-    timeout: float = 15.0,
-) -> Channel:
-    """Open `rel_path` on the sender's datasite for `reader_email`, connect both apps,
-    and wait until the reader accepted and its app is attached (no frame can be lost)."""
-    ipc_mode = pb.IPC_MODE_TCP if ipc == "tcp" else pb.IPC_MODE_UNIX
-    full = f"{sender_email}/{rel_path}"
-    s_sess = await sender.open_session(
-        rel_path, to=reader_email, ipc_mode=ipc_mode, fallback_mode=pb.FALLBACK_MODE_OFF
-    )
-    r_sess = await reader.open_session(full, ipc_mode=ipc_mode, fallback_mode=pb.FALLBACK_MODE_OFF)
-    rx = await Stream.connect(r_sess.session_dir, timeout=timeout)
-    tx = await Stream.connect(s_sess.session_dir, timeout=timeout)
-    await _wait_attached(sender, reader, reader_email, full, timeout)
-
-    async def recv() -> bytes:
-        return (await rx.recv()).payload
-
-    async def close() -> None:
-        await tx.close()
-        await rx.close()
-        for client, ref in ((sender, full), (reader, full)):
-            with contextlib.suppress(CtlError):
-                await client.close_session(ref, "bench done")
-
-    return Channel(f"hotlink {sender_email}->{reader_email}", tx.send, recv, close)
-
-
-async def open_file_channel(
-    sender: AgentClient,
-    sender_email: str,
-    reader: AgentClient,
-    reader_email: str,
-    rel_path: str,
-    *,
-    timeout: float = 15.0,
-    notes: list[str] | None = None,
-) -> Channel:
-    """The file path as an app sees it: write `.request` files on the sender side,
-    read frames from the reader's stream.sock."""
-    full = f"{sender_email}/{rel_path}"
-    s_sess = await sender.open_session(rel_path, to=reader_email)
-    r_sess = await reader.open_session(full)
-    rx = await Stream.connect(r_sess.session_dir, timeout=timeout)
-    await _wait_attached(sender, reader, reader_email, full, timeout)
-    sdir, rdir = Path(s_sess.session_dir), Path(r_sess.session_dir)
-    names = itertools.count()
-    missing = [0]
-
-    async def send(payload: bytes) -> None:
-        name = f"e2e-{next(names):08d}.request"
-        # atomic: the watcher never sees half a file
-        write_atomic(sdir / name, payload, mode=0o644)
-
-    async def recv() -> bytes:
-        f = await rx.recv()
-        if not (rdir / f.path[len(full) + 1 :]).exists():  # frames carry the full path
-            missing[0] += 1
-        return f.payload
-
-    async def close() -> None:
-        await rx.close()
-        if missing[0] and notes is not None:
-            notes.append(
-                f"{missing[0]} replayed files were not in the reader's mirror "
-                "(start its agent with --keep-files to keep them)"
-            )
-        for client in (sender, reader):
-            with contextlib.suppress(CtlError):
-                await client.close_session(full, "bench done")
-
-    return Channel(f"files {sender_email}->{reader_email}", send, recv, close)
-
-
-@dataclass
-class FloorStack:
-    """The three floor processes and the two app connections."""
-
-    procs: list[asyncio.subprocess.Process]
-    tmp: tempfile.TemporaryDirectory[str]
-    channel: Channel
-
-    async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.channel.close()
-        for p in self.procs:
-            if p.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.terminate()
-        for p in self.procs:
-            try:
-                await asyncio.wait_for(p.wait(), 5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                await p.wait()
-        self.tmp.cleanup()
-
-
-async def _spawn_floor(args: list[str], expect: str) -> tuple[asyncio.subprocess.Process, str]:
-    argv = [sys.executable, "-m", "hotlink.ctl.floor"]
-    if not uvloop_available():
-        argv.append("--no-uvloop")
-    proc = await asyncio.create_subprocess_exec(
-        *argv, *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 15.0)).decode().strip()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise Unavailable(f"floor process {' '.join(args)} did not start within 15s") from None
-    if not line.startswith(expect):
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise CtlError(f"floor process {' '.join(args)} failed to start: {line!r}")
-    return proc, line
-
-
-async def start_floor(tls: bool = False) -> FloorStack:
-    tmp = tempfile.TemporaryDirectory(prefix="hlfloor-", dir="/tmp")
-    procs: list[asyncio.subprocess.Process] = []
-    try:
-        relay_args, peer_args = ["relay", "--port", "0"], []
-        if tls:  # the same TLS as the measured path: the floor stays a like-for-like one
-            files = make_local_ca(Path(tmp.name) / "tls")
-            relay_args += ["--tls-cert", str(files.cert), "--tls-key", str(files.key)]
-            peer_args = ["--ca-file", str(files.ca)]
-        relay, line = await _spawn_floor(relay_args, "floor-relay listening on ")
-        procs.append(relay)
-        url = line.rsplit(" ", 1)[-1]
-        sa, sb = str(Path(tmp.name) / "a.sock"), str(Path(tmp.name) / "b.sock")
-        for sock in (sa, sb):
-            p, _ = await _spawn_floor(
-                ["peer", "--server", url, "--socket", sock, *peer_args], "floor-peer"
-            )
-            procs.append(p)
-        tx = await Stream.connect_endpoint(Endpoint("unix", path=sa))
-        rx = await Stream.connect_endpoint(Endpoint("unix", path=sb))
-    except BaseException:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.kill()
-            await p.wait()
-        tmp.cleanup()
-        raise
-
-    async def recv() -> bytes:
-        return (await rx.recv()).payload
-
-    async def close() -> None:
-        await tx.close()
-        await rx.close()
-
-    return FloorStack(procs, tmp, Channel("floor", tx.send, recv, close))
 
 
 # --------------------------------------------------------------------------- environment

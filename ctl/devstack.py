@@ -11,6 +11,9 @@ or `relay`) of a running stack, for fault tests and demos: the relay comes back 
 same port with the same data dir, an agent with the same root (its sessions are
 restored from its state file). `devstack.json` always holds each process's pid.
 
+Modules: `devstack_state` (devstack.json), `devstack_procs` (spawn, stop, reap);
+`devstack_cluster` adds `--relays N`.
+
 Layout under D:
     devstack.json         relay url/pid, per peer: email, root, control, pid, token, log
     relay/                relay data dir (ACLs pre-seeded under relay/datasites/)
@@ -25,115 +28,37 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import shutil
-import signal
 import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotlink.common.atomic import write_atomic
 from hotlink.wire.paths import validate_email
 
 from .agent_client import AgentClient, default_control_socket
+from .devstack_procs import _CHILDREN as _CHILDREN
+from .devstack_procs import _child_env, _spawn, _wait_relay, _write_header
+from .devstack_procs import log_tail as log_tail
+from .devstack_procs import pid_alive as pid_alive
+from .devstack_procs import stop_pid as stop_pid
+from .devstack_procs import tool_command as tool_command
+from .devstack_state import STATE_FILE as STATE_FILE
+from .devstack_state import DevstackState as DevstackState
+from .devstack_state import PeerInfo as PeerInfo
+from .devstack_state import RelayInfo as RelayInfo
 from .errors import CtlError, NotFound, Unavailable, UsageError
 from .tlsgen import make_local_ca
 
-STATE_FILE = "devstack.json"
 DEFAULT_PEERS = ("alice@example.org", "bob@example.org")
-_RELAY_LINE = re.compile(r"hotlink-relay listening on (wss?://\S+)")
 #: sun_path is 108 bytes on Linux (104 on macOS); keep a margin.
 _MAX_SOCK_PATH = 100
-_TERM_WAIT = 5.0
 #: `--otel` without an endpoint: the OTLP/gRPC port of docker-compose.otel.yaml's Jaeger
 DEFAULT_OTEL_ENDPOINT = "http://127.0.0.1:4317"
-
-#: Popen objects of processes this interpreter started, so `down()` in the same process
-#: can reap them (no zombies, no ResourceWarning) instead of only signalling.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 #: The relay-cluster part (`--relays N`): `ctl.devstack_cluster` registers itself here
 #: when imported (it builds on this module, so this module does not import it).
 CLUSTER: Any = None
-
-
-@dataclass
-class RelayInfo:
-    url: str
-    pid: int
-    data: str
-    log_file: str
-    #: extra relay flags given to `up` (tracing; kept for `start`)
-    args: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PeerInfo:
-    email: str
-    root: str
-    control: str
-    pid: int
-    token_file: str
-    log_file: str
-    #: extra agent flags given to `up` (kept for `start`)
-    args: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DevstackState:
-    dir: str
-    relay: RelayInfo | None = None
-    peers: list[PeerInfo] = field(default_factory=list)
-    started_unix: float = 0.0
-    #: `--relays N`: nats-server, the relay nodes and each peer's node
-    #: (ctl/devstack_cluster.py); None for the single relay
-    cluster: dict[str, Any] | None = None
-
-    def save(self) -> None:
-        path = Path(self.dir) / STATE_FILE
-        write_atomic(path, json.dumps(asdict(self), indent=2) + "\n", mode=0o644)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> DevstackState:
-        path = Path(directory) / STATE_FILE
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise NotFound(
-                f"no devstack in {directory} ({STATE_FILE} missing)",
-                f"start one with: hotlinkctl devstack up --dir {directory}",
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise CtlError(f"{path} is not valid JSON: {exc}") from None
-        rknown = set(RelayInfo.__dataclass_fields__)
-        relay = (
-            RelayInfo(**{k: v for k, v in raw["relay"].items() if k in rknown})
-            if raw.get("relay")
-            else None
-        )
-        known = set(PeerInfo.__dataclass_fields__)
-        peers = [
-            PeerInfo(**{k: v for k, v in p.items() if k in known}) for p in raw.get("peers", [])
-        ]
-        return cls(
-            dir=str(directory),
-            relay=relay,
-            peers=peers,
-            started_unix=raw.get("started_unix", 0.0),
-            cluster=raw.get("cluster"),
-        )
-
-    def peer(self, email: str) -> PeerInfo:
-        for p in self.peers:
-            if p.email == email:
-                return p
-        raise NotFound(
-            f"no peer {email} in the devstack at {self.dir}",
-            "peers: " + ", ".join(p.email for p in self.peers),
-        )
 
 
 def parse_peers(text: str | None) -> list[str]:
@@ -169,24 +94,6 @@ def acl_yaml(readers: list[str]) -> str:
     )
 
 
-def tool_command(name: str, module: str) -> list[str]:
-    """The console script next to this Python, else on PATH, else `python -c` its main."""
-    local = Path(sys.executable).parent / name
-    if local.exists():
-        return [str(local)]
-    found = shutil.which(name)
-    if found:
-        return [found]
-    return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())"]
-
-
-def _child_env() -> dict[str, str]:
-    """Our environment minus HOTLINK_* (flags decide everything), unbuffered output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINK_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def otel_args(endpoint: str | None, ratio: float | None = None) -> list[str]:
     """Tracing flags for every relay and agent of a devstack (`up --otel [ENDPOINT]`):
     export to `endpoint` over OTLP/gRPC; sampler ratio `ratio` (None: the processes'
@@ -198,121 +105,6 @@ def otel_args(endpoint: str | None, ratio: float | None = None) -> list[str]:
     if ratio is not None:
         args += ["--otel-sampler-arg", f"{ratio:g}"]
     return args
-
-
-def _spawn(argv: list[str], log_file: Path) -> subprocess.Popen[bytes]:
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=_child_env(),
-        )
-    _CHILDREN[proc.pid] = proc
-    return proc
-
-
-def log_tail(path: str | os.PathLike[str], lines: int = 15) -> str:
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
-    tail = text.strip().splitlines()[-lines:]
-    return "\n".join("    " + line for line in tail)
-
-
-def pid_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    if pid <= 0:
-        return False
-    proc = _CHILDREN.get(pid)
-    if proc is not None:
-        return proc.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _is_ours(pid: int) -> bool:
-    """Guard against PID reuse: only signal a process whose command line is hotlink's."""
-    if pid in _CHILDREN:
-        return True
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # no procfs (macOS): trust the state file
-    return b"hotlink" in cmd
-
-
-def stop_pid(pid: int, timeout: float = _TERM_WAIT) -> str:
-    """SIGTERM, wait, then SIGKILL. Returns what happened, for the report."""
-    if not pid_alive(pid):
-        _reap(pid)
-        return "not running"
-    if not _is_ours(pid):
-        return "skipped (pid reused by another program)"
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            _reap(pid)
-            return "stopped"
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.02)
-    _reap(pid)
-    return f"killed (did not stop within {timeout:.0f}s of SIGTERM)"
-
-
-def _reap(pid: int) -> None:
-    proc = _CHILDREN.pop(pid, None)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=1.0)
-
-
-async def _wait_relay(
-    proc: subprocess.Popen[bytes], log_file: Path, timeout: float, offset: int = 0
-) -> str:
-    """Wait for the listening line the relay writes after `offset` in its log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with open(log_file, "rb") as f:
-                f.seek(offset)
-                m = _RELAY_LINE.search(f.read().decode(errors="replace"))
-            if m:
-                return m.group(1)
-        if proc.poll() is not None:
-            raise Unavailable(
-                f"hotlink-relay exited with code {proc.returncode} before listening; "
-                f"last lines of {log_file}:\n{log_tail(log_file)}",
-                "fix the error above, or run the relay by hand: hotlink-relay serve --port 0 "
-                "--data DIR",
-            )
-        await asyncio.sleep(0.02)
-    raise Unavailable(
-        f"hotlink-relay did not print its URL within {timeout:g}s; see {log_file}:\n"
-        f"{log_tail(log_file)}"
-    )
 
 
 def _mint_token(relay_cmd: list[str], email: str, data: Path) -> str:
@@ -611,12 +403,6 @@ async def _start_peer(state: DevstackState, name: str, link_up: bool, timeout: f
         stop_pid(proc.pid)
         raise
     return proc.pid
-
-
-def _write_header(log: Path, argv: list[str]) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} hotlinkctl devstack: {' '.join(argv)}\n")
 
 
 def down(directory: str | os.PathLike[str]) -> dict[str, str]:

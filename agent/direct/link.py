@@ -25,6 +25,8 @@ log = logging.getLogger("hotlink.agent.direct")
 # How long close() lets queued records drain before the socket is aborted, so a
 # peer that stopped reading cannot hold a closing link (and its socket) forever.
 CLOSE_GRACE = 2.0
+# Records smaller than this are joined into one write (cheaper than a writev).
+_JOIN_BELOW = 16 * 1024
 
 
 class DirectLinkClosed(Exception):
@@ -110,14 +112,17 @@ class DirectLink(asyncio.Protocol):
         if self._reason is not None:
             raise DirectLinkClosed(self._reason)
         try:
-            record = self._codec.seal(payload)
+            header, ciphertext = self._codec.seal_parts(payload)
         except RecordError as exc:
             if "exhausted" in str(exc):
                 self.close(str(exc))
             raise DirectLinkClosed(str(exc)) from None
-        self._transport.write(record)
+        if len(ciphertext) < _JOIN_BELOW:
+            self._transport.write(header + ciphertext)
+        else:  # uvloop writes the two buffers with one writev, no 100 KB copy
+            self._transport.writelines((header, ciphertext))
         self.records_out += 1
-        self.bytes_out += len(record)
+        self.bytes_out += len(header) + len(ciphertext)
 
     def writable(self) -> bool:
         """False while closed or while the socket's write buffer is over its high mark."""

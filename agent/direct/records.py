@@ -84,6 +84,11 @@ class RecordCodec:
 
     def seal(self, payload: bytes | bytearray | memoryview) -> bytes:
         """One record for `payload`, ready to write."""
+        header, ciphertext = self.seal_parts(payload)
+        return header + ciphertext
+
+    def seal_parts(self, payload: bytes | bytearray | memoryview) -> tuple[bytes, bytes]:
+        """The record as (header, ciphertext), for `writelines` without joining them."""
         n = len(payload)
         if n > MAX_PAYLOAD:
             raise RecordError(f"record payload of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit")
@@ -92,9 +97,8 @@ class RecordCodec:
             raise RecordError("send counter exhausted: this link must be replaced")
         self._send_count = count + 1
         header = (n + TAG_BYTES).to_bytes(HEADER_BYTES, "big")
-        return header + self._seal.encrypt(
-            _NONCE_PREFIX + count.to_bytes(8, "big"), payload, header
-        )
+        nonce = _NONCE_PREFIX + count.to_bytes(8, "big")
+        return header, self._seal.encrypt(nonce, payload, header)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Payloads of every record completed by `data`, in order; RecordError if any fails."""

@@ -1,0 +1,165 @@
+"""Measuring one channel: latency samples and throughput (the bench's inner loop).
+
+Each payload carries `perf_counter_ns()` (CLOCK_MONOTONIC; sender and receiver are this
+one process) little-endian in bytes 0..8 and its message index in bytes 8..16, so a lost
+or reordered frame is detected rather than silently skewing the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .bench_progress import Progress
+from .errors import CtlError, Unavailable, UsageError
+from .stats import LatencySummary, summarize
+
+STAMP = struct.Struct("<QQ")  # send time ns, message index
+
+SendFn = Callable[[bytes], Awaitable[None]]
+RecvFn = Callable[[], Awaitable[bytes]]
+
+
+@dataclass
+class Channel:
+    """One direction of a topology, as the app sees it."""
+
+    name: str
+    send: SendFn
+    recv: RecvFn
+    close: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ThroughputResult:
+    path: str
+    total_bytes: int
+    frame_size: int
+    frames: int
+    elapsed_s: float
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.total_bytes / self.elapsed_s / 1e6 if self.elapsed_s > 0 else 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "total_bytes": self.total_bytes,
+            "frame_size": self.frame_size,
+            "frames": self.frames,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "mb_per_s": round(self.mb_per_s, 2),
+            "frames_per_s": round(self.frames_per_s, 1),
+        }
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+async def measure(
+    ch: Channel,
+    size: int,
+    count: int,
+    *,
+    inflight: int = 1,
+    warmup: int = 0,
+    timeout: float = 60.0,
+    progress: Progress | None = None,
+    label: str = "",
+) -> LatencySummary:
+    """Send `count` messages of `size` bytes with at most `inflight` unanswered."""
+    if size < STAMP.size:
+        raise UsageError(f"payload size {size} below the {STAMP.size}-byte stamp")
+    body = bytearray(os.urandom(min(size, 4096)) * (size // 4096 + 1))[:size]
+    if warmup:
+        await _run(ch, body, warmup, inflight, timeout, None, 0)
+    if progress:
+        progress.start(label, count)
+    t0 = time.perf_counter()
+    samples = await _run(ch, body, count, inflight, timeout, progress, warmup)
+    elapsed = time.perf_counter() - t0
+    return summarize(samples, size, elapsed)
+
+
+async def _run(
+    ch: Channel,
+    body: bytearray,
+    count: int,
+    inflight: int,
+    timeout: float,
+    progress: Progress | None,
+    base: int,
+) -> list[int]:
+    samples: list[int] = []
+    send, recv, clock, stamp = ch.send, ch.recv, time.perf_counter_ns, STAMP.pack_into
+
+    def check(msg: bytes, expect: int) -> None:
+        now = clock()
+        sent, idx = STAMP.unpack_from(msg)
+        if idx != expect or len(msg) != len(body):
+            raise CtlError(
+                f"{ch.name}: expected message {expect} of {len(body)} bytes, got message "
+                f"{idx} of {len(msg)} bytes (lost, duplicated or reordered frame)"
+            )
+        samples.append(now - sent)
+
+    async def sequential() -> None:
+        for i in range(count):
+            stamp(body, 0, clock(), base + i)
+            await send(bytes(body))
+            check(await recv(), base + i)
+            if progress is not None and not i % 16:
+                progress.update(i)
+
+    async def pipelined() -> None:
+        window = asyncio.Semaphore(inflight)
+
+        async def produce() -> None:
+            for i in range(count):
+                await window.acquire()
+                stamp(body, 0, clock(), base + i)
+                await send(bytes(body))
+
+        producer = asyncio.create_task(produce())
+        try:
+            for i in range(count):
+                check(await recv(), base + i)
+                window.release()
+                if progress is not None and not i % 16:
+                    progress.update(i)
+            await producer
+        finally:
+            producer.cancel()
+
+    try:
+        await asyncio.wait_for(sequential() if inflight <= 1 else pipelined(), timeout)
+    except TimeoutError:
+        raise Unavailable(
+            f"{ch.name}: only {len(samples)} of {count} messages arrived within {timeout:g}s",
+            "frames were lost or the path stalled; see the agent logs (devstack logs/)",
+        ) from None
+    if progress is not None:
+        progress.update(count)
+    return samples
+
+
+async def measure_throughput(
+    ch: Channel, total_bytes: int, frame_size: int, inflight: int, timeout: float
+) -> ThroughputResult:
+    """Stream `total_bytes` in `frame_size` frames, `inflight` unanswered at most."""
+    frames = max(1, -(-total_bytes // frame_size))
+    body = bytearray(os.urandom(min(frame_size, 4096)) * (frame_size // 4096 + 1))[:frame_size]
+    t0 = time.perf_counter()
+    await _run(ch, body, frames, max(inflight, 1), timeout, None, 0)
+    elapsed = time.perf_counter() - t0
+    return ThroughputResult(ch.name, frames * frame_size, frame_size, frames, elapsed)
