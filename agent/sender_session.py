@@ -150,7 +150,11 @@ class SenderSession(Session):
         while pend:
             relay, direct = tx.carriers()
             carriers = [links[r] for r in direct if r in links]
-            if (relay and not link.writable) or not all(c.writable() for c in carriers):
+            if relay and not link.writable:
+                break  # the relay link's on_writable flushes again
+            blocked = next((c for c in carriers if not c.writable()), None)
+            if blocked is not None:
+                self.mgr.direct.when_writable(self, blocked)  # type: ignore[attr-defined]
                 break
             msg = pend[0]
             wire = encode(msg)

@@ -80,6 +80,7 @@ class DirectService:
         self.links: dict[tuple[int, str], DirectLink] = {}
         self.progress_sent: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._draining: set[DirectLink] = set()
         self._tick: asyncio.TimerHandle | None = None
         self._emit: Callable[..., Any] = mgr.emit
 
@@ -335,6 +336,25 @@ class DirectService:
         except Exception:
             return
         self.progress_sent[id(s)] = seq
+
+    def when_writable(self, s: Session, link: DirectLink) -> None:
+        """A sender stopped at a full link: flush it again once the link drains (one
+        waiter per link)."""
+        if link in self._draining:
+            return
+        self._draining.add(link)
+
+        async def wait() -> None:
+            try:
+                await link.drain()
+            except Exception:  # closed meanwhile: its `closed` callback re-routes
+                return
+            finally:
+                self._draining.discard(link)
+            if not s.closed:
+                s.flush()  # type: ignore[attr-defined]
+
+        self._spawn(wait())
 
     def _spawn(self, coro: Any) -> None:
         t = self.mgr.loop.create_task(coro)
