@@ -157,7 +157,13 @@ class SenderSession(Session):
                 self.mgr.direct.when_writable(self, blocked)  # type: ignore[attr-defined]
                 break
             msg = pend[0]
-            wire = encode(msg)
+            tr = self.mgr.tracer
+            rec = None
+            if tr is None:
+                wire = encode(msg)
+            else:
+                rec, tp = tr.before_direct(msg, "relay+direct" if relay else "direct")
+                wire = encode(msg, traceparent=tp)
             for c in carriers:
                 try:
                     c.send(wire)
@@ -173,6 +179,8 @@ class SenderSession(Session):
             elif carriers:
                 self.direct_frames += 1
                 self.direct_bytes += len(msg.payload)
+            if rec is not None:
+                tr.after_send(rec)  # type: ignore[union-attr]
             tee = tx.frame_sent()
             if tee is not None:
                 self._write_file(tee)

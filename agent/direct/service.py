@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -278,8 +279,10 @@ class DirectService:
             self._apply(s, neg, neg.link_down(peer, link.binding.leg, why, self.now()))
 
     def _on_link_message(self, s: Session, peer: str, link: DirectLink, payload: bytes) -> None:
+        t0 = time.time_ns()
         try:
-            msg = decode(payload).msg
+            env = decode(payload)
+            msg = env.msg
         except ProtocolError as exc:
             log.warning("session %s: bad message on the direct link of %s: %s", s.path, peer, exc)
             link.close("bad message")
@@ -290,7 +293,11 @@ class DirectService:
                 link.close("data path outside the session")
                 return
             s.direct_frames += 1  # type: ignore[attr-defined]
-            s.on_data(msg)  # type: ignore[attr-defined,arg-type]
+            tr = self.mgr.tracer
+            if tr is None:
+                s.on_data(msg)  # type: ignore[attr-defined,arg-type]
+            else:
+                tr.on_direct(env, t0, functools.partial(s.on_data, msg))  # type: ignore[attr-defined]
         elif t is m.HotlinkProgress and s.is_sender and msg.sid == s.sid:  # type: ignore[union-attr]
             s.apply(s.tx.on_progress(peer, msg.seq))  # type: ignore[attr-defined,union-attr]
         else:
