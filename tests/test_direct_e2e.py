@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import socket
@@ -15,6 +16,8 @@ import pytest
 from fixtures_agent import AppClient, wait_for
 from hotlink.agent.direct.keys import DirectBinding, LocalKey
 from hotlink.agent.direct.transport import DirectConnectFailed, connect
+from hotlink.telemetry import names as N
+from hotlink.telemetry.receiver import by_name, has_names
 from hotlink.v1 import agent_pb2 as pb
 from test_fallback_e2e import PATH, REL, A, B, Reader, send_paced
 
@@ -230,3 +233,38 @@ def test_strangers_refused_session_unaffected(agent_factory):
     send_paced(writer, 200, 400)
     reader.check()
     assert alice.session(PATH).active_path == pb.ACTIVE_PATH_DIRECT
+
+
+def test_direct_trace_skips_the_relay(relay_factory, agent_factory, otlp_receiver, otel_env):
+    relay = relay_factory(
+        extra_args=["--otel", "--otel-endpoint", otlp_receiver.endpoint,
+                    "--otel-sampler", "parentbased_traceidratio", "--otel-sampler-arg", "1"]
+    )  # fmt: skip
+    env = otel_env(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="1")
+    alice = agent_factory(A, relay_=relay, env=env)
+    bob = agent_factory(B, relay_=relay, env=env)
+    direct_pair(alice, bob)
+    reader = AppClient(bob.session_dir(PATH))
+    writer = AppClient(alice.session_dir(PATH))
+    try:
+        writer.send(b"x" * 1024, path="m/1.request")
+        (f,) = reader.recv_n(1)
+        assert f.payload == b"x" * 1024 and f.seq == 1
+    finally:
+        writer.close()
+        reader.close()
+    stages = (N.HOTLINK_IPC_READ, N.HOTLINK_SEND, N.HOTLINK_RECEIVE_DIRECT, N.HOTLINK_IPC_WRITE)
+    spans = otlp_receiver.wait_for(has_names(*stages), timeout=20)
+    named = by_name(spans)
+    chain = [named[n][0] for n in stages]
+    assert all(len(named[n]) == 1 for n in stages)
+    assert len({x["trace_id"] for x in chain}) == 1
+    for parent, child in itertools.pairwise(chain):
+        assert child["parent_span_id"] == parent["span_id"], (parent["name"], child["name"])
+    assert [x["service"] for x in chain] == [N.SERVICE_AGENT] * 4
+    assert chain[0]["resource"][N.RES_PEER_EMAIL] == A
+    assert chain[2]["resource"][N.RES_PEER_EMAIL] == B
+    assert [x["attributes"][N.ROUTE] for x in chain] == ["direct"] * 4
+    # no relay stage in that trace
+    tid = chain[0]["trace_id"]
+    assert not [x for x in named.get(N.RELAY_ROUTE, []) if x["trace_id"] == tid]
