@@ -125,15 +125,19 @@ class SenderSession(Session):
                 failed = self._transmit_direct()
         elif pend and (force or tx.can_transmit):
             link = self.mgr.link
+            n = 0
             while pend and link.writable:
                 try:
                     link.send(pend[0])
                 except LinkDown:
                     failed = True
                     break
+                n += 1
+                self.relay_bytes += len(pend[0].payload)
                 tee = tx.frame_sent()
                 if tee is not None:
                     self._write_file(tee)
+            self.relay_frames += n
         done = tx.transmit_done(failed, fail_over)
         if done:
             self.apply(done)

@@ -14,11 +14,15 @@ import threading
 
 import pytest
 from fixtures_agent import AppClient, wait_for
+from fixtures_relay import relay_client
+from hotlink.agent.direct import negotiator as n
 from hotlink.agent.direct.keys import DirectBinding, LocalKey
 from hotlink.agent.direct.transport import DirectConnectFailed, connect
 from hotlink.telemetry import names as N
 from hotlink.telemetry.receiver import by_name, has_names
 from hotlink.v1 import agent_pb2 as pb
+from hotlink.wire.frames import Frame, encode_frame
+from hotlink.wire.messages import HotlinkAccept, HotlinkData, HotlinkOpen, HotlinkSignal
 from test_fallback_e2e import PATH, REL, A, B, Reader, send_paced
 
 pytestmark = pytest.mark.e2e
@@ -268,3 +272,51 @@ def test_direct_trace_skips_the_relay(relay_factory, agent_factory, otlp_receive
     # no relay stage in that trace
     tid = chain[0]["trace_id"]
     assert not [x for x in named.get(N.RELAY_ROUTE, []) if x["trace_id"] == tid]
+
+
+def test_candidate_that_never_answers_leaves_the_session_on_the_relay(relay, agent_factory):
+    """A reader (a scripted protocol client) answers the offer with the address of a
+    TCP server that accepts and never says a word: alice's agent gives up after its
+    bounded connect, says why, and keeps sending by the relay."""
+    alice = agent_factory(A)
+    alice.open(REL, fallback_mode=pb.FALLBACK_MODE_OFF)
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(
+        target=lambda: [held.append(silent.accept()[0]) for _ in range(8)], daemon=True
+    ).start()
+    addr = f"127.0.0.1:{silent.getsockname()[1]}"
+
+    async def reader() -> tuple[str, list[int]]:
+        async with relay_client(relay, B) as bob:
+            offer = await bob.recv_type(HotlinkOpen, 20)
+            await bob.send(HotlinkAccept(offer.sid))
+            sig = await bob.recv_type(HotlinkSignal, 20)
+            assert sig.kind == n.OFFER and sig.frm == A
+            leg, _ = n.decode_token(sig.token)
+            tok = n.encode_token(leg, LocalKey.generate().public_b64())
+            await bob.send(HotlinkSignal(offer.sid, n.ANSWER, [addr], tok))
+            # the bounded connect (3 s) runs out; then the frames come by the relay
+            status = await asyncio.to_thread(
+                alice.wait_session,
+                PATH,
+                lambda s: any("connect failed" in d.status for d in s.direct),
+                20,
+            )
+            await asyncio.to_thread(
+                AppClient(alice.session_dir(PATH)).send_raw, b"".join(
+                    encode_frame(Frame(b"m%d" % i)) for i in range(20)
+                ),
+            )
+            seqs = [(await bob.recv_type(HotlinkData, 20)).seq for _ in range(20)]
+            return status.direct[0].status, seqs
+
+    try:
+        why, seqs = asyncio.run(reader())
+    finally:
+        for s in (*held, silent):
+            s.close()
+    assert "direct connect failed" in why and addr in why
+    assert seqs == list(range(1, 21))
+    s = alice.session(PATH)
+    assert s.active_path == pb.ACTIVE_PATH_HOTLINK and s.counters.frames_relay == 20

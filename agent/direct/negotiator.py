@@ -270,8 +270,8 @@ class Negotiator:
     def _offer(self, reader: str, now: float) -> list[Effect]:
         old = self.legs.get(reader)
         leg = Leg(reader, self.new_leg(), LegState.OFFERED, self.keys.generate())
-        if old is not None:
-            leg.retry_delay, leg.attempts = old.retry_delay, old.attempts
+        if old is not None:  # a retry: the last reason stays visible meanwhile
+            leg.retry_delay, leg.attempts, leg.why = old.retry_delay, old.attempts, old.why
         leg.attempts += 1
         leg.deadline = now + ANSWER_TIMEOUT
         self.legs[reader] = leg
