@@ -106,5 +106,5 @@ def test_open_session_direct_override(agent_factory) -> None:  # type: ignore[no
         alice.open("_mpc/2_to_0", direct=7)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "direct mode" in (exc.value.details() or "")
-    bob = agent_factory("bob@example.org")
-    assert bob.open("_mpc/x").direct_mode == pb.DIRECT_MODE_AUTO  # the default
+    bob = agent_factory("bob@example.org", args=["--direct", "auto"])
+    assert bob.open("_mpc/x").direct_mode == pb.DIRECT_MODE_AUTO

@@ -27,6 +27,9 @@ from test_fallback_e2e import PATH, REL, A, B, Reader, send_paced
 
 pytestmark = pytest.mark.e2e
 
+#: the agent fixture's default is --direct off (tests/fixtures_agent.py)
+AUTO = ["--direct", "auto"]
+
 
 def direct_pair(alice, bob, mode: int = pb.FALLBACK_MODE_OFF) -> None:  # type: ignore[no-untyped-def]
     alice.open(REL, fallback_mode=mode)
@@ -36,8 +39,8 @@ def direct_pair(alice, bob, mode: int = pb.FALLBACK_MODE_OFF) -> None:  # type: 
 
 
 def test_direct_comes_up_and_carries_frames_in_order(agent_factory):
-    alice = agent_factory(A)
-    bob = agent_factory(B)
+    alice = agent_factory(A, args=AUTO)
+    bob = agent_factory(B, args=AUTO)
     direct_pair(alice, bob)
     s = alice.session(PATH)
     assert [(d.peer, d.status) for d in s.direct] == [(B, "up")]
@@ -53,8 +56,8 @@ def test_direct_comes_up_and_carries_frames_in_order(agent_factory):
 
 
 def test_relay_stopped_while_direct_up(agent_factory, relay):
-    alice = agent_factory(A)
-    bob = agent_factory(B)
+    alice = agent_factory(A, args=AUTO)
+    bob = agent_factory(B, args=AUTO)
     direct_pair(alice, bob)
     n = 2000
     reader = Reader(bob, n)
@@ -70,7 +73,7 @@ def test_relay_stopped_while_direct_up(agent_factory, relay):
 
 def test_direct_off_stays_on_relay(agent_factory):
     alice = agent_factory(A, args=["--direct", "off"])
-    bob = agent_factory(B)
+    bob = agent_factory(B, args=AUTO)
     alice.open(REL, fallback_mode=pb.FALLBACK_MODE_OFF)
     bob.open(PATH)
     s = alice.wait_session(PATH, lambda x: B in x.readers, 20)
@@ -82,7 +85,7 @@ def test_direct_off_stays_on_relay(agent_factory):
 
 
 def test_reader_with_direct_off_says_why(agent_factory):
-    alice = agent_factory(A)
+    alice = agent_factory(A, args=AUTO)
     bob = agent_factory(B, args=["--direct", "off"])
     alice.open(REL, fallback_mode=pb.FALLBACK_MODE_OFF)
     bob.open(PATH)
@@ -130,8 +133,8 @@ def test_direct_link_killed_fifty_times(agent_factory):
     """The direct link's TCP connection is destroyed from outside (`ss -K`) 50 times
     mid-stream: every frame reaches the reader app once, in order."""
     port = free_port()
-    alice = agent_factory(A)
-    bob = agent_factory(B, args=["--direct-listen", f"127.0.0.1:{port}"])
+    alice = agent_factory(A, args=AUTO)
+    bob = agent_factory(B, args=[*AUTO, "--direct-listen", f"127.0.0.1:{port}"])
     direct_pair(alice, bob)
     kills, batch = 50, 60
     n = kills * batch + batch
@@ -195,8 +198,8 @@ def _closed_by_peer(sock: socket.socket, payload: bytes) -> bool:
 
 def test_strangers_refused_session_unaffected(agent_factory):
     port = free_port()
-    alice = agent_factory(A)
-    bob = agent_factory(B, args=["--direct-listen", f"127.0.0.1:{port}"])
+    alice = agent_factory(A, args=AUTO)
+    bob = agent_factory(B, args=[*AUTO, "--direct-listen", f"127.0.0.1:{port}"])
     proxy = RecordingProxy(port)
     proxy.start()
     # bob also offers the proxy: alice tries it in parallel, so it sees a real handshake
@@ -245,8 +248,8 @@ def test_direct_trace_skips_the_relay(relay_factory, agent_factory, otlp_receive
                     "--otel-sampler", "parentbased_traceidratio", "--otel-sampler-arg", "1"]
     )  # fmt: skip
     env = otel_env(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="1")
-    alice = agent_factory(A, relay_=relay, env=env)
-    bob = agent_factory(B, relay_=relay, env=env)
+    alice = agent_factory(A, relay_=relay, env=env, args=AUTO)
+    bob = agent_factory(B, relay_=relay, env=env, args=AUTO)
     direct_pair(alice, bob)
     reader = AppClient(bob.session_dir(PATH))
     writer = AppClient(alice.session_dir(PATH))
@@ -278,7 +281,7 @@ def test_candidate_that_never_answers_leaves_the_session_on_the_relay(relay, age
     """A reader (a scripted protocol client) answers the offer with the address of a
     TCP server that accepts and never says a word: alice's agent gives up after its
     bounded connect, says why, and keeps sending by the relay."""
-    alice = agent_factory(A)
+    alice = agent_factory(A, args=AUTO)
     alice.open(REL, fallback_mode=pb.FALLBACK_MODE_OFF)
     silent = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []

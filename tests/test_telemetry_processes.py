@@ -48,8 +48,7 @@ def test_one_message_one_trace_across_three_processes(
                     "--otel-sampler", "parentbased_traceidratio", "--otel-sampler-arg", "1"]
     )  # fmt: skip
     env = otel_env(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="1")
-    # the relay path (the direct path's trace: tests/test_direct_e2e.py)
-    alice = agent_factory(A, relay_=relay, env=env, args=["--direct", "off"])
+    alice = agent_factory(A, relay_=relay, env=env)
     bob = agent_factory(B, relay_=relay, env=env)
     s = alice.open("_mpc/0_to_1", to=B)
     assert s.state == pb.SESSION_STATE_OPEN, s
