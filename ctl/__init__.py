@@ -20,7 +20,8 @@ Command line:
 - `bench`        `hotlinkctl bench`: latency percentiles against a floor; `floor` is that
                  floor (plain forwarding), `stats` the percentiles, `bench_measure` the
                  stamped samples of one channel, `bench_channels` the hotlink, file and
-                 floor channels, `bench_table` the text table, `bench_progress` the
+                 floor channels, `bench_paths` the `--direct off,auto` stacks and their
+                 direct-vs-relay comparison, `bench_table` the text table, `bench_progress` the
                  progress line, `bench_otel` the traced devstack and receiver of
                  `bench --otel`
 - `trace`        `hotlinkctl trace`: per-stage breakdown of collected spans

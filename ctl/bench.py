@@ -41,9 +41,10 @@ from .bench_measure import _run as _run  # bench_cluster measures with it
 from .bench_measure import measure as measure
 from .bench_measure import measure_throughput as measure_throughput
 from .bench_otel import OtelSummary, Receiver, TracedStack
+from .bench_paths import PATH_LABELS, BenchStack, compare_paths, start_stacks
 from .bench_progress import Progress as Progress  # `bench.Progress` for the CLI
 from .bench_table import render_table as render_table  # `bench.render_table` for callers
-from .errors import CtlError, UsageError
+from .errors import UsageError
 from .stats import LatencySummary, fmt_size, ratios
 
 DEFAULT_SIZES = (1024, 10 * 1024, 100 * 1024)
@@ -78,6 +79,9 @@ class BenchConfig:
     otel_ratio: float = 1.0
     #: relay links over TLS (wss://, a throwaway local CA), for the floor too
     tls: bool = False
+    #: `--direct off,auto`: one devstack per value (agents started with `--direct V`),
+    #: measured side by side in the same run; empty: one devstack, no flag
+    direct: tuple[str, ...] = ()
 
 
 @dataclass
@@ -88,6 +92,8 @@ class RunResult:
     hotlink: LatencySummary
     floor: LatencySummary | None = None
     traced: LatencySummary | None = None  # --otel: the same through a traced devstack
+    #: which devstack: "" (the only one), "relay" (agents --direct off), "direct" (auto)
+    path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -96,6 +102,8 @@ class RunResult:
             "inflight": self.inflight,
             "hotlink": self.hotlink.to_dict(),
         }
+        if self.path:
+            d["path"] = self.path
         if self.floor is not None:
             d["floor"] = self.floor.to_dict()
             d["ratio_to_floor"] = ratios(self.hotlink, self.floor)
@@ -132,11 +140,13 @@ class BenchReport:
                 "frame_size": cfg.frame_size,
                 "otel": cfg.otel,
                 "otel_sampler_ratio": cfg.otel_ratio if cfg.otel else None,
+                "direct": list(cfg.direct),
             },
             "environment": self.environment,
             "results": [r.to_dict() for r in self.results],
             "throughput": [t.to_dict() for t in self.throughput],
             "otel": self.otel.to_dict() if self.otel is not None else None,
+            "direct_vs_relay": [c.to_dict() for c in compare_paths(self)],
             "reference": REFERENCE,
         }
 
@@ -184,6 +194,7 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
     if files:
         cfg.floor = False  # nothing to compare the file path with
         cfg.throughput_mb = 0.0
+    variants = _direct_variants(cfg, files)
     report = BenchReport(cfg, environment())
     if cfg.tls:
         report.notes.append(
@@ -191,10 +202,8 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
             + ("; the floor's too" if cfg.floor else "")
             + ("; --dir: the running stack's own setting applies" if cfg.devstack_dir else "")
         )
-    own_dir: tempfile.TemporaryDirectory[str] | None = None
-    state: devstack.DevstackState | None = None
     floor: FloorStack | None = None
-    chan: Channel | None = None
+    stacks: list[BenchStack] = []
     clients: list[AgentClient] = []
     traced = TracedStack()
     try:
@@ -207,24 +216,8 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
             if files:
                 raise UsageError("--otel measures the hotlink path, not e2e-latency")
             traced.rx = await Receiver.start()
-        if cfg.devstack_dir:
-            state = devstack.DevstackState.load(cfg.devstack_dir)
-            progress.note(f"using the devstack in {cfg.devstack_dir}")
-        else:
-            own_dir = tempfile.TemporaryDirectory(prefix="hlbench-", dir="/tmp")
-            progress.note(f"starting a devstack in {own_dir.name}")
-            keep = ["--keep-files"] if files else []
-            state = await devstack.up(own_dir.name, agent_args=keep, tls=cfg.tls)
-        if len(state.peers) < 2:
-            raise CtlError(f"the devstack in {state.dir} has fewer than two peers")
-        a, b = state.peers[0], state.peers[1]
-        ca, cb = AgentClient(a.control), AgentClient(b.control)
-        clients += [ca, cb]
         rel = f"_mpc/bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        if files:
-            chan = await open_file_channel(ca, a.email, cb, b.email, rel, notes=report.notes)
-        else:
-            chan = await open_hotlink_channel(ca, a.email, cb, b.email, rel, ipc=cfg.ipc)
+        await start_stacks(cfg, variants, files, rel, progress, stacks, clients, report.notes)
         if traced.rx is not None:
             traced.dir = tempfile.TemporaryDirectory(prefix="hlbench-otel-", dir="/tmp")
             progress.note(
@@ -255,24 +248,29 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
                             warmup=cfg.warmup, timeout=cfg.timeout, progress=progress,
                             label=f"floor   {tag}",
                         )  # fmt: skip
-                    hl = await measure(
-                        chan, size, cfg.count, inflight=inflight, warmup=cfg.warmup,
-                        timeout=cfg.timeout, progress=progress,
-                        label=f"{'files' if files else 'hotlink'} {tag}",
-                    )  # fmt: skip
-                    tr = None
-                    if traced.chan is not None:
-                        tr = await measure(
-                            traced.chan, size, cfg.count, inflight=inflight,
+                    for index, stack in enumerate(stacks):
+                        assert stack.chan is not None
+                        hl = await measure(
+                            stack.chan, size, cfg.count, inflight=inflight,
                             warmup=cfg.warmup, timeout=cfg.timeout, progress=progress,
-                            label=f"traced  {tag}",
+                            label=f"{stack.label:<7} {tag}",
                         )  # fmt: skip
-                        traced.messages += cfg.count + cfg.warmup
-                    report.results.append(RunResult(size, mode, inflight, hl, fl, tr))
+                        tr = None
+                        if traced.chan is not None and index == 0:
+                            tr = await measure(
+                                traced.chan, size, cfg.count, inflight=inflight,
+                                warmup=cfg.warmup, timeout=cfg.timeout, progress=progress,
+                                label=f"traced  {tag}",
+                            )  # fmt: skip
+                            traced.messages += cfg.count + cfg.warmup
+                        path = stack.label if cfg.direct else ""
+                        report.results.append(RunResult(size, mode, inflight, hl, fl, tr, path))
         if cfg.throughput_mb > 0:
             total = int(cfg.throughput_mb * 1_000_000)
             window = max(cfg.inflight, 1)
-            for name, ch in (("floor", floor.channel if floor else None), ("hotlink", chan)):
+            channels = [("floor", floor.channel if floor else None)]
+            channels += [(stack.label, stack.chan) for stack in stacks]
+            for name, ch in channels:
                 if ch is None:
                     continue
                 progress.note(
@@ -286,17 +284,34 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
         progress.finish()
         if floor is not None:
             await floor.stop()
-        if chan is not None:
-            with contextlib.suppress(Exception):
-                await chan.close()
+        for stack in stacks:
+            await stack.close_channel()
         if traced.chan is not None:
             with contextlib.suppress(Exception):
                 await traced.chan.close()
         for c in clients:
             await c.close()
-        if own_dir is not None:
-            if state is not None:
-                devstack.down_state(state)
-            own_dir.cleanup()
+        for stack in stacks:
+            stack.stop()
         report.otel = await traced.stop(cfg.otel_ratio, progress)
     return report
+
+
+def _direct_variants(cfg: BenchConfig, files: bool) -> list[str]:
+    """The `--direct` values to measure ("" alone: one devstack, no flag)."""
+    if not cfg.direct:
+        return [""]
+    variants = list(dict.fromkeys(cfg.direct))
+    bad = [v for v in variants if v not in PATH_LABELS or not v]
+    if bad:
+        raise UsageError(f"--direct {','.join(bad)}: use off, auto or off,auto")
+    if cfg.devstack_dir:
+        raise UsageError(
+            "--direct starts its own devstack per value; it does not combine with --dir",
+            "drop --dir (or start that stack with: hotlinkctl devstack up --direct VALUE)",
+        )
+    if files:
+        raise UsageError("--direct measures the hotlink path, not e2e-latency")
+    if cfg.otel:
+        raise UsageError("--otel and --direct: run them as two benches")
+    return variants

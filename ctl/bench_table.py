@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .bench_paths import compare_paths
 from .stats import fmt_ns, fmt_size
 
 if TYPE_CHECKING:
@@ -34,10 +35,13 @@ def render_table(report: BenchReport) -> str:
         hdr += f" {'x untraced P50 / P99':>21}"
     lines.append(hdr)
     lines.append("-" * len(hdr))
+    last_floor = None
     for r in report.results:
         mode = "seq" if r.mode == "sequential" else f"pipe x{r.inflight}"
-        rows = [("floor", r.floor)] if r.floor else []
-        rows.append((path_name, r.hotlink))
+        # with --direct the stacks share one floor run: print it once
+        rows = [("floor", r.floor)] if r.floor and r.floor is not last_floor else []
+        last_floor = r.floor
+        rows.append((r.path or path_name, r.hotlink))
         if r.traced is not None:
             rows.append(("traced", r.traced))
         for path, s in rows:
@@ -47,7 +51,7 @@ def render_table(report: BenchReport) -> str:
             line = f"{fmt_size(r.size):>6} {mode:<10} {path:<8}"
             line += "".join(f"{fmt_ns(v):>9}" for v in figures)
             line += f"{s.mb_per_s:>9.1f}"
-            if path in ("hotlink", "traced") and r.floor is not None:
+            if path != "floor" and r.floor is not None:
                 line += f" {s.p50_ns / r.floor.p50_ns:>7.2f}x"
             elif r.floor is not None:
                 line += " " * 9
@@ -72,6 +76,7 @@ def render_table(report: BenchReport) -> str:
                 "Published reference (25 msgs, one in flight): Go P50 ~330 µs, P99 ~1.1 ms; "
                 "Rust P50 ~970 µs, P99 ~5.8 ms."
             )
+    lines += _direct_vs_relay(report)
     for note in report.notes:
         lines.append(f"note: {note}")
     if report.throughput:
@@ -83,3 +88,30 @@ def render_table(report: BenchReport) -> str:
                 f"{t.mb_per_s:>9.1f} {t.frames_per_s:>10.0f}"
             )
     return "\n".join(lines)
+
+
+def _direct_vs_relay(report: BenchReport) -> list[str]:
+    """The `--direct off,auto` summary: direct against relay, same run."""
+    rows = compare_paths(report)
+    if not rows:
+        return []
+    lines = [
+        "",
+        "direct vs relay (same run; ratio = direct / relay, < 1: direct is faster)",
+        f"{'size':>6} {'mode':<10} {'relay P50':>10} {'relay P99':>10} {'direct P50':>11} "
+        f"{'direct P99':>11} {'x P50':>7} {'x P99':>7}",
+    ]
+    for c in rows:
+        ratio = c.ratios()
+        if c.relay is not None and c.direct is not None:
+            lines.append(
+                f"{fmt_size(c.size):>6} {c.mode:<10} {fmt_ns(c.relay.p50_ns):>10} "
+                f"{fmt_ns(c.relay.p99_ns):>10} {fmt_ns(c.direct.p50_ns):>11} "
+                f"{fmt_ns(c.direct.p99_ns):>11} {ratio['p50']:>6.2f}x {ratio['p99']:>6.2f}x"
+            )
+        elif c.relay_tp is not None and c.direct_tp is not None:
+            lines.append(
+                f"throughput ({fmt_size(c.size)} frames): relay {c.relay_tp.mb_per_s:.1f} MB/s, "
+                f"direct {c.direct_tp.mb_per_s:.1f} MB/s, x {ratio['mb_per_s']:.2f}"
+            )
+    return lines

@@ -57,6 +57,7 @@ def cmd_devstack(args: argparse.Namespace) -> int:
                 otel_ratio=args.otel_sampler_arg,
                 relays=args.relays,
                 tls=args.tls,
+                direct=args.direct,
             )
         )
         if args.json:
@@ -173,6 +174,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         otel=args.otel,
         otel_ratio=args.otel_sampler_arg,
         tls=args.tls,
+        direct=tuple(v.strip() for v in (args.direct or "").split(",") if v.strip()),
     )
     if not 0.0 <= cfg.otel_ratio <= 1.0:
         raise UsageError("--otel-sampler-arg must be between 0 and 1")
@@ -303,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "trust it with --ca-file",
             )
             q.add_argument(
+                "--direct",
+                choices=devstack.DIRECT_MODES,
+                default=None,
+                help="pass --direct off|auto to every agent: auto lets each session's two "
+                "agents set up a direct TCP link and skip the relay hop, off keeps them on "
+                "the relay (default: no flag, the agents' own default)",
+            )
+            q.add_argument(
                 "--otel",
                 nargs="?",
                 const=devstack.DEFAULT_OTEL_ENDPOINT,
@@ -320,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                 help="with --otel: share of messages traced (default 1: every message; "
                 "the processes' own default is 0.01)",
             )
-    p.set_defaults(log_level=None, otel=None, otel_sampler_arg=None, relays=1, tls=False)
+    p.set_defaults(
+        log_level=None, otel=None, otel_sampler_arg=None, relays=1, tls=False, direct=None
+    )
 
     p = add(
         "bench",
@@ -375,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="relay links over TLS (wss://, a throwaway local CA), the floor's too: the "
         "latency of a production setup (ignored with --dir: that stack decides)",
+    )
+    p.add_argument(
+        "--direct",
+        metavar="off,auto",
+        help="measure each value in the same run: a devstack per value with its agents "
+        "started with --direct VALUE ('off': relay path, 'auto': direct TCP link between "
+        "the agents, waited for before measuring); with off,auto a 'direct vs relay' "
+        "table gives P50/P99 and throughput side by side with their ratios",
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")

@@ -53,6 +53,8 @@ from .tlsgen import make_local_ca
 DEFAULT_PEERS = ("alice@example.org", "bob@example.org")
 #: sun_path is 108 bytes on Linux (104 on macOS); keep a margin.
 _MAX_SOCK_PATH = 100
+#: values of the agents' `--direct` flag that `up(direct=...)` passes on
+DIRECT_MODES = ("off", "auto")
 #: `--otel` without an endpoint: the OTLP/gRPC port of docker-compose.otel.yaml's Jaeger
 DEFAULT_OTEL_ENDPOINT = "http://127.0.0.1:4317"
 
@@ -163,17 +165,22 @@ async def up(
     otel_ratio: float | None = None,
     relays: int = 1,
     tls: bool = False,
+    direct: str | None = None,
 ) -> DevstackState:
     """Start relay + agents, wait until all are ready, return the recorded state.
 
     `otel`: an OTLP/gRPC endpoint every process exports spans to (`otel_args`).
     `tls`: the relay serves wss:// with a throwaway CA made in D/tls (`tlsgen`), which
     the agents trust by `--ca-file`.
+    `direct`: "off" or "auto", passed to every agent as `--direct` (None: no flag, the
+    agents' own default).
 
     On any failure everything started so far is stopped again, so a failed `up` never
     leaves processes behind.
     """
     peers = peers or list(DEFAULT_PEERS)
+    if direct is not None and direct not in DIRECT_MODES:
+        raise UsageError(f"--direct {direct!r}: use one of {', '.join(DIRECT_MODES)}")
     d = Path(directory).absolute()
     if (d / STATE_FILE).exists():
         old = DevstackState.load(d)
@@ -261,6 +268,7 @@ async def up(
                 *(["--log-level", log_level] if log_level else []),
                 *tracing,
                 *agent_tls,
+                *(["--direct", direct] if direct is not None else []),
                 *(agent_args or []),
             ]
             info = PeerInfo(

@@ -121,14 +121,14 @@ def test_records_before_on_message_are_held_not_lost() -> None:
             client, server = await Pair(listener).connect()
             for i in range(100):
                 server.send(b"early-%d" % i)
+            server.close("sent all")  # the peer goes away before the owner listens
             # reading pauses at the first batch held, so not all 100 are read yet
             await until(lambda: client.records_in >= 1, "records to arrive")
             got = Collector(100)
             client.on_message = got
             await asyncio.wait_for(got.done, 10)
             assert got.got == [b"early-%d" % i for i in range(100)]
-            server.close()
-            await asyncio.wait_for(client.closed, 10)
+            assert await asyncio.wait_for(client.closed, 10) == "closed by peer"
         finally:
             await listener.close()
 
@@ -353,5 +353,87 @@ def test_listener_binds_one_shared_port_and_reports_addresses() -> None:
         finally:
             await listener.close()
         assert default_listen()[0] == ("127.0.0.1", 0)
+
+    run(main())
+
+
+def test_handshake_flood_is_capped_and_the_real_peer_still_served() -> None:
+    async def main() -> None:
+        listener = await DirectListener.start([("127.0.0.1", 0)], max_pending=2)
+        host, port = parse_address(listener.addresses[0])
+        silent: list[asyncio.StreamWriter] = []
+        try:
+            for _ in range(2):
+                _, writer = await asyncio.open_connection(host, port)
+                silent.append(writer)
+            await until(lambda: listener.handshaking() == 2, "two pending handshakes")
+            assert await _stranger(listener.addresses[0], b"") == b""  # over the cap
+            assert listener.refused == 1
+            for writer in silent:
+                writer.close()
+            await until(lambda: listener.handshaking() == 0, "the silent ones to go")
+            assert listener.refused == 1  # going away is not a refusal
+            client, server = await Pair(listener).connect()
+            client.close()
+            await asyncio.wait_for(server.closed, 10)
+        finally:
+            await listener.close()
+
+    run(main())
+
+
+def test_oversize_payload_is_refused_and_the_link_stays_up() -> None:
+    from hotlink.agent.direct.records import MAX_PAYLOAD, RecordCodec
+
+    async def main() -> None:
+        listener = await DirectListener.start([("127.0.0.1", 0)])
+        try:
+            client, server = await Pair(listener).connect()
+            with pytest.raises(DirectLinkClosed, match="exceeds"):
+                client.send(bytes(MAX_PAYLOAD + 1))
+            got = Collector(1)
+            server.on_message = got
+            client.send(b"after")
+            await asyncio.wait_for(got.done, 10)
+            # a direction that used up its counter closes the link instead of wrapping
+            client._codec = RecordCodec(b"a" * 32, b"b" * 32, max_records=0)
+            with pytest.raises(DirectLinkClosed, match="exhausted"):
+                client.send(b"x")
+            assert "exhausted" in await asyncio.wait_for(client.closed, 10)
+            await asyncio.wait_for(server.closed, 10)
+        finally:
+            await listener.close()
+
+    run(main())
+
+
+def test_an_impostor_listener_is_refused_by_the_initiator() -> None:
+    """A server that answers the Hello without the expected private key."""
+    from hotlink.agent.direct.handshake import ResponderHandshake
+
+    async def main() -> None:
+        ki, kr, mallory = LocalKey.generate(), LocalKey.generate(), LocalKey.generate()
+        got_confirm = asyncio.get_running_loop().create_future()
+
+        async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            hs = ResponderHandshake(lambda tag: (mallory, ki.public, BINDING), now=0.0)
+            hs.receive_data(await reader.readexactly(2 + 53))
+            writer.write(hs.data_to_send())
+            try:
+                got_confirm.set_result(await reader.read(100))  # b"": closed, no Confirm
+            except ConnectionResetError:
+                got_confirm.set_result(b"")
+            writer.close()
+
+        server = await asyncio.start_server(impostor, "127.0.0.1", 0)
+        address = format_address(*server.sockets[0].getsockname()[:2])
+        try:
+            with pytest.raises(DirectConnectFailed) as info:
+                await connect([address], ki, kr.public, BINDING, timeout=10)
+            assert "responder MAC" in info.value.reasons[address]
+            assert await asyncio.wait_for(got_confirm, 10) == b""
+        finally:
+            server.close()
+            await server.wait_closed()
 
     run(main())

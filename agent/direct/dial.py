@@ -69,7 +69,8 @@ async def connect(
         except OSError as exc:
             reasons[candidate] = f"connect failed: {exc.strerror or exc}"
             return
-        reasons[candidate] = "no reply to Hello"
+        if not proto.reported:  # the reply may have been handled before we resumed
+            reasons[candidate] = "no reply to Hello"
         await proto.finished
 
     tasks = [asyncio.ensure_future(attempt(c)) for c in unique]

@@ -18,13 +18,16 @@ from typing import cast
 from .addresses import format_address
 from .handshake import Established, Failed, InitiatorHandshake, ResponderHandshake
 from .keys import DirectBinding
-from .records import RecordCodec, RecordError
+from .records import CounterExhausted, RecordCodec, RecordError
 
 log = logging.getLogger("hotlink.agent.direct")
 
 # How long close() lets queued records drain before the socket is aborted, so a
 # peer that stopped reading cannot hold a closing link (and its socket) forever.
 CLOSE_GRACE = 2.0
+# A link's socket write buffer may hold this much before `writable()` turns False: the
+# relay link's limit, so a 64 KiB frame does not stall the sender on every send.
+WRITE_LIMIT = 1 << 20
 # Records smaller than this are joined into one write (cheaper than a writev).
 _JOIN_BELOW = 16 * 1024
 
@@ -73,6 +76,7 @@ class DirectLink(asyncio.Protocol):
         self._write_paused = write_paused
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reason: str | None = None
+        self._closed_locally = False
         self._abort_handle: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.records_in = 0
@@ -113,9 +117,10 @@ class DirectLink(asyncio.Protocol):
             raise DirectLinkClosed(self._reason)
         try:
             header, ciphertext = self._codec.seal_parts(payload)
-        except RecordError as exc:
-            if "exhausted" in str(exc):
-                self.close(str(exc))
+        except CounterExhausted as exc:
+            self.close(str(exc))
+            raise DirectLinkClosed(str(exc)) from None
+        except RecordError as exc:  # an oversize payload: the link itself is fine
             raise DirectLinkClosed(str(exc)) from None
         if len(ciphertext) < _JOIN_BELOW:
             self._transport.write(header + ciphertext)
@@ -172,7 +177,7 @@ class DirectLink(asyncio.Protocol):
 
     def _deliver(self, messages: list[bytes]) -> None:
         for index, message in enumerate(messages):
-            if self._reason is not None:
+            if self._closed_locally:
                 return
             callback = self._on_message
             if callback is None:  # the owner cleared it mid-batch: hold the rest
@@ -195,6 +200,7 @@ class DirectLink(asyncio.Protocol):
         if self._reason is not None:
             return
         self._reason = reason
+        self._closed_locally = True
         self._held.clear()
         self._wake_drainers()
         if abort:
@@ -210,7 +216,8 @@ class DirectLink(asyncio.Protocol):
             self._reason = f"connection lost: {exc}" if exc else "closed by peer"
         if self._abort_handle is not None:
             self._abort_handle.cancel()
-        self._held.clear()
+        # Records already opened but held (no on_message yet) stay deliverable: the
+        # peer sent them before it went away.
         self._wake_drainers()
         if not self.closed.done():
             self.closed.set_result(self._reason)
@@ -298,7 +305,11 @@ class _HandshakeProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def to_link(self, result: Established, role: str) -> DirectLink:
-        """Hand the transport to a DirectLink (and flush the initiator's Confirm first)."""
+        """Hand the transport to a DirectLink (and flush the initiator's Confirm first).
+
+        Records that arrived with the last handshake message are fed to the link at
+        once; it holds them until its owner sets `on_message`.
+        """
         assert self.transport is not None
         self._flush()
         self.handed_over = True
@@ -306,4 +317,7 @@ class _HandshakeProtocol(asyncio.Protocol):
             self.transport, result.codec, result.binding, role, write_paused=self.write_paused
         )
         self.transport.set_protocol(link)
+        self.transport.set_write_buffer_limits(high=WRITE_LIMIT)
+        if self.handshake.trailing_data:  # first records, held until on_message is set
+            link.data_received(self.handshake.trailing_data)
         return link

@@ -9,13 +9,15 @@ from collections.abc import Callable
 from .addresses import format_address
 from .handshake import DEFAULT_TIMEOUT, Established, Expected, Failed, ResponderHandshake
 from .keys import DirectBinding, LocalKey, link_tag
-from .link import DirectLink, _HandshakeProtocol
+from .link import DirectLink, _HandshakeProtocol, _peer_name
 
 log = logging.getLogger("hotlink.agent.direct")
 
 # Refused connections logged per window; the rest are counted and summarised.
 REFUSAL_LOG_BURST = 10
 REFUSAL_LOG_WINDOW = 60.0
+# Connections in their handshake at once, per listener.
+MAX_PENDING = 256
 
 
 class _RefusalLog:
@@ -38,6 +40,18 @@ class _RefusalLog:
             log.warning("direct listener refused %s: %s", peer, reason)
         else:
             self._suppressed += 1
+
+
+class _Overloaded(asyncio.Protocol):
+    """Refuses a connection at once: too many handshakes are already in progress."""
+
+    def __init__(self, listener: DirectListener) -> None:
+        self._listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = _peer_name(transport)
+        self._listener._refuse_now(peer, "too many handshakes in progress")
+        transport.abort()  # type: ignore[attr-defined]
 
 
 class _Expectation:
@@ -65,13 +79,14 @@ class DirectListener:
     connections still in their handshake; established links belong to their owner.
     """
 
-    def __init__(self, handshake_timeout: float) -> None:
+    def __init__(self, handshake_timeout: float, max_pending: int = MAX_PENDING) -> None:
         self.addresses: list[str] = []
         self.refused = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._expected: dict[bytes, _Expectation] = {}
         self._pending: set[_HandshakeProtocol] = set()
         self._timeout = handshake_timeout
+        self._max_pending = max_pending
         self._refusals = _RefusalLog()
         self._closed = False
 
@@ -82,13 +97,16 @@ class DirectListener:
         *,
         handshake_timeout: float = DEFAULT_TIMEOUT,
         strict: bool = True,
+        max_pending: int = MAX_PENDING,
     ) -> DirectListener:
         """Bind every address (port 0: one ephemeral port shared where possible).
 
         strict: any address that cannot be bound is an error (OSError naming it);
         otherwise it is logged and skipped, and only "nothing bound" is an error.
+        max_pending: connections allowed in their handshake at once; more are refused
+        at once (a flood of silent connections cannot pile up timers and sockets).
         """
-        self = cls(handshake_timeout)
+        self = cls(handshake_timeout, max_pending)
         loop = asyncio.get_running_loop()
         shared_port = 0
         failures: list[str] = []
@@ -118,8 +136,10 @@ class DirectListener:
             log.warning("direct listener skips %s", failure)
         return self
 
-    def _protocol(self) -> _HandshakeProtocol:
+    def _protocol(self) -> asyncio.Protocol:
         loop = asyncio.get_running_loop()
+        if len(self._pending) >= self._max_pending:
+            return _Overloaded(self)
         handshake = ResponderHandshake(self._lookup, now=loop.time(), timeout=self._timeout)
         proto = _HandshakeProtocol(handshake, self._on_handshake)
         self._pending.add(proto)
@@ -150,6 +170,10 @@ class DirectListener:
         for tag in [t for t, e in self._expected.items() if e.key is key]:
             del self._expected[tag]
 
+    def handshaking(self) -> int:
+        """Connections in their handshake now."""
+        return len(self._pending)
+
     def expecting(self) -> int:
         """How many links are announced and not yet connected."""
         return len(self._expected)
@@ -166,17 +190,18 @@ class DirectListener:
                 link = proto.to_link(result, "responder")
                 log.info("direct link %s up from %s (responder)", result.binding.sid, link.peer)
                 entry.on_link(link)
-                if handshake.trailing_data:
-                    link.data_received(handshake.trailing_data)
                 return
             result = Failed("link no longer expected (already connected or forgotten)")
         if not result.refused:
             log.debug("direct listener: %s went away during the handshake", proto.peer)
             proto.abort()
             return
-        self.refused += 1
-        self._refusals.refused(proto.peer, result.reason, asyncio.get_running_loop().time())
+        self._refuse_now(proto.peer, result.reason)
         proto.abort()
+
+    def _refuse_now(self, peer: str, reason: str) -> None:
+        self.refused += 1
+        self._refusals.refused(peer, reason, asyncio.get_running_loop().time())
 
     async def close(self) -> None:
         self._closed = True

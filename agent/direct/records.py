@@ -36,6 +36,10 @@ class RecordError(Exception):
     """
 
 
+class CounterExhausted(RecordError):
+    """A direction has used every nonce its key allows: the link must be replaced."""
+
+
 class RecordCodec:
     """Seal records for one direction, open the records of the other.
 
@@ -94,7 +98,7 @@ class RecordCodec:
             raise RecordError(f"record payload of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit")
         count = self._send_count
         if count >= self._send_limit:
-            raise RecordError("send counter exhausted: this link must be replaced")
+            raise CounterExhausted("send counter exhausted: this link must be replaced")
         self._send_count = count + 1
         header = (n + TAG_BYTES).to_bytes(HEADER_BYTES, "big")
         nonce = _NONCE_PREFIX + count.to_bytes(8, "big")
