@@ -5,6 +5,7 @@ Run: `hotlink-relay serve --data DIR` (see `hotlink-relay serve --help`).
 Modules (the decisions are in `router`, a sans-I/O class; `server` only moves bytes):
 - `router`   connections, sessions, ACL checks: `handle -> Outgoing`
 - `file_routes` the router's FileWrite (store, fan-out) and FileSync (catch-up) handling
+- `signal_routes` the router's HotlinkSignal route (direct-path negotiation between members)
 - `connection` `Conn` (one client as the router sees it) and `Outgoing`
 - `acl`      `syft.pub.yaml` parsing and the index answering "may U read/write P"
 - `auth`     the relay secret and HMAC bearer tokens (`exp`, `jti`)
