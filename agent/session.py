@@ -182,10 +182,11 @@ class Session:
 
     @property
     def direct_mode(self) -> int:
-        """`hotlink.v1.DirectMode` in effect: the override, else the agent's --direct."""
-        if self.direct:
-            return self.direct
-        return DIRECT_OFF if self.mgr.cfg.direct == "off" else DIRECT_AUTO
+        """`hotlink.v1.DirectMode` in effect: off when the agent runs with --direct off
+        (it has no listener), else the session's override, else auto."""
+        if self.mgr.cfg.direct == "off":
+            return DIRECT_OFF
+        return self.direct or DIRECT_AUTO
 
     def record(self) -> SessionRecord:
         """What the state file keeps (see `state.py`); called off the data path."""

@@ -101,10 +101,11 @@ def test_open_session_direct_override(agent_factory) -> None:  # type: ignore[no
     s = alice.open("_mpc/0_to_1")
     assert s.direct_mode == pb.DIRECT_MODE_OFF  # the agent's --direct
     s = alice.open("_mpc/1_to_0", direct=pb.DIRECT_MODE_AUTO)
-    assert s.direct_mode == pb.DIRECT_MODE_AUTO  # the session's override
+    assert s.direct_mode == pb.DIRECT_MODE_OFF  # an agent without a listener stays off
     with pytest.raises(grpc.RpcError) as exc:
         alice.open("_mpc/2_to_0", direct=7)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "direct mode" in (exc.value.details() or "")
     bob = agent_factory("bob@example.org", args=["--direct", "auto"])
     assert bob.open("_mpc/x").direct_mode == pb.DIRECT_MODE_AUTO
+    assert bob.open("_mpc/y", direct=pb.DIRECT_MODE_OFF).direct_mode == pb.DIRECT_MODE_OFF

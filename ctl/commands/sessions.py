@@ -324,7 +324,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         default="default",
         help="direct peer-to-peer path for this session: auto (an encrypted TCP link to "
         "each peer, relay while it is down), off (relay and files only), or default (the "
-        "agent's --direct, itself auto unless set)",
+        "agent's --direct, itself auto unless set); an agent started with --direct off "
+        "keeps every session off",
     )
     p.add_argument(
         "--require-link", action="store_true", help="fail (exit 6) if the relay link is down"
