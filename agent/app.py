@@ -16,6 +16,7 @@ from hotlink.telemetry import names as N
 
 from .config import AgentConfig
 from .control import EventBus, start_control_server
+from .direct.service import DirectService
 from .ipc import EndpointRegistry
 from .link import WsLink
 from .pubsync import PubSync
@@ -121,6 +122,13 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     pub = PubSync(cfg.root, cfg.email, link, cfg.pub_scan_interval)
     mgr.link_up_hooks.append(pub.on_link_up)
     mgr.ack_hooks.append(pub.on_ack)
+    direct: DirectService | None = None
+    if cfg.direct != "off":
+        direct = DirectService(mgr)
+        try:
+            await direct.start()
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"--direct-listen: {exc}") from None
 
     tunnels = TunnelManager(
         mgr,
@@ -187,6 +195,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         if keeper is not None:
             await keeper.close()
         mgr.close_all()
+        if direct is not None:
+            await direct.close()
         registry.go_sync()
         await link.stop()
         with contextlib.suppress(Exception):

@@ -86,6 +86,14 @@ class AgentConfig:
     #: stream), and how long a tunnel peer may stay silent while connections are open.
     tunnel_window: int = 1 << 20
     tunnel_peer_timeout: float = 60.0
+    #: the direct peer-to-peer path: "auto" (negotiate a direct TCP link with each
+    #: peer of a session, relay while it is down) or "off"; sessions may override it
+    direct: str = "auto"
+    #: where the direct listener binds ("HOST:PORT", port 0 = ephemeral); empty: the
+    #: loopback and the host's interface addresses on one ephemeral port
+    direct_listen: tuple[str, ...] = ()
+    #: extra candidate addresses offered to peers (NAT / port forwarding)
+    direct_advertise: tuple[str, ...] = ()
     #: OpenTelemetry (`--otel*` flags, HOTLINK_OTEL* env, `otel*` TOML keys; see
     #: `tracing_options`); OTEL_* variables apply below them
     tracing: TracingOptions = field(default_factory=TracingOptions)
@@ -157,6 +165,37 @@ def _hostport(v: Any) -> str:
     return s
 
 
+def _hostports(min_port: int) -> Callable[[Any], tuple[str, ...]]:
+    """A list of HOST:PORT (a TOML list, repeated flags, or comma-separated; IPv6 in
+    brackets: [::1]:7000), each port at least `min_port`."""
+
+    def conv(v: Any) -> tuple[str, ...]:
+        items = v if isinstance(v, list | tuple) else [v]
+        out: list[str] = []
+        for item in items:
+            for a in str(item).split(","):
+                a = a.strip()
+                if not a:
+                    continue
+                host, sep, port = a.rpartition(":")
+                bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+                if (
+                    not sep
+                    or not bare
+                    or (":" in bare and not host.startswith("["))
+                    or not port.isdigit()
+                    or not min_port <= int(port) <= 65535
+                ):
+                    raise ValueError(
+                        f"expected HOST:PORT with a port {min_port}-65535 (IPv6 as [::1]:PORT), "
+                        f"got {a!r}"
+                    )
+                out.append(a)
+        return tuple(out)
+
+    return conv
+
+
 def _server(v: Any) -> str:
     """One relay URL or several (a list, repeated flags, or comma-separated: the nodes
     of a relay cluster, tried in order); kept as one comma-separated string."""
@@ -174,6 +213,13 @@ def _level(v: Any) -> str:
     s = str(v).upper()
     if s not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ValueError(f"unknown log level {v!r}")
+    return s
+
+
+def _direct_mode(v: Any) -> str:
+    s = str(v).strip().lower()
+    if s not in ("auto", "off"):
+        raise ValueError(f"expected auto or off, got {v!r}")
     return s
 
 
@@ -351,6 +397,30 @@ OPTIONS: tuple[Option, ...] = (
         switch=True,
     ),
     Option(
+        "direct",
+        _direct_mode,
+        "direct peer-to-peer path: 'auto' negotiates (through the relay) an encrypted TCP "
+        "link to each peer of a session and sends frames over it, falling back to the relay "
+        "while it is down; 'off': relay and files only. Sessions may override it "
+        "(hotlinkctl open --direct). Default auto",
+        metavar="auto|off",
+    ),
+    Option(
+        "direct_listen",
+        _hostports(0),
+        "where the direct-path listener binds (repeat or comma-separate; port 0 = "
+        "ephemeral); default: loopback and this host's interface addresses on one "
+        "ephemeral port. Peers must be able to reach one of them (or an advertised one)",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "direct_advertise",
+        _hostports(1),
+        "extra HOST:PORT offered to peers for the direct path, for a forwarded or public "
+        "port in front of the listener (repeat or comma-separate)",
+        metavar="HOST:PORT",
+    ),
+    Option(
         "tunnel_window",
         _pos_int,
         "TCP tunnels: bytes a connection may have in flight per direction before the "
@@ -369,7 +439,7 @@ OPTIONS: tuple[Option, ...] = (
 
 
 #: options whose flag may be given more than once (the values are collected)
-_REPEATABLE = frozenset({"server", "subscribe"})
+_REPEATABLE = frozenset({"server", "subscribe", "direct_listen", "direct_advertise"})
 
 
 def env_name(name: str) -> str:

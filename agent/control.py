@@ -76,6 +76,8 @@ def session_to_proto(s: Session) -> pb.Session:
         ipc_clients=len(s.conns),
         counters=pb.SessionCounters(**s.counters()),
         opened_unix_nano=s.opened_ns,
+        direct_mode=s.direct_mode,
+        direct=[pb.DirectPeer(peer=p, status=st) for p, st in sorted(s.direct_status().items())],
     )
 
 
@@ -140,6 +142,7 @@ class ControlServicer(pb_grpc.HotlinkAgentServicer):
                 tcp_addr=request.tcp_addr,
                 require_link=request.require_link,
                 timeout=request.timeout_seconds,
+                direct=request.direct,
             )
         except SessionError as exc:
             await self._abort(context, exc)

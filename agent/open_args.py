@@ -69,6 +69,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: values of `hotlink.v1.DirectMode` (0 = the agent's --direct)
+DIRECT_OFF = 1
+DIRECT_AUTO = 2
+
+
+def check_direct(direct: int) -> int:
+    """A valid OpenSession `direct` (0, DIRECT_OFF, DIRECT_AUTO); `SessionError` otherwise."""
+    if direct not in (0, DIRECT_OFF, DIRECT_AUTO):
+        raise SessionError(SessionError.INVALID, f"unknown direct mode {direct}")
+    return direct
+
+
 def check_open_args(
     own_email: str,
     path: str,

@@ -80,6 +80,9 @@ class ReaderSession(Session):
     def ingest_pending(self, n: int) -> None:
         self.rx.ingest_pending = n
 
+    #: frames that came over the direct link (counted by `agent.direct.service`)
+    direct_frames = 0
+
     def counters(self) -> dict[str, int]:
         """GetSession's counters."""
         rx = self.rx
@@ -91,6 +94,7 @@ class ReaderSession(Session):
             "duplicates": rx.reorder.duplicates,
             "file_duplicates": rx.reorder.file_duplicates,
             "path_switches": rx.policy.switches,
+            "frames_direct": self.direct_frames,
         }
 
     def record(self) -> SessionRecord:

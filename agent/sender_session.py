@@ -10,12 +10,13 @@ from collections import deque
 from typing import Any
 
 from hotlink.wire import messages as m
+from hotlink.wire.envelope import encode
 from hotlink.wire.frames import Frame
 
 from .appnames import session_relative
 from .core.effects import TEE, Transmit, WriteFile
 from .core.paths import ActivePath, FallbackMode, PathId, normalize_mode
-from .core.sender import SenderStream
+from .core.sender_direct import DirectSenderStream
 from .core.state import Role
 from .ipc import AppConnection
 from .session import Session, SessionHost
@@ -43,7 +44,11 @@ class SenderSession(Session):
         clean: bool = False,
         **kw: Any,
     ) -> None:
-        self.stream = self.tx = SenderStream(
+        #: open direct links per reader (managed by `agent.direct.service`)
+        self.direct_links: dict[str, Any] = {}
+        self.direct_frames = self.direct_bytes = 0
+        self.relay_frames = self.relay_bytes = 0
+        self.stream = self.tx = DirectSenderStream(
             path,
             sid="",
             to=kw["to"],
@@ -71,7 +76,7 @@ class SenderSession(Session):
 
     @property
     def active_path(self) -> ActivePath:
-        return self.tx.policy.active
+        return self.tx.active_path
 
     @property
     def seq(self) -> int:
@@ -95,6 +100,11 @@ class SenderSession(Session):
             "files_pending": tx.file_backlog,
             "path_switches": tx.policy.switches,
             "confirmed_seq": tx.confirmed,
+            "frames_direct": self.direct_frames,
+            "bytes_direct": self.direct_bytes,
+            "frames_relay": self.relay_frames,
+            "bytes_relay": self.relay_bytes,
+            "direct_switches": tx.direct_switches,
         }
 
     def record(self) -> SessionRecord:
@@ -105,27 +115,80 @@ class SenderSession(Session):
 
     def _transmit(self, fail_over: bool, force: bool = False, path: PathId = HOTLINK) -> None:
         """Send queued frames while the session can send and the link takes them.
-        The relay link is the one transport a frame queue exists for today; a direct
-        peer link would be a second `PathId` with its own queue and transport here."""
-        if path is not HOTLINK:
-            raise AssertionError(f"no adapter carries path {path!r}")
+        With direct links up (`direct_links`), the core says which carry the queue
+        (`DirectSenderStream.carriers`); `path` is only the core's summary of that."""
         tx = self.tx
         pend = tx.pending
         failed = False
-        if pend and (force or tx.can_transmit):
+        if pend and self.direct_links:
+            if force or tx.can_transmit:
+                failed = self._transmit_direct()
+        elif pend and (force or tx.can_transmit):
             link = self.mgr.link
+            n = 0
             while pend and link.writable:
                 try:
                     link.send(pend[0])
                 except LinkDown:
                     failed = True
                     break
+                n += 1
+                self.relay_bytes += len(pend[0].payload)
                 tee = tx.frame_sent()
                 if tee is not None:
                     self._write_file(tee)
+            self.relay_frames += n
         done = tx.transmit_done(failed, fail_over)
         if done:
             self.apply(done)
+
+    def _transmit_direct(self) -> bool:
+        """Send the queue over the direct links (and the relay when the core says so),
+        each frame to every carrier before the next; True when the relay send failed.
+        A direct send that fails means the link is closing: its `closed` callback tells
+        the core, which re-queues what that reader did not confirm."""
+        tx = self.tx
+        pend = tx.pending
+        link = self.mgr.link
+        links = self.direct_links
+        while pend:
+            relay, direct = tx.carriers()
+            carriers = [links[r] for r in direct if r in links]
+            if relay and not link.writable:
+                break  # the relay link's on_writable flushes again
+            blocked = next((c for c in carriers if not c.writable()), None)
+            if blocked is not None:
+                self.mgr.direct.when_writable(self, blocked)  # type: ignore[attr-defined]
+                break
+            msg = pend[0]
+            tr = self.mgr.tracer
+            rec = None
+            if tr is None:
+                wire = encode(msg)
+            else:
+                rec, tp = tr.before_direct(msg, "relay+direct" if relay else "direct")
+                wire = encode(msg, traceparent=tp)
+            for c in carriers:
+                try:
+                    c.send(wire)
+                except Exception:  # DirectLinkClosed: its `closed` callback re-routes
+                    log.debug("session %s: direct send failed", self.path, exc_info=True)
+            if relay:
+                try:
+                    link.send(msg)
+                except LinkDown:
+                    return True
+                self.relay_frames += 1
+                self.relay_bytes += len(msg.payload)
+            elif carriers:
+                self.direct_frames += 1
+                self.direct_bytes += len(msg.payload)
+            if rec is not None:
+                tr.after_send(rec)  # type: ignore[union-attr]
+            tee = tx.frame_sent()
+            if tee is not None:
+                self._write_file(tee)
+        return False
 
     def _write_file(self, w: WriteFile) -> None:
         ok = self.mgr.files.write_frame(self, w.seq, w.name, w.etag, w.payload, w.kind)  # type: ignore[arg-type]

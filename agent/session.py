@@ -48,8 +48,10 @@ from .core.paths import FallbackMode, FallbackPolicy, PathId
 from .core.reader import ReaderStream
 from .core.sender import SenderStream
 from .core.state import Role, SessionState
+from .direct.negotiator import Negotiator
 from .filepath import FileWorker
 from .ipc import AppConnection, EndpointRegistry, IpcEndpoint
+from .open_args import DIRECT_AUTO, DIRECT_OFF
 from .state import SessionRecord
 from .tracing import AgentTracer
 from .transport import LinkDown, Transport
@@ -98,8 +100,11 @@ class Session:
         ipc_mode: int,
         to: str,
         tcp_addr: str,
+        direct: int = 0,
     ) -> None:
         cfg = mgr.cfg
+        #: OpenSession's direct override (0: the agent's --direct)
+        self.direct = direct
         self.mgr = mgr
         self.path = path
         self.prefix = path + "/"
@@ -163,6 +168,26 @@ class Session:
     def last_seq(self) -> int:
         return self.stream.last_seq
 
+    #: the session's direct-link negotiation (agent/direct/); None while direct is off
+    #: for the session or no direct path runs in this agent
+    negotiator: Negotiator | None = None
+
+    def direct_status(self) -> dict[str, str]:
+        """Per peer: "up", or why its direct link is not (GetSession's `direct`)."""
+        n = self.negotiator
+        if n is None:
+            return {}
+        peers = set(self.readers) if self.is_sender else {self.sender}
+        return {p: n.status(p) for p in sorted(peers | set(n.legs)) if p}
+
+    @property
+    def direct_mode(self) -> int:
+        """`hotlink.v1.DirectMode` in effect: off when the agent runs with --direct off
+        (it has no listener), else the session's override, else auto."""
+        if self.mgr.cfg.direct == "off":
+            return DIRECT_OFF
+        return self.direct or DIRECT_AUTO
+
     def record(self) -> SessionRecord:
         """What the state file keeps (see `state.py`); called off the data path."""
         return SessionRecord(
@@ -173,6 +198,7 @@ class Session:
             self.tcp_addr,
             self.fallback_mode,
             self.sid,
+            direct=self.direct,
         )
 
     # --- carrying out effects ------------------------------------------------------

@@ -34,7 +34,7 @@ from .core.state import Role, SessionState
 from .filepath import FileWorker
 from .ipc import EndpointRegistry
 from .mirror_policy import MirrorPolicy
-from .open_args import SessionError, check_open_args, is_loopback, resolve_path
+from .open_args import SessionError, check_direct, check_open_args, is_loopback, resolve_path
 from .reader_session import ReaderSession
 from .runtime_dir import InsecureDirectory
 from .sender_session import SenderSession
@@ -89,6 +89,8 @@ class SessionManager:
         self._open_locks: dict[str, asyncio.Lock] = {}
         self.ack_hooks: list[Callable[[str, str | None], bool]] = []
         self.link_up_hooks: list[Callable[[], None]] = []
+        #: relay messages the sessions do not handle (signals, errors): True = taken
+        self.message_hooks: list[Callable[[Envelope], bool]] = []
         self.frames_in = self.bytes_in = 0
         #: bytes queued for reader apps across all sessions (`--reader-total-bytes`)
         self.reader_budget = ByteBudget(cfg.reader_total_bytes)
@@ -181,10 +183,12 @@ class SessionManager:
         timeout: float = 0.0,
         restore: SessionRecord | None = None,
         clean: bool = False,
+        direct: int = 0,
     ) -> Session:
         full, r, mode = check_open_args(
             self.email, path, role, to, ipc_mode, fallback_mode, tcp_addr
         )
+        check_direct(direct)
         timeout = timeout if timeout > 0 else self.cfg.open_timeout
         lock = self._open_locks.setdefault(full, asyncio.Lock())
         try:
@@ -200,6 +204,7 @@ class SessionManager:
                     timeout,
                     restore,
                     clean,
+                    direct,
                 )
         finally:
             if not lock.locked() and self._open_locks.get(full) is lock:
@@ -217,6 +222,7 @@ class SessionManager:
         timeout: float,
         restore: SessionRecord | None = None,
         clean: bool = False,
+        direct: int = 0,
     ) -> Session:
         s = self.by_path.get(full)
         if s is not None:
@@ -251,6 +257,7 @@ class SessionManager:
             tcp_addr=tcp_addr,
             restore=restore,
             clean=clean,
+            direct=direct,
         )
         try:
             s.endpoint = await s.ipc.start()
@@ -399,6 +406,7 @@ class SessionManager:
                     tcp_addr=rec.tcp_addr,
                     restore=rec,
                     clean=state.clean,
+                    direct=rec.direct,
                 )
                 n += 1
             except SessionError as exc:
@@ -479,6 +487,8 @@ class SessionManager:
             self.files.ingest(msg)  # type: ignore[arg-type]
         elif t is m.FileSync:
             self._on_file_sync(msg)  # type: ignore[arg-type]
+        elif any(hook(env) for hook in self.message_hooks):
+            return
         elif t is m.Error:
             s = self.by_path.get(msg.path)  # type: ignore[union-attr]
             if s is not None and s.syncing:  # the relay could not answer our catch-up

@@ -45,6 +45,8 @@ class SessionRecord:
     tcp_addr: str = ""
     fallback_mode: int = 0
     sid: str = ""
+    #: the session's direct-path override (0 = the agent's --direct)
+    direct: int = 0
     #: sender: last seq assigned (and, in `delivered`, the highest acked fallback seq)
     seq: int = 0
     #: reader: last seq delivered to an app, and the catch-up cursor (mtime ns, path)
@@ -58,7 +60,7 @@ class SessionRecord:
         rec = cls(**{k: v for k, v in d.items() if k in names})
         if not isinstance(rec.path, str) or not rec.path or rec.role not in (1, 2):
             raise ValueError(f"bad session record {d!r}")
-        for k in ("seq", "delivered", "cursor_mtime", "ipc_mode", "fallback_mode"):
+        for k in ("seq", "delivered", "cursor_mtime", "ipc_mode", "fallback_mode", "direct"):
             if not isinstance(getattr(rec, k), int) or getattr(rec, k) < 0:
                 raise ValueError(f"bad {k} in session record for {rec.path}")
         return rec

@@ -81,6 +81,8 @@ SendRec = tuple[str, TraceCtx, int, Attrs, str]
 _MAX_WAITING = 4096
 _IPC_MODES = {1: "unix", 2: "tcp", 3: "pipe"}
 _FALLBACK = {1: "off", 2: "on-failure", 3: "tee"}
+#: `ActivePath` values -> `hotlink.route`
+_ROUTES = {1: "relay", 2: "files", 3: "direct"}
 #: control messages `on_message` looks at (data only when it carries a tpc)
 CONTROL = frozenset(
     {m.Ack, m.Nack, m.HotlinkOpen, m.HotlinkAccept, m.HotlinkReject, m.HotlinkClose}
@@ -127,8 +129,11 @@ class AgentTracer:
             a[N.IPC_MODE] = _IPC_MODES.get(s.ipc_mode, str(s.ipc_mode))
         return a
 
-    def _data_attrs(self, s: TracedSession | None, msg: m.HotlinkData, op: str) -> Attrs:
+    def _data_attrs(
+        self, s: TracedSession | None, msg: m.HotlinkData, op: str, route: str = "relay"
+    ) -> Attrs:
         a = self.session_attrs(msg.sid, s)
+        a[N.ROUTE] = route
         a[N.MESSAGING_OPERATION_TYPE] = op
         a[N.MESSAGING_BODY_SIZE] = len(msg.payload)
         a[N.PATH] = msg.path
@@ -144,7 +149,8 @@ class AgentTracer:
         if ctx is None:
             return
         t1 = time.time_ns()
-        a = self._data_attrs(s, msg, "receive")
+        route = _ROUTES.get(int(getattr(s, "active_path", 1)), "relay")
+        a = self._data_attrs(s, msg, "receive", route)
         self.tel.record(N.HOTLINK_IPC_READ, ctx, t_in, t1, a)
         sa = dict(a)
         sa[N.MESSAGING_OPERATION_TYPE] = "send"
@@ -209,6 +215,24 @@ class AgentTracer:
             return (N.PRIORITY_SEND, ctx, now, a, ""), ctx.traceparent
         return None, ""
 
+    def before_direct(self, msg: m.HotlinkData, route: str) -> tuple[SendRec | None, str]:
+        """`before_send` for a frame leaving by direct links (`route`: "direct" or
+        "relay+direct"); the relay copy of a mixed send then carries no trace."""
+        rec, tp = self.before_send(msg, "")
+        if rec is not None:
+            rec[3][N.ROUTE] = route
+        return rec, tp
+
+    def on_direct(self, env: Envelope, t0: int, deliver: Callable[[], None]) -> None:
+        """A frame from a direct link (`t0`: before decode): `deliver` it, record
+        `hotlink.receive_direct` and `hotlink.ipc_write` under the sender's trace."""
+        ctx = self.tel.child_of(env.traceparent)
+        t1 = time.time_ns()
+        deliver()
+        if ctx is not None:
+            msg: m.HotlinkData = env.msg  # type: ignore[assignment]
+            self._received(msg, ctx, t0, t1, time.time_ns(), env.id, direct=True)
+
     def after_send(self, rec: SendRec) -> None:
         name, ctx, t0, a, err = rec
         self.tel.record(name, ctx, t0, time.time_ns(), a, error=err)
@@ -253,10 +277,17 @@ class AgentTracer:
             listener.on_message(env)
 
     def _received(
-        self, msg: m.HotlinkData, ctx: TraceCtx, t0: int, t1: int, t2: int, mid: str
+        self,
+        msg: m.HotlinkData,
+        ctx: TraceCtx,
+        t0: int,
+        t1: int,
+        t2: int,
+        mid: str,
+        direct: bool = False,
     ) -> None:
         s = self.mgr.by_sid.get(msg.sid) if self.mgr is not None else None
-        a = self._data_attrs(s, msg, "receive")
+        a = self._data_attrs(s, msg, "receive", "direct" if direct else "relay")
         a[N.MESSAGING_MESSAGE_ID] = mid
         if s is None or s.is_sender:
             delivery = "unknown session"
@@ -271,7 +302,8 @@ class AgentTracer:
         wa[N.DELIVERY] = delivery
         if s is not None:
             wa[N.APP_CONNECTIONS] = len(s.conns)
-        self.tel.record(N.HOTLINK_RECEIVE_WS, ctx, t0, t1, a)
+        name = N.HOTLINK_RECEIVE_DIRECT if direct else N.HOTLINK_RECEIVE_WS
+        self.tel.record(name, ctx, t0, t1, a)
         self.tel.record(N.HOTLINK_IPC_WRITE, ctx.child(), t1, t2, wa)
 
     def _control(self, env: Envelope, t0: int) -> None:

@@ -200,6 +200,7 @@ class AgentClient:
         role: int = pb.ROLE_UNSPECIFIED,
         require_link: bool = False,
         timeout_seconds: float = 0.0,
+        direct: int = pb.DIRECT_MODE_UNSPECIFIED,
     ) -> pb.Session:
         req = pb.OpenSessionRequest(
             path=path,
@@ -210,6 +211,7 @@ class AgentClient:
             role=role,
             require_link=require_link,
             timeout_seconds=timeout_seconds,
+            direct=direct,
         )
         rpc_timeout = max(self.timeout, timeout_seconds + 5.0)
         resp = await self._call(f"open {path}", self.stub.OpenSession(req, timeout=rpc_timeout))

@@ -25,6 +25,7 @@ _ENUM_PREFIXES = (
     "FALLBACK_MODE_",
     "ACTIVE_PATH_",
     "EVENT_TYPE_",
+    "DIRECT_MODE_",
 )
 
 
@@ -40,13 +41,35 @@ def _strip_enums(v: Any) -> Any:
     return v
 
 
+#: `active_path` as scripts and people read it: the relay hop, the file path, or
+#: the direct peer link
+PATH_NAMES = {"HOTLINK": "relay", "FILES": "files", "DIRECT": "direct", "UNSPECIFIED": ""}
+
+
+def path_name(value: int) -> str:
+    name = enum_name(pb.ActivePath, value, "ACTIVE_PATH_")
+    return PATH_NAMES.get(name, name.lower())
+
+
+def _paths(d: Any) -> Any:
+    """Every `active_path` (sessions, also nested in events) as `path_name` spells it."""
+    if isinstance(d, dict):
+        return {
+            k: PATH_NAMES.get(v, v) if k == "active_path" and isinstance(v, str) else _paths(v)
+            for k, v in d.items()
+        }
+    if isinstance(d, list):
+        return [_paths(x) for x in d]
+    return d
+
+
 def to_dict(msg: Message) -> dict[str, Any]:
     d = MessageToDict(
         msg,
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,
     )
-    return _strip_enums(d)
+    return _paths(_strip_enums(d))
 
 
 def dump_json(obj: Any) -> None:
@@ -81,7 +104,9 @@ def session_detail(s: pb.Session) -> str:
         ("ipc", enum_name(pb.IpcMode, s.ipc_mode, "IPC_MODE_").lower()),
         ("endpoint", s.endpoint),
         ("fallback", enum_name(pb.FallbackMode, s.fallback_mode, "FALLBACK_MODE_").lower()),
-        ("active path", enum_name(pb.ActivePath, s.active_path, "ACTIVE_PATH_").lower()),
+        ("active path", path_name(s.active_path)),
+        ("direct", enum_name(pb.DirectMode, s.direct_mode, "DIRECT_MODE_").lower()),
+        *((f"  {d.peer}", d.status) for d in s.direct),
         ("last seq", str(s.last_seq)),
         ("apps connected", str(s.ipc_clients)),
     ]

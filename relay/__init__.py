@@ -10,6 +10,7 @@ Modules (the decisions are in `router`, a sans-I/O class; `server` only moves by
 - `sync_cursor` sealed catch-up cursors (never name a file the caller cannot read)
 - `retention` deletes old fallback files of ended sessions
 - `store_cli` the `serve` flags of the store (quota, rate, retention) and their wiring
+- `signal_routes` the router's HotlinkSignal route (direct-path negotiation between members)
 - `connection` `Conn` (one client as the router sees it) and `Outgoing`
 - `acl`      `syft.pub.yaml` parsing and the index answering "may U read/write P"
 - `auth`     the relay secret and HMAC bearer tokens (`exp`, `jti`)

@@ -37,3 +37,6 @@ class Conn:
     pause_until: float = 0.0
     #: protocol extensions it announced; the control Acks only go to `ACKS` peers
     ext: frozenset[str] = ALL
+    #: IP address the relay saw this connection come from ("" when unknown, e.g. a
+    #: connection of another cluster node); stamped on direct-path signals
+    addr: str = ""

@@ -46,6 +46,7 @@ from hotlink.wire.messages import (
     HotlinkOpen,
     HotlinkProgress,
     HotlinkReject,
+    HotlinkSignal,
     Nack,
     System,
 )
@@ -54,6 +55,7 @@ from hotlink.wire.paths import MAX_PATH, session_path, validate_email, validate_
 from .acl import Access, AclIndex
 from .connection import Conn, Outgoing
 from .file_routes import BAD_REQUEST, FileRoutes
+from .signal_routes import SignalRoutes
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,7 @@ class Session:
         self.deliver = tuple(self.readers)
 
 
-class Router(FileRoutes):
+class Router(FileRoutes, SignalRoutes):
     """All relay state and rules; see design.md "Relay protocol decisions"."""
 
     def __init__(
@@ -146,13 +148,18 @@ class Router(FileRoutes):
 
     # ----------------------------------------------------------------- connections
 
-    def connect(self, conn_id: int, user: str, ext: frozenset[str] = ALL) -> list[Outgoing]:
-        """A connection authenticated as `user` (announcing the extensions `ext`): greet
-        it and offer every live session it may read."""
+    def connect(
+        self, conn_id: int, user: str, ext: frozenset[str] = ALL, addr: str = ""
+    ) -> list[Outgoing]:
+        """A connection authenticated as `user` (announcing the extensions `ext`, seen
+        from IP `addr`): greet it and offer every live session it may read."""
         if conn_id in self.conns:
             raise ValueError(f"connection {conn_id} already registered")
         self.now = self.clock()
-        conn = Conn(conn_id, user, tokens=float(self.limits.open_burst), refilled=self.now, ext=ext)
+        conn = Conn(
+            conn_id, user, tokens=float(self.limits.open_burst), refilled=self.now, ext=ext,
+            addr=addr,
+        )  # fmt: skip
         self.conns[conn_id] = conn
         self.by_user.setdefault(user, set()).add(conn_id)
         out = [Outgoing(conn_id, System(self.version, "ok"))]
@@ -223,6 +230,8 @@ class Router(FileRoutes):
                 return self._file_sync(conn, msg)  # type: ignore[arg-type]
             if typ is FileDelete:
                 return self._file_delete(conn, env.id, msg)  # type: ignore[arg-type]
+            if typ is HotlinkSignal:
+                return self._signal(conn, msg)  # type: ignore[arg-type]
         except ProtocolError as exc:
             log.info("conn %d (%s): bad %s: %s", conn_id, conn.user, typ.__name__, exc)
             return [Outgoing(conn_id, Error(BAD_REQUEST, "", f"bad message: {exc}"))]

@@ -329,7 +329,7 @@ class RelayServer:
         )
         router = self.router
         try:
-            self._dispatch(router.connect(cid, peer.user, peer.ext))
+            self._dispatch(router.connect(cid, peer.user, peer.ext, _peer_ip(ws)))
             if self.cluster is not None:
                 self.cluster.local_up(cid, peer.user, peer.ext)
             ws.on_resume = peer.flush
@@ -579,6 +579,15 @@ def _peer(ws: ServerConnection) -> Any:
         return ws.remote_address
     except Exception:  # transport already gone
         return "?"
+
+
+def _peer_ip(ws: ServerConnection) -> str:
+    """The IP address of the connection's far end ("" when unknown): the direct path
+    offers it as a candidate (the WS source port is of no use, so only the IP)."""
+    addr = _peer(ws)
+    if isinstance(addr, tuple) and addr and isinstance(addr[0], str):
+        return addr[0]
+    return ""
 
 
 def format_url(host: str, port: int, tls: bool = False) -> str:

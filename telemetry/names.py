@@ -23,6 +23,9 @@ HOTLINK_SEND = "hotlink.send"  # sender agent: frame encoded and handed to the W
 RELAY_ROUTE = "relay.route"  # relay: data decoded, routed, queued to the readers
 HOTLINK_RECEIVE_WS = "hotlink.receive_ws"  # reader agent: WS message decoded
 HOTLINK_IPC_WRITE = "hotlink.ipc_write"  # reader agent: frame written to the apps
+#: reader agent: a frame decoded from the direct peer link (the relay is skipped: the
+#: trace goes hotlink.send -> hotlink.receive_direct -> hotlink.ipc_write)
+HOTLINK_RECEIVE_DIRECT = "hotlink.receive_direct"
 
 # --- file (fallback) path; names as in SyftBox
 WATCHER_DETECTED = "watcher.detected"  # sender agent: a .request file appeared (origin)
@@ -49,6 +52,7 @@ KINDS: dict[str, str] = {
     RELAY_ROUTE: CONSUMER,
     HOTLINK_RECEIVE_WS: CONSUMER,
     HOTLINK_IPC_WRITE: PRODUCER,
+    HOTLINK_RECEIVE_DIRECT: CONSUMER,
     WATCHER_DETECTED: INTERNAL,
     PRIORITY_SEND: PRODUCER,
     SERVER_HANDLE_FILE_WRITE: CONSUMER,
@@ -101,6 +105,9 @@ SENDER = "hotlink.sender"  # sender's email
 READER = "hotlink.reader"  # reader's email (one) ...
 READERS = "hotlink.readers"  # ... or the fan-out list (relay)
 TRANSPORT = "hotlink.transport"  # "hotlink" (stream) | "file" (fallback)
+#: the path that carried a frame: "relay" | "direct" | "relay+direct" (sender, some
+#: readers linked) | "files"; on every data-path span of the agents
+ROUTE = "hotlink.route"
 FALLBACK_MODE = "hotlink.fallback.mode"  # off | on-failure | tee
 IPC_MODE = "hotlink.ipc.mode"  # unix | tcp
 REASON = "hotlink.reason"  # reject / close reason

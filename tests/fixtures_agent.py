@@ -4,7 +4,8 @@ the real relay fixture (`fixtures_relay.relay`).
 - `agent_factory(email, acl_read=["*"], args=[...], env={...})` starts an agent in
   `tmp_path/<email>` after writing its own `syft.pub.yaml` (read for `acl_read`), waits
   until gRPC health answers SERVING and its link is UP, and returns an `AgentProcess`.
-  All agents are stopped at teardown.
+  All agents are stopped at teardown. Agents run with `--direct off` unless `args`
+  says `--direct ...` (the direct path's tests pass `--direct auto`).
 - `AgentProcess`: `.stub` (sync `HotlinkAgentStub`), `.health()`, `.status()`,
   `.open(path, **fields)`, `.session(path)`, `.wait_session(path, pred)`, `.stop()`,
   `.kill()`, `.start()`, `.log_text()`, `.session_dir(full_path)`.
@@ -73,6 +74,10 @@ class AgentProcess:
         self.email = email
         self.relay = relay
         self.args = list(args or [])
+        if not any(a == "--direct" or a.startswith("--direct=") for a in self.args):
+            # the suite's e2e tests are about the relay and file paths (their counters,
+            # relay kills); the direct path's own tests ask for it (tests/test_direct_*)
+            self.args += ["--direct", "off"]
         self.control = root / ".hotlink" / "agent.sock"
         self.log_path = root.parent / f"agent-{email}.log"
         self.token_file = root.parent / f"{email}.token"

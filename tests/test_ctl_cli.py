@@ -194,10 +194,13 @@ def test_open_ls_get_close_json(
         "tcp",
         "--fallback",
         "tee",
+        "--direct",
+        "off",
         "--json",
     )
     assert code == 0
     doc = json.loads(out)
+    assert agent.requests[-1].direct == pb.DIRECT_MODE_OFF
     assert doc["path"] == f"{ME}/_mpc/0_to_1"
     assert doc["state"] == "OPEN"
     assert doc["role"] == "SENDER"

@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="hlfb-ds-", dir="/tmp") as d:
-        r = ctl("devstack", "up", "--dir", d, "--json")
+        # the relay and file paths (the direct path would carry the frames meanwhile)
+        r = ctl("devstack", "up", "--dir", d, "--direct", "off", "--json")
         assert r.returncode == 0, r.stderr.decode()
         try:
             yield Stack(d, json.loads(r.stdout))

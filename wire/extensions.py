@@ -28,6 +28,7 @@ from .messages import (
     HotlinkClose,
     HotlinkProgress,
     HotlinkReject,
+    HotlinkSignal,
     Message,
 )
 
@@ -45,8 +46,15 @@ RESUME = "resume"
 #: file catch-up: `FileSync` (typ 15) and `FileWrite.mtm`.
 FILE_SYNC = "file-sync"
 
+#: direct path signalling: `HotlinkSignal` kinds `hotlink.direct.*` routed between a
+#: session's sender and its accepted readers, with the relay-set `frm` and `obs` and
+#: the sender-set `to`.
+DIRECT = "direct"
+#: the prefix of our own signal kinds (never sent to a peer without `DIRECT`)
+DIRECT_KIND_PREFIX = "hotlink.direct."
+
 #: Everything this version speaks (what our agent announces and the relay accepts).
-ALL: frozenset[str] = frozenset({ACKS, READER_LEGS, RESUME, FILE_SYNC})
+ALL: frozenset[str] = frozenset({ACKS, READER_LEGS, RESUME, FILE_SYNC, DIRECT})
 NONE: frozenset[str] = frozenset()
 
 
@@ -84,6 +92,14 @@ def for_peer(msg: Message, ext: frozenset[str]) -> Message | None:
     if t is HotlinkReject:
         if msg.frm and READER_LEGS not in ext:  # type: ignore[union-attr]
             return replace(msg, frm="")  # type: ignore[type-var]
+        return msg
+    if t is HotlinkSignal:
+        if DIRECT in ext:
+            return msg
+        if msg.kind.startswith(DIRECT_KIND_PREFIX):  # type: ignore[union-attr]
+            return None
+        if msg.frm or msg.to or msg.obs:  # type: ignore[union-attr]
+            return replace(msg, frm="", to="", obs="")  # type: ignore[type-var]
         return msg
     if t is FileWrite:
         if msg.mtime and FILE_SYNC not in ext:  # type: ignore[union-attr]

@@ -320,6 +320,13 @@ class HotlinkSignal:
     addrs: list[str] | None = None
     token: str = ""
     error: str = ""
+    #: extension `direct` (docs/design.md "Direct path signalling"): relay-set sender
+    #: of the signal (the authenticated user; whatever a client put here is replaced)
+    frm: str = ""
+    #: extension `direct`: the reader a session's sender addresses (its email)
+    to: str = ""
+    #: extension `direct`: relay-set IP address the relay saw the signaller connect from
+    obs: str = ""
 
     def to_dat(self) -> dict[str, Any]:
         # the reference's keys and order; `adr`, `tok`, `err` are omitempty there
@@ -330,6 +337,12 @@ class HotlinkSignal:
             d["tok"] = self.token
         if self.error:
             d["err"] = self.error
+        if self.frm:
+            d["frm"] = self.frm
+        if self.to:
+            d["to"] = self.to
+        if self.obs:
+            d["obs"] = self.obs
         return d
 
     @classmethod
@@ -340,6 +353,9 @@ class HotlinkSignal:
             _strlist(d, "adr") or None,
             _str(d, "tok", ""),
             _str(d, "err", ""),
+            _str(d, "frm", ""),
+            _str(d, "to", ""),
+            _str(d, "obs", ""),
         )
 
 

@@ -1,7 +1,9 @@
 """Paths and the policy that picks one per frame (pure; part of the agent core).
 
-A *path* is a way for a session's frames to travel: today the relay WebSocket
-(`PathId.HOTLINK`) and fallback files (`PathId.FILES`). The sender's core asks the
+A *path* is a way for a session's frames to travel: the relay WebSocket
+(`PathId.HOTLINK`), fallback files (`PathId.FILES`) and direct peer links
+(`PathId.DIRECT`, `sender_direct.py`: the policy's `hotlink_ready` input is "the
+relay or every reader's direct link can carry frames"). The sender's core asks the
 policy for the active path once per batch of app frames and for every switch; the
 reader merges whatever paths deliver by seq (`reorder.StreamMerge`). A new path (a
 direct peer link) is a new `PathId` value, a new readiness input of `update()`, and a
@@ -43,6 +45,9 @@ class ActivePath(enum.IntEnum):
 
     HOTLINK = 1
     FILES = 2
+    #: direct peer links to every reader (`sender_direct.DirectSenderStream`); the
+    #: policy sees it as the online path (`hotlink_ready` includes direct readiness)
+    DIRECT = 3
 
 
 #: the path concept under its own name (`ActivePath` is the control API's name for it)

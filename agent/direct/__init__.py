@@ -10,4 +10,8 @@ handshake and records"):
 - `listener`   asyncio: `DirectListener` (expected links in, strangers refused and counted)
 - `dial`       asyncio: `connect` (all candidates in parallel, first handshake wins)
 - `transport`  the owner's one import: re-exports the above and `default_listen`
+- `negotiator` who offers, answers and connects for a session's legs (sans-I/O, over
+               HotlinkSignal through the relay)
+- `service`    asyncio glue: one listener per agent, negotiators per session, links to
+               the sessions' cores
 """

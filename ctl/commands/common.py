@@ -21,6 +21,12 @@ from ..errors import UsageError
 T = TypeVar("T")
 
 IPC_MODES = {"unix": pb.IPC_MODE_UNIX, "tcp": pb.IPC_MODE_TCP}
+DIRECT_MODES = {
+    "default": pb.DIRECT_MODE_UNSPECIFIED,
+    "off": pb.DIRECT_MODE_OFF,
+    "auto": pb.DIRECT_MODE_AUTO,
+}
+
 FALLBACK_MODES = {
     "off": pb.FALLBACK_MODE_OFF,
     "on-failure": pb.FALLBACK_MODE_ON_FAILURE,

@@ -17,7 +17,7 @@ from ..agent_client import AgentClient
 from ..errors import CtlError, ExitCode, NotFound, StreamClosed, Unavailable, UsageError
 from ..reconnect import ReconnectingStream
 from ..stream import Stream
-from .common import FALLBACK_MODES, IPC_MODES, run, say, with_agent
+from .common import DIRECT_MODES, FALLBACK_MODES, IPC_MODES, run, say, with_agent
 
 
 def cmd_open(args: argparse.Namespace) -> int:
@@ -33,6 +33,7 @@ def cmd_open(args: argparse.Namespace) -> int:
             tcp_addr=args.tcp_addr or "",
             require_link=args.require_link,
             timeout_seconds=wait or 0.0,
+            direct=DIRECT_MODES[args.direct],
         )
         # With --timeout the caller asked to wait for the session to be live: a reader
         # waits for the sender's open and the relay's accept, a sender whose link is
@@ -317,6 +318,15 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="file fallback: off, on-failure (default), tee",
     )
     p.add_argument("--tcp-addr", metavar="HOST:PORT", help="TCP IPC listen address")
+    p.add_argument(
+        "--direct",
+        choices=list(DIRECT_MODES),
+        default="default",
+        help="direct peer-to-peer path for this session: auto (an encrypted TCP link to "
+        "each peer, relay while it is down), off (relay and files only), or default (the "
+        "agent's --direct, itself auto unless set); an agent started with --direct off "
+        "keeps every session off",
+    )
     p.add_argument(
         "--require-link", action="store_true", help="fail (exit 6) if the relay link is down"
     )

@@ -47,6 +47,13 @@ class ActivePath(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTIVE_PATH_UNSPECIFIED: _ClassVar[ActivePath]
     ACTIVE_PATH_HOTLINK: _ClassVar[ActivePath]
     ACTIVE_PATH_FILES: _ClassVar[ActivePath]
+    ACTIVE_PATH_DIRECT: _ClassVar[ActivePath]
+
+class DirectMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIRECT_MODE_UNSPECIFIED: _ClassVar[DirectMode]
+    DIRECT_MODE_OFF: _ClassVar[DirectMode]
+    DIRECT_MODE_AUTO: _ClassVar[DirectMode]
 
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -87,6 +94,10 @@ LINK_STATE_UP: LinkState
 ACTIVE_PATH_UNSPECIFIED: ActivePath
 ACTIVE_PATH_HOTLINK: ActivePath
 ACTIVE_PATH_FILES: ActivePath
+ACTIVE_PATH_DIRECT: ActivePath
+DIRECT_MODE_UNSPECIFIED: DirectMode
+DIRECT_MODE_OFF: DirectMode
+DIRECT_MODE_AUTO: DirectMode
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_OPENED: EventType
 EVENT_TYPE_ACCEPTED: EventType
@@ -100,7 +111,7 @@ TUNNEL_SIDE_FORWARD: TunnelSide
 TUNNEL_SIDE_EXPOSE: TunnelSide
 
 class OpenSessionRequest(_message.Message):
-    __slots__ = ("path", "to", "ipc_mode", "fallback_mode", "tcp_addr", "role", "require_link", "timeout_seconds")
+    __slots__ = ("path", "to", "ipc_mode", "fallback_mode", "tcp_addr", "role", "require_link", "timeout_seconds", "direct")
     PATH_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     IPC_MODE_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +120,7 @@ class OpenSessionRequest(_message.Message):
     ROLE_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_LINK_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
     path: str
     to: str
     ipc_mode: IpcMode
@@ -117,7 +129,8 @@ class OpenSessionRequest(_message.Message):
     role: Role
     require_link: bool
     timeout_seconds: float
-    def __init__(self, path: _Optional[str] = ..., to: _Optional[str] = ..., ipc_mode: _Optional[_Union[IpcMode, str]] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., tcp_addr: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., require_link: _Optional[bool] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    direct: DirectMode
+    def __init__(self, path: _Optional[str] = ..., to: _Optional[str] = ..., ipc_mode: _Optional[_Union[IpcMode, str]] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., tcp_addr: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., require_link: _Optional[bool] = ..., timeout_seconds: _Optional[float] = ..., direct: _Optional[_Union[DirectMode, str]] = ...) -> None: ...
 
 class OpenSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -172,7 +185,7 @@ class SetFallbackModeRequest(_message.Message):
     def __init__(self, session: _Optional[_Union[SessionRef, _Mapping]] = ..., mode: _Optional[_Union[FallbackMode, str]] = ...) -> None: ...
 
 class SessionCounters(_message.Message):
-    __slots__ = ("frames_sent", "bytes_sent", "frames_received", "bytes_received", "drops", "queued", "files_sent", "files_received", "duplicates", "file_duplicates", "files_pending", "path_switches", "confirmed_seq")
+    __slots__ = ("frames_sent", "bytes_sent", "frames_received", "bytes_received", "drops", "queued", "files_sent", "files_received", "duplicates", "file_duplicates", "files_pending", "path_switches", "confirmed_seq", "frames_direct", "bytes_direct", "frames_relay", "bytes_relay", "direct_switches")
     FRAMES_SENT_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     FRAMES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +199,11 @@ class SessionCounters(_message.Message):
     FILES_PENDING_FIELD_NUMBER: _ClassVar[int]
     PATH_SWITCHES_FIELD_NUMBER: _ClassVar[int]
     CONFIRMED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DIRECT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DIRECT_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_RELAY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RELAY_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_SWITCHES_FIELD_NUMBER: _ClassVar[int]
     frames_sent: int
     bytes_sent: int
     frames_received: int
@@ -199,10 +217,15 @@ class SessionCounters(_message.Message):
     files_pending: int
     path_switches: int
     confirmed_seq: int
-    def __init__(self, frames_sent: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., frames_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., drops: _Optional[int] = ..., queued: _Optional[int] = ..., files_sent: _Optional[int] = ..., files_received: _Optional[int] = ..., duplicates: _Optional[int] = ..., file_duplicates: _Optional[int] = ..., files_pending: _Optional[int] = ..., path_switches: _Optional[int] = ..., confirmed_seq: _Optional[int] = ...) -> None: ...
+    frames_direct: int
+    bytes_direct: int
+    frames_relay: int
+    bytes_relay: int
+    direct_switches: int
+    def __init__(self, frames_sent: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., frames_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., drops: _Optional[int] = ..., queued: _Optional[int] = ..., files_sent: _Optional[int] = ..., files_received: _Optional[int] = ..., duplicates: _Optional[int] = ..., file_duplicates: _Optional[int] = ..., files_pending: _Optional[int] = ..., path_switches: _Optional[int] = ..., confirmed_seq: _Optional[int] = ..., frames_direct: _Optional[int] = ..., bytes_direct: _Optional[int] = ..., frames_relay: _Optional[int] = ..., bytes_relay: _Optional[int] = ..., direct_switches: _Optional[int] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "path", "role", "state", "reason", "sender", "to", "readers", "session_dir", "ipc_mode", "endpoint", "fallback_mode", "active_path", "last_seq", "ipc_clients", "counters", "opened_unix_nano")
+    __slots__ = ("session_id", "path", "role", "state", "reason", "sender", "to", "readers", "session_dir", "ipc_mode", "endpoint", "fallback_mode", "active_path", "last_seq", "ipc_clients", "counters", "opened_unix_nano", "direct_mode", "direct")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +243,8 @@ class Session(_message.Message):
     IPC_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     OPENED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_MODE_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     path: str
     role: Role
@@ -237,7 +262,17 @@ class Session(_message.Message):
     ipc_clients: int
     counters: SessionCounters
     opened_unix_nano: int
-    def __init__(self, session_id: _Optional[str] = ..., path: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., reason: _Optional[str] = ..., sender: _Optional[str] = ..., to: _Optional[str] = ..., readers: _Optional[_Iterable[str]] = ..., session_dir: _Optional[str] = ..., ipc_mode: _Optional[_Union[IpcMode, str]] = ..., endpoint: _Optional[str] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., active_path: _Optional[_Union[ActivePath, str]] = ..., last_seq: _Optional[int] = ..., ipc_clients: _Optional[int] = ..., counters: _Optional[_Union[SessionCounters, _Mapping]] = ..., opened_unix_nano: _Optional[int] = ...) -> None: ...
+    direct_mode: DirectMode
+    direct: _containers.RepeatedCompositeFieldContainer[DirectPeer]
+    def __init__(self, session_id: _Optional[str] = ..., path: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., reason: _Optional[str] = ..., sender: _Optional[str] = ..., to: _Optional[str] = ..., readers: _Optional[_Iterable[str]] = ..., session_dir: _Optional[str] = ..., ipc_mode: _Optional[_Union[IpcMode, str]] = ..., endpoint: _Optional[str] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., active_path: _Optional[_Union[ActivePath, str]] = ..., last_seq: _Optional[int] = ..., ipc_clients: _Optional[int] = ..., counters: _Optional[_Union[SessionCounters, _Mapping]] = ..., opened_unix_nano: _Optional[int] = ..., direct_mode: _Optional[_Union[DirectMode, str]] = ..., direct: _Optional[_Iterable[_Union[DirectPeer, _Mapping]]] = ...) -> None: ...
+
+class DirectPeer(_message.Message):
+    __slots__ = ("peer", "status")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    status: str
+    def __init__(self, peer: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,167 @@
+"""The sender's core with direct peer links: which readers a frame reaches how.
+
+`DirectSenderStream` is a `SenderStream` that also knows which accepted readers have a
+direct link up (`direct_up`, fed by the negotiation glue). It changes no frame
+bookkeeping: seqs, the pending queue, the re-send window and the readers' progress
+work exactly as on the relay, so whatever path carried a frame, every reader gets it
+once and in order (readers merge by seq and drop copies).
+
+Carriers of the frames in `pending` (`carriers()`), asked by the adapter per batch:
+
+- every reader has a direct link: the frames go over those links only
+  (`ActivePath.DIRECT`); the relay is skipped, so it need not even be reachable;
+- some do, some not: the frames go to the relay (whose fan-out reaches every reader)
+  *and* over the direct links (the direct readers get them first and drop the relay
+  copy by seq); the relay cannot leave one reader out of its fan-out;
+- none: the relay only, as without direct links.
+
+Switching without loss:
+
+- a direct link drops while the relay works: the reader's unconfirmed frames (after
+  its last `HotlinkProgress`) go back in front of the queue and leave by the relay,
+  exactly like a reader's resume after a re-accept;
+- a direct link drops while the relay is down as well: that reader is unreachable,
+  so it leaves `readers` like every reader does on a relay drop, and the relay's
+  `HotlinkAccept(seq)` after the reconnect re-sends from its confirmed seq;
+- the relay drops while every reader has a direct link: the session keeps sending
+  over the links (nothing re-queued, no reader forgotten); the Open is re-sent when
+  the relay returns (control traffic catches up), and the readers' re-accepts do not
+  re-send what they already confirmed over the link.
+"""
+
+from __future__ import annotations
+
+from .effects import Effect, Emit, EventType, Transmit
+from .paths import ActivePath, Switch
+from .sender import SenderStream
+from .state import SessionState, Trigger
+
+_LIVE = (SessionState.OPEN, SessionState.PENDING)
+
+
+class DirectSenderStream(SenderStream):
+    """A `SenderStream` that also sends over direct peer links (see the module doc)."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        #: accepted readers whose direct link is up
+        self.direct_up: set[str] = set()
+        #: the online path last reported (relay or direct) for PATH_SWITCHED events
+        self.reported = ActivePath.HOTLINK
+        self.direct_switches = 0
+
+    # --- queries --------------------------------------------------------------------
+
+    def direct_only(self) -> bool:
+        """Every reader is reached by a direct link (the relay is not needed)."""
+        return bool(self.readers) and self.readers <= self.direct_up
+
+    def direct_ready(self) -> bool:
+        return self.direct_only() and self.machine.state in _LIVE and not self.closed
+
+    def hotlink_ready(self) -> bool:
+        return super().hotlink_ready() or self.direct_ready()
+
+    @property
+    def can_transmit(self) -> bool:
+        if self.machine.state is SessionState.OPEN and self.readers:
+            return True
+        return self.direct_ready()
+
+    @property
+    def active_path(self) -> ActivePath:
+        if self.policy.active is ActivePath.FILES:
+            return ActivePath.FILES
+        return ActivePath.DIRECT if self.direct_only() else ActivePath.HOTLINK
+
+    def carriers(self) -> tuple[bool, tuple[str, ...]]:
+        """(send to the relay, readers to send to over their direct link) for the
+        frames in `pending` now."""
+        direct = tuple(sorted(self.readers & self.direct_up))
+        if direct and len(direct) == len(self.readers):
+            return False, direct
+        return self.link_up, direct
+
+    # --- direct link news ------------------------------------------------------------
+
+    def direct_link_up(self, reader: str) -> list[Effect]:
+        if reader in self.direct_up or self.closed:
+            return []
+        self.direct_up.add(reader)
+        out: list[Effect] = []
+        if reader in self.readers:
+            out.append(Transmit(ActivePath.DIRECT))
+        out += self.reevaluate(f"direct link to {reader} up")
+        self._report(out, reader, f"direct link to {reader} up")
+        return out
+
+    def direct_link_down(self, reader: str, why: str) -> list[Effect]:
+        """`reader`'s direct link is gone: what it did not confirm goes by the relay
+        (or, with the relay down too, the reader is unreachable until it re-accepts)."""
+        if reader not in self.direct_up:
+            return []
+        self.direct_up.discard(reader)
+        out: list[Effect] = []
+        if reader in self.readers:
+            if self.link_up and self.machine.state is SessionState.OPEN:
+                self._resume_reader(reader, self.reader_acks.get(reader, self.confirmed))
+                out.append(Transmit(ActivePath.HOTLINK))
+            else:
+                self.readers.discard(reader)
+                self.reader_acks.pop(reader, None)
+                if not self.readers:
+                    self.requeue_recent()
+        out += self.reevaluate(f"direct link to {reader} down: {why}")
+        self._report(out, reader, f"direct link to {reader} down: {why}")
+        return out
+
+    def _report(self, out: list[Effect], peer: str, why: str) -> None:
+        """A PATH_SWITCHED event when the online path changed (relay <-> direct)."""
+        now = self.active_path
+        if now is ActivePath.FILES or now is self.reported:
+            return
+        self.reported = now
+        self.direct_switches += 1
+        out.append(Emit(EventType.PATH_SWITCHED, peer, why))
+
+    # --- relay events that change meaning with direct links ----------------------------
+
+    def _switched(self, sw: Switch, out: list[Effect]) -> None:
+        super()._switched(sw, out)
+        if sw.to is not ActivePath.FILES:
+            self.reported = self.active_path
+
+    def on_link_down(self) -> None:
+        """The relay link dropped: readers with a direct link stay reachable."""
+        keep = self.readers & self.direct_up
+        if not keep:
+            super().on_link_down()
+            return
+        acks = {r: a for r, a in self.reader_acks.items() if r in keep}
+        whole = keep == self.readers
+        self.link_up = False
+        if self.machine.state is SessionState.OPEN:
+            self.machine.fire(Trigger.LINK_DOWN, "link down")
+        if not whole:
+            # frames the relay-only readers may have missed: re-sent after the re-open
+            # (the direct readers drop the copies by seq)
+            self.requeue_recent()
+        self.readers.clear()
+        self.readers.update(keep)
+        self.reader_acks.clear()
+        self.reader_acks.update(acks)
+
+    def on_accept(self, peer: str, seq: int | None) -> list[Effect]:
+        if seq is not None and peer in self.direct_up:
+            # the relay's idea of this reader's progress may be older than what the
+            # reader confirmed over its link
+            seq = max(seq, self.reader_acks.get(peer, 0))
+        out = super().on_accept(peer, seq)
+        self._report(out, peer, f"{peer} accepted")
+        return out
+
+    def _reader_left(self, peer: str, ev: EventType, reason: str, why: str) -> list[Effect]:
+        self.direct_up.discard(peer)
+        out = super()._reader_left(peer, ev, reason, why)
+        self._report(out, peer, why)
+        return out

@@ -1,0 +1,223 @@
+"""DirectSenderStream (agent/core/sender_direct.py) without sockets: which path each
+frame takes, and that switching between relay and direct links loses, duplicates or
+reorders nothing at the readers (modelled as a merge by seq, like the reader core)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hotlink.agent.core.effects import Emit, EventType, Transmit
+from hotlink.agent.core.limits import StreamLimits, Totals
+from hotlink.agent.core.paths import ActivePath, FallbackMode
+from hotlink.agent.core.sender_direct import DirectSenderStream
+from hotlink.agent.core.state import SessionState
+from hotlink.wire import messages as m
+from hotlink.wire.frames import Frame
+
+PATH = "alice@x.org/_mpc/0_to_1"
+BOB = "bob@x.org"
+CAROL = "carol@x.org"
+
+
+class Reader:
+    """A reader's merge by seq: delivers in order, drops copies."""
+
+    def __init__(self) -> None:
+        self.delivered: list[int] = []
+        self.buf: set[int] = set()
+        self.by: dict[str, int] = {"relay": 0, "direct": 0}
+
+    def take(self, seq: int, via: str) -> None:
+        nxt = len(self.delivered) + 1
+        if seq < nxt or seq in self.buf:
+            return
+        self.by[via] += 1
+        self.buf.add(seq)
+        while nxt in self.buf:
+            self.buf.discard(nxt)
+            self.delivered.append(nxt)
+            nxt += 1
+
+    @property
+    def confirmed(self) -> int:
+        return len(self.delivered)
+
+
+class Net:
+    """The adapter: carries Transmit over the relay (fan-out to every reader it
+    knows) and over direct links; `relay_up` / `direct` say what works."""
+
+    def __init__(self, st: DirectSenderStream, readers: dict[str, Reader]) -> None:
+        self.st = st
+        self.readers = readers
+        self.relay_up = True
+        #: readers the relay delivers to (their accepted legs)
+        self.relay_legs: set[str] = set()
+        self.events: list[Emit] = []
+        self.relay_frames = self.direct_frames = 0
+        self.transmits: list[Transmit] = []
+
+    def run(self, effects: list[Any]) -> None:
+        for e in effects:
+            if isinstance(e, Transmit):
+                self.transmits.append(e)
+                self.transmit()
+            elif isinstance(e, Emit):
+                self.events.append(e)
+
+    def transmit(self) -> None:
+        st = self.st
+        if st.can_transmit:
+            while st.pending:
+                relay, direct = st.carriers()
+                msg: m.HotlinkData = st.pending[0]
+                if relay and not self.relay_up:
+                    break
+                for r in direct:  # the adapter writes to the direct links first
+                    self.direct_frames += 1
+                    self.readers[r].take(msg.seq, "direct")
+                if relay:
+                    self.relay_frames += 1
+                    for r in self.relay_legs:
+                        self.readers[r].take(msg.seq, "relay")
+                st.frame_sent()
+        self.run(st.transmit_done(False, True))
+
+    def progress(self) -> None:
+        for name, r in self.readers.items():
+            if name in self.st.readers:
+                self.run(self.st.on_progress(name, r.confirmed))
+
+
+def frames(n: int) -> list[Frame]:
+    return [Frame(b"x" * 10, 0, "") for _ in range(n)]
+
+
+def setup(*names: str, mode: FallbackMode = FallbackMode.OFF) -> tuple[DirectSenderStream, Net]:
+    st = DirectSenderStream(
+        PATH, sid="s1", mode=mode, limits=StreamLimits(), totals=Totals(), link_up=True
+    )
+    net = Net(st, {n: Reader() for n in names})
+    net.run(st.start())
+    net.run(st.on_acked())
+    for n in names:
+        net.relay_legs.add(n)
+        net.run(st.on_accept(n, None))
+    return st, net
+
+
+def test_all_readers_direct_skips_the_relay() -> None:
+    st, net = setup(BOB)
+    net.run(st.app_frames(frames(3)))
+    assert st.active_path is ActivePath.HOTLINK and net.relay_frames == 3
+    net.run(st.direct_link_up(BOB))
+    assert st.active_path is ActivePath.DIRECT
+    assert net.events[-1] == Emit(EventType.PATH_SWITCHED, BOB, f"direct link to {BOB} up")
+    net.run(st.app_frames(frames(5)))
+    assert (net.relay_frames, net.direct_frames) == (3, 5)
+    assert net.readers[BOB].delivered == list(range(1, 9))
+    assert st.carriers() == (False, (BOB,))
+
+
+def test_mixed_readers_relay_for_all_direct_for_some() -> None:
+    st, net = setup(BOB, CAROL)
+    net.run(st.direct_link_up(BOB))
+    assert st.active_path is ActivePath.HOTLINK  # carol still needs the relay
+    assert st.carriers() == (True, (BOB,))
+    net.run(st.app_frames(frames(4)))
+    assert net.readers[BOB].delivered == [1, 2, 3, 4] == net.readers[CAROL].delivered
+    assert net.readers[BOB].by == {"relay": 0, "direct": 4}  # relay copies dropped
+
+
+def test_direct_drop_resends_unconfirmed_by_relay() -> None:
+    st, net = setup(BOB)
+    net.run(st.direct_link_up(BOB))
+    net.run(st.app_frames(frames(10)))
+    net.progress()  # bob confirmed 10
+    # frames 11..15 go direct but are "lost" on the link (it is dying)
+    net.readers[BOB].take = lambda seq, via, r=net.readers[BOB], t=Reader.take: (  # type: ignore[method-assign]
+        None if via == "direct" else t(r, seq, via)
+    )
+    net.run(st.app_frames(frames(5)))
+    assert net.readers[BOB].delivered == list(range(1, 11))
+    net.run(st.direct_link_down(BOB, "connection reset"))
+    assert st.active_path is ActivePath.HOTLINK
+    assert net.readers[BOB].delivered == list(range(1, 16))
+    assert net.events[-1].reason == f"direct link to {BOB} down: connection reset"
+
+
+def test_relay_down_while_direct_keeps_sending() -> None:
+    st, net = setup(BOB)
+    net.run(st.direct_link_up(BOB))
+    net.run(st.app_frames(frames(5)))
+    net.relay_up = False
+    st.on_link_down()
+    net.run(st.reevaluate("link down"))
+    assert st.readers == {BOB} and st.state is SessionState.PENDING
+    assert st.can_transmit and st.active_path is ActivePath.DIRECT
+    before = len(st.pending)
+    for _ in range(20):
+        net.run(st.app_frames(frames(100)))
+        net.progress()
+    assert before == 0 and not st.pending
+    assert net.readers[BOB].delivered == list(range(1, 2006))
+    assert net.relay_frames == 0
+    # the relay returns: the Open is re-sent; the re-accept with the relay's stale seq
+    # re-sends nothing bob confirmed over the link
+    net.relay_up = True
+    net.run(st.on_link_up())
+    net.run(st.on_acked())
+    net.run(st.on_accept(BOB, 0))
+    assert not st.pending and net.direct_frames == 2005
+
+
+def test_relay_down_then_direct_down_reader_unreachable_until_reaccept() -> None:
+    st, net = setup(BOB, mode=FallbackMode.OFF)
+    net.run(st.direct_link_up(BOB))
+    net.run(st.app_frames(frames(3)))
+    net.relay_up = False
+    st.on_link_down()
+    net.run(st.direct_link_down(BOB, "eof"))
+    assert st.readers == set() and not st.can_transmit
+    net.run(st.app_frames(frames(2)))
+    assert len(st.pending) >= 2  # held (mode OFF): nothing dropped
+    net.relay_up = True
+    net.run(st.on_link_up())
+    net.run(st.on_acked())
+    net.run(st.on_accept(BOB, net.readers[BOB].confirmed))
+    assert net.readers[BOB].delivered == [1, 2, 3, 4, 5]
+
+
+def test_files_mode_not_entered_while_direct_carries() -> None:
+    st, net = setup(BOB, mode=FallbackMode.ON_FAILURE)
+    net.run(st.direct_link_up(BOB))
+    st.on_link_down()
+    net.run(st.reevaluate("link down"))
+    assert st.policy.active is ActivePath.HOTLINK and st.active_path is ActivePath.DIRECT
+
+
+def test_link_flapping_fifty_times_exactly_once_in_order() -> None:
+    rng = random.Random(12)
+    st, net = setup(BOB, CAROL)
+    for _ in range(50):
+        who = rng.choice([BOB, CAROL])
+        net.run(st.direct_link_up(who))
+        net.run(st.app_frames(frames(rng.randint(1, 30))))
+        if rng.random() < 0.5:
+            net.progress()
+        net.run(st.direct_link_down(who, "killed"))
+        net.run(st.app_frames(frames(rng.randint(0, 5))))
+    net.progress()
+    n = st.seq
+    for r in net.readers.values():
+        assert r.delivered == list(range(1, n + 1))
+
+
+def test_reader_leaving_drops_its_link() -> None:
+    st, net = setup(BOB, CAROL)
+    net.run(st.direct_link_up(BOB))
+    net.run(st.direct_link_up(CAROL))
+    assert st.active_path is ActivePath.DIRECT
+    net.run(st.on_close(CAROL, "reader disconnected"))
+    assert st.direct_up == {BOB} and st.active_path is ActivePath.DIRECT

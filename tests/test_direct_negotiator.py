@@ -1,0 +1,258 @@
+"""Sans-I/O tests of the direct-link negotiation (agent/direct/negotiator.py).
+
+Two negotiators (sender and reader) exchange signals through a tiny fake relay that
+stamps `frm`/`obs` like the real one; no sockets, no crypto (fake keys)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hotlink.agent.direct import negotiator as n
+from hotlink.agent.direct.negotiator import (
+    CloseLink,
+    Connect,
+    Expect,
+    Forget,
+    KeyOps,
+    LegState,
+    Negotiator,
+    PathNews,
+    Role,
+    SendSignal,
+)
+from hotlink.wire.messages import HotlinkSignal
+
+A = "alice@example.org"
+B = "bob@example.org"
+C = "carol@example.org"
+SID = "s1"
+
+
+class FakeKey:
+    _ids = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.pub = f"pub{next(self._ids)}"
+
+
+def parse_public(b64: str) -> bytes:
+    if not b64.startswith("pub"):
+        raise ValueError("not a key")
+    return b64.encode()
+
+
+KEYS = KeyOps(FakeKey, lambda k: k.pub, parse_public)
+
+
+def make(role: n.Role, me: str, enabled: bool = True, cands: list[str] | None = None) -> Negotiator:
+    legs = (f"leg{i}" for i in itertools.count(1))
+    return Negotiator(
+        role,
+        sid=SID,
+        me=me,
+        sender=A,
+        enabled=enabled,
+        candidates=lambda: list(cands if cands is not None else ["127.0.0.1:7000"]),
+        keys=KEYS,
+        new_leg=lambda: next(legs),
+    )
+
+
+def relayed(effects: list[n.Effect], frm: str, obs: str = "10.0.0.9") -> list[HotlinkSignal]:
+    """The signals among `effects` as the relay delivers them (frm/obs stamped)."""
+    out = []
+    for e in effects:
+        if isinstance(e, SendSignal):
+            m = e.msg
+            out.append(HotlinkSignal(m.sid, m.kind, m.addrs, m.token, m.error, frm, m.to, obs))
+    return out
+
+
+def of(effects: list[n.Effect], t: type) -> list:
+    return [e for e in effects if isinstance(e, t)]
+
+
+def negotiate(s: Negotiator, r: Negotiator, now: float = 0.0) -> Connect:
+    offer = s.reader_accepted(B, now)
+    (sig,) = relayed(offer, A)
+    assert sig.kind == n.OFFER and sig.to == B
+    ans = r.on_signal(sig, now)
+    (exp,) = of(ans, Expect)
+    # the reader registers the expectation before its answer leaves
+    assert ans.index(exp) < next(i for i, e in enumerate(ans) if isinstance(e, SendSignal))
+    (asig,) = relayed(ans, B, obs="192.0.2.7")
+    assert asig.kind == n.ANSWER
+    (conn,) = of(s.on_signal(asig, now), Connect)
+    assert (conn.sid, conn.sender, conn.reader, conn.leg) == (SID, A, B, exp.leg)
+    assert exp.peer_public == s.legs[B].key.pub.encode()  # reader expects the sender's key
+    assert conn.peer_public == r.legs[A].key.pub.encode()  # sender expects the reader's key
+    return conn
+
+
+def test_happy_path_both_sides_up() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    conn = negotiate(s, r)
+    assert conn.candidates == ("127.0.0.1:7000", "192.0.2.7:7000")  # + observed IP
+    assert conn.timeout == n.CONNECT_TIMEOUT
+    out = s.connected(B, conn.leg)
+    assert of(out, PathNews) == [PathNews(B, True, "direct link up")]
+    rout = r.connected(A, conn.leg)
+    assert of(rout, Forget) and of(rout, PathNews)[0].up
+    assert s.is_up(B) and r.is_up(A) and s.status(B) == "up"
+
+
+def test_observed_ipv6_combined() -> None:
+    assert n.combine_observed("::1", ["[::1]:5", "10.0.0.1:6", "10.0.0.2:6"]) == [
+        "[::1]:5",
+        "[::1]:6",
+    ]
+    assert n.combine_observed("", ["h:1"]) == []
+
+
+def test_connect_failure_stays_on_relay_and_retries_with_backoff() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    conn = negotiate(s, r, now=0.0)
+    out = s.connect_failed(B, conn.leg, "timed out", now=3.0)
+    (news,) = of(out, PathNews)
+    assert not news.up and "timed out" in news.reason
+    assert "timed out" in s.status(B) and not s.is_up(B)
+    assert s.next_deadline() == pytest.approx(3.0 + n.RETRY_INITIAL)
+    assert s.handle_timer(3.5) == []
+    again = s.handle_timer(4.0)
+    (sig,) = relayed(again, A)
+    assert sig.kind == n.OFFER and s.legs[B].leg != conn.leg  # a fresh leg
+    # second failure doubles the wait
+    s.legs[B].state = LegState.CONNECTING
+    s.connect_failed(B, s.legs[B].leg, "refused", now=10.0)
+    assert s.next_deadline() == pytest.approx(10.0 + 2 * n.RETRY_INITIAL)
+
+
+def test_no_answer_times_out() -> None:
+    s = make(Role.SENDER, A)
+    s.reader_accepted(B, 0.0)
+    assert s.next_deadline() == n.ANSWER_TIMEOUT
+    out = s.handle_timer(n.ANSWER_TIMEOUT)
+    assert "no answer" in of(out, PathNews)[0].reason
+    assert s.legs[B].state is LegState.BACKOFF
+
+
+def test_reader_with_direct_off_refuses_for_good() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B, enabled=False)
+    (sig,) = relayed(s.reader_accepted(B, 0.0), A)
+    rout = r.on_signal(sig, 0.0)
+    assert not of(rout, Expect)
+    (err,) = relayed(rout, B)
+    assert err.kind == n.ERROR
+    out = s.on_signal(err, 0.0)
+    assert "off" in of(out, PathNews)[0].reason
+    assert s.legs[B].state is LegState.GAVE_UP and s.next_deadline() is None
+    assert s.reader_accepted(B, 1.0) == []  # no new offer on a re-accept
+
+
+def test_sender_with_direct_off_never_offers() -> None:
+    assert make(Role.SENDER, A, enabled=False).reader_accepted(B, 0.0) == []
+
+
+def test_relay_refusal_gives_up() -> None:
+    s = make(Role.SENDER, A)
+    s.reader_accepted(B, 0.0)
+    out = s.relay_error(B, "bob does not speak 'direct'")
+    assert of(out, PathNews) and s.legs[B].state is LegState.GAVE_UP
+
+
+def test_signals_from_others_ignored() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    (sig,) = relayed(s.reader_accepted(B, 0.0), A)
+    # an offer that does not come from the session's sender
+    forged = HotlinkSignal(SID, n.OFFER, sig.addrs, sig.token, frm=C)
+    assert r.on_signal(forged, 0.0) == []
+    # no frm at all (not relayed), or another session
+    assert r.on_signal(HotlinkSignal(SID, n.OFFER, None, sig.token), 0.0) == []
+    assert r.on_signal(HotlinkSignal("s2", n.OFFER, None, sig.token, frm=A), 0.0) == []
+    # an answer from a user the sender did not offer to
+    assert s.on_signal(HotlinkSignal(SID, n.ANSWER, ["h:1"], "1.leg1.pub9", frm=C), 0.0) == []
+
+
+def test_stale_answer_and_stale_link_ignored() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    (sig,) = relayed(s.reader_accepted(B, 0.0), A)
+    (asig,) = relayed(r.on_signal(sig, 0.0), B)
+    stale = HotlinkSignal(SID, n.ANSWER, asig.addrs, "1.old.pub1", frm=B)
+    assert s.on_signal(stale, 0.0) == []
+    assert s.connected(B, "old") == [CloseLink(B, "old", "stale leg")]
+
+
+def test_bad_offer_answered_with_error() -> None:
+    r = make(Role.READER, B)
+    out = r.on_signal(HotlinkSignal(SID, n.OFFER, None, "garbage", frm=A), 0.0)
+    (err,) = relayed(out, B)
+    assert err.kind == n.ERROR and not of(out, Expect)
+
+
+def test_link_down_goes_back_to_relay_and_retries_soon() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    conn = negotiate(s, r)
+    s.connected(B, conn.leg)
+    r.connected(A, conn.leg)
+    out = s.link_down(B, conn.leg, "connection reset", now=100.0)
+    assert of(out, PathNews) == [PathNews(B, False, "direct link down: connection reset")]
+    (down,) = relayed(out, A)
+    assert down.kind == n.DOWN
+    assert s.next_deadline() == pytest.approx(100.0 + n.RETRY_AFTER_DROP)
+    rout = r.on_signal(down, 100.0)
+    assert of(rout, PathNews) and not r.is_up(A)
+    # the sender's retry makes a fresh offer the reader takes
+    (offer,) = relayed(s.handle_timer(101.0), A)
+    assert of(r.on_signal(offer, 101.0), Expect)
+
+
+def test_new_offer_replaces_an_up_leg_on_the_reader() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    conn = negotiate(s, r)
+    r.connected(A, conn.leg)
+    s.legs.pop(B)  # the sender lost its state (e.g. restarted)
+    (offer,) = relayed(s.reader_accepted(B, 5.0), A)
+    out = r.on_signal(offer, 5.0)
+    assert CloseLink(A, conn.leg, "replaced by a new offer") in out
+    assert of(out, Expect)
+
+
+def test_reader_expectation_expires() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    negotiate(s, r)
+    assert r.next_deadline() == n.EXPECT_TIMEOUT
+    out = r.handle_timer(n.EXPECT_TIMEOUT)
+    assert of(out, Forget) and A not in r.legs
+
+
+def test_multiple_readers_each_get_a_leg() -> None:
+    s = make(Role.SENDER, A)
+    rb, rc = make(Role.READER, B), make(Role.READER, C)
+    sigs = relayed(s.reader_accepted(B, 0.0) + s.reader_accepted(C, 0.0), A)
+    assert [x.to for x in sigs] == [B, C]
+    (ab,) = relayed(rb.on_signal(sigs[0], 0.0), B)
+    (ac,) = relayed(rc.on_signal(sigs[1], 0.0), C)
+    (cb,) = of(s.on_signal(ab, 0.0), Connect)
+    (cc,) = of(s.on_signal(ac, 0.0), Connect)
+    assert cb.reader == B and cc.reader == C and cb.leg != cc.leg
+    s.connected(B, cb.leg)
+    assert s.is_up(B) and not s.is_up(C)
+    gone = [CloseLink(B, cb.leg, "reader left"), PathNews(B, False, "reader left")]
+    assert s.reader_left(B) == gone
+
+
+def test_close_ends_every_leg() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    conn = negotiate(s, r)
+    s.connected(B, conn.leg)
+    assert s.close("session closed") == [CloseLink(B, conn.leg, "session closed")]
+    assert s.reader_accepted(B, 1.0) == [] and s.next_deadline() is None
+    assert of(r.close("bye"), Forget)
+
+
+def test_token_roundtrip() -> None:
+    assert n.decode_token(n.encode_token("abc", "KEY+/=")) == ("abc", "KEY+/=")
+    for bad in ("", "2.a.b", "1..b", "1.a", "1.a.b.c"):
+        with pytest.raises(ValueError):
+            n.decode_token(bad)
