@@ -225,8 +225,9 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
                 f"{traced.rx.endpoint}, sampler ratio {cfg.otel_ratio:g})"
             )
             traced.state = await devstack.up(
-                traced.dir.name, otel=traced.rx.endpoint, otel_ratio=cfg.otel_ratio
-            )
+                traced.dir.name, otel=traced.rx.endpoint, otel_ratio=cfg.otel_ratio,
+                direct="off",
+            )  # fmt: skip
             ta, tb = traced.state.peers[0], traced.state.peers[1]
             ta_c, tb_c = AgentClient(ta.control), AgentClient(tb.control)
             clients += [ta_c, tb_c]
@@ -298,9 +299,14 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
 
 
 def _direct_variants(cfg: BenchConfig, files: bool) -> list[str]:
-    """The `--direct` values to measure ("" alone: one devstack, no flag)."""
+    """The `--direct` values to measure ("" alone: one devstack, no flag).
+
+    Without `--direct` the bench's own devstack runs `--direct off`: the table is the
+    relay path against the floor (and `--otel`'s traced twin), whatever the agents'
+    default; `--direct off,auto` adds the direct path. A `--dir` stack or the file
+    path keeps its own setting."""
     if not cfg.direct:
-        return [""]
+        return [""] if files or cfg.devstack_dir else ["off"]
     variants = list(dict.fromkeys(cfg.direct))
     bad = [v for v in variants if v not in PATH_LABELS or not v]
     if bad:
@@ -312,6 +318,9 @@ def _direct_variants(cfg: BenchConfig, files: bool) -> list[str]:
         )
     if files:
         raise UsageError("--direct measures the hotlink path, not e2e-latency")
-    if cfg.otel:
-        raise UsageError("--otel and --direct: run them as two benches")
+    if cfg.otel and variants != ["off"]:
+        raise UsageError(
+            "--otel traces the relay path: it combines with --direct off only",
+            "run the direct path as a second bench: hotlinkctl bench --direct auto",
+        )
     return variants
