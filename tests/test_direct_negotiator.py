@@ -256,3 +256,32 @@ def test_token_roundtrip() -> None:
     for bad in ("", "2.a.b", "1..b", "1.a", "1.a.b.c"):
         with pytest.raises(ValueError):
             n.decode_token(bad)
+
+
+def test_service_negotiates_afresh_when_the_session_id_changes() -> None:
+    """A sender refused "session id in use" goes on under a new sid; the legs and keys
+    of the old id must not be reused for it."""
+    from types import SimpleNamespace
+
+    from hotlink.agent.direct.service import DirectService
+
+    sent: list[object] = []
+    mgr = SimpleNamespace(
+        cfg=SimpleNamespace(direct_listen=[], direct_advertise=[]),
+        emit=lambda *a: None,
+        email=A,
+        link=SimpleNamespace(send=sent.append),
+        loop=SimpleNamespace(time=lambda: 0.0),
+    )
+    svc = DirectService(mgr)  # type: ignore[arg-type]
+    s = SimpleNamespace(
+        sid="old", is_sender=True, direct_mode=2, sender=A, closed=False, path="p",
+        negotiator=None,
+    )  # fmt: skip
+    first = svc._negotiator(s)  # type: ignore[arg-type]
+    assert first is not None and first.sid == "old"
+    assert svc._negotiator(s) is first  # type: ignore[arg-type]
+    s.sid = "new"
+    second = svc._negotiator(s)  # type: ignore[arg-type]
+    assert second is not None and second is not first and second.sid == "new"
+    assert s.negotiator is second

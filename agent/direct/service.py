@@ -144,6 +144,11 @@ class DirectService:
 
     def _negotiator(self, s: Session) -> Negotiator | None:
         neg = self.negs.get(id(s))
+        if neg is not None and neg.sid != s.sid:
+            # the session went on under a new id (its old one was refused): the legs
+            # and keys were bound to the old id, so negotiate afresh
+            self._drop(s, "session id changed")
+            neg = None
         if neg is None:
             if not s.sid or (s.direct_mode == _DIRECT_OFF and s.is_sender):
                 return None
