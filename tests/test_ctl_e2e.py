@@ -273,6 +273,6 @@ def test_benchmark_sh_and_demo() -> None:
     out = r.stdout.decode()
     assert "alice -> bob" in out and "bob -> alice" in out and "100 KB" in out
     # both agents run the default --direct auto on one host: both directions go direct
-    rows = [line for line in out.splitlines() if " -> " in line]
+    rows = [line for line in out.splitlines() if line.startswith(("alice ", "bob "))]
     assert len(rows) == 6 and all(line.split()[3] == "direct" for line in rows), out
     assert "devstack: stopped" in r.stderr.decode()
