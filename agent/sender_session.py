@@ -145,19 +145,18 @@ class SenderSession(Session):
         tr = self.mgr.tracer  # None: tracing off (agent/tracing.py)
         if tr is None:
             effects = tx.app_frames(frames)
-            if len(effects) == 1 and type(effects[0]) is Transmit:  # the common case
-                self._transmit(True)
-            else:
-                self.apply(effects)
-            return
-        t_in = time.time_ns()
-        first = tx.seq
-        effects = tx.app_frames(frames)
-        # the frames of this batch that wait for the hotlink (files are not traced here)
-        new = list(itertools.takewhile(lambda x: x.seq > first, reversed(tx.pending)))
-        for msg in reversed(new):
-            tr.origin(self, msg, t_in)
-        self.apply(effects)
+        else:
+            t_in = time.time_ns()
+            first = tx.seq
+            effects = tx.app_frames(frames)
+            if tx.seq != first:  # sample the frames that wait for the hotlink
+                new = list(itertools.takewhile(lambda x: x.seq > first, reversed(tx.pending)))
+                for msg in reversed(new):  # (files are not traced here)
+                    tr.origin(self, msg, t_in)
+        if len(effects) == 1 and type(effects[0]) is Transmit:  # the common case
+            self._transmit(True)
+        else:
+            self.apply(effects)
 
     def flush(self) -> None:
         self._transmit(False)

@@ -41,6 +41,9 @@ from typing import Any, Protocol
 
 from hotlink.telemetry import FileTraces, Telemetry, TraceCtx
 from hotlink.telemetry import names as N
+from hotlink.telemetry.compact import RECV, SEND
+from hotlink.telemetry.core import new_span_id
+from hotlink.telemetry.traceparent import format_traceparent
 from hotlink.wire import messages as m
 from hotlink.wire.envelope import Envelope
 
@@ -77,6 +80,11 @@ class SessionIndex(Protocol):
 Attrs = dict[str, Any]
 #: (span name, ctx, start ns, attrs, error) of a span that ends when its message is sent
 SendRec = tuple[str, TraceCtx, int, Attrs, str]
+#: a sampled HotlinkData waiting for its send: (msg, trace id, ipc_read span id,
+#: send span id, t_in, t_built, shared session attributes)
+DataWait = tuple[m.HotlinkData, int, int, int, int, int, Attrs]
+#: what `before_send` hands `after_send` for it: (waiting entry, message id)
+DataRec = tuple[DataWait, str]
 
 _MAX_WAITING = 4096
 _IPC_MODES = {1: "unix", 2: "tcp", 3: "pipe"}
@@ -96,8 +104,10 @@ class AgentTracer:
     def __init__(self, tel: Telemetry, mgr: SessionIndex | None = None) -> None:
         self.tel = tel
         self.mgr = mgr
-        #: id(HotlinkData) -> (msg, hotlink.send ctx, start, attrs): sampled, not yet sent
-        self._data: dict[int, tuple[m.HotlinkData, TraceCtx, int, Attrs]] = {}
+        #: id(HotlinkData) -> what its spans need: sampled, not yet sent
+        self._data: dict[int, DataWait] = {}
+        #: sid -> (session, fallback mode, readers, attributes): `_shared`
+        self._shared_by_sid: dict[str, tuple[Any, int, frozenset[str], Attrs]] = {}
         #: Open / Accept message id -> (name, ctx, start, attrs, sid), until the Ack
         self._waiting: dict[str, tuple[str, TraceCtx, int, Attrs, str]] = {}
         self._open_by_sid: dict[str, str] = {}
@@ -127,42 +137,51 @@ class AgentTracer:
             a[N.IPC_MODE] = _IPC_MODES.get(s.ipc_mode, str(s.ipc_mode))
         return a
 
-    def _data_attrs(self, s: TracedSession | None, msg: m.HotlinkData, op: str) -> Attrs:
-        a = self.session_attrs(msg.sid, s)
-        a[N.MESSAGING_OPERATION_TYPE] = op
-        a[N.MESSAGING_BODY_SIZE] = len(msg.payload)
-        a[N.PATH] = msg.path
-        a[N.SEQ] = msg.seq
-        a[N.TRANSPORT] = "hotlink"
-        return a
-
     # ------------------------------------------------------------ sender data path
 
     def origin(self, s: TracedSession, msg: m.HotlinkData, t_in: int) -> None:
-        """A frame read from an app became `msg`: sample it here, once."""
+        """A frame read from an app became `msg`: sample it here, once. Sampled: the
+        ids, the stamps and the session's shared attributes wait for the send; the
+        spans are built from one compact record after it (`compact.SEND`)."""
         ctx = self.tel.sample_origin()
         if ctx is None:
             return
-        t1 = time.time_ns()
-        a = self._data_attrs(s, msg, "receive")
-        self.tel.record(N.HOTLINK_IPC_READ, ctx, t_in, t1, a)
-        sa = dict(a)
-        sa[N.MESSAGING_OPERATION_TYPE] = "send"
-        self._data[id(msg)] = (msg, ctx.child(), t1, sa)  # msg kept: its id stays unique
+        # msg kept: its id stays unique while it waits
+        self._data[id(msg)] = (
+            msg, ctx.trace_id, ctx.span_id, new_span_id(), t_in, time.time_ns(),
+            self._shared(msg.sid, s),
+        )  # fmt: skip
         _bound(self._data)
+
+    def _shared(self, sid: str, s: TracedSession | None) -> Attrs:
+        """The session's attributes for the data-path records: one dict per session,
+        rebuilt only when what it says changes (readers, fallback mode), shared by
+        reference by every record of the session (no dict built per message)."""
+        got = self._shared_by_sid.get(sid)
+        if s is None:
+            if got is not None and got[0] is None:
+                return got[3]
+            mode, readers = 0, frozenset()
+        else:
+            mode, readers = s.fallback_mode, s.readers
+            if got is not None and got[0] is s and got[1] == mode and got[2] == readers:
+                return got[3]
+        a = self.session_attrs(sid, s)
+        if len(self._shared_by_sid) >= _MAX_WAITING:
+            self._shared_by_sid.clear()
+        self._shared_by_sid[sid] = (s, mode, frozenset(readers), a)
+        return a
 
     # ---------------------------------------------------------------- link: send
 
-    def before_send(self, msg: m.Message, mid: str) -> tuple[SendRec | None, str]:
+    def before_send(self, msg: m.Message, mid: str) -> tuple[SendRec | DataRec | None, str]:
         """The traceparent for `msg` ("" if none) and what `after_send` records."""
         t = type(msg)
         if t is m.HotlinkData:
             got = self._data.pop(id(msg), None)
             if got is None:
                 return None, ""
-            _, ctx, t1, a = got
-            a[N.MESSAGING_MESSAGE_ID] = mid
-            return (N.HOTLINK_SEND, ctx, t1, a, ""), ctx.traceparent
+            return (got, mid), format_traceparent(got[1], got[3])
         tel = self.tel
         now = time.time_ns()
         if t is m.HotlinkOpen or t is m.HotlinkAccept:
@@ -209,8 +228,15 @@ class AgentTracer:
             return (N.PRIORITY_SEND, ctx, now, a, ""), ctx.traceparent
         return None, ""
 
-    def after_send(self, rec: SendRec) -> None:
-        name, ctx, t0, a, err = rec
+    def after_send(self, rec: SendRec | DataRec) -> None:
+        if len(rec) == 2:  # a sampled HotlinkData: one compact record, two spans
+            (msg, tid, read, send, t_in, t1, shared), mid = rec  # type: ignore[misc]
+            self.tel.add(
+                (SEND, tid, read, send, t_in, t1, time.time_ns(), shared,
+                 msg.path, msg.seq, len(msg.payload), mid)
+            )  # fmt: skip
+            return
+        name, ctx, t0, a, err = rec  # type: ignore[misc]
         self.tel.record(name, ctx, t0, time.time_ns(), a, error=err)
 
     # ------------------------------------------------------------- link: receive
@@ -256,8 +282,6 @@ class AgentTracer:
         self, msg: m.HotlinkData, ctx: TraceCtx, t0: int, t1: int, t2: int, mid: str
     ) -> None:
         s = self.mgr.by_sid.get(msg.sid) if self.mgr is not None else None
-        a = self._data_attrs(s, msg, "receive")
-        a[N.MESSAGING_MESSAGE_ID] = mid
         if s is None or s.is_sender:
             delivery = "unknown session"
         elif s.last_seq < msg.seq:
@@ -266,13 +290,11 @@ class AgentTracer:
             delivery = "written"
         else:
             delivery = "backlog"  # no app connected: kept for the first one
-        wa = dict(a)
-        wa[N.MESSAGING_OPERATION_TYPE] = "send"
-        wa[N.DELIVERY] = delivery
-        if s is not None:
-            wa[N.APP_CONNECTIONS] = len(s.conns)
-        self.tel.record(N.HOTLINK_RECEIVE_WS, ctx, t0, t1, a)
-        self.tel.record(N.HOTLINK_IPC_WRITE, ctx.child(), t1, t2, wa)
+        self.tel.add(
+            (RECV, ctx.trace_id, ctx.parent_id, ctx.span_id, new_span_id(), t0, t1, t2,
+             self._shared(msg.sid, s), msg.path, msg.seq, len(msg.payload), mid, delivery,
+             -1 if s is None else len(s.conns))
+        )  # fmt: skip
 
     def _control(self, env: Envelope, t0: int) -> None:
         msg = env.msg

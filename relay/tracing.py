@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from hotlink.telemetry import Telemetry, TraceCtx
 from hotlink.telemetry import names as N
+from hotlink.telemetry.compact import ROUTE
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.messages import (
     FileNotify,
@@ -96,14 +97,11 @@ class RelayTracer:
         t1 = time.time_ns()
         msg: HotlinkData = env.msg  # type: ignore[assignment]
         shared = self._route_attrs(msg.sid, user)
-        own = {
-            N.MESSAGING_MESSAGE_ID: env.id,
-            N.MESSAGING_BODY_SIZE: len(msg.payload),
-            N.SEQ: msg.seq,
-        }
-        if msg.path and msg.path != shared[N.PATH]:
-            own[N.PATH] = msg.path
-        self.tel.record(N.RELAY_ROUTE, ctx, t0, t1, (shared, own))
+        path = msg.path
+        self.tel.add(  # one compact record (telemetry/compact.py): no dict per message
+            (ROUTE, ctx.trace_id, ctx.parent_id, ctx.span_id, t0, t1, shared, env.id,
+             len(msg.payload), msg.seq, path if path and path != shared[N.PATH] else "")
+        )  # fmt: skip
 
     def _route_attrs(self, sid: str, user: str) -> dict[str, str]:
         """The attributes every `relay.route` span of a session shares, built once per

@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from .compact import expand
 from .config import TracingConfig
 from .traceparent import format_traceparent, parse_fields
 
@@ -70,6 +71,11 @@ def _new_span_id() -> int:
     while not sid:  # zero is invalid (W3C); 1 in 2**64
         sid = _getrandbits(64)
     return sid
+
+
+#: a fresh non-zero span id (random, 64 bits): for call sites that record compact
+#: tuples (`compact.py`) instead of building a `TraceCtx` per span
+new_span_id = _new_span_id
 
 
 class TraceCtx:
@@ -137,7 +143,7 @@ class Telemetry:
         self.max_pending = max_pending
         self.flush_interval = flush_interval
         self.flush_chunk = max(1, flush_chunk)
-        self.dropped = 0  # spans dropped because the queue was full
+        self.dropped = 0  # records dropped because the queue was full
         self.flushed = 0  # spans handed to the sink
         self.sink_errors = 0
         self._lock = threading.Lock()  # one drainer at a time
@@ -228,6 +234,16 @@ class Telemetry:
              start_ns, end_ns, attrs, kind, error)
         )  # fmt: skip
 
+    def add(self, rec: tuple[Any, ...]) -> None:
+        """Queue one compact data-path record (`compact.py`: a flat tuple standing for
+        one or two spans of one message). The data path's `record`: no attribute dict
+        per message, nothing to merge; never blocks."""
+        q = self._pending
+        if len(q) >= self.max_pending:
+            self.dropped += 1
+            return
+        q.append(rec)  # type: ignore[arg-type]
+
     @contextlib.contextmanager
     def span(
         self, name: str, ctx: TraceCtx | None, attrs: dict[str, AttrValue] | None = None
@@ -270,6 +286,9 @@ class Telemetry:
         q = self._pending
         assert self._sink is not None
         export = self._sink.export
+        # a sink that builds spans elsewhere (the exporter process) takes compact
+        # records as they are; for the others the flusher thread expands them
+        compact_ok = getattr(self._sink, "compact", False)
         done = 0
         chunk = self.flush_chunk
         while q and (limit is None or done < limit):
@@ -278,7 +297,7 @@ class Telemetry:
                 n = min(n, limit - done)
             batch = [q.popleft() for _ in range(n)]
             try:
-                export(batch)
+                export(batch if compact_ok else expand(batch))
             except Exception:
                 self.sink_errors += 1
                 log.exception("telemetry: dropping %d spans the exporter refused", n)

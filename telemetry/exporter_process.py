@@ -54,6 +54,7 @@ from collections import deque
 from dataclasses import asdict
 from typing import Any
 
+from .compact import expand
 from .config import TracingConfig
 from .core import SpanRecord
 
@@ -94,6 +95,9 @@ def decode_frames(buf: bytearray) -> tuple[list[Any], int]:
 
 class ProcessSink:
     """A `core.SpanSink` that hands records to an exporter process through a pipe."""
+
+    #: compact records (`compact.py`) cross the pipe as they are: the child expands them
+    compact = True
 
     def __init__(self, cfg: TracingConfig, *, python: str = sys.executable) -> None:
         self.cfg = cfg
@@ -323,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                     out.flush()
                 continue
             try:
-                sink.export(obj)
+                sink.export(expand(obj))
             except Exception:
                 log.exception("dropping a batch of %d spans", len(obj))
         if hasattr(sink, "tick"):
