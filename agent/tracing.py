@@ -167,6 +167,7 @@ class AgentTracer:
             if got is not None and got[0] is s and got[1] == mode and got[2] == readers:
                 return got[3]
         a = self.session_attrs(sid, s)
+        a.pop(N.PATH, None)  # each record has its message's path (compact.py)
         if len(self._shared_by_sid) >= _MAX_WAITING:
             self._shared_by_sid.clear()
         self._shared_by_sid[sid] = (s, mode, frozenset(readers), a)

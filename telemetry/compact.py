@@ -24,8 +24,11 @@ Layouts (first field: the kind tag; a `SpanRecord` starts with its name, a str):
 - `ROUTE` (relay, `relay.route`; the parent is the sender's `hotlink.send`, remote):
   (ROUTE, trace_id, parent_span, span, t0, t1, shared, message_id, size, seq, path or "")
 
-`shared` holds the session attributes (`messaging.system`, session id, paths, peers,
-modes); the per-message ones are added here.
+`shared` holds the session attributes (`messaging.system`, session id, destination,
+peers, modes); the per-message ones are added here, as the `own` half of a
+`(shared, own)` attribute pair, so the OTLP encoder writes the shared half's bytes once
+per session (`otlp_encode.Encoder`). The agents' `shared` has no `hotlink.path`: the
+message's own path is always in `own`.
 """
 
 from __future__ import annotations
@@ -45,38 +48,40 @@ ROUTE = 3
 
 def _send(r: tuple[Any, ...]) -> list[SpanRecord]:
     _, tid, read, send, t_in, t1, t2, shared, path, seq, size, mid = r
-    a = dict(shared)
-    a[N.MESSAGING_OPERATION_TYPE] = "receive"
-    a[N.MESSAGING_BODY_SIZE] = size
-    a[N.PATH] = path
-    a[N.SEQ] = seq
-    a[N.TRANSPORT] = "hotlink"
-    sa = dict(a)
-    sa[N.MESSAGING_OPERATION_TYPE] = "send"
-    sa[N.MESSAGING_MESSAGE_ID] = mid
+    own: dict[str, Any] = {
+        N.MESSAGING_OPERATION_TYPE: "receive",
+        N.MESSAGING_BODY_SIZE: size,
+        N.PATH: path,
+        N.SEQ: seq,
+        N.TRANSPORT: "hotlink",
+    }
+    sown = dict(own)
+    sown[N.MESSAGING_OPERATION_TYPE] = "send"
+    sown[N.MESSAGING_MESSAGE_ID] = mid
     return [
-        (N.HOTLINK_IPC_READ, tid, read, 0, False, t_in, t1, a, None, ""),
-        (N.HOTLINK_SEND, tid, send, read, False, t1, t2, sa, None, ""),
+        (N.HOTLINK_IPC_READ, tid, read, 0, False, t_in, t1, (shared, own), None, ""),
+        (N.HOTLINK_SEND, tid, send, read, False, t1, t2, (shared, sown), None, ""),
     ]
 
 
 def _recv(r: tuple[Any, ...]) -> list[SpanRecord]:
     _, tid, parent, rx, wr, t0, t1, t2, shared, path, seq, size, mid, delivery, nconn = r
-    a = dict(shared)
-    a[N.MESSAGING_OPERATION_TYPE] = "receive"
-    a[N.MESSAGING_BODY_SIZE] = size
-    a[N.PATH] = path
-    a[N.SEQ] = seq
-    a[N.TRANSPORT] = "hotlink"
-    a[N.MESSAGING_MESSAGE_ID] = mid
-    wa = dict(a)
-    wa[N.MESSAGING_OPERATION_TYPE] = "send"
-    wa[N.DELIVERY] = delivery
+    own: dict[str, Any] = {
+        N.MESSAGING_OPERATION_TYPE: "receive",
+        N.MESSAGING_BODY_SIZE: size,
+        N.PATH: path,
+        N.SEQ: seq,
+        N.TRANSPORT: "hotlink",
+        N.MESSAGING_MESSAGE_ID: mid,
+    }
+    wown = dict(own)
+    wown[N.MESSAGING_OPERATION_TYPE] = "send"
+    wown[N.DELIVERY] = delivery
     if nconn >= 0:
-        wa[N.APP_CONNECTIONS] = nconn
+        wown[N.APP_CONNECTIONS] = nconn
     return [
-        (N.HOTLINK_RECEIVE_WS, tid, rx, parent, True, t0, t1, a, None, ""),
-        (N.HOTLINK_IPC_WRITE, tid, wr, rx, False, t1, t2, wa, None, ""),
+        (N.HOTLINK_RECEIVE_WS, tid, rx, parent, True, t0, t1, (shared, own), None, ""),
+        (N.HOTLINK_IPC_WRITE, tid, wr, rx, False, t1, t2, (shared, wown), None, ""),
     ]
 
 

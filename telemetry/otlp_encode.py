@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import names as N
 from .core import SpanRecord
 from .names import KINDS
 
@@ -29,6 +30,9 @@ _FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
 _U64 = struct.Struct("<Q").pack
 _F64 = struct.Struct("<d").pack
 _MAX_CACHE = 100_000
+_MAX_SHARED = 4096
+#: attributes whose value is new for (nearly) every span: encoded, never cached
+_VARYING = frozenset((N.MESSAGING_MESSAGE_ID, N.SEQ))
 
 
 def varint(n: int) -> bytes:
@@ -85,8 +89,12 @@ class Encoder:
         #: (key, type, value) -> the span's attributes field for it (tag 9)
         self._attrs: dict[tuple[str, type, Any], bytes] = {}
         self._names: dict[str, bytes] = {}
+        self._by_id: dict[int, tuple[Mapping[str, Any], bytes]] = {}
+        self._by_content: dict[tuple[tuple[str, Any], ...], bytes] = {}
 
     def _attr(self, key: str, value: Any) -> bytes:
+        if key in _VARYING:  # new for every message: caching them only evicts the rest
+            return _field(b"\x4a", key_value(key, value))
         k = (key, type(value), value)
         got = self._attrs.get(k)
         if got is None:
@@ -94,6 +102,26 @@ class Encoder:
                 self._attrs.clear()
             got = self._attrs[k] = _field(b"\x4a", key_value(key, value))
         return got
+
+    def _shared_attrs(self, shared: Mapping[str, Any]) -> bytes:
+        """The attribute fields of a `(shared, own)` record's shared mapping: one
+        mapping serves many spans (a session's attributes, see `compact.py`), so its
+        bytes are kept, by object (the records of one pickled chunk share it) and by
+        content (across chunks)."""
+        got = self._by_id.get(id(shared))
+        if got is not None and got[0] is shared:
+            return got[1]
+        key = tuple(shared.items())
+        data = self._by_content.get(key)
+        if data is None:
+            if len(self._by_content) >= _MAX_SHARED:
+                self._by_content.clear()
+            attr = self._attr
+            data = self._by_content[key] = b"".join([attr(k, v) for k, v in key])
+        if len(self._by_id) >= _MAX_SHARED:
+            self._by_id.clear()
+        self._by_id[id(shared)] = (shared, data)  # the reference keeps the id valid
+        return data
 
     def span(self, rec: SpanRecord) -> bytes:
         """One `Span` message (without its field tag)."""
@@ -117,10 +145,16 @@ class Encoder:
         if attrs:
             attr = self._attr
             if type(attrs) is tuple:
-                merged = dict(attrs[0])
-                merged.update(attrs[1])
-                attrs = merged
-            parts += [attr(k, v) for k, v in attrs.items()]
+                shared, own = attrs
+                if any(k in shared for k in own):  # own wins, in shared's key order
+                    merged = dict(shared)
+                    merged.update(own)
+                    parts += [attr(k, v) for k, v in merged.items()]
+                else:  # the common case: the shared part is encoded once
+                    parts.append(self._shared_attrs(shared))
+                    parts += [attr(k, v) for k, v in own.items()]
+            else:
+                parts += [attr(k, v) for k, v in attrs.items()]
         if error:
             parts.append(_field(b"\x7a", _field(b"\x12", error.encode()) + b"\x18\x02"))
         else:
