@@ -86,7 +86,8 @@ class RelayTracer:
             forward(frame, env.msg, tp_in, out)
             return
         tp = ctx.traceparent
-        out = [o._replace(traceparent=tp) if o.traceparent == tp_in else o for o in out]
+        # (Outgoing(...) instead of `_replace`, which costs ~4 times as much)
+        out = [Outgoing(o[0], o[1], tp) if o[2] == tp_in else o for o in out]
         old, new = tp_in.encode(), tp.encode()
         # tpc precedes dat in this layout, so the first occurrence is the header's
         at = frame.find(old) if len(old) == len(new) else -1
