@@ -149,9 +149,15 @@ class SenderSession(Session):
             t_in = time.time_ns()
             first = tx.seq
             effects = tx.app_frames(frames)
-            if tx.seq != first:  # sample the frames that wait for the hotlink
-                new = list(itertools.takewhile(lambda x: x.seq > first, reversed(tx.pending)))
-                for msg in reversed(new):  # (files are not traced here)
+            # sample the frames of this batch that wait for the hotlink (files are not
+            # traced here): the newest entries of `pending`
+            last = tx.seq
+            pend = tx.pending
+            if last == first + 1 and pend and pend[-1].seq == last:  # one frame, mostly
+                tr.origin(self, pend[-1], t_in)
+            elif last != first:
+                new = list(itertools.takewhile(lambda x: x.seq > first, reversed(pend)))
+                for msg in reversed(new):
                     tr.origin(self, msg, t_in)
         if len(effects) == 1 and type(effects[0]) is Transmit:  # the common case
             self._transmit(True)

@@ -143,15 +143,17 @@ class AgentTracer:
         """A frame read from an app became `msg`: sample it here, once. Sampled: the
         ids, the stamps and the session's shared attributes wait for the send; the
         spans are built from one compact record after it (`compact.SEND`)."""
-        ctx = self.tel.sample_origin()
-        if ctx is None:
+        tid = self.tel.sample_origin_id()
+        if not tid:
             return
+        data = self._data
         # msg kept: its id stays unique while it waits
-        self._data[id(msg)] = (
-            msg, ctx.trace_id, ctx.span_id, new_span_id(), t_in, time.time_ns(),
+        data[id(msg)] = (
+            msg, tid, new_span_id(), new_span_id(), t_in, time.time_ns(),
             self._shared(msg.sid, s),
         )  # fmt: skip
-        _bound(self._data)
+        if len(data) > _MAX_WAITING:
+            _bound(data)
 
     def _shared(self, sid: str, s: TracedSession | None) -> Attrs:
         """The session's attributes for the data-path records: one dict per session,

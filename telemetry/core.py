@@ -172,6 +172,16 @@ class Telemetry:
         tid = (_getrandbits(64) << 64) | low
         return TraceCtx(tid, _new_span_id())
 
+    def sample_origin_id(self) -> int:
+        """`sample_origin` for call sites that record compact tuples: the new trace id,
+        or 0 for "not sampled" (no `TraceCtx` built; span ids from `new_span_id`)."""
+        if not self.enabled:
+            return 0
+        low = _getrandbits(64)
+        if low >= self._bound:
+            return 0
+        return (_getrandbits(64) << 64) | low or 1
+
     def sample_lifecycle(self) -> TraceCtx | None:
         """A new trace for a rare event (session open/accept/reject/close).
 
