@@ -250,13 +250,13 @@ class AgentTracer:
         t = type(msg)
         tel = self.tel
         if t is m.HotlinkData:
-            ctx = tel.child_of(env.traceparent)
+            p = tel.parent_of(env.traceparent)
             t1 = time.time_ns()
             listener.on_message(env)
-            if ctx is None:
+            if p is None:
                 return
             t2 = time.time_ns()
-            self._received(msg, ctx, t0, t1, t2, env.id)  # type: ignore[arg-type]
+            self._received(msg, p[0], p[1], t0, t1, t2, env.id)  # type: ignore[arg-type]
             return
         if t is m.FileWrite:
             ctx = tel.child_of(env.traceparent)
@@ -282,7 +282,7 @@ class AgentTracer:
             listener.on_message(env)
 
     def _received(
-        self, msg: m.HotlinkData, ctx: TraceCtx, t0: int, t1: int, t2: int, mid: str
+        self, msg: m.HotlinkData, tid: int, parent: int, t0: int, t1: int, t2: int, mid: str
     ) -> None:
         s = self.mgr.by_sid.get(msg.sid) if self.mgr is not None else None
         if s is None or s.is_sender:
@@ -294,7 +294,7 @@ class AgentTracer:
         else:
             delivery = "backlog"  # no app connected: kept for the first one
         self.tel.add(
-            (RECV, ctx.trace_id, ctx.parent_id, ctx.span_id, new_span_id(), t0, t1, t2,
+            (RECV, tid, parent, new_span_id(), new_span_id(), t0, t1, t2,
              self._shared(msg.sid, s), msg.path, msg.seq, len(msg.payload), mid, delivery,
              -1 if s is None else len(s.conns))
         )  # fmt: skip

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from hotlink.telemetry import Telemetry, TraceCtx
 from hotlink.telemetry import names as N
 from hotlink.telemetry.compact import ROUTE
+from hotlink.telemetry.core import new_span_id
+from hotlink.telemetry.traceparent import format_traceparent
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.messages import (
     FileNotify,
@@ -81,11 +83,13 @@ class RelayTracer:
         it was 20 % of a traced relay's CPU: `encode` and `new_id`'s getrandom call.)
         """
         tp_in = env.traceparent
-        ctx = self.tel.child_of(tp_in)
-        if ctx is None:
+        p = self.tel.parent_of(tp_in)
+        if p is None:
             forward(frame, env.msg, tp_in, out)
             return
-        tp = ctx.traceparent
+        tid, parent = p[0], p[1]
+        span = new_span_id()
+        tp = format_traceparent(tid, span)
         # (Outgoing(...) instead of `_replace`, which costs ~4 times as much)
         out = [Outgoing(o[0], o[1], tp) if o[2] == tp_in else o for o in out]
         old, new = tp_in.encode(), tp.encode()
@@ -100,7 +104,7 @@ class RelayTracer:
         shared = self._route_attrs(msg.sid, user)
         path = msg.path
         self.tel.add(  # one compact record (telemetry/compact.py): no dict per message
-            (ROUTE, ctx.trace_id, ctx.parent_id, ctx.span_id, t0, t1, shared, env.id,
+            (ROUTE, tid, parent, span, t0, t1, shared, env.id,
              len(msg.payload), msg.seq, path if path and path != shared[N.PATH] else "")
         )  # fmt: skip
 

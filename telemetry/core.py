@@ -213,6 +213,22 @@ class Telemetry:
             return None
         return TraceCtx(p[0], _new_span_id(), p[1], True)
 
+    def parent_of(self, traceparent: str) -> tuple[int, int, int] | None:
+        """`child_of` for call sites that record compact tuples: the parsed
+        (trace id, parent span id, flags) when the trace is to be continued, else None;
+        no `TraceCtx` built (span ids from `new_span_id`)."""
+        if not self.enabled or not traceparent:
+            return None
+        p = parse_fields(traceparent)
+        if p is None:
+            return None
+        if self.parent_based:
+            if not p[2] & 1:
+                return None
+        elif (p[0] & _MASK64) >= self._bound:
+            return None
+        return p
+
     # ------------------------------------------------------------------ recording
 
     def record(
