@@ -3,6 +3,7 @@
 
     python tests/load/agent_path_cpu.py [LABEL]          # MICRO_N=50000 frames a round
     MICRO_TRACE=1 python tests/load/agent_path_cpu.py    # tracing on, every frame sampled
+    MICRO_TRACE=0.01 python tests/load/agent_path_cpu.py # the default sampler
 
 Drives a real `SessionManager` through its public events with an in-memory link: the
 sender's `app_frames` -> `link.send`, and the reader's `on_message(HotlinkData)` -> the
@@ -11,9 +12,9 @@ that being preempted on a busy machine does not count; best of 5 rounds). Latenc
 benchmarks on a shared machine are too noisy to see a change of a few hundred ns;
 this is how docs/performance.md compares two trees (run it with each tree's venv,
 alternating; it also runs on trees from before the agent core split). With
-`MICRO_TRACE=1` both agents trace every frame (`AgentTracer`, ratio 1) and the queued
-records are pickled as for the exporter process every 64 frames, in the loop: the
-in-process cost of 100 % sampling, flusher work included. Only the session
+`MICRO_TRACE=1` both agents trace every frame (`AgentTracer`, ratio 1; `0.01`: the
+default sampler) and the queued records are pickled as for the exporter process every
+64 frames, in the loop: the in-process cost of tracing, flusher work included. Only the session
 endpoints bind loopback TCP ports, which nothing connects to.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -111,7 +113,8 @@ class App:
         pass
 
 
-TRACE = os.environ.get("MICRO_TRACE", "") not in ("", "0")
+#: MICRO_TRACE=RATIO: tracing on with that sampler ratio (1: every frame)
+TRACE = float(os.environ.get("MICRO_TRACE", "") or 0)
 
 
 class PickleSink:
@@ -133,7 +136,7 @@ def traced(mgr: SessionManager, link: MemLink) -> Telemetry | None:
     """Tracing on for `mgr` (every frame sampled) when MICRO_TRACE is set."""
     if not TRACE:
         return None
-    tel = Telemetry(enabled=True, root_ratio=1.0, sink=PickleSink(), start_thread=False)
+    tel = Telemetry(enabled=True, root_ratio=TRACE, sink=PickleSink(), start_thread=False)
     tr = AgentTracer(tel, mgr)
     mgr.tracer = tr
     link.tracer = tr
@@ -201,12 +204,15 @@ async def reader(tmp: Path) -> float:
     s.app_connected(app)  # type: ignore[arg-type]
     tel = traced(mgr, link)
     tp = "00-1234567890abcdef1234567890abcdef-1234567890abcdef-01" if tel is not None else ""
+    sampled = random.Random(1)
     seq = 0
     best = float("inf")
     for _ in range(5):
         envs = [
             Envelope(
-                "d", m.HotlinkData("sid1", seq + i + 1, f"{PATH}/x.request", b"x" * 1024), tp
+                "d",
+                m.HotlinkData("sid1", seq + i + 1, f"{PATH}/x.request", b"x" * 1024),
+                tp if sampled.random() < TRACE else "",  # the sender's sampling decision
             )
             for i in range(N)
         ]
@@ -218,7 +224,10 @@ async def reader(tmp: Path) -> float:
         else:  # as `WsLink._on_raw` does with tracing on
             tr = mgr.tracer
             for i, e in enumerate(envs):
-                tr.on_message(e, time.time_ns(), mgr)  # type: ignore[union-attr]
+                if e.traceparent:
+                    tr.on_message(e, time.time_ns(), mgr)  # type: ignore[union-attr]
+                else:
+                    mgr.on_message(e)
                 if i % 64 == 63:
                     flush(tel)
         best = min(best, (time.thread_time_ns() - t0) / N)
