@@ -54,7 +54,7 @@ from collections import deque
 from dataclasses import asdict
 from typing import Any
 
-from .compact import expand
+from .compact import expand, spans_in
 from .config import TracingConfig
 from .core import SpanRecord
 
@@ -138,18 +138,18 @@ class ProcessSink:
         data = encode_batch(records)
         with self._lock:
             if self._broken:
-                self._drop(len(records), "the exporter process is gone")
+                self._drop(spans_in(records), "the exporter process is gone")
                 return
             if self._backlog:
                 self._write_backlog()
             if self._backlog_bytes + len(data) > MAX_BACKLOG:
-                self._drop(len(records), "the exporter process is behind")
+                self._drop(spans_in(records), "the exporter process is behind")
                 return
             if self._backlog:
                 self._queue(data)
             else:
                 self._write_now(data)
-            self.sent += len(records)
+            self.sent += len(records)  # records (a compact one stands for 1-2 spans)
 
     def force_flush(self, timeout: float) -> None:
         """Everything exported so far reaches the exporter and leaves it (or `timeout`)."""
