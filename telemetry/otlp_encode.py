@@ -31,8 +31,6 @@ _U64 = struct.Struct("<Q").pack
 _F64 = struct.Struct("<d").pack
 _MAX_CACHE = 100_000
 _MAX_SHARED = 4096
-#: attributes whose value is new for (nearly) every span: encoded, never cached
-_VARYING = frozenset((N.MESSAGING_MESSAGE_ID, N.SEQ))
 
 
 def varint(n: int) -> bytes:
@@ -49,6 +47,11 @@ def varint(n: int) -> bytes:
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: tag, length, payload."""
     return tag + varint(len(payload)) + payload
+
+
+#: attributes whose value is new for (nearly) every span: encoded, never cached
+#: (key -> its KeyValue.key field)
+_VARYING = {k: _field(b"\x0a", k.encode()) for k in (N.MESSAGING_MESSAGE_ID, N.SEQ)}
 
 
 def any_value(v: Any) -> bytes:
@@ -89,12 +92,14 @@ class Encoder:
         #: (key, type, value) -> the span's attributes field for it (tag 9)
         self._attrs: dict[tuple[str, type, Any], bytes] = {}
         self._names: dict[str, bytes] = {}
-        self._by_id: dict[int, tuple[Mapping[str, Any], bytes]] = {}
-        self._by_content: dict[tuple[tuple[str, Any], ...], bytes] = {}
+        #: shared attribute mappings -> (their keys, their encoded attribute fields)
+        self._by_id: dict[int, tuple[Mapping[str, Any], tuple[frozenset[str], bytes]]] = {}
+        self._by_content: dict[tuple[tuple[str, Any], ...], tuple[frozenset[str], bytes]] = {}
 
     def _attr(self, key: str, value: Any) -> bytes:
         if key in _VARYING:  # new for every message: caching them only evicts the rest
-            return _field(b"\x4a", key_value(key, value))
+            kv = _VARYING[key] + _field(b"\x12", any_value(value))
+            return b"\x4a" + varint(len(kv)) + kv
         k = (key, type(value), value)
         got = self._attrs.get(k)
         if got is None:
@@ -103,7 +108,7 @@ class Encoder:
             got = self._attrs[k] = _field(b"\x4a", key_value(key, value))
         return got
 
-    def _shared_attrs(self, shared: Mapping[str, Any]) -> bytes:
+    def _shared_attrs(self, shared: Mapping[str, Any]) -> tuple[frozenset[str], bytes]:
         """The attribute fields of a `(shared, own)` record's shared mapping: one
         mapping serves many spans (a session's attributes, see `compact.py`), so its
         bytes are kept, by object (the records of one pickled chunk share it) and by
@@ -112,16 +117,19 @@ class Encoder:
         if got is not None and got[0] is shared:
             return got[1]
         key = tuple(shared.items())
-        data = self._by_content.get(key)
-        if data is None:
+        enc = self._by_content.get(key)
+        if enc is None:
             if len(self._by_content) >= _MAX_SHARED:
                 self._by_content.clear()
             attr = self._attr
-            data = self._by_content[key] = b"".join([attr(k, v) for k, v in key])
+            enc = self._by_content[key] = (
+                frozenset(shared),
+                b"".join([attr(k, v) for k, v in key]),
+            )
         if len(self._by_id) >= _MAX_SHARED:
             self._by_id.clear()
-        self._by_id[id(shared)] = (shared, data)  # the reference keeps the id valid
-        return data
+        self._by_id[id(shared)] = (shared, enc)  # the reference keeps the id valid
+        return enc
 
     def span(self, rec: SpanRecord) -> bytes:
         """One `Span` message (without its field tag)."""
@@ -146,13 +154,14 @@ class Encoder:
             attr = self._attr
             if type(attrs) is tuple:
                 shared, own = attrs
-                if any(k in shared for k in own):  # own wins, in shared's key order
+                keys, data = self._shared_attrs(shared)
+                if keys.isdisjoint(own):  # the common case: the shared part encoded once
+                    parts.append(data)
+                    parts += [attr(k, v) for k, v in own.items()]
+                else:  # own wins, in shared's key order
                     merged = dict(shared)
                     merged.update(own)
                     parts += [attr(k, v) for k, v in merged.items()]
-                else:  # the common case: the shared part is encoded once
-                    parts.append(self._shared_attrs(shared))
-                    parts += [attr(k, v) for k, v in own.items()]
             else:
                 parts += [attr(k, v) for k, v in attrs.items()]
         if error:
