@@ -2,18 +2,20 @@
 data-path modules only call in when `tracer` is not None (tracing on):
 
 - `session.Session.app_frames` (sender): `origin(session, msg, t_in)` per frame.
-  Samples the message (`sample_origin`), records `hotlink.ipc_read` (frames read from
-  the app socket -> HotlinkData built) and remembers the `hotlink.send` context for
-  the link. Unsampled: nothing is kept.
+  Samples the message (`sample_origin_id`) and keeps its ids and stamps for the link
+  (`hotlink.ipc_read`: frames read from the app socket -> HotlinkData built). Unsampled:
+  nothing is kept.
 - `link.WsLink.send`: `before_send(msg, mid)` gives the traceparent to encode (the
   `hotlink.send` span's for sampled data; lifecycle and file messages get theirs)
-  and `after_send` records once the message is on the socket.
+  and `after_send` records once the message is on the socket: for data, one compact
+  record (`telemetry/compact.py`) from which the exporter builds both spans.
 - `link.WsLink._on_raw` (every message from the relay, `t0` stamped before decode):
   `on_message(env, t0, listener)` for data with a `tpc` and for control messages.
   Data: `hotlink.receive_ws` (decode, dispatch) then `hotlink.ipc_write` (reorder,
   write to every app connection of the session; attribute `hotlink.delivery` says
   whether the frame reached an app socket now or waits in the reorder buffer / the
-  no-app backlog).
+  no-app backlog), again one compact record. The session attributes of the data
+  records are one dict per session (`_shared`), not built per message.
 
 Session lifecycle spans (always sampled while tracing is on, see `sample_lifecycle`):
 `hotlink.session.open` (sender: Open sent -> relay Ack, or ERROR with the Reject
