@@ -133,3 +133,28 @@ def test_encoder_writes_what_the_sdk_writes_for_expanded_records() -> None:
     other = compact.expand([(*SEND[:7], dict(SHARED), *SEND[8:])])
     want = encode_spans([to_readable_span(r, resource) for r in other])  # type: ignore[arg-type]
     assert ExportTraceServiceRequest.FromString(enc.request(enc.span(r) for r in other)) == want
+
+
+def test_direct_grpc_sink_sends_our_bytes_to_a_real_receiver(otlp_receiver: Any) -> None:
+    """The exporter process's OTLP/gRPC path: compact records expanded, encoded by us
+    and sent as bytes through the SDK's channel (no protobuf object in between)."""
+    from hotlink.telemetry.config import TracingConfig
+    from hotlink.telemetry.direct_export import DirectGrpcSink
+    from hotlink.telemetry.receiver import has_names
+
+    sink = DirectGrpcSink(TracingConfig(enabled=True, endpoint=otlp_receiver.endpoint), {})
+    assert sink.exporter.raw  # the SDK this project pins has what the raw stub needs
+    try:
+        sink.export(compact.expand([SEND, RECV, ROUTE]))
+        sink.force_flush(10.0)
+        assert sink.failed == 0
+        spans = otlp_receiver.wait_for(
+            has_names(N.HOTLINK_IPC_READ, N.HOTLINK_SEND, N.RELAY_ROUTE, N.HOTLINK_RECEIVE_WS,
+                      N.HOTLINK_IPC_WRITE),
+            timeout=20,
+        )  # fmt: skip
+    finally:
+        sink.shutdown(2.0)
+    send = next(s for s in spans if s["name"] == N.HOTLINK_SEND)
+    assert send["attributes"][N.MESSAGING_MESSAGE_ID] == "m7"
+    assert send["attributes"][N.SESSION_ID] == "sid1" and send["attributes"][N.SEQ] == 7
