@@ -44,6 +44,7 @@ def test_sender_record_is_ipc_read_then_send() -> None:
     assert send[:7] == (N.HOTLINK_SEND, 0xA1, 0xB2, 0xB1, False, 200, 300)
     common = {**SHARED, N.PATH: PATH, N.SEQ: 7, N.MESSAGING_BODY_SIZE: 1024}
     common[N.TRANSPORT] = "hotlink"
+    common[N.ROUTE] = "relay"  # a record without its route field (older peer)
     assert flat(read[7]) == {**common, N.MESSAGING_OPERATION_TYPE: "receive"}
     assert flat(send[7]) == {
         **common,
@@ -65,6 +66,16 @@ def test_reader_record_is_receive_ws_then_ipc_write() -> None:
     # no session known: no app connection count
     (_, wr2) = compact.expand([(*RECV[:14], -1)])
     assert N.APP_CONNECTIONS not in flat(wr2[7])
+
+
+def test_records_carry_their_route_and_a_direct_receive_is_named_so() -> None:
+    read, send = compact.expand([(*SEND, "relay+direct")])
+    assert flat(read[7])[N.ROUTE] == flat(send[7])[N.ROUTE] == "relay+direct"
+    rx, wr = compact.expand([(*RECV, "direct")])
+    assert rx[0] == N.HOTLINK_RECEIVE_DIRECT and flat(rx[7])[N.ROUTE] == "direct"
+    assert wr[0] == N.HOTLINK_IPC_WRITE and flat(wr[7])[N.ROUTE] == "direct"
+    (rx2, _) = compact.expand([RECV])
+    assert rx2[0] == N.HOTLINK_RECEIVE_WS and flat(rx2[7])[N.ROUTE] == "relay"
 
 
 def test_route_record_keeps_the_shared_path_unless_the_message_has_another() -> None:
