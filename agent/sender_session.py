@@ -208,19 +208,24 @@ class SenderSession(Session):
         tr = self.mgr.tracer  # None: tracing off (agent/tracing.py)
         if tr is None:
             effects = tx.app_frames(frames)
-            if len(effects) == 1 and type(effects[0]) is Transmit:  # the common case
-                self._transmit(True)
-            else:
-                self.apply(effects)
-            return
-        t_in = time.time_ns()
-        first = tx.seq
-        effects = tx.app_frames(frames)
-        # the frames of this batch that wait for the hotlink (files are not traced here)
-        new = list(itertools.takewhile(lambda x: x.seq > first, reversed(tx.pending)))
-        for msg in reversed(new):
-            tr.origin(self, msg, t_in)
-        self.apply(effects)
+        else:
+            t_in = time.time_ns()
+            first = tx.seq
+            effects = tx.app_frames(frames)
+            # sample the frames of this batch that wait for the hotlink (files are not
+            # traced here): the newest entries of `pending`
+            last = tx.seq
+            pend = tx.pending
+            if last == first + 1 and pend and pend[-1].seq == last:  # one frame, mostly
+                tr.origin(self, pend[-1], t_in)
+            elif last != first:
+                new = list(itertools.takewhile(lambda x: x.seq > first, reversed(pend)))
+                for msg in reversed(new):
+                    tr.origin(self, msg, t_in)
+        if len(effects) == 1 and type(effects[0]) is Transmit:  # the common case
+            self._transmit(True)
+        else:
+            self.apply(effects)
 
     def flush(self) -> None:
         self._transmit(False)

@@ -2,18 +2,20 @@
 data-path modules only call in when `tracer` is not None (tracing on):
 
 - `session.Session.app_frames` (sender): `origin(session, msg, t_in)` per frame.
-  Samples the message (`sample_origin`), records `hotlink.ipc_read` (frames read from
-  the app socket -> HotlinkData built) and remembers the `hotlink.send` context for
-  the link. Unsampled: nothing is kept.
+  Samples the message (`sample_origin_id`) and keeps its ids and stamps for the link
+  (`hotlink.ipc_read`: frames read from the app socket -> HotlinkData built). Unsampled:
+  nothing is kept.
 - `link.WsLink.send`: `before_send(msg, mid)` gives the traceparent to encode (the
   `hotlink.send` span's for sampled data; lifecycle and file messages get theirs)
-  and `after_send` records once the message is on the socket.
+  and `after_send` records once the message is on the socket: for data, one compact
+  record (`telemetry/compact.py`) from which the exporter builds both spans.
 - `link.WsLink._on_raw` (every message from the relay, `t0` stamped before decode):
   `on_message(env, t0, listener)` for data with a `tpc` and for control messages.
   Data: `hotlink.receive_ws` (decode, dispatch) then `hotlink.ipc_write` (reorder,
   write to every app connection of the session; attribute `hotlink.delivery` says
   whether the frame reached an app socket now or waits in the reorder buffer / the
-  no-app backlog).
+  no-app backlog), again one compact record. The session attributes of the data
+  records are one dict per session (`_shared`), not built per message.
 
 Session lifecycle spans (always sampled while tracing is on, see `sample_lifecycle`):
 `hotlink.session.open` (sender: Open sent -> relay Ack, or ERROR with the Reject
@@ -41,6 +43,9 @@ from typing import Any, Protocol
 
 from hotlink.telemetry import FileTraces, Telemetry, TraceCtx
 from hotlink.telemetry import names as N
+from hotlink.telemetry.compact import RECV, SEND
+from hotlink.telemetry.core import new_span_id
+from hotlink.telemetry.traceparent import format_traceparent
 from hotlink.wire import messages as m
 from hotlink.wire.envelope import Envelope
 
@@ -77,6 +82,11 @@ class SessionIndex(Protocol):
 Attrs = dict[str, Any]
 #: (span name, ctx, start ns, attrs, error) of a span that ends when its message is sent
 SendRec = tuple[str, TraceCtx, int, Attrs, str]
+#: a sampled HotlinkData waiting for its send: (msg, trace id, ipc_read span id,
+#: send span id, t_in, t_built, shared session attributes, route)
+DataWait = tuple[m.HotlinkData, int, int, int, int, int, Attrs, str]
+#: what `before_send` hands `after_send` for it: (waiting entry, message id)
+DataRec = tuple[DataWait, str]
 
 _MAX_WAITING = 4096
 _IPC_MODES = {1: "unix", 2: "tcp", 3: "pipe"}
@@ -98,8 +108,10 @@ class AgentTracer:
     def __init__(self, tel: Telemetry, mgr: SessionIndex | None = None) -> None:
         self.tel = tel
         self.mgr = mgr
-        #: id(HotlinkData) -> (msg, hotlink.send ctx, start, attrs): sampled, not yet sent
-        self._data: dict[int, tuple[m.HotlinkData, TraceCtx, int, Attrs]] = {}
+        #: id(HotlinkData) -> what its spans need: sampled, not yet sent
+        self._data: dict[int, DataWait] = {}
+        #: sid -> (session, fallback mode, readers, attributes): `_shared`
+        self._shared_by_sid: dict[str, tuple[Any, int, frozenset[str], Attrs]] = {}
         #: Open / Accept message id -> (name, ctx, start, attrs, sid), until the Ack
         self._waiting: dict[str, tuple[str, TraceCtx, int, Attrs, str]] = {}
         self._open_by_sid: dict[str, str] = {}
@@ -129,46 +141,57 @@ class AgentTracer:
             a[N.IPC_MODE] = _IPC_MODES.get(s.ipc_mode, str(s.ipc_mode))
         return a
 
-    def _data_attrs(
-        self, s: TracedSession | None, msg: m.HotlinkData, op: str, route: str = "relay"
-    ) -> Attrs:
-        a = self.session_attrs(msg.sid, s)
-        a[N.ROUTE] = route
-        a[N.MESSAGING_OPERATION_TYPE] = op
-        a[N.MESSAGING_BODY_SIZE] = len(msg.payload)
-        a[N.PATH] = msg.path
-        a[N.SEQ] = msg.seq
-        a[N.TRANSPORT] = "hotlink"
-        return a
-
     # ------------------------------------------------------------ sender data path
 
     def origin(self, s: TracedSession, msg: m.HotlinkData, t_in: int) -> None:
-        """A frame read from an app became `msg`: sample it here, once."""
-        ctx = self.tel.sample_origin()
-        if ctx is None:
+        """A frame read from an app became `msg`: sample it here, once. Sampled: the
+        ids, the stamps and the session's shared attributes wait for the send; the
+        spans are built from one compact record after it (`compact.SEND`)."""
+        tid = self.tel.sample_origin_id()
+        if not tid:
             return
-        t1 = time.time_ns()
+        data = self._data
         route = _ROUTES.get(int(getattr(s, "active_path", 1)), "relay")
-        a = self._data_attrs(s, msg, "receive", route)
-        self.tel.record(N.HOTLINK_IPC_READ, ctx, t_in, t1, a)
-        sa = dict(a)
-        sa[N.MESSAGING_OPERATION_TYPE] = "send"
-        self._data[id(msg)] = (msg, ctx.child(), t1, sa)  # msg kept: its id stays unique
-        _bound(self._data)
+        # msg kept: its id stays unique while it waits
+        data[id(msg)] = (
+            msg, tid, new_span_id(), new_span_id(), t_in, time.time_ns(),
+            self._shared(msg.sid, s), route,
+        )  # fmt: skip
+        if len(data) > _MAX_WAITING:
+            _bound(data)
+
+    def _shared(self, sid: str, s: TracedSession | None) -> Attrs:
+        """The session's attributes for the data-path records: one dict per session,
+        rebuilt only when what it says changes (readers, fallback mode), shared by
+        reference by every record of the session (no dict built per message)."""
+        got = self._shared_by_sid.get(sid)
+        if s is None:
+            if got is not None and got[0] is None:
+                return got[3]
+            mode, readers = 0, frozenset()
+        else:
+            mode, readers = s.fallback_mode, s.readers
+            if got is not None and got[0] is s and got[1] == mode and got[2] == readers:
+                return got[3]
+        a = self.session_attrs(sid, s)
+        a.pop(N.PATH, None)  # each record has its message's path (compact.py)
+        if len(self._shared_by_sid) >= _MAX_WAITING:
+            self._shared_by_sid.clear()
+        self._shared_by_sid[sid] = (s, mode, frozenset(readers), a)
+        return a
 
     # ---------------------------------------------------------------- link: send
 
-    def before_send(self, msg: m.Message, mid: str) -> tuple[SendRec | None, str]:
+    def before_send(self, msg: m.Message, mid: str) -> tuple[SendRec | DataRec | None, str]:
         """The traceparent for `msg` ("" if none) and what `after_send` records."""
         t = type(msg)
         if t is m.HotlinkData:
+            if not self._data:  # nothing sampled waits (the 99 % case at ratio 0.01)
+                return None, ""
             got = self._data.pop(id(msg), None)
             if got is None:
                 return None, ""
-            _, ctx, t1, a = got
-            a[N.MESSAGING_MESSAGE_ID] = mid
-            return (N.HOTLINK_SEND, ctx, t1, a, ""), ctx.traceparent
+            return (got, mid), format_traceparent(got[1], got[3])
         tel = self.tel
         now = time.time_ns()
         if t is m.HotlinkOpen or t is m.HotlinkAccept:
@@ -215,26 +238,34 @@ class AgentTracer:
             return (N.PRIORITY_SEND, ctx, now, a, ""), ctx.traceparent
         return None, ""
 
-    def before_direct(self, msg: m.HotlinkData, route: str) -> tuple[SendRec | None, str]:
+    def before_direct(self, msg: m.HotlinkData, route: str) -> tuple[DataRec | None, str]:
         """`before_send` for a frame leaving by direct links (`route`: "direct" or
         "relay+direct"); the relay copy of a mixed send then carries no trace."""
         rec, tp = self.before_send(msg, "")
-        if rec is not None:
-            rec[3][N.ROUTE] = route
-        return rec, tp
+        if rec is not None and len(rec) == 2:
+            got, mid = rec  # type: ignore[misc]
+            return ((*got[:7], route), mid), tp
+        return None, tp
 
     def on_direct(self, env: Envelope, t0: int, deliver: Callable[[], None]) -> None:
         """A frame from a direct link (`t0`: before decode): `deliver` it, record
         `hotlink.receive_direct` and `hotlink.ipc_write` under the sender's trace."""
-        ctx = self.tel.child_of(env.traceparent)
+        p = self.tel.parent_of(env.traceparent)
         t1 = time.time_ns()
         deliver()
-        if ctx is not None:
+        if p is not None:
             msg: m.HotlinkData = env.msg  # type: ignore[assignment]
-            self._received(msg, ctx, t0, t1, time.time_ns(), env.id, direct=True)
+            self._received(msg, p[0], p[1], t0, t1, time.time_ns(), env.id, "direct")
 
-    def after_send(self, rec: SendRec) -> None:
-        name, ctx, t0, a, err = rec
+    def after_send(self, rec: SendRec | DataRec) -> None:
+        if len(rec) == 2:  # a sampled HotlinkData: one compact record, two spans
+            (msg, tid, read, send, t_in, t1, shared, route), mid = rec  # type: ignore[misc]
+            self.tel.add(
+                (SEND, tid, read, send, t_in, t1, time.time_ns(), shared,
+                 msg.path, msg.seq, len(msg.payload), mid, route)
+            )  # fmt: skip
+            return
+        name, ctx, t0, a, err = rec  # type: ignore[misc]
         self.tel.record(name, ctx, t0, time.time_ns(), a, error=err)
 
     # ------------------------------------------------------------- link: receive
@@ -245,13 +276,13 @@ class AgentTracer:
         t = type(msg)
         tel = self.tel
         if t is m.HotlinkData:
-            ctx = tel.child_of(env.traceparent)
+            p = tel.parent_of(env.traceparent)
             t1 = time.time_ns()
             listener.on_message(env)
-            if ctx is None:
+            if p is None:
                 return
             t2 = time.time_ns()
-            self._received(msg, ctx, t0, t1, t2, env.id)  # type: ignore[arg-type]
+            self._received(msg, p[0], p[1], t0, t1, t2, env.id)  # type: ignore[arg-type]
             return
         if t is m.FileWrite:
             ctx = tel.child_of(env.traceparent)
@@ -279,16 +310,15 @@ class AgentTracer:
     def _received(
         self,
         msg: m.HotlinkData,
-        ctx: TraceCtx,
+        tid: int,
+        parent: int,
         t0: int,
         t1: int,
         t2: int,
         mid: str,
-        direct: bool = False,
+        route: str = "relay",
     ) -> None:
         s = self.mgr.by_sid.get(msg.sid) if self.mgr is not None else None
-        a = self._data_attrs(s, msg, "receive", "direct" if direct else "relay")
-        a[N.MESSAGING_MESSAGE_ID] = mid
         if s is None or s.is_sender:
             delivery = "unknown session"
         elif s.last_seq < msg.seq:
@@ -297,14 +327,11 @@ class AgentTracer:
             delivery = "written"
         else:
             delivery = "backlog"  # no app connected: kept for the first one
-        wa = dict(a)
-        wa[N.MESSAGING_OPERATION_TYPE] = "send"
-        wa[N.DELIVERY] = delivery
-        if s is not None:
-            wa[N.APP_CONNECTIONS] = len(s.conns)
-        name = N.HOTLINK_RECEIVE_DIRECT if direct else N.HOTLINK_RECEIVE_WS
-        self.tel.record(name, ctx, t0, t1, a)
-        self.tel.record(N.HOTLINK_IPC_WRITE, ctx.child(), t1, t2, wa)
+        self.tel.add(
+            (RECV, tid, parent, new_span_id(), new_span_id(), t0, t1, t2,
+             self._shared(msg.sid, s), msg.path, msg.seq, len(msg.payload), mid, delivery,
+             -1 if s is None else len(s.conns), route)
+        )  # fmt: skip
 
     def _control(self, env: Envelope, t0: int) -> None:
         msg = env.msg

@@ -24,6 +24,9 @@ from collections.abc import Callable
 
 from hotlink.telemetry import Telemetry, TraceCtx
 from hotlink.telemetry import names as N
+from hotlink.telemetry.compact import ROUTE
+from hotlink.telemetry.core import new_span_id
+from hotlink.telemetry.traceparent import format_traceparent
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.messages import (
     FileNotify,
@@ -80,12 +83,15 @@ class RelayTracer:
         it was 20 % of a traced relay's CPU: `encode` and `new_id`'s getrandom call.)
         """
         tp_in = env.traceparent
-        ctx = self.tel.child_of(tp_in)
-        if ctx is None:
+        p = self.tel.parent_of(tp_in)
+        if p is None:
             forward(frame, env.msg, tp_in, out)
             return
-        tp = ctx.traceparent
-        out = [o._replace(traceparent=tp) if o.traceparent == tp_in else o for o in out]
+        tid, parent = p[0], p[1]
+        span = new_span_id()
+        tp = format_traceparent(tid, span)
+        # (Outgoing(...) instead of `_replace`, which costs ~4 times as much)
+        out = [Outgoing(o[0], o[1], tp) if o[2] == tp_in else o for o in out]
         old, new = tp_in.encode(), tp.encode()
         # tpc precedes dat in this layout, so the first occurrence is the header's
         at = frame.find(old) if len(old) == len(new) else -1
@@ -96,14 +102,11 @@ class RelayTracer:
         t1 = time.time_ns()
         msg: HotlinkData = env.msg  # type: ignore[assignment]
         shared = self._route_attrs(msg.sid, user)
-        own = {
-            N.MESSAGING_MESSAGE_ID: env.id,
-            N.MESSAGING_BODY_SIZE: len(msg.payload),
-            N.SEQ: msg.seq,
-        }
-        if msg.path and msg.path != shared[N.PATH]:
-            own[N.PATH] = msg.path
-        self.tel.record(N.RELAY_ROUTE, ctx, t0, t1, (shared, own))
+        path = msg.path
+        self.tel.add(  # one compact record (telemetry/compact.py): no dict per message
+            (ROUTE, tid, parent, span, t0, t1, shared, env.id,
+             len(msg.payload), msg.seq, path if path and path != shared[N.PATH] else "")
+        )  # fmt: skip
 
     def _route_attrs(self, sid: str, user: str) -> dict[str, str]:
         """The attributes every `relay.route` span of a session shares, built once per

@@ -90,7 +90,8 @@ Session lifecycle (rare: always sampled when tracing is on):
     # relay: tel.span(N.RELAY_SESSION_OPEN, tel.child_of(env.traceparent), attrs)
 
 Modules: `config` (settings and their precedence), `core` (the hot-path facade
-`Telemetry`), `pipeline` (`setup`), `exporter_process` (the child process spans are
+`Telemetry`), `compact` (the data path's one record per message and process, and
+its expansion into spans), `pipeline` (`setup`), `exporter_process` (the child process spans are
 exported from, fed through a pipe), `otlp_encode` (records to OTLP bytes without SDK
 spans) and `direct_export` (its batching and gRPC send, in that process), `export`
 (tuples to SDK spans: console, OTLP/HTTP, in-process),

@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from .compact import expand
 from .config import TracingConfig
 from .traceparent import format_traceparent, parse_fields
 
@@ -70,6 +71,11 @@ def _new_span_id() -> int:
     while not sid:  # zero is invalid (W3C); 1 in 2**64
         sid = _getrandbits(64)
     return sid
+
+
+#: a fresh non-zero span id (random, 64 bits): for call sites that record compact
+#: tuples (`compact.py`) instead of building a `TraceCtx` per span
+new_span_id = _new_span_id
 
 
 class TraceCtx:
@@ -137,7 +143,7 @@ class Telemetry:
         self.max_pending = max_pending
         self.flush_interval = flush_interval
         self.flush_chunk = max(1, flush_chunk)
-        self.dropped = 0  # spans dropped because the queue was full
+        self.dropped = 0  # records dropped because the queue was full
         self.flushed = 0  # spans handed to the sink
         self.sink_errors = 0
         self._lock = threading.Lock()  # one drainer at a time
@@ -165,6 +171,16 @@ class Telemetry:
             return None
         tid = (_getrandbits(64) << 64) | low
         return TraceCtx(tid, _new_span_id())
+
+    def sample_origin_id(self) -> int:
+        """`sample_origin` for call sites that record compact tuples: the new trace id,
+        or 0 for "not sampled" (no `TraceCtx` built; span ids from `new_span_id`)."""
+        if not self.enabled:
+            return 0
+        low = _getrandbits(64)
+        if low >= self._bound:
+            return 0
+        return (_getrandbits(64) << 64) | low or 1
 
     def sample_lifecycle(self) -> TraceCtx | None:
         """A new trace for a rare event (session open/accept/reject/close).
@@ -197,6 +213,22 @@ class Telemetry:
             return None
         return TraceCtx(p[0], _new_span_id(), p[1], True)
 
+    def parent_of(self, traceparent: str) -> tuple[int, int, int] | None:
+        """`child_of` for call sites that record compact tuples: the parsed
+        (trace id, parent span id, flags) when the trace is to be continued, else None;
+        no `TraceCtx` built (span ids from `new_span_id`)."""
+        if not self.enabled or not traceparent:
+            return None
+        p = parse_fields(traceparent)
+        if p is None:
+            return None
+        if self.parent_based:
+            if not p[2] & 1:
+                return None
+        elif (p[0] & _MASK64) >= self._bound:
+            return None
+        return p
+
     # ------------------------------------------------------------------ recording
 
     def record(
@@ -227,6 +259,16 @@ class Telemetry:
             (name, ctx.trace_id, ctx.span_id, ctx.parent_id, ctx.remote,
              start_ns, end_ns, attrs, kind, error)
         )  # fmt: skip
+
+    def add(self, rec: tuple[Any, ...]) -> None:
+        """Queue one compact data-path record (`compact.py`: a flat tuple standing for
+        one or two spans of one message). The data path's `record`: no attribute dict
+        per message, nothing to merge; never blocks."""
+        q = self._pending
+        if len(q) >= self.max_pending:
+            self.dropped += 1
+            return
+        q.append(rec)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def span(
@@ -270,6 +312,9 @@ class Telemetry:
         q = self._pending
         assert self._sink is not None
         export = self._sink.export
+        # a sink that builds spans elsewhere (the exporter process) takes compact
+        # records as they are; for the others the flusher thread expands them
+        compact_ok = getattr(self._sink, "compact", False)
         done = 0
         chunk = self.flush_chunk
         while q and (limit is None or done < limit):
@@ -278,7 +323,7 @@ class Telemetry:
                 n = min(n, limit - done)
             batch = [q.popleft() for _ in range(n)]
             try:
-                export(batch)
+                export(batch if compact_ok else expand(batch))
             except Exception:
                 self.sink_errors += 1
                 log.exception("telemetry: dropping %d spans the exporter refused", n)

@@ -54,6 +54,7 @@ from collections import deque
 from dataclasses import asdict
 from typing import Any
 
+from .compact import expand, spans_in
 from .config import TracingConfig
 from .core import SpanRecord
 
@@ -95,6 +96,9 @@ def decode_frames(buf: bytearray) -> tuple[list[Any], int]:
 class ProcessSink:
     """A `core.SpanSink` that hands records to an exporter process through a pipe."""
 
+    #: compact records (`compact.py`) cross the pipe as they are: the child expands them
+    compact = True
+
     def __init__(self, cfg: TracingConfig, *, python: str = sys.executable) -> None:
         self.cfg = cfg
         self.python = python
@@ -134,18 +138,18 @@ class ProcessSink:
         data = encode_batch(records)
         with self._lock:
             if self._broken:
-                self._drop(len(records), "the exporter process is gone")
+                self._drop(spans_in(records), "the exporter process is gone")
                 return
             if self._backlog:
                 self._write_backlog()
             if self._backlog_bytes + len(data) > MAX_BACKLOG:
-                self._drop(len(records), "the exporter process is behind")
+                self._drop(spans_in(records), "the exporter process is behind")
                 return
             if self._backlog:
                 self._queue(data)
             else:
                 self._write_now(data)
-            self.sent += len(records)
+            self.sent += len(records)  # records (a compact one stands for 1-2 spans)
 
     def force_flush(self, timeout: float) -> None:
         """Everything exported so far reaches the exporter and leaves it (or `timeout`)."""
@@ -323,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                     out.flush()
                 continue
             try:
-                sink.export(obj)
+                sink.export(expand(obj))
             except Exception:
                 log.exception("dropping a batch of %d spans", len(obj))
         if hasattr(sink, "tick"):

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import names as N
 from .core import SpanRecord
 from .names import KINDS
 
@@ -29,6 +30,7 @@ _FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
 _U64 = struct.Struct("<Q").pack
 _F64 = struct.Struct("<d").pack
 _MAX_CACHE = 100_000
+_MAX_SHARED = 4096
 
 
 def varint(n: int) -> bytes:
@@ -45,6 +47,11 @@ def varint(n: int) -> bytes:
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: tag, length, payload."""
     return tag + varint(len(payload)) + payload
+
+
+#: attributes whose value is new for (nearly) every span: encoded, never cached
+#: (key -> its KeyValue.key field)
+_VARYING = {k: _field(b"\x0a", k.encode()) for k in (N.MESSAGING_MESSAGE_ID, N.SEQ)}
 
 
 def any_value(v: Any) -> bytes:
@@ -85,8 +92,14 @@ class Encoder:
         #: (key, type, value) -> the span's attributes field for it (tag 9)
         self._attrs: dict[tuple[str, type, Any], bytes] = {}
         self._names: dict[str, bytes] = {}
+        #: shared attribute mappings -> (their keys, their encoded attribute fields)
+        self._by_id: dict[int, tuple[Mapping[str, Any], tuple[frozenset[str], bytes]]] = {}
+        self._by_content: dict[tuple[tuple[str, Any], ...], tuple[frozenset[str], bytes]] = {}
 
     def _attr(self, key: str, value: Any) -> bytes:
+        if key in _VARYING:  # new for every message: caching them only evicts the rest
+            kv = _VARYING[key] + _field(b"\x12", any_value(value))
+            return b"\x4a" + varint(len(kv)) + kv
         k = (key, type(value), value)
         got = self._attrs.get(k)
         if got is None:
@@ -94,6 +107,29 @@ class Encoder:
                 self._attrs.clear()
             got = self._attrs[k] = _field(b"\x4a", key_value(key, value))
         return got
+
+    def _shared_attrs(self, shared: Mapping[str, Any]) -> tuple[frozenset[str], bytes]:
+        """The attribute fields of a `(shared, own)` record's shared mapping: one
+        mapping serves many spans (a session's attributes, see `compact.py`), so its
+        bytes are kept, by object (the records of one pickled chunk share it) and by
+        content (across chunks)."""
+        got = self._by_id.get(id(shared))
+        if got is not None and got[0] is shared:
+            return got[1]
+        key = tuple(shared.items())
+        enc = self._by_content.get(key)
+        if enc is None:
+            if len(self._by_content) >= _MAX_SHARED:
+                self._by_content.clear()
+            attr = self._attr
+            enc = self._by_content[key] = (
+                frozenset(shared),
+                b"".join([attr(k, v) for k, v in key]),
+            )
+        if len(self._by_id) >= _MAX_SHARED:
+            self._by_id.clear()
+        self._by_id[id(shared)] = (shared, enc)  # the reference keeps the id valid
+        return enc
 
     def span(self, rec: SpanRecord) -> bytes:
         """One `Span` message (without its field tag)."""
@@ -117,10 +153,17 @@ class Encoder:
         if attrs:
             attr = self._attr
             if type(attrs) is tuple:
-                merged = dict(attrs[0])
-                merged.update(attrs[1])
-                attrs = merged
-            parts += [attr(k, v) for k, v in attrs.items()]
+                shared, own = attrs
+                keys, data = self._shared_attrs(shared)
+                if keys.isdisjoint(own):  # the common case: the shared part encoded once
+                    parts.append(data)
+                    parts += [attr(k, v) for k, v in own.items()]
+                else:  # own wins, in shared's key order
+                    merged = dict(shared)
+                    merged.update(own)
+                    parts += [attr(k, v) for k, v in merged.items()]
+            else:
+                parts += [attr(k, v) for k, v in attrs.items()]
         if error:
             parts.append(_field(b"\x7a", _field(b"\x12", error.encode()) + b"\x18\x02"))
         else:

@@ -42,15 +42,14 @@ def _is_hex(s: str) -> bool:
 def parse_fields(value: object) -> tuple[int, int, int] | None:
     """`parse_traceparent` as a plain tuple (trace_id, span_id, flags): the hot-path form
     (a NamedTuple costs a Python-level `__new__`)."""
-    m = _V00(value) if type(value) is str else None
-    if m is None:
+    if type(value) is not str or _V00(value) is None:
         return parse_traceparent(value)
-    tid, sid, flags = m.groups()
-    trace_id = int(tid, 16)
-    span_id = int(sid, 16)
+    # validated by the match: plain slices are cheaper than its groups
+    trace_id = int(value[3:35], 16)
+    span_id = int(value[36:52], 16)
     if trace_id == 0 or span_id == 0:
         return None
-    return trace_id, span_id, int(flags, 16)
+    return trace_id, span_id, int(value[53:55], 16)
 
 
 def parse_traceparent(value: object) -> ParsedTraceparent | None:

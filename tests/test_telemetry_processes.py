@@ -58,6 +58,8 @@ def test_one_message_one_trace_across_three_processes(
     reader = AppClient(bob.session_dir(PATH))
     writer = AppClient(alice.session_dir(PATH))
     try:
+        # the reader app is registered before the frame comes (else it is "backlog")
+        bob.wait_session(PATH, lambda x: x.ipc_clients >= 1)
         writer.send(b"x" * 1024, path="m/1.request")
         (f,) = reader.recv_n(1)
         assert f.payload == b"x" * 1024 and f.seq == 1

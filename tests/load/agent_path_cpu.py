@@ -2,13 +2,19 @@
 """CPU cost of the agent's data path per frame, without the network.
 
     python tests/load/agent_path_cpu.py [LABEL]          # MICRO_N=50000 frames a round
+    MICRO_TRACE=1 python tests/load/agent_path_cpu.py    # tracing on, every frame sampled
+    MICRO_TRACE=0.01 python tests/load/agent_path_cpu.py # the default sampler
 
 Drives a real `SessionManager` through its public events with an in-memory link: the
 sender's `app_frames` -> `link.send`, and the reader's `on_message(HotlinkData)` -> the
-write to an app connection. Prints ns per 1 KB frame (best of 5 rounds). Latency
+write to an app connection. Prints CPU ns per 1 KB frame (this thread's CPU time, so
+that being preempted on a busy machine does not count; best of 5 rounds). Latency
 benchmarks on a shared machine are too noisy to see a change of a few hundred ns;
 this is how docs/performance.md compares two trees (run it with each tree's venv,
-alternating; it also runs on trees from before the agent core split). Only the session
+alternating; it also runs on trees from before the agent core split). With
+`MICRO_TRACE=1` both agents trace every frame (`AgentTracer`, ratio 1; `0.01`: the
+default sampler) and the queued records are pickled as for the exporter process every
+64 frames, in the loop: the in-process cost of tracing, flusher work included. Only the session
 endpoints bind loopback TCP ports, which nothing connects to.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -27,7 +34,10 @@ from typing import Any
 from hotlink.agent.config import AgentConfig
 from hotlink.agent.ipc import EndpointRegistry
 from hotlink.agent.sessions import SessionManager
+from hotlink.agent.tracing import AgentTracer
 from hotlink.agent.transport import LinkState, Transport
+from hotlink.telemetry.core import Telemetry
+from hotlink.telemetry.exporter_process import encode_batch
 from hotlink.wire import messages as m
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.frames import Frame
@@ -59,9 +69,16 @@ class MemLink(Transport):
     def writable(self) -> bool:
         return True
 
+    tracer: AgentTracer | None = None
+
     def send(self, msg: m.Message, id: str | None = None) -> str:
         self.n += 1
         oid = id or f"m{self.n}"
+        tr = self.tracer
+        if tr is not None:  # as `WsLink.send` does (the encode itself is not measured)
+            rec, _tp = tr.before_send(msg, oid)
+            if rec is not None:
+                tr.after_send(rec)
         if type(msg) is not m.HotlinkData:
             self.sent.append(msg)
             self.ids.append(oid)
@@ -96,6 +113,45 @@ class App:
         pass
 
 
+#: MICRO_TRACE=RATIO: tracing on with that sampler ratio (1: every frame)
+TRACE = float(os.environ.get("MICRO_TRACE", "") or 0)
+
+
+class PickleSink:
+    """What `exporter_process.ProcessSink` does with the records, minus the pipe."""
+
+    compact = True
+
+    def export(self, records: list[Any]) -> None:
+        encode_batch(records)
+
+    def force_flush(self, timeout: float) -> None:
+        pass
+
+    def shutdown(self, timeout: float) -> None:
+        pass
+
+
+def traced(mgr: SessionManager, link: MemLink) -> Telemetry | None:
+    """Tracing on for `mgr` (every frame sampled) when MICRO_TRACE is set."""
+    if not TRACE:
+        return None
+    tel = Telemetry(enabled=True, root_ratio=TRACE, sink=PickleSink(), start_thread=False)
+    tr = AgentTracer(tel, mgr)
+    mgr.tracer = tr
+    link.tracer = tr
+    return tel
+
+
+def flush(tel: Telemetry) -> None:
+    """The flusher thread's work for one chunk (without its `sleep(0)`, which only
+    hands the GIL over)."""
+    q = tel._pending
+    batch = list(q)
+    q.clear()
+    encode_batch(batch)
+
+
 def manager(tmp: Path, email: str) -> tuple[SessionManager, MemLink]:
     root = tmp / email
     cfg = AgentConfig(
@@ -120,14 +176,17 @@ async def sender(tmp: Path) -> float:
     mgr.on_message(Envelope("a2", m.HotlinkAccept(s.sid, frm=PEER)))
     frames = [Frame(b"x" * 1024)]
     window = getattr(s, "tx", s)  # the re-send window: on the core since the split
+    tel = traced(mgr, link)
     best = float("inf")
     for _ in range(5):
-        t0 = time.perf_counter_ns()
-        for _ in range(N):
+        t0 = time.thread_time_ns()
+        for i in range(N):
             s.app_frames(None, frames)  # type: ignore[arg-type]
+            if tel is not None and i % 64 == 63:
+                flush(tel)
             if len(window.recent) > 1000:  # the reader confirms, as a real one does
                 mgr.on_message(Envelope("p", m.HotlinkProgress(s.sid, s.seq, frm=PEER)))
-        best = min(best, (time.perf_counter_ns() - t0) / N)
+        best = min(best, (time.thread_time_ns() - t0) / N)
     mgr.close_all()
     return best
 
@@ -143,18 +202,35 @@ async def reader(tmp: Path) -> float:
     s = await opening
     app = App()
     s.app_connected(app)  # type: ignore[arg-type]
+    tel = traced(mgr, link)
+    tp = "00-1234567890abcdef1234567890abcdef-1234567890abcdef-01" if tel is not None else ""
+    sampled = random.Random(1)
     seq = 0
     best = float("inf")
     for _ in range(5):
         envs = [
-            Envelope("d", m.HotlinkData("sid1", seq + i + 1, f"{PATH}/x.request", b"x" * 1024))
+            Envelope(
+                "d",
+                m.HotlinkData("sid1", seq + i + 1, f"{PATH}/x.request", b"x" * 1024),
+                tp if sampled.random() < TRACE else "",  # the sender's sampling decision
+            )
             for i in range(N)
         ]
         seq += N
-        t0 = time.perf_counter_ns()
-        for e in envs:
-            mgr.on_message(e)
-        best = min(best, (time.perf_counter_ns() - t0) / N)
+        t0 = time.thread_time_ns()
+        if tel is None:
+            for e in envs:
+                mgr.on_message(e)
+        else:  # as `WsLink._on_raw` does with tracing on
+            tr = mgr.tracer
+            for i, e in enumerate(envs):
+                if e.traceparent:
+                    tr.on_message(e, time.time_ns(), mgr)  # type: ignore[union-attr]
+                else:
+                    mgr.on_message(e)
+                if i % 64 == 63:
+                    flush(tel)
+        best = min(best, (time.thread_time_ns() - t0) / N)
         await asyncio.sleep(0)  # let the progress timer run
     assert app.n == seq, (app.n, seq)
     with contextlib.suppress(Exception):
