@@ -14,7 +14,9 @@ New folders: inotify watches a folder only once its creation event has been read
 files written into a folder right after `mkdir` (an `acl grant` on a fresh folder, the
 first fallback file of a session) can produce no event of their own. Every added
 folder is therefore listed once (in a worker thread) and what it already holds is
-reported as if it had just appeared; a file seen twice is harmless to both consumers.
+reported as if it had just appeared. When the file's own event follows (its watch was
+in place after all), it is not reported again unless the file changed since the
+listing, so a file is picked up (and traced) once.
 """
 
 from __future__ import annotations
@@ -59,10 +61,24 @@ def is_new_folder(change: Change, path: str) -> bool:
     return not name.startswith((".", TMP_PREFIX)) and os.path.isdir(path)
 
 
-def list_new_folders(folders: list[str]) -> tuple[list[Path], bool]:
-    """What new folders already hold: their `*.request` files, and whether any of
-    them holds an ACL file (symlinks are not followed)."""
-    requests: list[Path] = []
+#: (mtime_ns, size) of a listed file, to tell its later event from a change
+StatKey = tuple[int, int]
+#: files reported from a folder listing, remembered until their own event comes
+MAX_LISTED = 4096
+
+
+def _stat_key(path: str | Path) -> StatKey | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def list_new_folders(folders: list[str]) -> tuple[dict[Path, StatKey | None], bool]:
+    """What new folders already hold: their `*.request` files (with their stat keys),
+    and whether any of them holds an ACL file (symlinks are not followed)."""
+    requests: dict[Path, StatKey | None] = {}
     acl = False
     for top in folders:
         for dirpath, dirnames, filenames in os.walk(top):
@@ -72,7 +88,7 @@ def list_new_folders(folders: list[str]) -> tuple[list[Path], bool]:
                 if name == ACL_NAME:
                     acl = True
                 elif request_filter(Change.added, path):
-                    requests.append(Path(path))
+                    requests[Path(path)] = _stat_key(path)
     return requests, acl
 
 
@@ -89,6 +105,8 @@ class RequestWatcher:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        #: files reported from a folder listing whose own event has not come yet
+        self._listed: dict[Path, StatKey | None] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hotlink-watcher")
@@ -116,7 +134,7 @@ class RequestWatcher:
                     if not changes:
                         continue
                     folders = [p for c, p in changes if is_new_folder(c, p)]
-                    found: list[Path] = []
+                    found: dict[Path, StatKey | None] = {}
                     acl = any(is_acl(p) for _, p in changes)
                     if folders:
                         found, acl_inside = await asyncio.to_thread(list_new_folders, folders)
@@ -127,7 +145,8 @@ class RequestWatcher:
                         except Exception:
                             log.exception("handling a changed ACL file failed")
                     named = {Path(p) for c, p in changes if request_filter(c, p)}
-                    paths = sorted(named.union(found))
+                    paths = sorted(self._not_listed(named).union(found))
+                    self._remember(found)
                     if not paths:
                         continue
                     try:
@@ -140,6 +159,24 @@ class RequestWatcher:
                 log.warning("file watcher on %s failed (%s); restarting in 1 s", self.base, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    def _not_listed(self, named: set[Path]) -> set[Path]:
+        """`named` without the files a folder listing already reported unchanged."""
+        if not self._listed:
+            return named
+        out = set()
+        for p in named:
+            if p in self._listed:
+                key = self._listed.pop(p)
+                if key is not None and key == _stat_key(p):
+                    continue
+            out.add(p)
+        return out
+
+    def _remember(self, found: dict[Path, StatKey | None]) -> None:
+        self._listed.update(found)
+        while len(self._listed) > MAX_LISTED:
+            del self._listed[next(iter(self._listed))]
 
     async def stop(self) -> None:
         self._stop.set()

@@ -20,7 +20,7 @@ def test_new_folder_filter_and_listing(tmp_path: Path) -> None:
     assert not is_new_folder(Change.modified, str(tmp_path / "s1"))
     assert not is_new_folder(Change.added, str(tmp_path / "s1" / "syft.pub.yaml"))
     requests, acl = list_new_folders([str(tmp_path / "s1")])
-    assert requests == [tmp_path / "s1" / "deep" / "00000001.request"]
+    assert list(requests) == [tmp_path / "s1" / "deep" / "00000001.request"]
     assert acl
 
 
@@ -29,13 +29,18 @@ def test_files_in_just_created_folders_are_reported(tmp_path: Path) -> None:
 
     async def main() -> tuple[set[Path], int]:
         seen: set[Path] = set()
+        reported: list[Path] = []
         acl_calls = 0
 
         def on_acl() -> None:
             nonlocal acl_calls
             acl_calls += 1
 
-        w = RequestWatcher(tmp_path, lambda paths: seen.update(paths), on_acl)
+        def on_paths(paths: list[Path]) -> None:
+            seen.update(paths)
+            reported.extend(paths)
+
+        w = RequestWatcher(tmp_path, on_paths, on_acl)
         w.start()
         await asyncio.wait_for(w.ready.wait(), 10)
         want: set[Path] = set()
@@ -50,10 +55,29 @@ def test_files_in_just_created_folders_are_reported(tmp_path: Path) -> None:
             if want <= seen and acl_calls:
                 break
             await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # late events of the same files would come now
         await w.stop()
+        # each file once: a folder listing and the file's own event do not both report it
+        assert sorted(reported) == sorted(set(reported))
         return seen, acl_calls
 
     seen, acl_calls = asyncio.run(main())
     missing = {p for p in (tmp_path.glob("app*/_mpc/s*/00000001.request"))} - seen
     assert not missing, f"{len(missing)} of {rounds} files never reported: {sorted(missing)[:3]}"
     assert acl_calls >= 1
+
+
+def test_a_listed_file_is_not_reported_again_by_its_own_event_unless_changed(
+    tmp_path: Path,
+) -> None:
+    f = tmp_path / "s1" / "00000001.request"
+    f.parent.mkdir()
+    f.write_bytes(b"frame")
+    w = RequestWatcher(tmp_path, lambda paths: None)
+    found, _ = list_new_folders([str(f.parent)])
+    w._remember(found)
+    assert w._not_listed({f}) == set()  # the same file, unchanged: reported already
+    assert w._not_listed({f}) == {f}  # remembered once only
+    w._remember(found)
+    f.write_bytes(b"frame, rewritten")
+    assert w._not_listed({f}) == {f}  # changed since the listing: reported
