@@ -6,6 +6,9 @@ Modules (the decisions are in `router`, a sans-I/O class; `server` only moves by
 - `router`   connections, sessions, ACL checks: `handle -> Outgoing`
 - `file_routes` the router's FileWrite (store, fan-out) and FileSync (catch-up) handling
 - `connection` `Conn` (one client as the router sees it) and `Outgoing`
+- `sid_guard` session ids reserved for their sender; fallback files only from a session's sender
+- `reader_guard` per-reader accept rate, low-seq resumes, dropping stalled readers
+- `writers`  who wrote each stored fallback file (`DATA/fallback-writers.log`), for `wrt`
 - `acl`      `syft.pub.yaml` parsing and the index answering "may U read/write P"
 - `auth`     the relay secret and HMAC bearer tokens (`exp`, `jti`)
 - `revocation` the deny list `DATA/revoked.json` (`token revoke`), reloaded when it changes

@@ -236,3 +236,54 @@ def test_low_seq_resume_honoured_once_and_accepts_rate_limited(h: H) -> None:
     h.clock.t += 61
     out = h.send(CC2, HotlinkAccept("sidA", seq=500))
     assert [m.seq for m in to(out, CA) if type(m) is HotlinkAccept] == [500]
+
+
+# --- agent: a sender whose sid was taken goes on under a new one --------------------------
+
+
+def test_sender_recovers_from_session_id_in_use() -> None:
+    from hotlink.agent.core.effects import Send, SidChanged
+    from hotlink.agent.core.limits import StreamLimits
+    from hotlink.agent.core.paths import FallbackMode
+    from hotlink.agent.core.sender import MAX_SID_CHANGES, SenderStream
+    from hotlink.agent.core.state import SessionState
+    from hotlink.wire.frames import Frame
+
+    sids = iter(f"new{i}" for i in range(10))
+    st = SenderStream(
+        S1,
+        sid="sidA",
+        mode=FallbackMode.OFF,
+        limits=StreamLimits(),
+        link_up=True,
+        new_sid=lambda: next(sids),
+    )
+    st.start()
+    st.on_acked()
+    st.on_accept(B, None)
+    st.app_frames([Frame(b"x")] * 3)
+    while st.pending:
+        st.frame_sent()
+    st.on_link_down()  # the three go back to the queue for the re-open
+    st.app_frames([Frame(b"y")])
+    st.on_link_up()
+    out = st.on_reject("", REASON_SESSION_IN_USE, 0.0)
+    assert SidChanged("sidA", "new0") in out
+    opens = [e.msg for e in out if type(e) is Send and type(e.msg) is HotlinkOpen]
+    assert opens == [HotlinkOpen("new0", S1, "", "")]
+    assert st.state is SessionState.PENDING and st.sid == "new0"
+    # the frames it still holds go out under the new sid, seqs unchanged
+    assert [(d.sid, d.seq) for d in st.pending] == [
+        ("new0", 1),
+        ("new0", 2),
+        ("new0", 3),
+        ("new0", 4),
+    ]
+    st.on_acked()
+    assert st.sid_changes == 0 and st.state is SessionState.OPEN
+    # a relay that refuses every sid: REJECTED after MAX_SID_CHANGES tries in a row
+    for _ in range(MAX_SID_CHANGES):
+        st.on_reject("", REASON_SESSION_IN_USE, 0.0)
+        assert st.state is SessionState.PENDING
+    st.on_reject("", REASON_SESSION_IN_USE, 0.0)
+    assert st.state is SessionState.REJECTED

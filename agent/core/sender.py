@@ -22,12 +22,15 @@ Control plane: the session state changes only through `state.SessionMachine`; th
 Open is (re-)sent on link up, after an idle-timeout close, after the relay lost the
 session, and (timer, 0.25 s doubling to 5 s) after a transient reject in a mode that
 allows files. Time enters only as `now` arguments (`handle_timer`, `on_reject`).
+
+Session id taken: `sender_sid.SidRecovery`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from hotlink.wire import messages as m
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
@@ -53,6 +56,7 @@ from .limits import ENVELOPE_SLACK, StreamLimits, Totals
 from .names import validate_frame_name
 from .paths import ActivePath, FallbackMode, FallbackPolicy, Switch
 from .sender_files import SenderFiles
+from .sender_sid import MAX_SID_CHANGES, SidRecovery
 from .state import Role, SessionMachine, SessionState, Trigger
 
 log = logging.getLogger("hotlink.agent.sessions")
@@ -68,7 +72,7 @@ _TRANSMIT = Transmit(ActivePath.HOTLINK)
 _TRANSMIT_FAIL_OVER = Transmit(ActivePath.HOTLINK, fail_over=True)
 
 
-class SenderStream(SenderFiles):
+class SenderStream(SenderFiles, SidRecovery):
     """One sender session's decisions. Every event method returns effects."""
 
     def __init__(
@@ -81,10 +85,14 @@ class SenderStream(SenderFiles):
         limits: StreamLimits,
         totals: Totals | None = None,
         link_up: bool = False,
+        new_sid: Callable[[], str] | None = None,
     ) -> None:
         self.path = path
         self.prefix = path + "/"
         self.sid = sid
+        #: a fresh random sid (from the adapter); None: a taken sid is final
+        self.new_sid = new_sid
+        self.sid_changes = 0
         self.to = to
         self.lim = limits
         self.totals = totals if totals is not None else Totals()
@@ -459,6 +467,7 @@ class SenderStream(SenderFiles):
             return []
         self.machine.fire(Trigger.ACKED, "")
         self.retry_delay = RETRY_OPEN_INITIAL
+        self.sid_changes = 0
         log.info("session %s (%s) open on the relay as sender", self.path, self.sid)
         out: list[Effect] = [Settle(None), Emit(EventType.OPENED), _TRANSMIT]
         out += self.reevaluate("session open on the relay")
@@ -495,6 +504,13 @@ class SenderStream(SenderFiles):
                 self._open(out)
                 out += self.reevaluate("relay lost the session")
             return out
+        if (
+            reason == m.REASON_SESSION_IN_USE
+            and self.machine.live
+            and self.new_sid is not None
+            and self.sid_changes < MAX_SID_CHANGES
+        ):
+            return self._change_sid()
         if reason in TRANSIENT_REJECTS and self.policy.files_allowed and self.machine.live:
             # Not accepted for now: frames travel by files; the open is retried.
             self.machine.fire(Trigger.REOPEN, reason)
