@@ -287,3 +287,21 @@ def test_sender_recovers_from_session_id_in_use() -> None:
         assert st.state is SessionState.PENDING
     st.on_reject("", REASON_SESSION_IN_USE, 0.0)
     assert st.state is SessionState.REJECTED
+
+
+def test_writer_ledger_shared_by_cluster_nodes(tmp_path: Path) -> None:
+    """Relay nodes of a cluster share --data: each sees what the others recorded,
+    also after one of them compacted the log."""
+    n1, n2 = WriterLedger(tmp_path), WriterLedger(tmp_path)
+    n1.record("a@x.org/s/1.request", A)
+    assert n2.writer("a@x.org/s/1.request") == A
+    n1._compact()  # a new file (inode) under the same name
+    n2.record("a@x.org/s/2.request", C)
+    n1.record("a@x.org/s/3.request", A)
+    assert n1.writer("a@x.org/s/2.request") == C
+    assert n2.writer("a@x.org/s/3.request") == A
+    n1.close()
+    n2.close()
+    n3 = WriterLedger(tmp_path)
+    assert [n3.writer(f"a@x.org/s/{i}.request") for i in (1, 2, 3)] == [A, C, A]
+    n3.close()
