@@ -305,3 +305,16 @@ def test_writer_ledger_shared_by_cluster_nodes(tmp_path: Path) -> None:
     n3 = WriterLedger(tmp_path)
     assert [n3.writer(f"a@x.org/s/{i}.request") for i in (1, 2, 3)] == [A, C, A]
     n3.close()
+
+
+def test_reader_record_keeps_the_sender() -> None:
+    """A restarted reader's catch-up (before the Open comes again) checks fallback files
+    against the sender it recorded, not a guess from the path's owner."""
+    from dataclasses import asdict
+
+    from hotlink.agent.state import SessionRecord
+
+    rec = SessionRecord(S1, 2, sid="sidA", delivered=4, sender=C)
+    assert SessionRecord.from_dict(asdict(rec)).sender == C
+    old = {k: v for k, v in asdict(rec).items() if k != "sender"}  # an older state file
+    assert SessionRecord.from_dict(old).sender == ""
