@@ -29,6 +29,9 @@ from hotlink.wire.fallbackfile import peek_sid
 
 #: how long a sid stays reserved for its sender after its session ended (seconds)
 DEFAULT_GRACE = 24 * 3600.0
+#: reservations kept per user; past it the user's oldest goes (a user churning
+#: sessions costs bounded memory and can only evict its own)
+MAX_RESERVED_PER_USER = 4096
 REQUEST_SUFFIX = ".request"
 
 
@@ -45,16 +48,29 @@ class SidRegistry:
 
     def __init__(self, grace: float = DEFAULT_GRACE) -> None:
         self.grace = grace
-        #: sid -> reservation of an ended session
+        #: sid -> reservation of an ended session, oldest first (`until` grows with
+        #: insertion, so expiry pops from the front)
         self.reserved: dict[str, Reservation] = {}
+        #: user -> its reserved sids, oldest first
+        self.by_owner: dict[str, dict[str, None]] = {}
         #: session folder -> {sid: sender} of the live sessions there
         self.live_paths: dict[str, dict[str, str]] = {}
 
     # --- life cycle (called by the router) ---------------------------------------
 
     def opened(self, sid: str, path: str, sender: str) -> None:
-        self.reserved.pop(sid, None)
+        self._unreserve(sid)
         self.live_paths.setdefault(path, {})[sid] = sender
+
+    def _unreserve(self, sid: str) -> None:
+        r = self.reserved.pop(sid, None)
+        if r is None:
+            return
+        mine = self.by_owner.get(r.owner)
+        if mine is not None:
+            mine.pop(sid, None)
+            if not mine:
+                del self.by_owner[r.owner]
 
     def ended(self, sid: str, path: str, sender: str, now: float) -> None:
         on_path = self.live_paths.get(path)
@@ -62,13 +78,23 @@ class SidRegistry:
             on_path.pop(sid, None)
             if not on_path:
                 del self.live_paths[path]
-        if self.grace > 0:
-            self.reserved[sid] = Reservation(sender, path, now + self.grace)
+        if self.grace <= 0:
+            return
+        self._unreserve(sid)
+        self.reserved[sid] = Reservation(sender, path, now + self.grace)
+        mine = self.by_owner.setdefault(sender, {})
+        mine[sid] = None
+        if len(mine) > MAX_RESERVED_PER_USER:
+            self._unreserve(next(iter(mine)))
 
     def expire(self, now: float) -> None:
-        gone = [sid for sid, r in self.reserved.items() if r.until <= now]
+        gone = []
+        for sid, r in self.reserved.items():
+            if r.until > now:
+                break
+            gone.append(sid)
         for sid in gone:
-            del self.reserved[sid]
+            self._unreserve(sid)
 
     # --- checks --------------------------------------------------------------------
 

@@ -318,3 +318,21 @@ def test_reader_record_keeps_the_sender() -> None:
     assert SessionRecord.from_dict(asdict(rec)).sender == C
     old = {k: v for k, v in asdict(rec).items() if k != "sender"}  # an older state file
     assert SessionRecord.from_dict(old).sender == ""
+
+
+def test_reservations_bounded_per_user() -> None:
+    from hotlink.relay.sid_guard import MAX_RESERVED_PER_USER, SidRegistry
+
+    reg = SidRegistry(grace=100)
+    reg.opened("alice-1", S1, A)
+    reg.ended("alice-1", S1, A, 0.0)
+    for i in range(MAX_RESERVED_PER_USER + 10):  # carol churns sessions
+        reg.opened(f"c{i}", f"{SHARED}/c", C)
+        reg.ended(f"c{i}", f"{SHARED}/c", C, 1.0)
+    assert len(reg.by_owner[C]) == MAX_RESERVED_PER_USER
+    assert reg.reserved_for("c0", 2.0) == ""  # her oldest went, not alice's
+    assert reg.reserved_for("alice-1", 2.0) == A
+    reg.expire(100.5)
+    assert reg.reserved_for("alice-1", 100.5) == "" and list(reg.by_owner) == [C]
+    reg.expire(101.5)
+    assert not reg.reserved and not reg.by_owner
