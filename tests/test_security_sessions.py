@@ -336,3 +336,28 @@ def test_reservations_bounded_per_user() -> None:
     assert reg.reserved_for("alice-1", 100.5) == "" and list(reg.by_owner) == [C]
     reg.expire(101.5)
     assert not reg.reserved and not reg.by_owner
+
+
+def test_sender_resumes_its_apps_when_the_stalling_reader_is_dropped() -> None:
+    from hotlink.agent.core.effects import PauseApps, ResumeApps
+    from hotlink.agent.core.limits import StreamLimits
+    from hotlink.agent.core.paths import FallbackMode
+    from hotlink.agent.core.sender import SenderStream
+    from hotlink.wire.frames import Frame
+
+    st = SenderStream(
+        S1, sid="s", mode=FallbackMode.OFF, limits=StreamLimits(resend_frames=10), link_up=True
+    )
+    st.start()
+    st.on_acked()
+    st.on_accept(B, 0)
+    st.on_accept(C, 0)
+    out = st.app_frames([Frame(b"x")] * 30)
+    while st.pending:
+        st.frame_sent()
+    out = st.transmit_done(False, True)
+    assert any(type(e) is PauseApps for e in out) and st.reading_paused
+    assert not any(type(e) is ResumeApps for e in st.on_progress(B, 30))  # carol holds it
+    out = st.on_close(C, REASON_STALLED)
+    assert any(type(e) is ResumeApps for e in out) and not st.reading_paused
+    assert C not in st.readers and not st.recent  # bob confirmed everything

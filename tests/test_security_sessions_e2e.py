@@ -157,7 +157,8 @@ def test_stalled_reader_dropped_honest_reader_keeps_receiving(agent_factory, rel
     """carol (a permitted reader, raw WS) accepts with seq=0 and never confirms. alice's
     re-send window (200 frames) fills and her app is back-pressured, bob with it, until
     the relay drops carol (`--reader-stall-timeout 1`): she hears "reader stalled", alice
-    forgets her, and bob gets all 3000 frames in order."""
+    forgets her (her window frees, the app is read again), and bob gets all 3000
+    frames in order."""
     n = 3000
     relay = relay_factory(extra_args=["--reader-stall-timeout", "1"])
     alice = agent_factory(A, relay_=relay, args=["--resend-frames", "200"])
@@ -175,7 +176,8 @@ def test_stalled_reader_dropped_honest_reader_keeps_receiving(agent_factory, rel
             await carol.send(HotlinkAccept(offer.sid, seq=0))
             await asyncio.to_thread(alice.wait_session, path, lambda s: C in s.readers)
             writer = AppClient(alice.session_dir(path), timeout=60)
-            data = b"".join(encode_frame(Frame(IDX.pack(i) + b"p" * 56)) for i in range(n))
+            # 3 MB: more than the socket buffers hold, so alice's pause really holds
+            data = b"".join(encode_frame(Frame(IDX.pack(i) + b"p" * 1016)) for i in range(n))
             send = asyncio.create_task(asyncio.to_thread(writer.send_raw, data))
             reading = asyncio.create_task(asyncio.to_thread(app.recv_n, n))
             close = await carol.recv_type(HotlinkClose, timeout=30)

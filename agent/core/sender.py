@@ -374,17 +374,22 @@ class SenderStream(SenderFiles, SidRecovery):
         if seq <= acks.get(reader, 0):
             return []
         acks[reader] = seq
-        low = min(acks.get(r, 0) for r in self.readers)
-        if low <= self.confirmed:
-            return []
-        self.confirmed = low
-        ring = self.recent
-        while ring and ring[0].seq <= low:
-            self.recent_bytes -= len(ring.popleft().payload)
         out: list[Effect] = []
+        self._trim_confirmed(out)
+        return out
+
+    def _trim_confirmed(self, out: list[Effect]) -> None:
+        """Forget the frames every current reader confirmed; resume paused apps when
+        the window has room again (after progress, or a reader that left)."""
+        if self.readers:
+            low = min(self.reader_acks.get(r, 0) for r in self.readers)
+            if low > self.confirmed:
+                self.confirmed = low
+                ring = self.recent
+                while ring and ring[0].seq <= low:
+                    self.recent_bytes -= len(ring.popleft().payload)
         if self.reading_paused:
             self._maybe_resume(out)
-        return out
 
     def _resume_reader(self, reader: str, ack: int) -> None:
         """`reader` (re-)accepted having delivered up to `ack`: the frames we still
@@ -488,6 +493,7 @@ class SenderStream(SenderFiles, SidRecovery):
         self.readers.discard(peer)
         self.reader_acks.pop(peer, None)
         out: list[Effect] = [Emit(ev, peer, reason)]
+        self._trim_confirmed(out)  # a reader that held the window back may be this one
         out += self.reevaluate(why)
         return out
 
