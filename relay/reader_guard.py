@@ -31,8 +31,8 @@ log = logging.getLogger("hotlink.relay.router")
 
 REASON_STALLED = "reader stalled"
 #: accepts of one session by one reader: refill per second and bucket size
-ACCEPT_RATE = 1.0
-ACCEPT_BURST = 10
+ACCEPT_RATE = 2.0
+ACCEPT_BURST = 20
 #: a resume below the reader's confirmed seq is honoured at most once in this time
 RESUME_COOLDOWN = 60.0
 

@@ -223,15 +223,15 @@ def test_low_seq_resume_honoured_once_and_accepts_rate_limited(h: H) -> None:
     # carol alternates Accept(seq=0) between two connections
     resumes = []
     refused = 0
-    for i in range(40):
+    for i in range(80):  # 20 per second for 4 s
         out = h.send(CC2 if i % 2 == 0 else CC, HotlinkAccept("sidA", seq=0))
         resumes += [m.seq for m in to(out, CA) if type(m) is HotlinkAccept]
         refused += sum(1 for m in to(out, CC2) + to(out, CC) if type(m) is HotlinkReject)
-        h.clock.t += 0.1
+        h.clock.t += 0.05
     assert resumes.count(0) == 1  # one honoured resume from 0; the rest from 1000
     assert set(resumes) == {0, 1000}
-    # past the burst ~1 accept/s is passed on (a refused one leaves the old leg reading)
-    assert refused >= 10 and len(resumes) <= ACCEPT_BURST + 5
+    # past the burst 2 accepts/s are passed on (a refused one leaves the old leg reading)
+    assert refused >= 15 and len(resumes) <= ACCEPT_BURST + 10
     # a minute later a low resume is honoured again (a restarted reader agent)
     h.clock.t += 61
     out = h.send(CC2, HotlinkAccept("sidA", seq=500))
