@@ -39,6 +39,7 @@ from hotlink.common.atomic import TMP_PREFIX, write_atomic
 from hotlink.wire import fallbackfile as ff
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.etag import etag_of
+from hotlink.wire.extensions import WRITER
 from hotlink.wire.messages import REASON_RATE_LIMITED, FileDelete, FileWrite
 from hotlink.wire.paths import owner_of, validate_path
 
@@ -69,6 +70,9 @@ class FileSession(Protocol):
 
     @property
     def sid(self) -> str: ...
+
+    @property
+    def sender(self) -> str: ...
 
     @property
     def closed(self) -> bool: ...
@@ -194,6 +198,8 @@ class FileWorker:
         #: local paths this agent wrote (the watcher skips them); bounded
         self.own_paths: dict[str, None] = {}
         self.refused = 0
+        #: fallback files refused because the relay says someone else wrote them
+        self.forged = 0
         self.tee_skipped = 0
         self.mirrored = 0
         #: relay copies to delete once a session's named reader confirmed them
@@ -520,6 +526,8 @@ class FileWorker:
                 frame = ff.decode(content)
             except ProtocolError as exc:
                 log.warning("fallback file %s is malformed (%s); mirrored, not replayed", path, exc)
+        if s is not None and frame is not None and not self._from_sender(s, msg):
+            return
         if s is not None and frame is not None and s.take_file(frame):
             if s.syncing and not msg.mtime:
                 # A broadcast during our catch-up: the catch-up pages will list this
@@ -544,6 +552,25 @@ class FileWorker:
         if s is not None and frame is not None and not self.keep_files:
             return  # another stream's file on an open session's path: not kept
         self._mirror(path, content, _log_mirror_error(path))
+
+    def _from_sender(self, s: FileSession, msg: FileWrite) -> bool:
+        """A fallback file is replayed (and mirrored) only if the relay says the
+        session's sender wrote it: anyone else with write access to the folder could
+        otherwise forge the sender's frames. A relay that does not stamp writers (a
+        reference relay) cannot tell; its files are taken as before."""
+        if WRITER not in getattr(self.link, "extensions", ()):
+            return True
+        if msg.writer and msg.writer == s.sender:
+            return True
+        self.forged += 1
+        log.warning(
+            "fallback file %s of session %s written by %s, not by its sender %s: refused",
+            msg.path,
+            s.path,
+            msg.writer or "an unknown user",
+            s.sender,
+        )
+        return False
 
     def _mirror(self, path: str, content: bytes, done: Done) -> None:
         if not self.mirror_policy.admit(path, len(content)):

@@ -49,6 +49,8 @@ class ReaderSession(Session):
             self.rx.restore(
                 restore.sid, restore.delivered, (restore.cursor_mtime, restore.cursor_path)
             )
+            if isinstance(restore.sender, str) and restore.sender:
+                self.rx.sender = restore.sender
 
     @property
     def sender(self) -> str:
@@ -101,6 +103,7 @@ class ReaderSession(Session):
         rec = super().record()
         rec.delivered = self.rx.delivered()
         rec.cursor_mtime, rec.cursor_path = self.rx.persist_cursor()
+        rec.sender = self.rx.sender
         return rec
 
     def app_delivered(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import time
 from collections import deque
 from typing import Any
@@ -26,6 +27,11 @@ from .transport import LinkDown
 log = logging.getLogger("hotlink.agent.sessions")
 
 HOTLINK = PathId.HOTLINK
+
+
+def new_sid() -> str:
+    """A fresh session id: 64 random bits, so nobody can guess a future one."""
+    return secrets.token_hex(8)
 
 
 class SenderSession(Session):
@@ -55,6 +61,7 @@ class SenderSession(Session):
             mode=normalize_mode(fallback_mode),
             limits=mgr.limits,
             totals=mgr.totals,
+            new_sid=new_sid,
         )
         super().__init__(mgr, path, **kw)
         if restore is not None and clean:

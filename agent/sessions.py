@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from .mirror_policy import MirrorPolicy
 from .open_args import SessionError, check_direct, check_open_args, is_loopback, resolve_path
 from .reader_session import ReaderSession
 from .runtime_dir import InsecureDirectory
-from .sender_session import SenderSession
+from .sender_session import SenderSession, new_sid
 from .session import Session
 from .state import AgentState, SessionRecord
 from .tracing import AgentTracer
@@ -278,7 +277,7 @@ class SessionManager:
         s.stream.link_up = self.link.up  # the endpoint start awaited: look again
         if s.is_sender:
             if not s.sid:
-                s.sid = secrets.token_hex(8)
+                s.sid = new_sid()
             self.by_sid[s.sid] = s
             if s.resumed:
                 self.files.restore_uploads(s, s.tx.files_acked_seq)

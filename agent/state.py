@@ -53,6 +53,9 @@ class SessionRecord:
     delivered: int = 0
     cursor_mtime: int = 0
     cursor_path: str = ""
+    #: reader: the stream's sender (from the relay's Open): its fallback files are
+    #: the only ones replayed, also in a catch-up before the Open comes again
+    sender: str = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SessionRecord:

@@ -12,6 +12,9 @@ Modules (the decisions are in `router`, a sans-I/O class; `server` only moves by
 - `store_cli` the `serve` flags of the store (quota, rate, retention) and their wiring
 - `signal_routes` the router's HotlinkSignal route (direct-path negotiation between members)
 - `connection` `Conn` (one client as the router sees it) and `Outgoing`
+- `sid_guard` session ids reserved for their sender; fallback files only from a session's sender
+- `reader_guard` per-reader accept rate, low-seq resumes, dropping stalled readers
+- `writers`  who wrote each stored fallback file (`DATA/fallback-writers.log`), for `wrt`
 - `acl`      `syft.pub.yaml` parsing and the index answering "may U read/write P"
 - `auth`     the relay secret and HMAC bearer tokens (`exp`, `jti`)
 - `revocation` the deny list `DATA/revoked.json` (`token revoke`), reloaded when it changes

@@ -120,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
         "Close 'idle timeout' to its sender and readers (default %(default)s; 0 = never)",
     )
     s.add_argument(
+        "--reader-stall-timeout",
+        type=_non_negative(float),
+        default=d.reader_stall_timeout,
+        metavar="SECONDS",
+        help="a reader that confirms delivery, is behind the session's last frame and has "
+        "confirmed nothing new for this long is dropped from the session ('reader stalled' "
+        "to it and to the sender), so it cannot hold the sender's re-send window and the "
+        "other readers (default %(default)s; 0 = never)",
+    )
+    s.add_argument(
+        "--sid-grace",
+        type=_non_negative(float),
+        default=d.sid_grace,
+        metavar="SECONDS",
+        help="an ended session's id stays reserved for its sender this long: nobody else "
+        "can open a session under it (default %(default)s; 0 = not reserved)",
+    )
+    s.add_argument(
         "--nats",
         metavar="URL",
         default=os.environ.get("HOTLINK_NATS", ""),
@@ -189,6 +207,8 @@ async def _serve(args: argparse.Namespace) -> int:
         open_rate=args.open_rate,
         open_burst=args.open_burst,
         idle_timeout=args.idle_timeout,
+        reader_stall_timeout=args.reader_stall_timeout,
+        sid_grace=args.sid_grace,
     )
     ssl_ctx = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     tel = telemetry.setup(telemetry.options_from_args(args), service_name=N.SERVICE_RELAY)

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .acl import AclIndex
+    from .sid_guard import SidRegistry
     from .store import Store
+    from .writers import WriterLedger
 
 log = logging.getLogger("hotlink.relay.router")
 
@@ -61,6 +63,12 @@ class FileRoutes:
     #: the server installs the configured ones; tests get defaults on first use
     quota: StoreQuota | None = None
     cursor_seal: CursorSeal | None = None
+    sids: SidRegistry
+    writers: WriterLedger
+    now: float
+
+    def sender_of(self, sid: str) -> str:  # provided by Router
+        raise NotImplementedError
 
     def recheck_all(self) -> list[Outgoing]:  # provided by Router
         raise NotImplementedError
@@ -77,6 +85,10 @@ class FileRoutes:
             return [Outgoing(conn.id, Nack(mid, REASON_PERMISSION_DENIED))]
         if m.length and m.length != len(m.content):
             return [Outgoing(conn.id, Nack(mid, f"len {m.length} != content of {len(m.content)}"))]
+        forged = self.sids.forgery(user, m.path, m.content, self.sender_of, self.now)
+        if forged:
+            log.warning("file write %s by %s refused: %s", m.path, user, forged)
+            return [Outgoing(conn.id, Nack(mid, forged))]
         parsed = None
         if acl_file:
             try:
@@ -95,12 +107,15 @@ class FileRoutes:
         except StoreError as exc:
             log.warning("file write %s by %s failed: %s", m.path, user, exc)
             return [Outgoing(conn.id, Nack(mid, str(exc)))]
+        # who wrote a fallback file, for the readers that replay it
+        writer = user if peek_sid(m.content) is not None else ""
+        self.writers.record(m.path, writer)
         out = [Outgoing(conn.id, Ack(mid))]
         if parsed is not None:
             self.acl.set_file(m.path.rsplit("/", 1)[0], parsed)
             log.info("ACL %s updated by %s (generation %d)", m.path, user, self.acl.generation)
             out += self.recheck_all()
-        fwd = FileWrite(m.path, stored.etag, len(m.content), m.content)
+        fwd = FileWrite(m.path, stored.etag, len(m.content), m.content, writer=writer)
         for u, cids in self.by_user.items():
             if u == user or not self.acl.can(u, m.path, Access.READ):
                 continue
@@ -178,12 +193,15 @@ class FileRoutes:
                 content = self.store.read(path)
             except StoreError:
                 continue  # removed meanwhile
-            if m.sid:
-                sid = peek_sid(content)
-                if sid is not None and sid != m.sid:
-                    continue
+            sid = peek_sid(content)
+            if m.sid and sid is not None and sid != m.sid:
+                continue
+            writer = self.writers.writer(path) if sid is not None else ""
             out.append(
-                Outgoing(conn.id, FileWrite(path, etag_of(content), len(content), content, mtime))
+                Outgoing(
+                    conn.id,
+                    FileWrite(path, etag_of(content), len(content), content, mtime, writer),
+                )
             )
             sent += 1
             size += len(content)

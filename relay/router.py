@@ -55,8 +55,11 @@ from hotlink.wire.paths import MAX_PATH, session_path, validate_email, validate_
 from .acl import Access, AclIndex
 from .connection import Conn, Outgoing
 from .file_routes import BAD_REQUEST, FileRoutes
+from .reader_guard import REASON_STALLED, ReaderGuard
+from .sid_guard import DEFAULT_GRACE, SidRegistry
 from .signal_routes import SignalRoutes
 from .store import Store
+from .writers import WriterLedger
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,11 @@ class Limits:
     open_burst: int = 200
     #: seconds without data or control on a session before `expire` closes it
     idle_timeout: float = 600.0
+    #: a confirming reader behind the last frame whose confirmed seq did not advance
+    #: for this long is dropped from the session (reader_guard.py)
+    reader_stall_timeout: float = 30.0
+    #: seconds an ended session's id stays reserved for its sender (sid_guard.py)
+    sid_grace: float = DEFAULT_GRACE
 
 
 @dataclass(slots=True, eq=False)
@@ -117,6 +125,10 @@ class Session:
     last_activity: float = 0.0
     #: last seq each reader confirmed (HotlinkProgress, or the seq of its Accept)
     acked: dict[str, int] = field(default_factory=dict)
+    #: highest seq forwarded (stalled readers are judged against it)
+    last_seq: int = 0
+    #: per-reader accept rate, resume and stall bookkeeping
+    guard: ReaderGuard = field(default_factory=ReaderGuard)
 
     def set_readers(self) -> None:
         self.deliver = tuple(self.readers)
@@ -132,6 +144,7 @@ class Router(FileRoutes, SignalRoutes):
         version: str = VERSION,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        writers: WriterLedger | None = None,
     ) -> None:
         self.acl = acl
         self.store = store
@@ -145,6 +158,10 @@ class Router(FileRoutes, SignalRoutes):
         self.sessions: dict[str, Session] = {}
         #: live sessions per sending user (for `max_sessions_per_user`)
         self.sending_count: dict[str, int] = {}
+        #: live sessions' folders and ended sessions' reserved ids
+        self.sids = SidRegistry(self.limits.sid_grace)
+        #: who wrote each stored fallback file (stamped on the copies passed on)
+        self.writers = writers if writers is not None else WriterLedger()
 
     # ----------------------------------------------------------------- connections
 
@@ -254,6 +271,8 @@ class Router(FileRoutes, SignalRoutes):
                 )
             ]
         s.last_activity = self.now
+        if msg.seq > s.last_seq:
+            s.last_seq = msg.seq
         pth = msg.path
         if (
             pth
@@ -324,6 +343,10 @@ class Router(FileRoutes, SignalRoutes):
                     for u in dict.fromkeys(s.readers.values())
                 ]
         if s is None:
+            owner = self.sids.reserved_for(m.sid, now)
+            if owner and owner != user:
+                log.warning("user %s tried to open sid %s reserved for %s", user, m.sid, owner)
+                return [*out, Outgoing(conn.id, HotlinkReject(m.sid, REASON_SESSION_IN_USE))]
             cap = self.limits.max_sessions_per_user
             if cap and self.sending_count.get(user, 0) >= cap:
                 log.info("user %s: open of %s refused, %d live sessions", user, m.sid, cap)
@@ -332,6 +355,7 @@ class Router(FileRoutes, SignalRoutes):
             s.prefix = m.path + "/"
             s.last_activity = now
             self.sessions[m.sid] = s
+            self.sids.opened(m.sid, m.path, user)
             self.sending_count[user] = self.sending_count.get(user, 0) + 1
             conn.sending.add(m.sid)
         if ACKS in conn.ext:
@@ -355,10 +379,13 @@ class Router(FileRoutes, SignalRoutes):
             return []
         if (s.to and user != s.to) or not self.acl.can(user, s.path, Access.READ):
             return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
-        s.last_activity = self.now = self.clock()
+        s.last_activity = self.now = now = self.clock()
         ack = [Outgoing(conn.id, Ack(mid))] if ACKS in conn.ext else []
         if conn.id in s.readers:  # idempotent per connection
             return ack
+        refused, seq = s.guard.accept(s.sid, user, m.seq, now)
+        if refused:
+            return [Outgoing(conn.id, HotlinkReject(m.sid, refused))]
         # A new connection of a reader who still has a leg: that user reconnected
         # before we noticed the old connection go (a silently lost path). The new leg
         # replaces the old one, so frames stop going to the dead one and its later
@@ -373,12 +400,12 @@ class Router(FileRoutes, SignalRoutes):
             )
         s.readers[conn.id] = user
         s.set_readers()
-        if m.seq is not None:
-            s.acked[user] = m.seq
+        if seq is not None:
+            s.acked[user] = seq
         s.offered.add(conn.id)
         conn.reading.add(s.sid)
         conn.offered.add(s.sid)
-        return [*ack, Outgoing(s.sender_conn, HotlinkAccept(s.sid, user, m.seq))]
+        return [*ack, Outgoing(s.sender_conn, HotlinkAccept(s.sid, user, seq))]
 
     def _reject(self, conn: Conn, m: HotlinkReject) -> list[Outgoing]:
         """A reader declines (or leaves) a session: passed on to the sender."""
@@ -411,6 +438,11 @@ class Router(FileRoutes, SignalRoutes):
 
     # ------------------------------------------------------------- session helpers
 
+    def sender_of(self, sid: str) -> str:
+        """The sender of a live session ("" if none)."""
+        s = self.sessions.get(sid)
+        return s.sender if s is not None else ""
+
     def _may_offer(self, s: Session, user: str) -> bool:
         if user == s.sender or (s.to and user != s.to):
             return False
@@ -424,6 +456,7 @@ class Router(FileRoutes, SignalRoutes):
     def _end(self, s: Session, reason: str, *, notify_sender: bool) -> list[Outgoing]:
         """Remove a session; everyone who was offered it (readers included) is told."""
         del self.sessions[s.sid]
+        self.sids.ended(s.sid, s.path, s.sender, self.now)
         n = self.sending_count.get(s.sender, 0) - 1
         if n > 0:
             self.sending_count[s.sender] = n
@@ -488,14 +521,49 @@ class Router(FileRoutes, SignalRoutes):
         """Periodic tick: refresh the coarse clock and close sessions idle for longer
         than `idle_timeout` (Close "idle timeout" to the sender and every reader)."""
         self.now = now
+        self.sids.expire(now)
+        out = self._drop_stalled(now)
         idle = self.limits.idle_timeout
         if idle <= 0:
-            return []
+            return out
         cutoff = now - idle
-        out: list[Outgoing] = []
         for s in [s for s in self.sessions.values() if s.last_activity < cutoff]:
             log.info("session %s of %s closed: idle for %.0f s", s.sid, s.sender, idle)
             out += self._end(s, REASON_IDLE, notify_sender=True)
+        return out
+
+    def _drop_stalled(self, now: float) -> list[Outgoing]:
+        """Drop readers that hold the sender's window without confirming anything
+        (reader_guard.py): both sides hear "reader stalled"."""
+        timeout = self.limits.reader_stall_timeout
+        out: list[Outgoing] = []
+        if timeout <= 0:
+            return out
+        cutoff = now - timeout
+        for s in self.sessions.values():
+            if not s.acked or not s.readers:
+                continue
+            users = set(s.readers.values())
+            for user in s.guard.stalled(users, s.acked, s.last_seq, cutoff):
+                log.warning(
+                    "session %s: reader %s confirmed nothing past seq %d for %gs while the "
+                    "sender is at %d; dropped",
+                    s.sid,
+                    user,
+                    s.acked[user],
+                    timeout,
+                    s.last_seq,
+                )
+                why = f"{REASON_STALLED}: no progress for {timeout:g}s"
+                for cid in [c for c, u in s.readers.items() if u == user]:
+                    del s.readers[cid]
+                    c = self.conns.get(cid)
+                    if c is not None:
+                        c.reading.discard(s.sid)
+                    out.append(Outgoing(cid, HotlinkClose(s.sid, why)))
+                s.acked.pop(user, None)
+                s.set_readers()
+                out.append(Outgoing(s.sender_conn, HotlinkClose(s.sid, REASON_STALLED, user)))
         return out
 
     def recheck_all(self) -> list[Outgoing]:
@@ -511,5 +579,7 @@ class Router(FileRoutes, SignalRoutes):
         s = self.sessions.get(m.sid)
         if s is None or conn.id not in s.readers:
             return []
-        s.acked[conn.user] = m.seq
+        if m.seq > s.acked.get(conn.user, -1):
+            s.acked[conn.user] = m.seq
+            s.guard.progressed(conn.user, m.seq, self.now)
         return [Outgoing(s.sender_conn, HotlinkProgress(m.sid, m.seq, conn.user))]

@@ -64,6 +64,7 @@ from .router import Conn, Limits, Outgoing, Router
 from .store import Store
 from .sync_cursor import CursorSeal
 from .tracing import TRACED, RelayTracer
+from .writers import WriterLedger
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,9 @@ class RelayServer:
         self.store = Store(data_dir)
         self.acl = AclIndex.load(self.store.root)
         self.limits = limits or Limits()
-        self.router = Router(self.acl, self.store, limits=self.limits)
+        self.router = Router(
+            self.acl, self.store, limits=self.limits, writers=WriterLedger(data_dir)
+        )
         self.router.cursor_seal = CursorSeal.from_secret(self.secret)
         self.tel = tel
         #: spans (relay/tracing.py); None when tracing is off
@@ -562,6 +565,7 @@ class RelayServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        self.router.writers.close()
 
 
 def _encode(o: Outgoing, encoding: str, ext: frozenset[str]) -> bytes | str | None:

@@ -76,8 +76,8 @@ def test_reference_sender_to_our_reader(relay, agent_factory):
             relay_client(relay, A) as ext,
         ):
             assert HDR_EXTENSIONS not in ref.ws.response.headers  # nothing was announced
-            confirmed = ext.ws.response.headers[HDR_EXTENSIONS]
-            assert confirmed == "acks,direct,file-sync,reader-legs,resume"
+            announced = ext.ws.response.headers[HDR_EXTENSIONS]
+            assert announced == "acks,direct,file-sync,reader-legs,resume,writer"
             rec = Recorder(ref)
             await rec.file_write(f"{A}/syft.pub.yaml", acl_yaml(["*"]).encode(), "acl")
             # the reference sender opens on its first file's path

@@ -53,8 +53,12 @@ DIRECT = "direct"
 #: the prefix of our own signal kinds (never sent to a peer without `DIRECT`)
 DIRECT_KIND_PREFIX = "hotlink.direct."
 
+#: fallback-file writers: `FileWrite.wrt`, the authenticated writer the relay stamps on
+#: the fallback files it passes on (broadcasts and catch-up pages).
+WRITER = "writer"
+
 #: Everything this version speaks (what our agent announces and the relay accepts).
-ALL: frozenset[str] = frozenset({ACKS, READER_LEGS, RESUME, FILE_SYNC, DIRECT})
+ALL: frozenset[str] = frozenset({ACKS, READER_LEGS, RESUME, FILE_SYNC, DIRECT, WRITER})
 NONE: frozenset[str] = frozenset()
 
 
@@ -102,7 +106,9 @@ def for_peer(msg: Message, ext: frozenset[str]) -> Message | None:
             return replace(msg, frm="", to="", obs="")  # type: ignore[type-var]
         return msg
     if t is FileWrite:
-        if msg.mtime and FILE_SYNC not in ext:  # type: ignore[union-attr]
-            return replace(msg, mtime=0)  # type: ignore[type-var]
+        mtime = msg.mtime if FILE_SYNC in ext else 0  # type: ignore[union-attr]
+        writer = msg.writer if WRITER in ext else ""  # type: ignore[union-attr]
+        if mtime != msg.mtime or writer != msg.writer:  # type: ignore[union-attr]
+            return replace(msg, mtime=mtime, writer=writer)  # type: ignore[type-var]
         return msg
     return msg

@@ -115,7 +115,10 @@ class Error:
 class FileWrite:
     """`mtm` (our extension, omitted when 0) is the relay's store mtime in ns; the relay
     sets it only on files it sends in answer to a `FileSync`, so a reader can resume
-    its catch-up from there. Reference peers ignore it."""
+    its catch-up from there. `wrt` (our extension, omitted when empty) is the user the
+    relay authenticated as the file's writer, stamped by the relay on the fallback
+    files it passes on, so a reader replays a session's files only if they come from
+    its sender; a client's own `wrt` is ignored. Reference peers ignore both."""
 
     TYP: ClassVar[int] = 2
     path: str
@@ -123,6 +126,7 @@ class FileWrite:
     length: int = 0
     content: bytes = b""
     mtime: int = 0
+    writer: str = ""
 
     def to_dat(self) -> dict[str, Any]:
         d: dict[str, Any] = {"pth": self.path, "etg": self.etag, "len": self.length}
@@ -130,6 +134,8 @@ class FileWrite:
             d["con"] = self.content
         if self.mtime:
             d["mtm"] = self.mtime
+        if self.writer:
+            d["wrt"] = self.writer
         return d
 
     @classmethod
@@ -140,6 +146,7 @@ class FileWrite:
             _int(d, "len", 0, 2**63 - 1),
             _bytes(d, "con", text),
             _int(d, "mtm", 0, 2**63 - 1),
+            _str(d, "wrt", ""),
         )
 
 

@@ -22,12 +22,15 @@ Control plane: the session state changes only through `state.SessionMachine`; th
 Open is (re-)sent on link up, after an idle-timeout close, after the relay lost the
 session, and (timer, 0.25 s doubling to 5 s) after a transient reject in a mode that
 allows files. Time enters only as `now` arguments (`handle_timer`, `on_reject`).
+
+Session id taken: `sender_sid.SidRecovery`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from hotlink.wire import messages as m
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
@@ -53,6 +56,7 @@ from .limits import ENVELOPE_SLACK, StreamLimits, Totals
 from .names import validate_frame_name
 from .paths import ActivePath, FallbackMode, FallbackPolicy, Switch
 from .sender_files import SenderFiles
+from .sender_sid import MAX_SID_CHANGES, SidRecovery
 from .state import Role, SessionMachine, SessionState, Trigger
 
 log = logging.getLogger("hotlink.agent.sessions")
@@ -68,7 +72,7 @@ _TRANSMIT = Transmit(ActivePath.HOTLINK)
 _TRANSMIT_FAIL_OVER = Transmit(ActivePath.HOTLINK, fail_over=True)
 
 
-class SenderStream(SenderFiles):
+class SenderStream(SenderFiles, SidRecovery):
     """One sender session's decisions. Every event method returns effects."""
 
     def __init__(
@@ -81,10 +85,14 @@ class SenderStream(SenderFiles):
         limits: StreamLimits,
         totals: Totals | None = None,
         link_up: bool = False,
+        new_sid: Callable[[], str] | None = None,
     ) -> None:
         self.path = path
         self.prefix = path + "/"
         self.sid = sid
+        #: a fresh random sid (from the adapter); None: a taken sid is final
+        self.new_sid = new_sid
+        self.sid_changes = 0
         self.to = to
         self.lim = limits
         self.totals = totals if totals is not None else Totals()
@@ -366,17 +374,22 @@ class SenderStream(SenderFiles):
         if seq <= acks.get(reader, 0):
             return []
         acks[reader] = seq
-        low = min(acks.get(r, 0) for r in self.readers)
-        if low <= self.confirmed:
-            return []
-        self.confirmed = low
-        ring = self.recent
-        while ring and ring[0].seq <= low:
-            self.recent_bytes -= len(ring.popleft().payload)
         out: list[Effect] = []
+        self._trim_confirmed(out)
+        return out
+
+    def _trim_confirmed(self, out: list[Effect]) -> None:
+        """Forget the frames every current reader confirmed; resume paused apps when
+        the window has room again (after progress, or a reader that left)."""
+        if self.readers:
+            low = min(self.reader_acks.get(r, 0) for r in self.readers)
+            if low > self.confirmed:
+                self.confirmed = low
+                ring = self.recent
+                while ring and ring[0].seq <= low:
+                    self.recent_bytes -= len(ring.popleft().payload)
         if self.reading_paused:
             self._maybe_resume(out)
-        return out
 
     def _resume_reader(self, reader: str, ack: int) -> None:
         """`reader` (re-)accepted having delivered up to `ack`: the frames we still
@@ -459,6 +472,7 @@ class SenderStream(SenderFiles):
             return []
         self.machine.fire(Trigger.ACKED, "")
         self.retry_delay = RETRY_OPEN_INITIAL
+        self.sid_changes = 0
         log.info("session %s (%s) open on the relay as sender", self.path, self.sid)
         out: list[Effect] = [Settle(None), Emit(EventType.OPENED), _TRANSMIT]
         out += self.reevaluate("session open on the relay")
@@ -479,6 +493,7 @@ class SenderStream(SenderFiles):
         self.readers.discard(peer)
         self.reader_acks.pop(peer, None)
         out: list[Effect] = [Emit(ev, peer, reason)]
+        self._trim_confirmed(out)  # a reader that held the window back may be this one
         out += self.reevaluate(why)
         return out
 
@@ -495,6 +510,13 @@ class SenderStream(SenderFiles):
                 self._open(out)
                 out += self.reevaluate("relay lost the session")
             return out
+        if (
+            reason == m.REASON_SESSION_IN_USE
+            and self.machine.live
+            and self.new_sid is not None
+            and self.sid_changes < MAX_SID_CHANGES
+        ):
+            return self._change_sid()
         if reason in TRANSIENT_REJECTS and self.policy.files_allowed and self.machine.live:
             # Not accepted for now: frames travel by files; the open is retried.
             self.machine.fire(Trigger.REOPEN, reason)
