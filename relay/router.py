@@ -582,4 +582,7 @@ class Router(FileRoutes, SignalRoutes):
         if m.seq > s.acked.get(conn.user, -1):
             s.acked[conn.user] = m.seq
             s.guard.progressed(conn.user, m.seq, self.now)
+            # a session carried by direct links sends no data through the relay; its
+            # readers' advancing reports show it is in use
+            s.last_activity = self.now
         return [Outgoing(s.sender_conn, HotlinkProgress(m.sid, m.seq, conn.user))]

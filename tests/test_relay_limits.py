@@ -25,6 +25,7 @@ from hotlink.wire.messages import (
     HotlinkClose,
     HotlinkData,
     HotlinkOpen,
+    HotlinkProgress,
     HotlinkReject,
     Message,
 )
@@ -119,6 +120,23 @@ def test_idle_timeout(tmp_path: Path) -> None:
     assert h.send(CA, HotlinkData("busy", 2)) == [
         Outgoing(CA, HotlinkReject("busy", "unknown session"))
     ]
+
+
+def test_advancing_progress_keeps_a_session_alive(tmp_path: Path) -> None:
+    """A session whose data goes agent to agent (direct path) shows no data here; its
+    reader's progress reports count as activity, a repeated seq does not."""
+    h = H(tmp_path, Limits(idle_timeout=60, open_rate=0))
+    h.open("direct")
+    h.send(CB, HotlinkAccept("direct"))
+    t0 = h.clock.t
+    h.router.expire(t0 + 50)
+    h.send(CB, HotlinkProgress("direct", 500))  # at the coarse clock t0 + 50
+    assert h.router.expire(t0 + 100) == []
+    h.router.expire(t0 + 105)
+    h.send(CB, HotlinkProgress("direct", 500))  # nothing new delivered: not activity
+    assert {repr(o.msg) for o in h.router.expire(t0 + 111)} == {
+        repr(HotlinkClose("direct", REASON_IDLE))
+    }
 
 
 def test_idle_timeout_disabled_and_accept_counts(tmp_path: Path) -> None:
