@@ -13,6 +13,7 @@ Modules (decisions live in plain classes; adapters only move bytes; docs/design.
 - `sessions`    the manager: routes relay messages to sessions, async control plane
 - `open_args`   OpenSession argument checks, path -> role, `SessionError`
 - `filepath`    fallback files out, mirror in, uploads (adapter of the file path)
+- `safe_files`  reading/writing inside a datasite: no symlink, FIFO or folder followed
 - `held_files`  relay copies of fallback files to delete once the named reader has them
 - `mirror_policy` which remote files are written to disk (sessions, --subscribe) and the
                 mirror's byte bounds

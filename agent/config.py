@@ -386,8 +386,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "mirror_total_bytes",
         _nonneg_size,
-        "bytes the mirror may hold of all other datasites together (default 1 GiB, "
-        "0 = no bound)",
+        "bytes the mirror may hold of all other datasites together (default 1 GiB, 0 = no bound)",
         metavar="BYTES",
     ),
     Option(

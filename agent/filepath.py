@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import stat
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hotlink.common.atomic import TMP_PREFIX, write_atomic
+from hotlink.common.atomic import write_atomic
 from hotlink.wire import fallbackfile as ff
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.etag import etag_of
@@ -48,6 +47,7 @@ from .core.names import RESERVED_NAMES
 from .diskqueue import BATCH, DiskQueue, Done
 from .held_files import HeldFiles
 from .mirror_policy import MirrorPolicy, scan
+from .safe_files import read_regular, resolve_inside
 from .tracing import AgentTracer
 from .transport import LinkDown, Transport
 
@@ -99,10 +99,6 @@ class FileSession(Protocol):
     def on_file_frame(self, frame: ff.FallbackFrame) -> None: ...
 
 
-class FileRefused(Exception):
-    """A file the file path will not take; the message says why (it is logged)."""
-
-
 @dataclass(slots=True, eq=False)
 class Upload:
     session: FileSession
@@ -117,49 +113,6 @@ class Upload:
     reading: bool = False
     #: content is counted in the worker's memory budget
     budgeted: bool = False
-
-
-def resolve_inside(base: Path, real_base: Path, rel_parts: list[str]) -> Path:
-    """`base/rel` if its folder resolves inside `real_base` (symlinks followed)."""
-    target = base.joinpath(*rel_parts)
-    parent = target.parent.resolve()
-    if parent != real_base and real_base not in parent.parents:
-        raise FileRefused(f"{'/'.join(rel_parts)} resolves outside {base} (symlink?)")
-    name = target.name
-    if name.startswith(TMP_PREFIX) or name in RESERVED_NAMES:
-        raise FileRefused(f"reserved file name {name!r}")
-    with contextlib.suppress(FileNotFoundError):
-        st = os.lstat(target)
-        if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
-            raise FileRefused(f"{target} is a symlink or a folder")
-    return target
-
-
-def read_regular(path: Path, real_dir: Path, max_bytes: int) -> bytes:
-    """Read an app-written file, refusing symlinks, non-regular files, files whose
-    folder resolves outside `real_dir`, and files over `max_bytes`."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise FileRefused(f"{path} vanished before it could be read") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise FileRefused(f"{path} is a symlink")
-    if not stat.S_ISREG(st.st_mode):
-        raise FileRefused(f"{path} is not a regular file")
-    parent = path.parent.resolve()
-    if parent != real_dir and real_dir not in parent.parents:
-        raise FileRefused(f"{path} is outside the session directory {real_dir}")
-    if st.st_size > max_bytes:
-        raise FileRefused(f"{path} has {st.st_size} bytes, over the {max_bytes}-byte limit")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise FileRefused(f"cannot read {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise FileRefused(f"{path} grew over the {max_bytes}-byte limit while being read")
-    return data
 
 
 class FileWorker:

@@ -50,9 +50,7 @@ class StoreQuota:
         self.limits = limits or QuotaLimits()
         self._buckets: dict[str, _Bucket] = {}
 
-    def check(
-        self, index: SyncIndex, user: str, path: str, size: int, now: float
-    ) -> str | None:
+    def check(self, index: SyncIndex, user: str, path: str, size: int, now: float) -> str | None:
         """None if `user` may store `size` bytes at `path` now (and the bytes are
         taken from its rate bucket); else the Nack reason."""
         lim = self.limits

@@ -307,9 +307,8 @@ def test_candidate_that_never_answers_leaves_the_session_on_the_relay(relay, age
                 20,
             )
             await asyncio.to_thread(
-                AppClient(alice.session_dir(PATH)).send_raw, b"".join(
-                    encode_frame(Frame(b"m%d" % i)) for i in range(20)
-                ),
+                AppClient(alice.session_dir(PATH)).send_raw,
+                b"".join(encode_frame(Frame(b"m%d" % i)) for i in range(20)),
             )
             seqs = [(await bob.recv_type(HotlinkData, 20)).seq for _ in range(20)]
             return status.direct[0].status, seqs

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from hotlink.agent.config import load_config
 from hotlink.agent.core.paths import ActivePath, FallbackMode, FallbackPolicy, normalize_mode
-from hotlink.agent.filepath import FileRefused, read_regular, resolve_inside, write_atomic
+from hotlink.agent.filepath import write_atomic
 from hotlink.agent.reorder import StreamMerge
+from hotlink.agent.safe_files import FileRefused, read_regular, resolve_inside
 from hotlink.agent.state import AgentState, SessionRecord, StateKeeper, load_state
 from hotlink.agent.watcher import request_filter
 from hotlink.wire import fallbackfile as ff
