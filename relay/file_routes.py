@@ -73,16 +73,25 @@ class FileRoutes:
     def recheck_all(self) -> list[Outgoing]:  # provided by Router
         raise NotImplementedError
 
+    def _write_refusal(self, user: str, path: str) -> str | None:
+        """Why `user` may not write (or delete) `path`, or None. An ACL file only by
+        the datasite owner (not even an admin may hand out access)."""
+        try:
+            validate_path(path)
+        except ProtocolError as exc:
+            return f"bad path: {exc}"
+        if not (
+            owner_of(path) == user if is_acl_path(path) else self.acl.can(user, path, Access.WRITE)
+        ):
+            return REASON_PERMISSION_DENIED
+        return None
+
     def _file_write(self, conn: Conn, mid: str, m: FileWrite) -> list[Outgoing]:
         user = conn.user
-        try:
-            validate_path(m.path)
-        except ProtocolError as exc:
-            return [Outgoing(conn.id, Nack(mid, f"bad path: {exc}"))]
+        refusal = self._write_refusal(user, m.path)
+        if refusal is not None:
+            return [Outgoing(conn.id, Nack(mid, refusal))]
         acl_file = is_acl_path(m.path)
-        # an ACL file only by the datasite owner (not even an admin may hand out access)
-        if not (owner_of(m.path) == user if acl_file else self.acl.can(user, m.path, Access.WRITE)):
-            return [Outgoing(conn.id, Nack(mid, REASON_PERMISSION_DENIED))]
         if m.length and m.length != len(m.content):
             return [Outgoing(conn.id, Nack(mid, f"len {m.length} != content of {len(m.content)}"))]
         forged = self.sids.forgery(user, m.path, m.content, self.sender_of, self.now)
@@ -127,13 +136,10 @@ class FileRoutes:
         owner only). The answer is the same whether the file existed or not, and a
         caller without write access learns nothing (permission is checked first)."""
         user = conn.user
-        try:
-            validate_path(m.path)
-        except ProtocolError as exc:
-            return [Outgoing(conn.id, Nack(mid, f"bad path: {exc}"))]
+        refusal = self._write_refusal(user, m.path)
+        if refusal is not None:
+            return [Outgoing(conn.id, Nack(mid, refusal))]
         acl_file = is_acl_path(m.path)
-        if not (owner_of(m.path) == user if acl_file else self.acl.can(user, m.path, Access.WRITE)):
-            return [Outgoing(conn.id, Nack(mid, REASON_PERMISSION_DENIED))]
         try:
             removed = self.store.delete(m.path)
         except StoreError as exc:

@@ -201,15 +201,8 @@ class Telemetry:
         others decide on their own (always_on / always_off / ratio of the trace id).
         Returns None, creating nothing, for "", garbage, and unsampled parents.
         """
-        if not self.enabled or not traceparent:
-            return None
-        p = parse_fields(traceparent)
+        p = self.parent_of(traceparent)
         if p is None:
-            return None
-        if self.parent_based:
-            if not p[2] & 1:
-                return None
-        elif (p[0] & _MASK64) >= self._bound:
             return None
         return TraceCtx(p[0], _new_span_id(), p[1], True)
 
