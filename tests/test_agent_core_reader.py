@@ -83,12 +83,30 @@ def test_catch_up_pages_before_accept() -> None:
     assert sends(out, m.HotlinkAccept) and not st.syncing and st.cursor == (9, "y")
 
 
-def test_catch_up_timeout_goes_on_without() -> None:
+def test_catch_up_timeout_asks_again_then_goes_on_without() -> None:
+    """A busy relay answers late: the page is asked again (waits 5, 10, 20 s) before
+    the stream goes on without it."""
     st = ReaderStream(PATH, sender=ALICE, limits=StreamLimits(), link_up=True)
     st.offer(OFFER, 0.0)
     assert st.handle_timer(SYNC_TIMEOUT - 0.1) == []
-    out = st.handle_timer(SYNC_TIMEOUT)
+    t = 0.0
+    for wait in (SYNC_TIMEOUT, 2 * SYNC_TIMEOUT):
+        t += wait
+        out = st.handle_timer(t)
+        (again,) = sends(out, m.FileSync)
+        assert (again.since, again.after) == st.cursor and not sends(out, m.HotlinkAccept)
+        assert st.syncing and st.next_deadline() == t + 2 * wait
+    out = st.handle_timer(t + 4 * SYNC_TIMEOUT)
+    assert sends(out, m.HotlinkAccept) and not st.syncing and not sends(out, m.FileSync)
+
+
+def test_a_late_answer_after_asking_again_completes_the_catch_up() -> None:
+    st = ReaderStream(PATH, sender=ALICE, limits=StreamLimits(), link_up=True)
+    st.offer(OFFER, 0.0)
+    st.handle_timer(SYNC_TIMEOUT)  # asked again
+    out = st.on_file_sync(m.FileSync(PATH, 9, "y", sid="s1"), 6.0)  # the first answer
     assert sends(out, m.HotlinkAccept) and not st.syncing
+    assert st.on_file_sync(m.FileSync(PATH, 9, "y", sid="s1"), 6.1) == []  # the second
 
 
 def test_in_order_duplicate_and_out_of_order() -> None:

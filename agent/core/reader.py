@@ -14,8 +14,10 @@ only after the last page, so hotlink frames never overtake the files they follow
 
 Timers (`next_deadline` / `handle_timer(now)`): the gap timer skips seqs that never
 came (not while a catch-up runs), the progress timer reports the delivered seq to the
-sender (`HotlinkProgress`, at most every `PROGRESS_DELAY`), and the catch-up gives up
-on a relay that does not answer within `SYNC_TIMEOUT`.
+sender (`HotlinkProgress`, at most every `PROGRESS_DELAY`), and a catch-up page that
+gets no answer within `SYNC_TIMEOUT` is asked again (`SYNC_RETRIES` times, the wait
+doubling each time) before the stream goes on without it: a busy relay answers late,
+and going on early would skip the files the page would have brought.
 
 "Delivered" means handed to the kernel for every connected app: the adapter injects
 `app_flushed(last_seq)`, the lowest seq its app connections flushed (None: no app);
@@ -55,8 +57,10 @@ log = logging.getLogger("hotlink.agent.sessions")
 
 #: how long a reader waits before reporting its delivered seq to the sender
 PROGRESS_DELAY = 0.01
-#: a catch-up page that gets no answer in this time is given up (old relay?)
+#: a catch-up page that gets no answer in this time is asked again, the wait doubled,
+#: `SYNC_RETRIES` times (5 + 10 + 20 s), then given up
 SYNC_TIMEOUT = 5.0
+SYNC_RETRIES = 2
 REASON_IDLE = "idle timeout"
 
 
@@ -122,6 +126,9 @@ class ReaderStream:
         self.gap_due: float | None = None
         self.progress_due: float | None = None
         self.sync_due: float | None = None
+        #: the current page's wait and re-asks left
+        self.sync_wait = SYNC_TIMEOUT
+        self.sync_retries = SYNC_RETRIES
 
     def restore(self, sid: str, delivered: int, cursor: tuple[int, str]) -> None:
         """Back after a restart: the same stream, from the recorded seq and cursor."""
@@ -321,11 +328,19 @@ class ReaderStream:
         out: list[Effect] = []
         if self.sync_due is not None and now >= self.sync_due:
             self.sync_due = None
-            if self.syncing and not self.closed:
-                log.warning(
-                    "session %s: no catch-up answer from the relay in %gs; going on without",
+            if self.syncing and not self.closed and self.sync_retries > 0 and self.link_up:
+                self.sync_retries -= 1
+                self.sync_wait *= 2
+                log.info(
+                    "session %s: no catch-up answer from the relay yet; asking again (%gs)",
                     self.path,
-                    SYNC_TIMEOUT,
+                    self.sync_wait,
+                )
+                self._ask_page(now, out)
+            elif self.syncing and not self.closed:
+                log.warning(
+                    "session %s: no catch-up answer from the relay; going on without",
+                    self.path,
                 )
                 self._sync_done(out)
         if self.gap_due is not None and now >= self.gap_due:
@@ -399,6 +414,13 @@ class ReaderStream:
         return out
 
     def _start_sync(self, now: float, out: list[Effect]) -> None:
+        self.sync_wait = SYNC_TIMEOUT
+        self.sync_retries = SYNC_RETRIES
+        self._ask_page(now, out)
+
+    def _ask_page(self, now: float, out: list[Effect]) -> None:
+        """Ask for the page after the cursor (again, after a timeout: a late answer
+        to the first ask is taken as well; its files are dropped by seq)."""
         if not self.link_up or not self.sid or self.closed:
             return
         out.append(
@@ -414,7 +436,7 @@ class ReaderStream:
             )
         )
         self.syncing = True
-        self.sync_due = now + SYNC_TIMEOUT
+        self.sync_due = now + self.sync_wait
 
     def on_file_sync(self, msg: m.FileSync, now: float) -> list[Effect]:
         """A catch-up page ended; its files came before this message."""
