@@ -19,6 +19,7 @@ from hotlink.telemetry import names as N
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE, EVENTS_PATH
 
 from . import store_cli
+from .argtypes import non_negative
 from .auth import AuthError
 from .router import Limits
 from .server import DEFAULT_MAX_BAD_MESSAGES, DEFAULT_MAX_CONNS_PER_USER
@@ -29,19 +30,6 @@ from .token_cli import TOKEN_EPILOG, add_mint_arguments, mint_main, revoke_main
 def parse_size(text: str) -> int:
     """`16777216`, `16MiB`, `512k` -> bytes (`hotlink.common.sizes`), at least 1 KiB."""
     return sizes.parse_size(text, minimum=1024)
-
-
-def _non_negative(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-        return v
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = Limits()
     s.add_argument(
         "--max-sessions-per-user",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=d.max_sessions_per_user,
         metavar="N",
         help="live sessions one user may send at once; an open over it gets "
@@ -98,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--open-rate",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=d.open_rate,
         metavar="PER_SEC",
         help="opens per second per connection (token bucket refill); an open over "
@@ -106,14 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--open-burst",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=d.open_burst,
         metavar="N",
         help="token bucket size for --open-rate (default %(default)s)",
     )
     s.add_argument(
         "--idle-timeout",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=d.idle_timeout,
         metavar="SECONDS",
         help="a session with no data or control message for this long is closed: "
@@ -121,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--reader-stall-timeout",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=d.reader_stall_timeout,
         metavar="SECONDS",
         help="a reader that confirms delivery, is behind the session's last frame and has "
@@ -131,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--sid-grace",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=d.sid_grace,
         metavar="SECONDS",
         help="an ended session's id stays reserved for its sender this long: nobody else "
@@ -155,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--max-connections-per-user",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=DEFAULT_MAX_CONNS_PER_USER,
         metavar="N",
         help="WebSocket connections one user (token subject) may hold at once; one more "
@@ -163,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--max-bad-messages",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=DEFAULT_MAX_BAD_MESSAGES,
         metavar="N",
         help="undecodable or invalid messages after which a connection is dropped (each "

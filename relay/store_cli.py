@@ -13,32 +13,13 @@ from typing import Any
 from hotlink.common import sizes
 
 from . import retention
+from .argtypes import non_negative
 from .quota import QuotaLimits, StoreQuota
 
 
 def _size(text: str) -> int:
     """Bytes (`1GiB`, `512k`, ...); 0 disables the limit."""
     return 0 if text.strip() == "0" else sizes.parse_size(text, minimum=1024)
-
-
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return v
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return v
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
@@ -54,7 +35,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--store-max-files",
-        type=_count,
+        type=non_negative(int),
         default=d.max_files,
         metavar="N",
         help="files stored per datasite; a new file over it gets Nack 'quota exceeded' "
@@ -79,7 +60,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--fallback-retention",
-        type=_seconds,
+        type=non_negative(float),
         default=retention.DEFAULT_RETENTION,
         metavar="SECONDS",
         help="fallback files (.request frames) older than this, outside the folders of "
