@@ -146,7 +146,8 @@ class RequestWatcher:
                             log.exception("handling a changed ACL file failed")
                     named = {Path(p) for c, p in changes if request_filter(c, p)}
                     paths = sorted(self._not_listed(named).union(found))
-                    self._remember(found)
+                    # a file whose own event came in this batch needs no memo
+                    self._remember({p: k for p, k in found.items() if p not in named})
                     if not paths:
                         continue
                     try:
@@ -164,7 +165,7 @@ class RequestWatcher:
         """`named` without the files a folder listing already reported unchanged."""
         if not self._listed:
             return named
-        out = set()
+        out: set[Path] = set()
         for p in named:
             if p in self._listed:
                 key = self._listed.pop(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .addresses import format_address
 from .handshake import DEFAULT_TIMEOUT, Established, Expected, Failed, ResponderHandshake
@@ -54,20 +55,12 @@ class _Overloaded(asyncio.Protocol):
         transport.abort()  # type: ignore[attr-defined]
 
 
+@dataclass(slots=True, eq=False)
 class _Expectation:
-    __slots__ = ("binding", "key", "on_link", "peer_public")
-
-    def __init__(
-        self,
-        key: LocalKey,
-        peer_public: bytes,
-        binding: DirectBinding,
-        on_link: Callable[[DirectLink], None],
-    ) -> None:
-        self.key = key
-        self.peer_public = peer_public
-        self.binding = binding
-        self.on_link = on_link
+    key: LocalKey
+    peer_public: bytes
+    binding: DirectBinding
+    on_link: Callable[[DirectLink], None]
 
 
 class DirectListener:
