@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from hotlink.common.websocket import DirectMessages
+from hotlink.common.ws_masked import MaskKeys, send_binary
 from hotlink.wire.envelope import (
     EVENTS_PATH,
     HDR_ENCODING,
@@ -176,6 +177,8 @@ class WsLink(Transport):
         self._ids = itertools.count(1)
         self._id_prefix = format(random.getrandbits(24), "x") + "-"
         self._bad_messages = 0
+        #: masking keys for our (client) frames, cut from a refilled urandom buffer
+        self._mask_keys = MaskKeys()
 
     def _wss(self) -> bool:
         return self.ssl_context is not None and self.url.startswith("wss://")
@@ -215,8 +218,7 @@ class WsLink(Transport):
             rec, tp = tr.before_send(msg, mid)
             data = encode(msg, mid, tp)
         try:
-            c.protocol.send_binary(data)
-            c.send_data()
+            send_binary(c, data, self._mask_keys)
         except Exception as exc:  # the connection is going away under us
             raise LinkDown(f"relay link is closing: {exc}") from None
         if rec is not None:

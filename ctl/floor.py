@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 from hotlink.common.loop import run_main
 from hotlink.common.websocket import DirectMessages, binary_header
+from hotlink.common.ws_masked import MaskKeys, send_binary
 from hotlink.relay.tls import server_context
 from hotlink.wire.frames import FrameDecoder, encode_header
 from websockets.asyncio.client import ClientConnection, connect
@@ -64,7 +65,13 @@ class _DirectServer(_Direct, ServerConnection):
 
 
 class _DirectClient(_Direct, ClientConnection):
-    """Client side: masked frames through websockets' own serializer."""
+    """Client side: masked frames written as the agent's relay link writes them
+    (`common.ws_masked`: pooled masking keys, one transport write)."""
+
+    keys = MaskKeys()
+
+    def send_now(self, data: bytes) -> None:
+        send_binary(self, data, self.keys)
 
 
 async def run_relay(host: str, port: int, cert: str = "", key: str = "") -> None:
