@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,12 +62,17 @@ class Envelope:
         return self.msg.TYP
 
 
+_BIN8 = struct.Struct("!BB").pack
+_BIN16 = struct.Struct("!BH").pack
+_BIN32 = struct.Struct("!BI").pack
+
+
 def _bin_header(n: int) -> bytes:
     if n < 0x100:
-        return b"\xc4" + n.to_bytes(1, "big")
+        return _BIN8(0xC4, n)
     if n < 0x10000:
-        return b"\xc5" + n.to_bytes(2, "big")
-    return b"\xc6" + n.to_bytes(4, "big")
+        return _BIN16(0xC5, n)
+    return _BIN32(0xC6, n)
 
 
 _K_ID = _packb("id")
@@ -79,37 +85,48 @@ _K_PTH = _packb("pth")
 _K_ETG = _packb("etg")
 _K_PAY = _packb("pay")
 
+# HotlinkData, the one message on the latency path, is written from constant pieces:
+# the outer map's start (3 keys, 4 with `tpc`) up to the id, its `typ` entry, and the
+# `dat` map's start up to the sid, by (has etag, has payload).
+_DATA_OUTER3 = PREFIX + b"\x83" + _K_ID
+_DATA_OUTER4 = PREFIX + b"\x84" + _K_ID
+_DATA_TYP = _K_TYP + _packb(HotlinkData.TYP)
+_DATA_MAP = {
+    (False, False): b"\x83" + _K_SID,
+    (True, False): b"\x84" + _K_SID,
+    (False, True): b"\x84" + _K_SID,
+    (True, True): b"\x85" + _K_SID,
+}
 
-def _data_dat_head(m: HotlinkData) -> bytes:
-    n = 3 + (1 if m.etag else 0) + (1 if m.payload else 0)
-    head = [bytes([0x80 | n]), _K_SID, _packb(m.sid), _K_SEQ, _packb(m.seq), _K_PTH, _packb(m.path)]
-    if m.etag:
-        head += (_K_ETG, _packb(m.etag))
-    if m.payload:
-        head += (_K_PAY, _bin_header(len(m.payload)))
-    return b"".join(head)
+
+def _encode_data(msg: HotlinkData, mid: str, traceparent: str) -> bytes:
+    """The HotlinkData frame; the payload is copied once, in the final join."""
+    seq = msg.seq
+    if not 0 <= seq < 2**64:
+        raise ProtocolError(f"seq {seq} outside u64")
+    etag = msg.etag
+    pay = msg.payload
+    head = [_DATA_MAP[bool(etag), bool(pay)], _packb(msg.sid), _K_SEQ, _packb(seq)]
+    head += (_K_PTH, _packb(msg.path))
+    if etag:
+        head += (_K_ETG, _packb(etag))
+    if pay:
+        head += (_K_PAY, _bin_header(len(pay)))
+    dat_head = b"".join(head)
+    dat_len = _bin_header(len(dat_head) + len(pay))
+    if traceparent:
+        tpc = _packb(traceparent)
+        return b"".join(
+            (_DATA_OUTER4, _packb(mid), _DATA_TYP, _K_TPC, tpc, _K_DAT, dat_len, dat_head, pay)
+        )
+    return b"".join((_DATA_OUTER3, _packb(mid), _DATA_TYP, _K_DAT, dat_len, dat_head, pay))
 
 
 def encode(msg: Message, id: str | None = None, traceparent: str = "") -> bytes:
     """Encode one message as an `SB`/msgpack binary WS frame."""
     mid = id if id is not None else new_id()
     if type(msg) is HotlinkData:
-        if not 0 <= msg.seq < 2**64:
-            raise ProtocolError(f"seq {msg.seq} outside u64")
-        head = _data_dat_head(msg)
-        dat_len = len(head) + len(msg.payload)
-        parts = [
-            PREFIX,
-            b"\x84" if traceparent else b"\x83",
-            _K_ID,
-            _packb(mid),
-            _K_TYP,
-            _packb(msg.TYP),
-        ]
-        if traceparent:
-            parts += (_K_TPC, _packb(traceparent))
-        parts += (_K_DAT, _bin_header(dat_len), head, msg.payload)
-        return b"".join(parts)
+        return _encode_data(msg, mid, traceparent)
     dat = msgpack_keys(msg.TYP, msg.to_dat())
     outer: dict[str, Any] = {"id": mid, "typ": msg.TYP, "dat": _packb(dat)}
     if traceparent:
