@@ -220,18 +220,19 @@ class SenderStream(SenderFiles, SidRecovery):
         msg = self.pending.popleft()
         n = len(msg.payload)
         self.pending_bytes -= n
-        if msg.seq <= self.replay_until:
+        seq = msg.seq
+        if seq <= self.replay_until:
             self.resent += 1
-            self._remember(msg)
+            self._remember(msg, n)
             return None
         self.frames_sent += 1
         self.bytes_sent += n
         t = self.totals
         t.frames_out += 1
         t.bytes_out += n
-        self.last_seq = msg.seq
-        self._remember(msg)
-        if self.tee and msg.seq > self.file_seq_high:
+        self.last_seq = seq
+        self._remember(msg, n)
+        if self.tee and seq > self.file_seq_high:
             return WriteFile(msg.seq, msg.path[len(self.prefix) :], msg.etag, msg.payload, TEE)
         return None
 
@@ -258,11 +259,15 @@ class SenderStream(SenderFiles, SidRecovery):
                 out.append(PAUSE)
         return out
 
-    def _remember(self, msg: m.HotlinkData) -> None:
+    def _remember(self, msg: m.HotlinkData, size: int) -> None:
+        """Keep a sent frame (`size` payload bytes) in the re-send window, forgetting
+        the oldest beyond its bounds unless a reader has yet to confirm them."""
         ring = self.recent
         ring.append(msg)
-        self.recent_bytes += len(msg.payload)
+        self.recent_bytes += size
         lim = self.lim
+        if len(ring) <= lim.resend_frames and self.recent_bytes <= lim.resend_bytes:
+            return  # within bounds: the common case
         while ring and (len(ring) > lim.resend_frames or self.recent_bytes > lim.resend_bytes):
             if ring[0].seq > self.confirmed and self._acking():
                 # never forget a frame a reader has not confirmed; stop reading the
