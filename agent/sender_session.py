@@ -163,7 +163,11 @@ class SenderSession(Session):
             carriers = [links[r] for r in direct if r in links]
             if relay and not link.writable:
                 break  # the relay link's on_writable flushes again
-            blocked = next((c for c in carriers if not c.writable()), None)
+            blocked = None
+            for c in carriers:  # a loop, not next(genexpr): no generator per frame
+                if not c.writable():
+                    blocked = c
+                    break
             if blocked is not None:
                 self.mgr.direct.when_writable(self, blocked)  # type: ignore[attr-defined]
                 break
