@@ -9,6 +9,8 @@ without an import circle:
               every scanner skips
 - `websocket` `DirectMessages`: whole WS messages straight from websockets' protocol
               callback (relay, agent link, benchmark floor); pins websockets' internals
+- `ws_masked` `send_binary`, `MaskKeys`: a client's masked binary frame in one transport
+              write, keys from a refilled urandom buffer (agent link, benchmark floor)
 - `loop`      `run_main`: a process's main coroutine on uvloop when available, else asyncio
 - `version`   `VERSION` from the installed package's metadata (pyproject.toml is the source)
 - `sizes`     `parse_size`: `16MiB`, `512k`, `4096` for every byte-size flag, env or TOML key
