@@ -132,13 +132,18 @@ class ReaderSession(Session):
     def on_data(self, msg: m.HotlinkData) -> None:
         """The hot path: a frame from the hotlink."""
         conns = self.conns
-        for e in self.rx.on_data(msg, self.mgr.loop.time()):
+        rx = self.rx
+        for e in rx.on_data(msg, self.mgr.loop.time()):
             if type(e) is Deliver:
                 for c in conns:
                     c.write(e.header, e.payload)  # type: ignore[union-attr]
             else:
                 self.apply([e])
-        self._arm()
+        # The timer is re-armed only when the stream's next deadline moved: with only
+        # the progress timer pending and already armed (the common case) there is
+        # nothing to do, and `_arm` would find the same.
+        if rx.progress_due != self._timer_when or rx.gap_due is not None or rx.sync_due is not None:
+            self._arm()
 
     def take_file(self, frame: FallbackFrame) -> bool:
         """Is this fallback file part of our current stream?"""

@@ -68,6 +68,15 @@ class ReorderBuffer(Generic[T]):
         gaps, self._gaps = self._gaps, []
         return gaps
 
+    def take_next(self, seq: int) -> bool:
+        """The common case, without building a release list: `seq` is the next one
+        expected and nothing waits, so it is released now (True). Anything else (the
+        first frame, a gap, a duplicate) returns False and changes nothing: `push` it."""
+        if seq == self.expected and not self._buf:
+            self.expected = seq + 1
+            return True
+        return False
+
     def push(self, seq: int, item: T, now: float) -> list[tuple[int, T]]:
         """Offer one frame; return the frames now releasable, in order."""
         exp = self.expected

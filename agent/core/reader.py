@@ -193,6 +193,19 @@ class ReaderStream:
     # --- frames from the paths ----------------------------------------------------
 
     def on_data(self, msg: m.HotlinkData, now: float) -> list[Effect]:
+        seq = msg.seq
+        if self.apps and self.reader_path is ActivePath.HOTLINK and self.reorder.take_next(seq):
+            # The common case (in order, nothing buffered, an app connected, frames
+            # already coming by hotlink): what `_deliver` and `_after_push` would do
+            # for it, without the release list, the path switch checks or the backlog.
+            payload = msg.payload
+            self.last_seq = seq
+            self.frames_received += 1
+            self.bytes_received += len(payload)
+            self.gap_due = None  # nothing buffered: no gap to wait for
+            if self.progress_due is None:
+                self.progress_due = now + PROGRESS_DELAY
+            return [Deliver(self._header(seq, msg), payload)]
         out: list[Effect] = []
         for seq, item in self.reorder.push(msg.seq, msg, now):
             self._deliver(seq, item, out)
@@ -250,13 +263,17 @@ class ReaderStream:
                     ro.gap_timeout,
                 )
 
-    def _deliver(self, seq: int, msg: m.HotlinkData, out: list[Effect]) -> None:
+    def _header(self, seq: int, msg: m.HotlinkData) -> bytes:
+        """The app frame's HLNK header (with path and etag) for frame `seq`."""
         path = msg.path  # apps see the full datasite path, as from the reference
         if not path.startswith(self.prefix):
             path = f"{self.prefix}{seq:08d}.request"
+        etag = msg.etag
+        return encode_header(path.encode(), etag.encode() if etag else b"", len(msg.payload), seq)
+
+    def _deliver(self, seq: int, msg: m.HotlinkData, out: list[Effect]) -> None:
         payload = msg.payload
-        etag = msg.etag.encode() if msg.etag else b""
-        header = encode_header(path.encode(), etag, len(payload), seq)
+        header = self._header(seq, msg)
         self.last_seq = seq
         if type(msg) is FileData:
             self.files_received += 1

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""CPU cost of the reader agent's whole receive chain per frame, without the network.
+
+    python tests/load/reader_chain_cpu.py [LABEL]        # MICRO_N=30000 frames a round
+
+From the relay's bytes to the app write: `WsLink._on_raw` (envelope decode) ->
+`SessionManager.on_message` -> `ReaderSession.on_data` -> `ReaderStream.on_data` ->
+`AppConnection.write` on a real `AppConnection` whose transport takes every write at
+once. `agent_path_cpu.py` starts after the decode and ends before the connection; this
+one covers what a real reader process runs per 1 KB frame (less websockets' frame
+parsing, which the floor pays too). Prints this thread's CPU ns per frame, best of 5
+rounds; run it with each tree's venv from that tree, alternating, to compare trees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import agent_path_cpu as apc
+from hotlink.agent.ipc import AppConnection
+from hotlink.agent.link import WsLink
+from hotlink.wire import messages as m
+from hotlink.wire.envelope import Envelope, encode
+
+N = apc.N if "MICRO_N" in apc.os.environ else 30000
+
+
+class TakesAll:
+    """A transport whose writes all reach the kernel at once (nothing buffered)."""
+
+    def writelines(self, parts: object) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+async def main() -> None:
+    label = sys.argv[1] if len(sys.argv) > 1 else ""
+    tmp = Path(tempfile.mkdtemp(prefix="hlcpu-"))
+    try:
+        mgr, link = apc.manager(tmp, apc.PEER)
+        mgr.on_message(Envelope("o1", m.HotlinkOpen("sid1", apc.PATH, apc.ME)))
+        opening = asyncio.ensure_future(mgr.open_session(apc.PATH, fallback_mode=1, ipc_mode=2))
+        while not any(type(x) is m.FileSync for x in link.sent):
+            await asyncio.sleep(0.01)
+        mgr.on_message(Envelope("fs", m.FileSync(apc.PATH, 0, "", sid="sid1")))
+        mgr.on_message(Envelope("a1", m.Ack(link.last_id(m.HotlinkAccept))))
+        s = await opening
+        conn = AppConnection(
+            s,  # type: ignore[arg-type]
+            is_sender=False,
+            max_payload=1 << 24,
+            queue_limit=1 << 20,
+            buffer_bytes=1 << 30,
+            queue_bytes=1 << 30,
+        )
+        conn.transport = TakesAll()  # type: ignore[assignment]
+        s.app_connected(conn)
+        ws = WsLink("ws://127.0.0.1:1", "t", max_message=1 << 24)
+        ws.set_listener(mgr)
+        on_raw = ws._on_raw
+        seq = 0
+        best = float("inf")
+        for _ in range(5):
+            frames = [
+                encode(m.HotlinkData("sid1", seq + i + 1, f"{apc.PATH}/x.request", b"x" * 1024))
+                for i in range(N)
+            ]
+            seq += N
+            t0 = time.thread_time_ns()
+            for f in frames:
+                on_raw(f)
+            best = min(best, (time.thread_time_ns() - t0) / N)
+            assert s.rx.last_seq == seq
+            await asyncio.sleep(0)  # let the progress timer run
+        print(f"{label}\treader _on_raw -> AppConnection.write, ns/frame\t{best:.0f}")
+        mgr.close_all()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
