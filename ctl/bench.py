@@ -10,8 +10,9 @@ floor: there is no plain-forwarding equivalent of the file path.
 
 Modules: `bench_measure` (the stamped samples of one channel), `bench_channels` (the
 hotlink, file and floor channels), `bench_table` (the text table). For every (size,
-mode) the floor (`floor.py`: same topology, plain forwarding) is measured first and
-hotlink right after, so each ratio compares runs seconds apart on the same machine.
+mode) the floor (`floor.py`: same topology, plain forwarding) and each devstack are
+measured in alternating blocks (`--blocks`), so each ratio compares samples taken at
+the same moments of the same machine.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .bench_measure import Channel as Channel
 from .bench_measure import ThroughputResult as ThroughputResult
 from .bench_measure import _run as _run  # bench_cluster measures with it
 from .bench_measure import measure as measure
+from .bench_measure import measure_alternating, throughput_alternating
 from .bench_measure import measure_throughput as measure_throughput
 from .bench_otel import OtelSummary, Receiver, TracedStack
 from .bench_paths import PATH_LABELS, BenchStack, compare_paths, start_stacks
@@ -82,6 +84,9 @@ class BenchConfig:
     #: `--direct off,auto`: one devstack per value (agents started with `--direct V`),
     #: measured side by side in the same run; empty: one devstack, no flag
     direct: tuple[str, ...] = ()
+    #: every row measured in this many blocks per path, alternating between the floor
+    #: and each devstack (bench_measure.measure_alternating); 1: one after the other
+    blocks: int = 4
 
 
 @dataclass
@@ -141,6 +146,7 @@ class BenchReport:
                 "otel": cfg.otel,
                 "otel_sampler_ratio": cfg.otel_ratio if cfg.otel else None,
                 "direct": list(cfg.direct),
+                "blocks": cfg.blocks,
             },
             "environment": self.environment,
             "results": [r.to_dict() for r in self.results],
@@ -242,20 +248,18 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
             for size in cfg.sizes:
                 for mode, inflight in modes:
                     tag = f"{fmt_size(size)} {mode}"
-                    fl = None
+                    chans = [st.chan for st in stacks if st.chan is not None]
+                    labels = [f"{st.label:<7} {tag}" for st in stacks]
                     if floor is not None:
-                        fl = await measure(
-                            floor.channel, size, cfg.count, inflight=inflight,
-                            warmup=cfg.warmup, timeout=cfg.timeout, progress=progress,
-                            label=f"floor   {tag}",
-                        )  # fmt: skip
-                    for index, stack in enumerate(stacks):
-                        assert stack.chan is not None
-                        hl = await measure(
-                            stack.chan, size, cfg.count, inflight=inflight,
-                            warmup=cfg.warmup, timeout=cfg.timeout, progress=progress,
-                            label=f"{stack.label:<7} {tag}",
-                        )  # fmt: skip
+                        chans.insert(0, floor.channel)
+                        labels.insert(0, f"floor   {tag}")
+                    sums = await measure_alternating(
+                        chans, size, cfg.count, blocks=cfg.blocks, labels=labels,
+                        inflight=inflight, warmup=cfg.warmup, timeout=cfg.timeout,
+                        progress=progress,
+                    )  # fmt: skip
+                    fl = sums.pop(0) if floor is not None else None
+                    for index, (stack, hl) in enumerate(zip(stacks, sums, strict=True)):
                         tr = None
                         if traced.chan is not None and index == 0:
                             tr = await measure(
@@ -269,16 +273,18 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
         if cfg.throughput_mb > 0:
             total = int(cfg.throughput_mb * 1_000_000)
             window = max(cfg.inflight, 1)
-            channels = [("floor", floor.channel if floor else None)]
-            channels += [(stack.label, stack.chan) for stack in stacks]
-            for name, ch in channels:
-                if ch is None:
-                    continue
-                progress.note(
-                    f"{name}: throughput, {cfg.throughput_mb:g} MB in "
-                    f"{fmt_size(cfg.frame_size)} frames"
-                )
-                t = await measure_throughput(ch, total, cfg.frame_size, window, cfg.timeout)
+            named = [("floor", floor.channel if floor else None)]
+            named += [(stack.label, stack.chan) for stack in stacks]
+            named = [(name, ch) for name, ch in named if ch is not None]
+            progress.note(
+                f"throughput of {', '.join(n for n, _ in named)}: {cfg.throughput_mb:g} MB "
+                f"in {fmt_size(cfg.frame_size)} frames each, in {cfg.blocks} alternating blocks"
+            )
+            results = await throughput_alternating(
+                [ch for _, ch in named], total, cfg.frame_size, window, cfg.timeout,
+                blocks=cfg.blocks,
+            )  # fmt: skip
+            for (name, _), t in zip(named, results, strict=True):
                 t.path = name
                 report.throughput.append(t)
     finally:

@@ -91,6 +91,60 @@ async def measure(
     return summarize(samples, size, elapsed)
 
 
+def block_sizes(count: int, blocks: int) -> list[int]:
+    """`count` split into at most `blocks` near-equal non-empty parts."""
+    blocks = max(1, min(blocks, count)) if count else 1
+    base, extra = divmod(count, blocks)
+    return [base + (1 if i < extra else 0) for i in range(blocks)]
+
+
+def block_order(n: int, block: int) -> list[int]:
+    """Channel order of one block: forward, then backward, and so on (A B, B A, A B…),
+    so that a drift of the machine that is linear over a run costs every channel the
+    same instead of always favouring the one measured first."""
+    order = list(range(n))
+    return order if block % 2 == 0 else order[::-1]
+
+
+async def measure_alternating(
+    chans: list[Channel],
+    size: int,
+    count: int,
+    *,
+    blocks: int,
+    labels: list[str],
+    inflight: int = 1,
+    warmup: int = 0,
+    timeout: float = 60.0,
+    progress: Progress | None = None,
+) -> list[LatencySummary]:
+    """`measure` for several channels at once, alternating between them in `blocks`
+    blocks of about count/blocks messages each; one summary per channel over all its
+    blocks. The latency of one path only means something against another measured at
+    the same moment of a shared machine (this VM's floor moves 1.5x between runs), and
+    one channel after the other lets that movement land in the ratio."""
+    if size < STAMP.size:
+        raise UsageError(f"payload size {size} below the {STAMP.size}-byte stamp")
+    body = bytearray(os.urandom(min(size, 4096)) * (size // 4096 + 1))[:size]
+    if warmup:
+        for ch in chans:
+            await _run(ch, body, warmup, inflight, timeout, None, 0)
+    samples: list[list[int]] = [[] for _ in chans]
+    elapsed = [0.0] * len(chans)
+    base = [warmup] * len(chans)
+    parts = block_sizes(count, blocks)
+    for b, n in enumerate(parts):
+        for k in block_order(len(chans), b):
+            if progress:
+                more = f" ({b + 1}/{len(parts)})" if len(parts) > 1 else ""
+                progress.start(labels[k] + more, n)
+            t0 = time.perf_counter()
+            samples[k] += await _run(chans[k], body, n, inflight, timeout, progress, base[k])
+            elapsed[k] += time.perf_counter() - t0
+            base[k] += n
+    return [summarize(samples[k], size, elapsed[k]) for k in range(len(chans))]
+
+
 async def _run(
     ch: Channel,
     body: bytearray,
@@ -151,6 +205,33 @@ async def _run(
     if progress is not None:
         progress.update(count)
     return samples
+
+
+async def throughput_alternating(
+    chans: list[Channel],
+    total_bytes: int,
+    frame_size: int,
+    inflight: int,
+    timeout: float,
+    *,
+    blocks: int,
+) -> list[ThroughputResult]:
+    """`measure_throughput` for several channels, alternating in `blocks` blocks of
+    frames (see `measure_alternating` for why)."""
+    frames = max(1, -(-total_bytes // frame_size))
+    body = bytearray(os.urandom(min(frame_size, 4096)) * (frame_size // 4096 + 1))[:frame_size]
+    elapsed = [0.0] * len(chans)
+    base = [0] * len(chans)
+    for b, n in enumerate(block_sizes(frames, blocks)):
+        for k in block_order(len(chans), b):
+            t0 = time.perf_counter()
+            await _run(chans[k], body, n, max(inflight, 1), timeout, None, base[k])
+            elapsed[k] += time.perf_counter() - t0
+            base[k] += n
+    return [
+        ThroughputResult(ch.name, frames * frame_size, frame_size, frames, elapsed[k])
+        for k, ch in enumerate(chans)
+    ]
 
 
 async def measure_throughput(

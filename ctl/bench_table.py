@@ -63,9 +63,12 @@ def render_table(report: BenchReport) -> str:
     if report.results:
         lines.append("")
         if any(r.floor for r in report.results):
-            lines.append(
-                "x floor = hotlink P50 / floor P50 (floor measured just before, same sizes)."
+            how = (
+                f"measured in {cfg.blocks} alternating blocks per path"
+                if cfg.blocks > 1
+                else "floor measured just before"
             )
+            lines.append(f"x floor = hotlink P50 / floor P50 ({how}, same sizes).")
         if report.otel is not None:
             lines.append(
                 "x untraced = traced / hotlink, same size and mode, measured seconds apart."

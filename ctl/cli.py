@@ -157,8 +157,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         frame_size = parse_size(args.frame_size)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.count < 0 or args.warmup < 0 or args.inflight < 1:
-        raise UsageError("--count and --warmup must be >= 0, --inflight >= 1")
+    if args.count < 0 or args.warmup < 0 or args.inflight < 1 or args.blocks < 1:
+        raise UsageError("--count and --warmup must be >= 0, --inflight and --blocks >= 1")
     cfg = bench_mod.BenchConfig(
         bench=args.bench,
         sizes=sizes,
@@ -175,6 +175,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         otel_ratio=args.otel_sampler_arg,
         tls=args.tls,
         direct=tuple(v.strip() for v in (args.direct or "").split(",") if v.strip()),
+        blocks=args.blocks,
     )
     if not 0.0 <= cfg.otel_ratio <= 1.0:
         raise UsageError("--otel-sampler-arg must be between 0 and 1")
@@ -362,6 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ipc", choices=sorted(IPC_MODES), default="unix", help="app endpoint kind")
     p.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
+    p.add_argument(
+        "--blocks",
+        type=int,
+        default=4,
+        metavar="N",
+        help="measure every row in N blocks per path, alternating between the floor and "
+        "each devstack (A B, B A, ...), so a machine that speeds up or slows down during "
+        "the run moves every path alike (default 4; 1: one path after the other)",
+    )
     p.add_argument(
         "--throughput", type=float, metavar="MB", help="also stream MB megabytes (10^6 B)"
     )
