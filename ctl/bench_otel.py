@@ -135,9 +135,10 @@ class TracedStack:
     chan: Any = None  # bench.Channel
     messages: int = 0
 
-    async def settle(self, progress: Any, quiet: float = 1.0, timeout: float = 20.0) -> None:
+    async def settle(self, progress: Any, quiet: float = 1.5, timeout: float = 20.0) -> None:
         """Wait until the traced stack's exporter processes have done the work a round
-        gave them (their CPU time stopped moving for `quiet` seconds, or `timeout`).
+        gave them (their CPU time stopped moving for `quiet` seconds, or `timeout`;
+        `quiet` covers the traced processes' own hold-back, `core.busy_can_wait`).
 
         They export once their traced process is quiet (`telemetry.holdback`), that
         is while the bench measures the next floor or untraced round: left alone, the

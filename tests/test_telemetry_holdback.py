@@ -4,10 +4,12 @@ process and a real OTLP receiver (no timing assertions; waits have generous time
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hotlink.telemetry import names as N
 from hotlink.telemetry.config import resolve
-from hotlink.telemetry.core import Telemetry
+from hotlink.telemetry.core import Telemetry, busy_can_wait
 from hotlink.telemetry.exporter_process import ProcessSink, encode_batch, split_frames
 from hotlink.telemetry.holdback import IDLE_ENV, MAX_HOLD_ENV, HoldBack
 from hotlink.telemetry.receiver import OtlpReceiver, has_names
@@ -105,3 +107,30 @@ def test_a_flush_request_releases_what_is_held_at_once(
     assert len(spans) == 2
     tel.shutdown(timeout=30)
     assert sink.dropped == 0
+
+
+def test_flusher_leaves_records_queued_while_they_keep_arriving() -> None:
+    assert busy_can_wait(queued=10, before=5, max_pending=100)  # busy: later
+    assert not busy_can_wait(queued=10, before=10, max_pending=100)  # quiet: now
+    assert not busy_can_wait(queued=50, before=40, max_pending=100)  # half full: now
+
+
+def test_flusher_hands_records_over_once_the_process_is_quiet() -> None:
+    got: list[object] = []
+
+    class ListSink:
+        compact = True
+
+        def export(self, records: list[object]) -> None:
+            got.extend(records)
+
+    tel = Telemetry(enabled=True, root_ratio=1.0, sink=ListSink(), flush_interval=0.01)
+    try:
+        for i in range(100):
+            tel.add((3, 1, 2, 3, 0, 1, {}, f"m{i}", 10, i, ""))
+        deadline = time.monotonic() + 30
+        while len(got) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)  # condition wait, generous timeout
+        assert len(got) == 100 and tel.pending == 0
+    finally:
+        tel.shutdown(timeout=5)
