@@ -12,8 +12,9 @@ SDK on the data path:
   continues one inside a process. Span ids are generated up front, so the traceparent
   of a stage can go on the wire before that stage's span exists.
 - `record()` appends one tuple to a bounded deque (drops and counts when full, never
-  blocks). A daemon thread wakes every `flush_interval` seconds and hands the tuples,
-  in chunks, to the sink: `exporter_process.ProcessSink` pickles them into a pipe to
+  blocks). A daemon thread wakes every `flush_interval` seconds and, once the data
+  path has stopped adding records (`busy_can_wait`), hands the tuples, in chunks, to
+  the sink: `exporter_process.ProcessSink` pickles them into a pipe to
   the process that builds and exports the spans (see there for why). The thread
   yields the GIL between chunks so the event loop thread can run; it does its work
   mostly while the loop waits for I/O without the GIL. (Pickling on the event loop

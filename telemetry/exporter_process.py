@@ -28,6 +28,9 @@ processes, the child trusts its parent as it trusts its own code), each either
   - a list of `core.SpanRecord` tuples;
   - an int N: a flush request; the child exports everything before it and writes
     "N\\n" to its stdout.
+The child holds the chunks back, undecoded, until its parent has been quiet for a
+moment (`holdback.py`: export latency is not user-visible, the data path's tail is);
+a flush request or the end of input releases them at once.
 End of input (the parent closed the pipe or died) makes the child export what it
 has and exit: no orphan outlives its process.
 
