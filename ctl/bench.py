@@ -268,6 +268,7 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
                                 label=f"traced  {tag}",
                             )  # fmt: skip
                             traced.messages += cfg.count + cfg.warmup
+                            await traced.settle(progress)
                         path = stack.label if cfg.direct else ""
                         report.results.append(RunResult(size, mode, inflight, hl, fl, tr, path))
         if cfg.throughput_mb > 0:

@@ -135,6 +135,29 @@ class TracedStack:
     chan: Any = None  # bench.Channel
     messages: int = 0
 
+    async def settle(self, progress: Any, quiet: float = 1.5, timeout: float = 20.0) -> None:
+        """Wait until the traced stack's exporter processes have done the work a round
+        gave them (their CPU time stopped moving for `quiet` seconds, or `timeout`;
+        `quiet` covers the traced processes' own hold-back, `core.busy_can_wait`).
+
+        They export once their traced process is quiet (`telemetry.holdback`), that
+        is while the bench measures the next floor or untraced round: left alone, the
+        traced stack's export would be counted against the untraced figures."""
+        pids = exporter_pids(self.state)
+        if not pids:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last, still = cpu_ticks(pids), loop.time()
+        while loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            now = cpu_ticks(pids)
+            if now != last:
+                last, still = now, loop.time()
+            elif loop.time() - still >= quiet:
+                return
+        progress.note("the traced stack's exporters were still busy after the round")
+
     async def stop(self, ratio: float, progress: Any) -> OtelSummary | None:
         """Stop the stack first (its processes export what they hold as they exit), then
         the receiver; its counts."""
@@ -147,3 +170,41 @@ class TracedStack:
             return None
         counts = await self.rx.stop()
         return summary(self.rx.endpoint, ratio, counts, self.messages) if counts else None
+
+
+def exporter_pids(state: devstack.DevstackState | None) -> list[int]:
+    """The exporter processes (`telemetry.exporter_process`) of a devstack's relay
+    and agents: their children with that module on the command line."""
+    if state is None:
+        return []
+    parents = [p.pid for p in state.peers]
+    if state.relay is not None:
+        parents.append(state.relay.pid)
+    out: list[int] = []
+    for ppid in parents:
+        try:
+            with open(f"/proc/{ppid}/task/{ppid}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:  # not Linux, or the process is gone: nothing to wait for
+            continue
+        for pid in kids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"hotlink.telemetry.exporter_process" in f.read():
+                        out.append(pid)
+            except OSError:
+                continue
+    return out
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """utime + stime of `pids` (clock ticks); a process that is gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total

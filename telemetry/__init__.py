@@ -92,7 +92,8 @@ Session lifecycle (rare: always sampled when tracing is on):
 Modules: `config` (settings and their precedence), `core` (the hot-path facade
 `Telemetry`), `compact` (the data path's one record per message and process, and
 its expansion into spans), `pipeline` (`setup`), `exporter_process` (the child process spans are
-exported from, fed through a pipe), `otlp_encode` (records to OTLP bytes without SDK
+exported from, fed through a pipe), `holdback` (when that process does its work:
+once its traced process is quiet), `otlp_encode` (records to OTLP bytes without SDK
 spans) and `direct_export` (its batching and gRPC send, in that process), `export`
 (tuples to SDK spans: console, OTLP/HTTP, in-process),
 `names` (span names and attribute keys), `traceparent` (W3C format), `filemeta`

@@ -28,6 +28,9 @@ processes, the child trusts its parent as it trusts its own code), each either
   - a list of `core.SpanRecord` tuples;
   - an int N: a flush request; the child exports everything before it and writes
     "N\\n" to its stdout.
+The child holds the chunks back, undecoded, until its parent has been quiet for a
+moment (`holdback.py`: export latency is not user-visible, the data path's tail is);
+a flush request or the end of input releases them at once.
 End of input (the parent closed the pipe or died) makes the child export what it
 has and exit: no orphan outlives its process.
 
@@ -57,6 +60,7 @@ from typing import Any
 from .compact import expand, spans_in
 from .config import TracingConfig
 from .core import SpanRecord
+from .holdback import HoldBack
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,8 @@ PIPE_SIZE = 1 << 20
 PRIORITY_ENV = "HOTLINK_OTEL_EXPORTER_PRIORITY"
 _F_SETPIPE_SZ = 1031
 _LEN = struct.Struct("<I")
+#: a frame this small is a control message (a flush request's int), never records
+CONTROL_MAX = 32
 
 
 def encode_batch(records: list[SpanRecord]) -> bytes:
@@ -299,42 +305,105 @@ def main(argv: list[str] | None = None) -> int:
     _background_priority(os.environ.get(PRIORITY_ENV, "idle").strip().lower())
     out = sys.stdout.buffer
     buf = bytearray()
+    try:
+        hold = HoldBack.from_env()
+    except ValueError as exc:
+        log.warning("%s: using the defaults", exc)
+        hold = HoldBack()
+    held: list[bytes] = []  # pickled chunks of records, oldest first, not yet decoded
     while True:
-        due = sink.due() if hasattr(sink, "due") else None
+        now = time.monotonic()
+        if hold.should_release(now):
+            _release(sink, held, hold)
+        due = _earliest(hold.due(now), sink.due() if hasattr(sink, "due") else None)
         try:
             ready = select.select([0], [], [], due)[0]
         except InterruptedError:
             continue
         if not ready:
-            sink.tick()  # type: ignore[union-attr]
+            if not hold.held_bytes and hasattr(sink, "tick"):
+                sink.tick()
             continue
         data = os.read(0, 1 << 20)
         if not data:
             break
         buf += data
-        try:
-            objs, used = decode_frames(buf)
-        except Exception:  # a torn stream: nothing after it can be trusted
-            log.exception("unreadable span stream; exporting what arrived before it")
-            break
+        frames, used = split_frames(buf)
         del buf[:used]
-        for obj in objs:
+        now = time.monotonic()
+        torn = False
+        for frame in frames:
+            if len(frame) > CONTROL_MAX:
+                held.append(frame)
+                hold.arrived(len(frame), now)
+                continue
+            try:
+                obj = pickle.loads(frame)
+            except Exception:  # a torn stream: nothing after it can be trusted
+                log.exception("unreadable span stream; exporting what arrived before it")
+                torn = True
+                break
             if isinstance(obj, int):
                 _normal_priority()  # someone waits for this flush
+                _release(sink, held, hold)
                 sink.force_flush(10.0)
                 with contextlib.suppress(OSError):
                     out.write(b"%d\n" % obj)
                     out.flush()
-                continue
-            try:
-                sink.export(expand(obj))
-            except Exception:
-                log.exception("dropping a batch of %d spans", len(obj))
-        if hasattr(sink, "tick"):
-            sink.tick()
+            else:
+                _export(sink, obj)
+        if torn:
+            break
     _normal_priority()  # our process is exiting and waits for us
+    _release(sink, held, hold)
     sink.shutdown(5.0)
     return 0
+
+
+def split_frames(buf: bytearray) -> tuple[list[bytes], int]:
+    """The complete frames' payloads at the start of `buf` (still pickled), and how
+    many bytes they used."""
+    out: list[bytes] = []
+    pos = 0
+    n = len(buf)
+    while n - pos >= _LEN.size:
+        (size,) = _LEN.unpack_from(buf, pos)
+        end = pos + _LEN.size + size
+        if end > n:
+            break
+        out.append(bytes(buf[pos + _LEN.size : end]))
+        pos = end
+    return out, pos
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _export(sink: Any, obj: Any) -> None:
+    try:
+        sink.export(expand(obj))
+    except Exception:
+        log.exception("dropping a batch of %d spans", len(obj) if isinstance(obj, list) else 0)
+
+
+def _release(sink: Any, held: list[bytes], hold: HoldBack) -> None:
+    """Decode and export every held chunk, oldest first, then send what the sink
+    batched: the data path is idle (or someone waits), so it all goes now."""
+    if not held:
+        return
+    for frame in held:
+        try:
+            obj = pickle.loads(frame)
+        except Exception:
+            log.exception("dropping an unreadable chunk of spans")
+            continue
+        _export(sink, obj)
+    held.clear()
+    hold.released()
+    sink.force_flush(10.0)
 
 
 def _child_sink(cfg: TracingConfig) -> Any:
