@@ -86,17 +86,8 @@ def _frame(data: bytes) -> bytes:
 
 def decode_frames(buf: bytearray) -> tuple[list[Any], int]:
     """The complete objects at the start of `buf`, and how many bytes they used."""
-    out: list[Any] = []
-    pos = 0
-    n = len(buf)
-    while n - pos >= _LEN.size:
-        (size,) = _LEN.unpack_from(buf, pos)
-        end = pos + _LEN.size + size
-        if end > n:
-            break
-        out.append(pickle.loads(memoryview(buf)[pos + _LEN.size : end]))
-        pos = end
-    return out, pos
+    frames, used = split_frames(buf)
+    return [pickle.loads(f) for f in frames], used
 
 
 class ProcessSink:
