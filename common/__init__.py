@@ -2,8 +2,9 @@
 
 `hotlink.wire` is the pure codec (bytes in, messages out, no I/O); this package holds
 what every process needs *around* it and must do the same way everywhere. Each module
-is one idea and imports nothing else from Hotlink, so any component may depend on it
-without an import circle:
+is one idea and imports nothing from Hotlink outside this package (`ws_masked` builds
+on `websocket`'s frame header), so any component may depend on it without an import
+circle:
 
 - `atomic`    `write_atomic` and `TMP_PREFIX`: temp file + rename, the one temp name
               every scanner skips

@@ -42,13 +42,18 @@ _HEAD16 = struct.Struct("!BBH").pack
 _HEAD64 = struct.Struct("!BBQ").pack
 
 
-def binary_header(n: int) -> bytes:
-    """RFC 6455 header of an unmasked, unfragmented binary frame of `n` bytes."""
+#: the MASK bit of a frame's second byte (RFC 6455 §5.2): set on every client frame
+MASK_BIT = 0x80
+
+
+def binary_header(n: int, mask: int = 0) -> bytes:
+    """RFC 6455 header of an unfragmented binary frame of `n` bytes: unmasked (a
+    server's), or with `mask=MASK_BIT` a client's, whose 4-byte key follows it."""
     if n < 126:
-        return bytes((0x82, n))
+        return bytes((0x82, mask | n))
     if n < 0x10000:
-        return _HEAD16(0x82, 126, n)
-    return _HEAD64(0x82, 127, n)
+        return _HEAD16(0x82, mask | 126, n)
+    return _HEAD64(0x82, mask | 127, n)
 
 
 class DirectMessages:

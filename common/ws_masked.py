@@ -21,10 +21,11 @@ its state checks are kept. The frames on the wire are byte-for-byte what
 from __future__ import annotations
 
 import os
-import struct
 from typing import Any
 
 from websockets.protocol import State
+
+from .websocket import MASK_BIT, binary_header
 
 try:  # websockets' C masking (a pure-Python fallback otherwise, as websockets does)
     from websockets.speedups import apply_mask
@@ -36,20 +37,7 @@ KEYS_PER_REFILL = 1024
 #: cheaper than a writev); larger ones as two buffers, no copy of the masked payload
 JOIN_BELOW = 16 * 1024
 
-_HEAD = struct.Struct("!BB").pack
-_HEAD16 = struct.Struct("!BBH").pack
-_HEAD64 = struct.Struct("!BBQ").pack
 _OPEN = State.OPEN
-
-
-def masked_binary_header(n: int) -> bytes:
-    """RFC 6455 header of a masked, unfragmented binary frame of `n` bytes (the key
-    follows it)."""
-    if n < 126:
-        return _HEAD(0x82, 0x80 | n)
-    if n < 0x10000:
-        return _HEAD16(0x82, 0x80 | 126, n)
-    return _HEAD64(0x82, 0x80 | 127, n)
 
 
 class MaskKeys:
@@ -87,6 +75,6 @@ def send_binary(conn: Any, data: bytes, keys: MaskKeys) -> None:
     key = keys.next()
     n = len(data)
     if n < JOIN_BELOW:
-        conn.transport.write(masked_binary_header(n) + key + apply_mask(data, key))
+        conn.transport.write(binary_header(n, MASK_BIT) + key + apply_mask(data, key))
     else:
-        conn.transport.writelines((masked_binary_header(n) + key, apply_mask(data, key)))
+        conn.transport.writelines((binary_header(n, MASK_BIT) + key, apply_mask(data, key)))

@@ -13,12 +13,8 @@ import os
 
 import pytest
 from hotlink.common import ws_masked
-from hotlink.common.ws_masked import (
-    KEYS_PER_REFILL,
-    MaskKeys,
-    masked_binary_header,
-    send_binary,
-)
+from hotlink.common.websocket import MASK_BIT, binary_header
+from hotlink.common.ws_masked import KEYS_PER_REFILL, MaskKeys, send_binary
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import InvalidState
@@ -65,7 +61,7 @@ def test_same_bytes_as_websockets(size: int, monkeypatch: pytest.MonkeyPatch) ->
     conn = _C()
     send_binary(conn, data, keys)
     assert conn.transport.out == expected
-    assert masked_binary_header(size) + key == expected[: len(expected) - size]
+    assert binary_header(size, MASK_BIT) + key == expected[: len(expected) - size]
 
 
 def test_keys_are_fresh_and_refilled() -> None:
