@@ -88,9 +88,12 @@ _K_PAY = _packb("pay")
 # HotlinkData, the one message on the latency path, is written from constant pieces:
 # the outer map's start (3 keys, 4 with `tpc`) up to the id, its `typ` entry, and the
 # `dat` map's start up to the sid, by (has etag, has payload).
-_DATA_OUTER3 = PREFIX + b"\x83" + _K_ID
-_DATA_OUTER4 = PREFIX + b"\x84" + _K_ID
-_DATA_TYP = _K_TYP + _packb(HotlinkData.TYP)
+# (the decoder's fast path below matches the same pieces)
+_OUTER3 = b"\x83" + _K_ID
+_OUTER4 = b"\x84" + _K_ID
+_K_TYP_DATA = _K_TYP + _packb(HotlinkData.TYP)
+_DATA_OUTER3 = PREFIX + _OUTER3
+_DATA_OUTER4 = PREFIX + _OUTER4
 _DATA_MAP = {
     (False, False): b"\x83" + _K_SID,
     (True, False): b"\x84" + _K_SID,
@@ -117,9 +120,9 @@ def _encode_data(msg: HotlinkData, mid: str, traceparent: str) -> bytes:
     if traceparent:
         tpc = _packb(traceparent)
         return b"".join(
-            (_DATA_OUTER4, _packb(mid), _DATA_TYP, _K_TPC, tpc, _K_DAT, dat_len, dat_head, pay)
+            (_DATA_OUTER4, _packb(mid), _K_TYP_DATA, _K_TPC, tpc, _K_DAT, dat_len, dat_head, pay)
         )
-    return b"".join((_DATA_OUTER3, _packb(mid), _DATA_TYP, _K_DAT, dat_len, dat_head, pay))
+    return b"".join((_DATA_OUTER3, _packb(mid), _K_TYP_DATA, _K_DAT, dat_len, dat_head, pay))
 
 
 def encode(msg: Message, id: str | None = None, traceparent: str = "") -> bytes:
@@ -240,9 +243,6 @@ def _loads(text: str | bytes) -> Any:
 _STR_WIDE = {0xD9: 1, 0xDA: 2, 0xDB: 4}
 _BIN_WIDE = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 _UINT_WIDE = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
-_OUTER3 = b"\x83\xa2id"
-_OUTER4 = b"\x84\xa2id"
-_K_TYP_DATA = b"\xa3typ" + bytes([HotlinkData.TYP])
 _FROM = int.from_bytes
 
 
