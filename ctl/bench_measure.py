@@ -78,17 +78,16 @@ async def measure(
     label: str = "",
 ) -> LatencySummary:
     """Send `count` messages of `size` bytes with at most `inflight` unanswered."""
-    if size < STAMP.size:
-        raise UsageError(f"payload size {size} below the {STAMP.size}-byte stamp")
-    body = bytearray(os.urandom(min(size, 4096)) * (size // 4096 + 1))[:size]
-    if warmup:
-        await _run(ch, body, warmup, inflight, timeout, None, 0)
-    if progress:
-        progress.start(label, count)
-    t0 = time.perf_counter()
-    samples = await _run(ch, body, count, inflight, timeout, progress, warmup)
-    elapsed = time.perf_counter() - t0
-    return summarize(samples, size, elapsed)
+    (summary,) = await measure_alternating(
+        [ch], size, count, blocks=1, labels=[label], inflight=inflight, warmup=warmup,
+        timeout=timeout, progress=progress,
+    )  # fmt: skip
+    return summary
+
+
+def _payload(size: int) -> bytearray:
+    """`size` random bytes (a 4 KiB random block repeated), stamped per message."""
+    return bytearray(os.urandom(min(size, 4096)) * (size // 4096 + 1))[:size]
 
 
 def block_sizes(count: int, blocks: int) -> list[int]:
@@ -125,7 +124,7 @@ async def measure_alternating(
     one channel after the other lets that movement land in the ratio."""
     if size < STAMP.size:
         raise UsageError(f"payload size {size} below the {STAMP.size}-byte stamp")
-    body = bytearray(os.urandom(min(size, 4096)) * (size // 4096 + 1))[:size]
+    body = _payload(size)
     if warmup:
         for ch in chans:
             await _run(ch, body, warmup, inflight, timeout, None, 0)
@@ -219,7 +218,7 @@ async def throughput_alternating(
     """`measure_throughput` for several channels, alternating in `blocks` blocks of
     frames (see `measure_alternating` for why)."""
     frames = max(1, -(-total_bytes // frame_size))
-    body = bytearray(os.urandom(min(frame_size, 4096)) * (frame_size // 4096 + 1))[:frame_size]
+    body = _payload(frame_size)
     elapsed = [0.0] * len(chans)
     base = [0] * len(chans)
     for b, n in enumerate(block_sizes(frames, blocks)):
@@ -238,9 +237,7 @@ async def measure_throughput(
     ch: Channel, total_bytes: int, frame_size: int, inflight: int, timeout: float
 ) -> ThroughputResult:
     """Stream `total_bytes` in `frame_size` frames, `inflight` unanswered at most."""
-    frames = max(1, -(-total_bytes // frame_size))
-    body = bytearray(os.urandom(min(frame_size, 4096)) * (frame_size // 4096 + 1))[:frame_size]
-    t0 = time.perf_counter()
-    await _run(ch, body, frames, max(inflight, 1), timeout, None, 0)
-    elapsed = time.perf_counter() - t0
-    return ThroughputResult(ch.name, frames * frame_size, frame_size, frames, elapsed)
+    (result,) = await throughput_alternating(
+        [ch], total_bytes, frame_size, inflight, timeout, blocks=1
+    )
+    return result
