@@ -23,7 +23,7 @@ Command line:
                  floor channels, `bench_paths` the `--direct off,auto` stacks and their
                  direct-vs-relay comparison, `bench_table` the text table, `bench_progress` the
                  progress line, `bench_otel` the traced devstack and receiver of
-                 `bench --otel`
+                 `bench --otel`, `proc_stat` processes' CPU time from /proc
 - `trace`        `hotlinkctl trace`: per-stage breakdown of collected spans
 - `bench_cluster` relay cluster benchmarks: same- vs cross-node latency, 1/2/3-node rate
 - `tunnel_cli`   `hotlinkctl tunnel expose|forward|ls|close`: TCP tunnels

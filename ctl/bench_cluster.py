@@ -37,6 +37,7 @@ from websockets.asyncio.client import connect
 
 from . import bench, devstack, devstack_cluster
 from .client import AgentClient
+from .proc_stat import cpu_ticks
 from .stats import fmt_ns, summarize
 
 PEERS = ["alice@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]
@@ -133,15 +134,7 @@ def _spawn_nodes(
 
 def _cpu_s(pids: list[int]) -> float:
     """utime + stime of processes, in seconds (/proc; 0 where unavailable)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
+    return cpu_ticks(pids) / os.sysconf("SC_CLK_TCK")
 
 
 async def _rate_run(

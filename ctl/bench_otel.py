@@ -29,6 +29,7 @@ from hotlink.telemetry import names as N
 
 from . import devstack
 from .errors import CtlError, Unavailable
+from .proc_stat import cpu_ticks
 
 #: The data path's spans: each traced message should make one of each.
 STAGES = N.HOTLINK_STAGES
@@ -195,16 +196,3 @@ def exporter_pids(state: devstack.DevstackState | None) -> list[int]:
             except OSError:
                 continue
     return out
-
-
-def cpu_ticks(pids: list[int]) -> int:
-    """utime + stime of `pids` (clock ticks); a process that is gone counts 0."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total
