@@ -5,6 +5,7 @@ process and a real OTLP receiver (no timing assertions; waits have generous time
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from hotlink.telemetry import names as N
@@ -76,14 +77,20 @@ def _cfg(rx: OtlpReceiver):  # type: ignore[no-untyped-def]
     )
 
 
-def test_held_records_go_out_once_the_process_is_quiet(
-    otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(IDLE_ENV, "0.1")
+def _traced(otlp_receiver: OtlpReceiver) -> tuple[ProcessSink, Telemetry, Any]:
+    """A Telemetry whose records go to a real exporter process, and a sampled origin."""
     sink = ProcessSink(_cfg(otlp_receiver)).start()
     tel = Telemetry(enabled=True, root_ratio=1.0, sink=sink, start_thread=False)
     ctx = tel.sample_origin()
     assert ctx is not None
+    return sink, tel, ctx
+
+
+def test_held_records_go_out_once_the_process_is_quiet(
+    otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(IDLE_ENV, "0.1")
+    sink, tel, ctx = _traced(otlp_receiver)
     tel.record(N.HOTLINK_IPC_READ, ctx, 1_000, 2_000, {N.SEQ: 1})
     tel.drain()  # handed over, no flush request: only the quiet period releases it
     otlp_receiver.wait_for(has_names(N.HOTLINK_IPC_READ), timeout=30)
@@ -96,10 +103,7 @@ def test_a_flush_request_releases_what_is_held_at_once(
 ) -> None:
     monkeypatch.setenv(IDLE_ENV, "3600")  # never quiet long enough within this test
     monkeypatch.setenv(MAX_HOLD_ENV, "3600")
-    sink = ProcessSink(_cfg(otlp_receiver)).start()
-    tel = Telemetry(enabled=True, root_ratio=1.0, sink=sink, start_thread=False)
-    ctx = tel.sample_origin()
-    assert ctx is not None
+    sink, tel, ctx = _traced(otlp_receiver)
     tel.record(N.HOTLINK_IPC_READ, ctx, 1_000, 2_000, {N.SEQ: 1})
     tel.record(N.RELAY_ROUTE, ctx.child(), 2_000, 3_000, {N.SEQ: 2})
     tel.flush(timeout=30)  # acknowledged only once the held records were sent
