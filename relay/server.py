@@ -332,9 +332,10 @@ class RelayServer:
         )
         router = self.router
         try:
-            self._dispatch(router.connect(cid, peer.user, peer.ext, _peer_ip(ws)))
+            ip = _peer_ip(ws)
+            self._dispatch(router.connect(cid, peer.user, peer.ext, ip))
             if self.cluster is not None:
-                self.cluster.local_up(cid, peer.user, peer.ext)
+                self.cluster.local_up(cid, peer.user, peer.ext, ip)
             ws.on_resume = peer.flush
             ws.set_handler(functools.partial(self._on_message, peer, router.conns[cid]))
             await ws.wait_closed()

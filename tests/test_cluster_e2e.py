@@ -40,12 +40,17 @@ PATH = tc.PATH
 def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     started: list[AgentProcess] = []
 
-    def factory(email: str, relay: object, acl_read: list[str] | None = None) -> AgentProcess:
+    def factory(
+        email: str,
+        relay: object,
+        acl_read: list[str] | None = None,
+        args: list[str] | None = None,
+    ) -> AgentProcess:
         root = tmp_path / email.split("@")[0]
         ds = root / "datasites" / email
         ds.mkdir(parents=True, exist_ok=True)
         (ds / "syft.pub.yaml").write_text(acl_yaml(acl_read if acl_read is not None else ["*"]))
-        a = AgentProcess(root, email, relay)
+        a = AgentProcess(root, email, relay, args=args)
         started.append(a)
         return a.start()
 
@@ -78,6 +83,26 @@ def test_cross_node_2000_frames_in_order(cluster_factory, agents):
     assert "bob@example.org connected" not in c.relays[0].log_text()
     for i in (0, 1):
         assert c.health(i) == (200, "ok\n")
+
+
+def test_direct_path_between_agents_on_different_nodes(cluster_factory, agents):
+    """The direct-path signals cross nodes both ways (offer from the session's home,
+    answer from the reader's node back to it), each stamped with the address the
+    agent's own node observed; the frames then skip the relays."""
+    c: Cluster = cluster_factory(2)
+    alice = agents(A, c.via(0), args=["--direct", "auto"])
+    bob = agents(B, c.via(1), args=["--direct", "auto"])
+    tc.open_pair(alice, bob)
+    alice.wait_session(PATH, lambda s: s.active_path == pb.ACTIVE_PATH_DIRECT, 20)
+    reader = AppClient(bob.session_dir(PATH), timeout=30)
+    writer = AppClient(alice.session_dir(PATH))
+    writer.send_raw(_numbered(500))
+    got = reader.recv_n(500)
+    assert [f.seq for f in got] == list(range(1, 501))
+    s = alice.wait_session(PATH, lambda x: x.counters.frames_direct == 500, 20)
+    assert s.counters.frames_relay == 0
+    # the answer came through node 1, which stamped the IP it saw bob connect from
+    assert "observed address 127.0.0.1" in alice.log_text()
 
 
 def test_token_of_one_node_accepted_by_another(cluster_factory):

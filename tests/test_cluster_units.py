@@ -11,7 +11,13 @@ from hotlink.relay.router import Router
 from hotlink.relay.store import Store
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.messages import HotlinkAccept, HotlinkData, HotlinkOpen, System
+from hotlink.wire.messages import (
+    HotlinkAccept,
+    HotlinkData,
+    HotlinkOpen,
+    HotlinkSignal,
+    System,
+)
 
 A, B = "alice@example.org", "bob@example.org"
 
@@ -24,8 +30,11 @@ def test_conn_up_down_and_snapshot_reconcile():
     assert (rc.node, rc.cid, rc.user, rc.vid) == ("n1", 7, B, FIRST_VID)
     assert m.conn_up("n1", "e1", 7, B, now=0.0).added == []  # idempotent
     # a snapshot without 7 but with 8 removes 7 and adds 8
-    ch = m.snapshot("n1", "e1", [(8, A, frozenset())], now=1.0)
+    ch = m.snapshot("n1", "e1", [(8, A, frozenset(), "192.0.2.8")], now=1.0)
     assert [r.cid for r in ch.removed] == [7] and [r.cid for r in ch.added] == [8]
+    assert ch.added[0].addr == "192.0.2.8"  # what n1 observed, for direct-path signals
+    assert m.conn_up("n1", "e1", 9, B, now=1.0, addr="192.0.2.9").added[0].addr == "192.0.2.9"
+    m.conn_down("n1", "e1", 9)
     assert m.conn_down("n1", "e1", 8).removed[0].user == A
     assert m.by_vid == {}
     assert m.conn_up("n0", "x", 1, A, now=0.0).added == []  # our own announcements
@@ -127,6 +136,27 @@ def test_router_serves_a_virtual_connection_like_a_local_one(tmp_path):
     assert [o.conn for o in r.handle(1, Envelope("", data))] == [vid]
     out = r.disconnect(vid)  # the remote node is gone: the sender learns it
     assert any(o.conn == 1 and o.msg.frm == B for o in out)
+
+
+def test_signal_of_a_remote_reader_carries_its_observed_address(tmp_path):
+    """A reader's direct-path answer reaches the session's home through the cluster
+    and leaves it stamped with the IP the reader's own node saw (not ""): the
+    sender dials that address combined with the reader's ports."""
+    acl = AclIndex()
+    acl.set_file(
+        f"{A}/_mpc", parse_acl(f'rules:\n  - pattern: "**"\n    access:\n      read: ["{B}"]\n')
+    )
+    r = Router(acl, Store(tmp_path))
+    r.connect(1, A, addr="10.0.0.1")
+    m = Membership("n0")
+    [rc] = m.conn_up("n1", "e1", 7, B, now=0.0, addr="192.0.2.7").added
+    r.connect(rc.vid, rc.user, rc.ext, rc.addr)  # as ClusterNode._apply does
+    r.handle(1, Envelope("m1", HotlinkOpen("s1", f"{A}/_mpc/x", "", B)))
+    r.handle(rc.vid, Envelope("m2", HotlinkAccept("s1")))
+    answer = HotlinkSignal("s1", "hotlink.direct.answer", ["[::1]:7000"], "tok")
+    [o] = r.handle(rc.vid, Envelope("m3", answer))
+    assert o.conn == 1 and isinstance(o.msg, HotlinkSignal)
+    assert (o.msg.frm, o.msg.obs) == (B, "192.0.2.7")
 
 
 def test_agent_takes_a_list_of_relay_urls():

@@ -426,6 +426,13 @@ class Negotiator:
             return self._backoff(leg, f"bad answer: {exc}", now)
         adr = list(sig.addrs or ())
         cands = adr + [a for a in combine_observed(sig.obs, adr) if a not in adr]
+        log.info(
+            "session %s: dialling %s at %s (observed address %s)",
+            self.sid,
+            leg.peer,
+            ", ".join(cands) or "-",
+            sig.obs or "unknown",
+        )
         if not cands:
             return self._backoff(leg, f"{leg.peer} offered no address", now)
         leg.state = LegState.CONNECTING

@@ -34,6 +34,8 @@ class RemoteConn:
     vid: int
     #: protocol extensions the agent announced to its node (`hotlink.wire.extensions`)
     ext: frozenset[str] = frozenset()
+    #: IP address its node saw it connect from ("" when unknown)
+    addr: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -136,13 +138,14 @@ class Membership:
         user: str,
         now: float,
         ext: frozenset[str] = frozenset(),
+        addr: str = "",
     ) -> Changes:
         ch = Changes()
         if node == self.me:
             return ch
         info = self._node(node, epoch, now, ch)
         if cid not in info.conns:
-            ch.added.append(self._add(info, cid, user, ext))
+            ch.added.append(self._add(info, cid, user, ext, addr))
         return ch
 
     def conn_down(self, node: str, epoch: str, cid: int) -> Changes:
@@ -160,21 +163,22 @@ class Membership:
         self,
         node: str,
         epoch: str,
-        conns: Iterable[tuple[int, str, frozenset[str]]],
+        conns: Iterable[tuple[int, str, frozenset[str], str]],
         now: float,
     ) -> Changes:
-        """A node's full connection list (id, user, extensions): reconcile (idempotent)."""
+        """A node's full connection list (id, user, extensions, observed IP): reconcile
+        (idempotent)."""
         ch = Changes()
         if node == self.me:
             return ch
         info = self._node(node, epoch, now, ch)
         info.seen = now
-        want = {cid: (user, ext) for cid, user, ext in conns}
+        want = {cid: (user, ext, addr) for cid, user, ext, addr in conns}
         for cid in [c for c in info.conns if c not in want]:
             rc = info.conns.pop(cid)
             self.by_vid.pop(rc.vid, None)
             ch.removed.append(rc)
-        for cid, (user, ext) in want.items():
+        for cid, (user, ext, addr) in want.items():
             rc = info.conns.get(cid)
             if rc is not None and rc.user != user:  # a recycled id: a new connection
                 info.conns.pop(cid)
@@ -182,11 +186,13 @@ class Membership:
                 ch.removed.append(rc)
                 rc = None
             if rc is None:
-                ch.added.append(self._add(info, cid, user, ext))
+                ch.added.append(self._add(info, cid, user, ext, addr))
         return ch
 
-    def _add(self, info: NodeInfo, cid: int, user: str, ext: frozenset[str]) -> RemoteConn:
-        rc = RemoteConn(info.name, cid, user, self._next_vid, ext)
+    def _add(
+        self, info: NodeInfo, cid: int, user: str, ext: frozenset[str], addr: str = ""
+    ) -> RemoteConn:
+        rc = RemoteConn(info.name, cid, user, self._next_vid, ext, addr)
         self._next_vid += 1
         info.conns[cid] = rc
         self.by_vid[rc.vid] = rc

@@ -31,6 +31,7 @@ from hotlink.wire.messages import (
     HotlinkOpen,
     HotlinkProgress,
     HotlinkReject,
+    HotlinkSignal,
     Message,
     System,
 )
@@ -48,8 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: reader -> home control messages: routed to the session's home node
-_TO_HOME = (HotlinkAccept, HotlinkReject, HotlinkClose, HotlinkProgress)
+#: reader -> home control messages: routed to the session's home node (signals too:
+#: the home's Router checks them and forwards them to the sender)
+_TO_HOME = (HotlinkAccept, HotlinkReject, HotlinkClose, HotlinkProgress, HotlinkSignal)
 #: bytes that may wait in the NATS socket's write buffer before frames are dropped
 #: (the agents' ack/resend recovers them; an unbounded buffer would not)
 MAX_NATS_BUFFER = 64 << 20
@@ -159,8 +161,12 @@ class ClusterNode:
         """Why this node cannot serve cross-node sessions now ('' when healthy)."""
         return self.problem or self.kv_problem
 
-    def local_up(self, cid: int, user: str, ext: frozenset[str] = ALL) -> None:
-        self._publish_json(codec.conn_subject(self.me), op="up", c=cid, u=user, x=sorted(ext))
+    def local_up(self, cid: int, user: str, ext: frozenset[str] = ALL, addr: str = "") -> None:
+        """Announce a local agent connection (`addr`: the IP this node saw it come
+        from, which the other nodes stamp on its direct-path signals)."""
+        self._publish_json(
+            codec.conn_subject(self.me), op="up", c=cid, u=user, x=sorted(ext), a=addr
+        )
 
     def local_down(self, cid: int) -> None:
         self.members.local_gone(cid)
@@ -342,8 +348,9 @@ class ClusterNode:
         self._publish_snapshot()
 
     def _publish_snapshot(self) -> None:
+        local = self.server.router.conns
         conns = [
-            [p.id, p.user, sorted(p.ext)]
+            [p.id, p.user, sorted(p.ext), local[p.id].addr if p.id in local else ""]
             for p in self.server.peers.values()
             if type(p) is not RemotePeer
         ]
@@ -366,13 +373,20 @@ class ClusterNode:
         node, epoch, op = str(j["n"]), str(j["e"]), j.get("op")
         now = time.monotonic()
         if op == "up":
-            ext = _ext(j.get("x"))
-            self._apply(self.members.conn_up(node, epoch, int(j["c"]), str(j["u"]), now, ext))
+            ext, addr = _ext(j.get("x")), str(j.get("a", ""))
+            ch = self.members.conn_up(node, epoch, int(j["c"]), str(j["u"]), now, ext, addr)
+            self._apply(ch)
         elif op == "down":
             self._apply(self.members.conn_down(node, epoch, int(j["c"])))
         elif op == "snap":
             conns = [
-                (int(c[0]), str(c[1]), _ext(c[2] if len(c) > 2 else None)) for c in j.get("cs", [])
+                (
+                    int(c[0]),
+                    str(c[1]),
+                    _ext(c[2] if len(c) > 2 else None),
+                    str(c[3]) if len(c) > 3 else "",
+                )
+                for c in j.get("cs", [])
             ]
             self._apply(self.members.snapshot(node, epoch, conns, now))
 
@@ -493,7 +507,7 @@ class ClusterNode:
                 rc.vid, rc.user, rc.node, self.members.nodes[rc.node].epoch, rc.cid, self.me,
                 self.pub, rc.ext,
             )  # fmt: skip
-            greet = router.connect(rc.vid, rc.user, rc.ext)
+            greet = router.connect(rc.vid, rc.user, rc.ext, rc.addr)
             out += [o for o in greet if type(o.msg) is not System]
         by_sid: dict[str, list[int]] = {}
         for cid, sid in ch.orphaned:
