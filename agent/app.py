@@ -12,6 +12,7 @@ import ssl
 import sys
 
 from hotlink import telemetry
+from hotlink.common import hot_modules
 from hotlink.telemetry import names as N
 
 from .config import AgentConfig
@@ -173,6 +174,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     # Startup objects never die: keep them out of the collector's way on the hot path.
     gc.collect()
     gc.freeze()
+    hot_modules.log_status(log)
     await health_servicer.set("", health_pb2_serving())
     log.info(
         "hotlink-agent %s for %s serving control on %s%s",

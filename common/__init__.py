@@ -15,4 +15,6 @@ circle:
 - `loop`      `run_main`: a process's main coroutine on uvloop when available, else asyncio
 - `version`   `VERSION` from the installed package's metadata (pyproject.toml is the source)
 - `sizes`     `parse_size`: `16MiB`, `512k`, `4096` for every byte-size flag, env or TOML key
+- `hot_modules` `HOT_MODULES` (compiled by setup.py with mypyc) and `status()`: which of
+              them run compiled, which as Python, which are stale
 """

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hotlink.common import hot_modules
 from hotlink.common.loop import running_on_uvloop
 
 from . import devstack
@@ -184,6 +185,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "uvloop": running_on_uvloop(),
         "tracing": bool(tracing),
+        "hot_path": hot_modules.status().summary(),
         "clock": "time.perf_counter_ns (CLOCK_MONOTONIC), sender and receiver in one process",
         "time_unix": int(time.time()),
     }

@@ -27,6 +27,7 @@ def render_table(report: BenchReport) -> str:
         f"({cfg.count} msgs per row, warm-up {cfg.warmup}, ipc {cfg.ipc})",
         f"{env['cpu_model']}, {env['cpu_count']} cores, Python {env['python']}, "
         f"uvloop {'on' if env['uvloop'] else 'off'}, tracing {'on' if env['tracing'] else 'off'}",
+        f"hot path: {env.get('hot_path', 'unknown')}",
         "",
     ]
     hdr = f"{'size':>6} {'mode':<10} {'path':<8}" + "".join(f"{c:>9}" for c in _COLS)

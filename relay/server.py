@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hotlink.common import hot_modules
 from hotlink.common.websocket import DirectMessages, binary_header
 from hotlink.telemetry import OFF, Telemetry
 from hotlink.wire.envelope import (
@@ -515,6 +516,7 @@ class RelayServer:
         # collector's generations so a collection on the data path walks less.
         gc.collect()
         gc.freeze()
+        hot_modules.log_status(log)
         return host, port
 
     @property
@@ -590,9 +592,7 @@ def _peer_ip(ws: ServerConnection) -> str:
     """The IP address of the connection's far end ("" when unknown): the direct path
     offers it as a candidate (the WS source port is of no use, so only the IP)."""
     addr = _peer(ws)
-    if isinstance(addr, tuple) and addr and isinstance(addr[0], str):
-        return addr[0]
-    return ""
+    return addr[0] if isinstance(addr, tuple) and addr and isinstance(addr[0], str) else ""
 
 
 def format_url(host: str, port: int, tls: bool = False) -> str:

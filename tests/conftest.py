@@ -10,6 +10,15 @@ import pytest
 pytest_plugins = ["fixtures_relay", "fixtures_agent", "fixtures_otel", "fixtures_cluster"]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A compiled hot module built from an older source would test the old code."""
+    from hotlink.common import hot_modules
+
+    st = hot_modules.status()
+    if st.stale:
+        pytest.exit(st.summary(), returncode=4)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`slow` tests (minutes of chaos or load) run only when asked for: `-m slow` (or any
     marker expression naming `slow`) or HOTLINK_SLOW=1. The default suite must stay

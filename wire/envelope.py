@@ -221,7 +221,7 @@ def _unpack(data: bytes | memoryview) -> Any:
 def _loads(text: str | bytes) -> Any:
     # json.loads has no size hooks: count the arrays it would build first (a bracket
     # inside a string counts too, which only makes the bound stricter).
-    opens = text.count("[" if isinstance(text, str) else b"[")
+    opens = text.count("[") if isinstance(text, str) else text.count(b"[")
     if opens > MAX_ARRAY_LEN:
         raise ProtocolError(f"invalid JSON: more than {MAX_ARRAY_LEN} arrays in one message")
     try:

@@ -12,7 +12,8 @@ Modules:
 - `effects`  what the cores ask the adapters to do, and control-API `EventType`
 - `sender`   `SenderStream`: seqs, hotlink queue, re-send window, spill to files
              (`sender_files`), a new sid when the relay says ours is taken (`sender_sid`)
-- `reader`   `ReaderStream`: merge by seq, app delivery, catch-up, gap/progress timers
+- `reader`   `ReaderStream`: merge by seq, app delivery, catch-up, gap/progress timers;
+             `file_data` (`FileData`: a frame replayed from a fallback file)
 - `limits`   `StreamLimits` (bounds) and `Totals` (agent-wide counters)
 - `names`    frame-name rules (`validate_frame_name`, `RESERVED_NAMES`)
 """

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
@@ -49,6 +48,7 @@ from .effects import (
     Shutdown,
     SidChanged,
 )
+from .file_data import FileData
 from .limits import StreamLimits, Totals
 from .paths import ActivePath, FallbackMode, FallbackPolicy
 from .state import Role, SessionMachine, SessionState, Trigger
@@ -62,11 +62,6 @@ PROGRESS_DELAY = 0.01
 SYNC_TIMEOUT = 5.0
 SYNC_RETRIES = 2
 REASON_IDLE = "idle timeout"
-
-
-@dataclass(slots=True)
-class FileData(m.HotlinkData):
-    """A frame replayed from a fallback file (same fields; the type tells the source)."""
 
 
 class ReaderStream:
@@ -494,11 +489,10 @@ class ReaderStream:
 
     def sent(self, msg: m.Message) -> None:
         """A message of ours reached the link."""
-        t = type(msg)
-        if t is m.HotlinkAccept:
-            self.resume_sid = msg.sid  # type: ignore[union-attr]
-        elif t is m.HotlinkProgress:
-            self.progress_sent = msg.seq  # type: ignore[union-attr]
+        if isinstance(msg, m.HotlinkAccept):
+            self.resume_sid = msg.sid
+        elif isinstance(msg, m.HotlinkProgress):
+            self.progress_sent = msg.seq
 
     # --- relay control messages -----------------------------------------------------
 
