@@ -51,7 +51,7 @@ class HotStatus:
         if self.stale:
             return (
                 f"STALE compiled modules ({', '.join(self.stale)}): their .py changed "
-                "after the install; run `pip install -e .` again (or HOTLINK_COMPILE=0)"
+                "after the install; run `pip install -e .` again (HOTLINK_COMPILE=0: plain Python)"
             )
         if not self.compiled:
             return "pure Python (no compiled hot modules)"
