@@ -125,7 +125,10 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     mgr.ack_hooks.append(pub.on_ack)
     direct: DirectService | None = None
     if cfg.direct != "off":
-        direct = DirectService(mgr)
+        try:
+            direct = DirectService(mgr)
+        except ValueError as exc:  # a bad HOTLINK_DIRECT_KEY_BYTES
+            raise StartupError(str(exc)) from None
         try:
             await direct.start()
         except (OSError, ValueError) as exc:

@@ -224,6 +224,34 @@ def test_counter_limit_refuses_instead_of_wrapping() -> None:
         peer.feed(RecordCodec(b"k" * 32, b"j" * 32).seal(b"x"))
 
 
+def test_key_byte_budget_refuses_instead_of_overusing_the_key() -> None:
+    """Past its byte budget a direction refuses to seal (the link is then replaced by
+    a fresh handshake); what it sealed before still opens at the peer."""
+    from hotlink.agent.direct.records import MAX_KEY_BYTES, CounterExhausted
+
+    a, b = _codecs()
+    assert a.send_byte_limit == MAX_KEY_BYTES == 2**39
+    a.send_byte_limit = 10
+    records = [a.seal(b"12345"), a.seal(b"12345")]
+    with pytest.raises(CounterExhausted, match="10-byte budget"):
+        a.seal(b"x")
+    assert b.feed(b"".join(records)) == [b"12345", b"12345"]
+    with pytest.raises(ValueError, match="positive"):
+        a.send_byte_limit = 0
+
+
+def test_key_budget_from_env() -> None:
+    from hotlink.agent.direct.records import MAX_KEY_BYTES
+    from hotlink.agent.direct.service import key_budget_from_env
+
+    assert key_budget_from_env({}) == MAX_KEY_BYTES
+    assert key_budget_from_env({"HOTLINK_DIRECT_KEY_BYTES": "1MiB"}) == 1 << 20
+    assert key_budget_from_env({"HOTLINK_DIRECT_KEY_BYTES": "4TiB"}) == MAX_KEY_BYTES  # a cap
+    for bad in ("lots", "1k"):
+        with pytest.raises(ValueError, match="HOTLINK_DIRECT_KEY_BYTES"):
+            key_budget_from_env({"HOTLINK_DIRECT_KEY_BYTES": bad})
+
+
 def test_bounds() -> None:
     a, b = _codecs()
     with pytest.raises(RecordError, match="exceeds"):

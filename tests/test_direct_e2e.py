@@ -13,7 +13,7 @@ import subprocess
 import threading
 
 import pytest
-from fixtures_agent import AppClient, wait_for
+from fixtures_agent import AgentProcess, AppClient, wait_for
 from fixtures_relay import relay_client
 from hotlink.agent.direct import negotiator as n
 from hotlink.agent.direct.keys import DirectBinding, LocalKey
@@ -153,6 +153,38 @@ def test_direct_link_killed_fifty_times(agent_factory):
     reader.check()
     s = alice.session(PATH)
     assert s.counters.direct_switches >= kills  # it really went down and up again
+
+
+def test_links_replaced_when_their_key_budget_is_used(agent_factory):
+    """With a 64 KiB key budget (the smallest allowed), a stream of ~0.5 MB uses up many
+    links' keys: each time the sender closes its link, the frames go by relay meanwhile
+    and a new link with fresh keys takes over; every frame reaches the reader app once,
+    in order."""
+    env = {"HOTLINK_DIRECT_KEY_BYTES": "64KiB"}
+    alice = agent_factory(A, args=AUTO, env=env)
+    bob = agent_factory(B, args=AUTO, env=env)
+    direct_pair(alice, bob)
+    n = 4000  # ~130 bytes a record: about eight budgets
+    reader = Reader(bob, n)
+    reader.start()
+    writer = AppClient(alice.session_dir(PATH))
+    send_paced(writer, 0, n, step=20, pause=0.01)
+    reader.check()
+    s = alice.wait_session(PATH, lambda x: x.active_path == pb.ACTIVE_PATH_DIRECT, 20)
+    assert s.counters.direct_switches >= 6, s.counters  # really replaced, again and again
+    # a new link took over every time (each gap on the relay is the 0.2 s re-offer delay)
+    assert s.counters.frames_direct >= n // 4 and s.counters.frames_relay > 0
+    wait_for(lambda: "byte budget" in alice.log_text(), 10, "the reason in the log")
+
+
+def test_bad_key_budget_stops_the_agent_with_a_clear_error(relay, tmp_path):
+    carol = AgentProcess(tmp_path / "carol", A, relay, AUTO)
+    relay.write_token(A, carol.token_file)
+    env = {**os.environ, "HOTLINK_DIRECT_KEY_BYTES": "lots"}
+    proc = subprocess.run(carol.command(), capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "HOTLINK_DIRECT_KEY_BYTES: not a size: 'lots'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 class RecordingProxy(threading.Thread):

@@ -110,6 +110,11 @@ class DirectLink(asyncio.Protocol):
             "bytes_out": self.bytes_out,
         }
 
+    def set_key_budget(self, nbytes: int) -> None:
+        """Lower the bytes this link seals before it closes to be replaced (fresh keys;
+        `records.MAX_KEY_BYTES` by default)."""
+        self._codec.send_byte_limit = nbytes
+
     # -- sending ---------------------------------------------------------------
     def send(self, payload: bytes) -> None:
         """Seal and write one record (never blocks; check `writable()` for back-pressure)."""

@@ -25,6 +25,11 @@ MAX_CIPHERTEXT = MAX_PAYLOAD + TAG_BYTES
 # The nonce's counter is 64 bits; a counter is never reused, so a direction that has
 # sealed this many records refuses to seal more (the owner negotiates a new link).
 MAX_RECORDS = 2**64 - 1
+# Plaintext bytes one direction's key may seal. AES-GCM's confidentiality bound grows
+# with the square of the blocks encrypted under one key: 2^39 bytes (2^35 blocks)
+# keeps it near 2^-58, the margin TLS 1.3 keeps (RFC 8446, 5.5). A direction past it
+# refuses to seal more and the owner replaces the link: a fresh handshake, fresh keys.
+MAX_KEY_BYTES = 2**39
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
 
 
@@ -37,7 +42,8 @@ class RecordError(Exception):
 
 
 class CounterExhausted(RecordError):
-    """A direction has used every nonce its key allows: the link must be replaced."""
+    """A direction has used every nonce, or every byte, its key allows: the link must
+    be replaced."""
 
 
 class RecordCodec:
@@ -54,11 +60,20 @@ class RecordCodec:
         "_recv_count",
         "_recv_limit",
         "_seal",
+        "_send_byte_limit",
+        "_send_bytes",
         "_send_count",
         "_send_limit",
     )
 
-    def __init__(self, send_key: bytes, recv_key: bytes, *, max_records: int = MAX_RECORDS) -> None:
+    def __init__(
+        self,
+        send_key: bytes,
+        recv_key: bytes,
+        *,
+        max_records: int = MAX_RECORDS,
+        max_bytes: int = MAX_KEY_BYTES,
+    ) -> None:
         if len(send_key) != KEY_BYTES or len(recv_key) != KEY_BYTES:
             raise ValueError(f"record keys must be {KEY_BYTES} bytes")
         if send_key == recv_key:
@@ -69,6 +84,8 @@ class RecordCodec:
         self._recv_count = 0
         self._send_limit = max_records
         self._recv_limit = max_records
+        self._send_bytes = 0
+        self._send_byte_limit = max_bytes
         self._buf = bytearray()
         self._broken: str | None = None
 
@@ -76,6 +93,17 @@ class RecordCodec:
     def sent(self) -> int:
         """Records sealed so far (the next send counter)."""
         return self._send_count
+
+    @property
+    def send_byte_limit(self) -> int:
+        """Plaintext bytes this direction's key seals before it refuses (MAX_KEY_BYTES)."""
+        return self._send_byte_limit
+
+    @send_byte_limit.setter
+    def send_byte_limit(self, n: int) -> None:
+        if n <= 0:
+            raise ValueError("the key's byte budget must be positive")
+        self._send_byte_limit = n
 
     @property
     def received(self) -> int:
@@ -99,6 +127,13 @@ class RecordCodec:
         count = self._send_count
         if count >= self._send_limit:
             raise CounterExhausted("send counter exhausted: this link must be replaced")
+        sealed = self._send_bytes + n
+        if sealed > self._send_byte_limit:
+            raise CounterExhausted(
+                f"the key sealed its {self._send_byte_limit}-byte budget: this link must be "
+                "replaced (fresh keys)"
+            )
+        self._send_bytes = sealed
         self._send_count = count + 1
         header = (n + TAG_BYTES).to_bytes(HEADER_BYTES, "big")
         nonce = _NONCE_PREFIX + count.to_bytes(8, "big")

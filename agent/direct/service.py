@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from hotlink.common.sizes import parse_size
 from hotlink.wire import messages as m
 from hotlink.wire.envelope import Envelope, decode, encode
 from hotlink.wire.errors import ProtocolError
@@ -47,6 +49,7 @@ from .negotiator import (
     Role,
     SendSignal,
 )
+from .records import MAX_KEY_BYTES
 from .transport import DirectConnectFailed, DirectLink, DirectListener, connect, default_listen
 
 if TYPE_CHECKING:
@@ -64,6 +67,24 @@ def _parse_public(text: str) -> bytes:
     return LocalKey.parse_public(text)
 
 
+#: environment variable lowering records.MAX_KEY_BYTES (a size: `1GiB`, `512k`)
+KEY_BYTES_ENV = "HOTLINK_DIRECT_KEY_BYTES"
+
+
+def key_budget_from_env(env: Mapping[str, str] | None = None) -> int:
+    """The per-key byte budget of direct links: MAX_KEY_BYTES unless HOTLINK_DIRECT_KEY_BYTES
+    sets a lower one (more frequent re-keying: a fresh handshake each time). Raises
+    ValueError naming the variable for a bad value."""
+    raw = (os.environ if env is None else env).get(KEY_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_KEY_BYTES
+    try:
+        n = parse_size(raw, minimum=64 * 1024)
+    except ValueError as exc:
+        raise ValueError(f"{KEY_BYTES_ENV}: {exc}") from None
+    return min(n, MAX_KEY_BYTES)
+
+
 KEYS = KeyOps(LocalKey.generate, lambda k: k.public_b64(), _parse_public)
 
 
@@ -73,6 +94,8 @@ class DirectService:
     def __init__(self, mgr: SessionManager) -> None:
         self.mgr = mgr
         self.cfg = mgr.cfg
+        #: bytes a link's key seals per direction before the link is replaced
+        self.key_bytes = key_budget_from_env()
         self.listener: DirectListener | None = None
         #: per session (by object id): its negotiator
         self.negs: dict[int, Negotiator] = {}
@@ -267,6 +290,8 @@ class DirectService:
         if old is not None:
             old.close("replaced")
         self.links[(id(s), peer)] = link
+        if self.key_bytes != MAX_KEY_BYTES:
+            link.set_key_budget(self.key_bytes)
         link.on_message = lambda payload: self._on_link_message(s, peer, link, payload)
         link.closed.add_done_callback(lambda f: self._link_closed(s, peer, link, f))
         if s.is_sender:
