@@ -91,7 +91,7 @@ def _ext_modules() -> list:
     try:
         from mypyc.build import mypycify
 
-        paths = _stage()
+        paths = [os.path.relpath(p, STAGE) for p in _stage()]
         os.environ["MYPYPATH"] = str(STAGE)
         # The other modules are read for their types only (follow-imports=silent).
         # Third-party packages count as Any, whether or not the build environment
@@ -102,12 +102,20 @@ def _ext_modules() -> list:
             "--follow-imports=silent",
             "--no-site-packages",
         ]
-        return mypycify(
-            [*paths, *flags],
-            group_name=HOT["GROUP"],
-            opt_level="3",
-            target_dir=str(ROOT / "build" / "mypyc"),
-        )
+        # Run from the staged tree so that compiled code names its source in
+        # tracebacks as "hotlink/wire/envelope.py", the file's place in the package,
+        # not a path in a build directory that is gone after the install.
+        here = os.getcwd()
+        os.chdir(STAGE)
+        try:
+            return mypycify(
+                [*paths, *flags],
+                group_name=HOT["GROUP"],
+                opt_level="3",
+                target_dir=str(ROOT / "build" / "mypyc"),
+            )
+        finally:
+            os.chdir(here)
     except (Exception, SystemExit) as exc:  # mypy's type errors end in SystemExit
         if MODE == "1":
             raise
