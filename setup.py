@@ -12,6 +12,7 @@ HOTLINK_COMPILE selects what happens:
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import runpy
 import shutil
@@ -50,7 +51,7 @@ def _stage() -> list[str]:
     for pkg, folder in dirs.items():
         dest = STAGE.joinpath(*pkg.split("."))
         dest.mkdir(parents=True, exist_ok=True)
-        for src in folder.glob("*.py*"):
+        for src in folder.iterdir():
             if src.suffix in (".py", ".pyi"):
                 shutil.copyfile(src, dest / src.name)
     paths = []
@@ -72,8 +73,6 @@ def _remove_built_in_place() -> None:
     """Extensions an earlier editable install left next to the sources: Python would
     import them before the .py files, also after a module left HOT_MODULES or with
     HOTLINK_COMPILE=0 (the package has no C extensions of its own)."""
-    import importlib.machinery
-
     for folder in set(_package_dirs().values()):
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             for old in folder.glob(f"*{suffix}"):
