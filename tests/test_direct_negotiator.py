@@ -207,6 +207,20 @@ def test_link_down_goes_back_to_relay_and_retries_soon() -> None:
     assert of(r.on_signal(offer, 101.0), Expect)
 
 
+def test_link_renewed_for_fresh_keys_is_offered_again_at_once() -> None:
+    """A link closed because its key's byte budget was used is replaced without the
+    drop's delay; a drop after that still waits RETRY_AFTER_DROP."""
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    conn = negotiate(s, r)
+    s.connected(B, conn.leg)
+    s.link_down(B, conn.leg, "the key sealed its budget", now=100.0, renew=True)
+    assert s.next_deadline() == pytest.approx(100.0)
+    (offer,) = relayed(s.handle_timer(100.0), A)
+    assert offer.kind == n.OFFER
+    leg = s.legs[B]
+    assert leg.retry_delay == n.RETRY_AFTER_DROP
+
+
 def test_new_offer_replaces_an_up_leg_on_the_reader() -> None:
     s, r = make(Role.SENDER, A), make(Role.READER, B)
     conn = negotiate(s, r)

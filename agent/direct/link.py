@@ -83,6 +83,8 @@ class DirectLink(asyncio.Protocol):
         self.records_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        #: closed because its key's budget was used: replace it at once (fresh keys)
+        self.renew = False
 
     def __repr__(self) -> str:
         state = "open" if self._reason is None else f"closed ({self._reason})"
@@ -123,6 +125,7 @@ class DirectLink(asyncio.Protocol):
         try:
             header, ciphertext = self._codec.seal_parts(payload)
         except CounterExhausted as exc:
+            self.renew = True
             self.close(str(exc))
             raise DirectLinkClosed(str(exc)) from None
         except RecordError as exc:  # an oversize payload: the link itself is fine

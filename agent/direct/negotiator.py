@@ -316,15 +316,19 @@ class Negotiator:
             return []
         return self._backoff(leg, f"direct connect failed: {why}", now)
 
-    def link_down(self, peer: str, leg_id: str, why: str, now: float) -> list[Effect]:
-        """The leg's link closed (either side): back to the relay; the sender retries."""
+    def link_down(
+        self, peer: str, leg_id: str, why: str, now: float, renew: bool = False
+    ) -> list[Effect]:
+        """The leg's link closed (either side): back to the relay; the sender retries
+        (at once with `renew`: our own link closed to be replaced with fresh keys)."""
         leg = self.legs.get(peer)
         if leg is None or leg.leg != leg_id or leg.state is not LegState.UP:
             return []
         out: list[Effect] = [PathNews(peer, False, f"direct link down: {why}")]
         if self.role is Role.SENDER:
-            leg.retry_delay = RETRY_AFTER_DROP  # it worked: try again soon
+            leg.retry_delay = 0.0 if renew else RETRY_AFTER_DROP  # it worked: try again soon
             out += self._backoff(leg, f"direct link down: {why}", now, news=False)
+            leg.retry_delay = max(leg.retry_delay, RETRY_AFTER_DROP)
             to = peer
         else:
             del self.legs[peer]  # the sender makes a new offer

@@ -306,7 +306,8 @@ class DirectService:
         why = f.result() if not f.cancelled() and f.exception() is None else "closed"
         neg = self.negs.get(id(s))
         if neg is not None:
-            self._apply(s, neg, neg.link_down(peer, link.binding.leg, why, self.now()))
+            down = neg.link_down(peer, link.binding.leg, why, self.now(), renew=link.renew)
+            self._apply(s, neg, down)
 
     def _on_link_message(self, s: Session, peer: str, link: DirectLink, payload: bytes) -> None:
         t0 = time.time_ns()
