@@ -66,14 +66,7 @@ class RecordCodec:
         "_send_limit",
     )
 
-    def __init__(
-        self,
-        send_key: bytes,
-        recv_key: bytes,
-        *,
-        max_records: int = MAX_RECORDS,
-        max_bytes: int = MAX_KEY_BYTES,
-    ) -> None:
+    def __init__(self, send_key: bytes, recv_key: bytes, *, max_records: int = MAX_RECORDS) -> None:
         if len(send_key) != KEY_BYTES or len(recv_key) != KEY_BYTES:
             raise ValueError(f"record keys must be {KEY_BYTES} bytes")
         if send_key == recv_key:
@@ -85,7 +78,7 @@ class RecordCodec:
         self._send_limit = max_records
         self._recv_limit = max_records
         self._send_bytes = 0
-        self._send_byte_limit = max_bytes
+        self._send_byte_limit = MAX_KEY_BYTES  # lowered through `send_byte_limit`
         self._buf = bytearray()
         self._broken: str | None = None
 

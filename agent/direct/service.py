@@ -290,8 +290,7 @@ class DirectService:
         if old is not None:
             old.close("replaced")
         self.links[(id(s), peer)] = link
-        if self.key_bytes != MAX_KEY_BYTES:
-            link.set_key_budget(self.key_bytes)
+        link.set_key_budget(self.key_bytes)
         link.on_message = lambda payload: self._on_link_message(s, peer, link, payload)
         link.closed.add_done_callback(lambda f: self._link_closed(s, peer, link, f))
         if s.is_sender:
