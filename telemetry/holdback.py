@@ -74,9 +74,7 @@ class HoldBack:
     def should_release(self, now: float) -> bool:
         if not self.held_bytes:
             return False
-        if self.held_bytes >= self.max_bytes:
-            return True
-        return now >= self._last + self.idle or now >= self._first + self.max_hold
+        return self.held_bytes >= self.max_bytes or self.due(now) == 0.0
 
     def released(self) -> None:
         """Everything held was handed to the sink."""
