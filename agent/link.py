@@ -205,6 +205,12 @@ class WsLink(Transport):
         c = self._conn
         return c is not None and not c.paused and self.state is LinkState.UP
 
+    def next_id(self) -> str:
+        """A fresh message id: this link's random prefix and a counter, so no random
+        draw (a getrandom syscall for `secrets`) per message. The direct links' frames
+        take theirs here too."""
+        return self._id_prefix + format(next(self._ids), "x")
+
     def send(self, msg: Message, id: str | None = None) -> str:
         c = self._conn
         if c is None or self.state is not LinkState.UP or c.protocol.state is not State.OPEN:

@@ -175,10 +175,10 @@ class SenderSession(Session):
             tr = self.mgr.tracer
             rec = None
             if tr is None:
-                wire = encode(msg)
+                wire = encode(msg, link.next_id())
             else:
                 rec, tp = tr.before_direct(msg, "relay+direct" if relay else "direct")
-                wire = encode(msg, traceparent=tp)
+                wire = encode(msg, link.next_id(), traceparent=tp)
             for c in carriers:
                 try:
                     c.send(wire)

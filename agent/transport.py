@@ -19,7 +19,7 @@ import abc
 import enum
 from typing import Protocol
 
-from hotlink.wire.envelope import Envelope
+from hotlink.wire.envelope import Envelope, new_id
 from hotlink.wire.messages import Message
 
 
@@ -70,6 +70,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def send(self, msg: Message, id: str | None = None) -> str:
         """Encode and write one message; return its message id. Raises `LinkDown`."""
+
+    def next_id(self) -> str:
+        """A fresh message id for a message this transport's owner sends another way
+        (the direct links); `WsLink` draws no random number per id."""
+        return new_id()
 
     @property
     def up(self) -> bool:
