@@ -280,14 +280,22 @@ def test_service_negotiates_afresh_when_the_session_id_changes() -> None:
     from hotlink.agent.direct.service import DirectService
 
     sent: list[object] = []
+    timers: list[object] = []
+
+    def call_later(delay: float, cb: object) -> object:
+        timers.append(cb)
+        return SimpleNamespace(cancel=lambda: None)
+
     mgr = SimpleNamespace(
         cfg=SimpleNamespace(direct_listen=[], direct_advertise=[]),
         emit=lambda *a: None,
         email=A,
         link=SimpleNamespace(send=sent.append),
-        loop=SimpleNamespace(time=lambda: 0.0),
+        loop=SimpleNamespace(time=lambda: 0.0, call_later=call_later),
     )
     svc = DirectService(mgr)  # type: ignore[arg-type]
+    svc._arm()
+    assert not timers  # no session, no negotiation: the service does not tick
     s = SimpleNamespace(
         sid="old", is_sender=True, direct_mode=2, sender=A, closed=False, path="p",
         negotiator=None,
@@ -295,6 +303,7 @@ def test_service_negotiates_afresh_when_the_session_id_changes() -> None:
     first = svc._negotiator(s)  # type: ignore[arg-type]
     assert first is not None and first.sid == "old"
     assert svc._negotiator(s) is first  # type: ignore[arg-type]
+    assert len(timers) == 1  # ticking from the first negotiator on, armed once
     s.sid = "new"
     second = svc._negotiator(s)  # type: ignore[arg-type]
     assert second is not None and second is not first and second.sid == "new"

@@ -121,7 +121,6 @@ class DirectService:
         self.mgr.emit = self._on_emit
         self.mgr.message_hooks.append(self.on_message)
         self.mgr.direct = self  # type: ignore[attr-defined]
-        self._arm()
 
     async def close(self) -> None:
         if self._tick is not None:
@@ -187,6 +186,7 @@ class DirectService:
             self.negs[id(s)] = neg
             self.sessions[id(s)] = s
             s.negotiator = neg
+            self._arm()
         return neg
 
     def _drop(self, s: Session, reason: str) -> None:
@@ -345,9 +345,13 @@ class DirectService:
         return self.mgr.loop.time()
 
     def _arm(self) -> None:
-        self._tick = self.mgr.loop.call_later(PROGRESS_INTERVAL, self._on_tick)
+        """Tick while some session has a negotiator: an agent without sessions does
+        not wake up for the direct path."""
+        if self._tick is None and self.negs:
+            self._tick = self.mgr.loop.call_later(PROGRESS_INTERVAL, self._on_tick)
 
     def _on_tick(self) -> None:
+        self._tick = None
         now = self.now()
         try:
             for key, neg in list(self.negs.items()):
