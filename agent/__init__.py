@@ -34,7 +34,8 @@ Modules (decisions live in plain classes; adapters only move bytes; docs/design.
 - `tokenfile`   token file checks at start: permissions, the token's user
 - `tracing`     the agent's OpenTelemetry spans (nothing on the data path when off)
 - `pubsync`     uploads own syft.pub.yaml files (at once on a watcher event)
-- `watcher`     inotify watch for `.request` files apps write and changed ACL files
+- `watcher`     watch for `.request` files apps write and changed ACL files
+- `inotify`     the watcher's Linux backend: inotify read from the event loop, no thread
 - `control`     grpc.aio servicer, health, reflection
 - `reflection`  gRPC reflection under both v1 and v1alpha
 - `config`      flag > env > TOML > default

@@ -30,7 +30,7 @@ from .tracing import AgentTracer
 from .tunnels.control import TunnelServicer
 from .tunnels.manager import TunnelManager
 from .tunnels.tracing import TunnelTracer
-from .watcher import RequestWatcher
+from .watcher import RequestWatcher, default_backend
 
 log = logging.getLogger("hotlink.agent")
 
@@ -66,6 +66,10 @@ def read_token(cfg: AgentConfig) -> str:
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None:
     token = read_token(cfg)
+    try:
+        watcher_backend = default_backend()
+    except ValueError as exc:  # a bad HOTLINK_WATCHER
+        raise StartupError(str(exc)) from None
     stop = stop or asyncio.Event()
     #: why the link gave up for good (the relay knows our token as another user)
     fatal: list[str] = []
@@ -168,7 +172,10 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     if n_tunnels:
         log.info("restored %d tunnels of the previous run", n_tunnels)
     watcher = RequestWatcher(
-        cfg.root / "datasites" / cfg.email, mgr.on_watched, on_acl=pub.request_rescan
+        cfg.root / "datasites" / cfg.email,
+        mgr.on_watched,
+        on_acl=pub.request_rescan,
+        backend=watcher_backend,
     )
     watcher.start()
     await mgr.files.load_mirror()

@@ -1,13 +1,15 @@
-"""Watch this peer's datasite for new `*.request` files and ACL changes (inotify via
-watchfiles).
+"""Watch this peer's datasite for new `*.request` files and ACL changes.
 
-No polling: watchfiles' Rust watcher (inotify on Linux) wakes us when files appear.
-Events are filtered to `*.request` files that were added or modified, and to
-`syft.pub.yaml` files (any change, so an edited ACL reaches the relay within the
-debounce, not at the next periodic scan); temp files of atomic writers
+No polling on Linux: the inotify descriptor is read from the event loop
+(`inotify.InotifyTree`), so an idle agent does not wake up for its watcher and a file
+is picked up as soon as the kernel reports it. Elsewhere (or when inotify fails, e.g.
+no watch left under `fs.inotify.max_user_watches`) watchfiles does the watching; its
+Rust thread polls every 5 ms. Events are filtered to `*.request` files that were added
+or modified, and to `syft.pub.yaml` files (any change, so an edited ACL reaches the
+relay at once, not at the next periodic scan); temp files of atomic writers
 (`x.request.tmp`, `hotlink.common.atomic.TMP_PREFIX` names) do not match. What to do
 with a path is the session manager's decision (`on_paths`) or the ACL uploader's
-(`on_acl`); the watcher only reports. One inotify watcher serves both.
+(`on_acl`); the watcher only reports. One watcher serves both.
 A failing watcher logs and restarts after a pause: it never takes the agent down.
 
 New folders: inotify watches a folder only once its creation event has been read, so
@@ -25,11 +27,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from hotlink.common.atomic import TMP_PREFIX
 from watchfiles import Change, awatch
+
+from .inotify import InotifyTree, InotifyUnavailable
 
 log = logging.getLogger("hotlink.agent.watcher")
 
@@ -92,12 +97,29 @@ def list_new_folders(folders: list[str]) -> tuple[dict[Path, StatKey | None], bo
     return requests, acl
 
 
+#: chooses the watcher's backend: auto (inotify on Linux), inotify or watchfiles
+BACKEND_ENV = "HOTLINK_WATCHER"
+BACKENDS = ("inotify", "watchfiles")
+
+
+def default_backend(env: Mapping[str, str] | None = None) -> str:
+    """`HOTLINK_WATCHER`'s backend, or inotify on Linux and watchfiles elsewhere.
+    Raises ValueError naming the variable for a value it does not know."""
+    raw = (os.environ if env is None else env).get(BACKEND_ENV, "").strip().lower()
+    if raw in ("", "auto"):
+        return "inotify" if sys.platform.startswith("linux") else "watchfiles"
+    if raw not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV} must be auto, inotify or watchfiles, not {raw!r}")
+    return raw
+
+
 class RequestWatcher:
     def __init__(
         self,
         base: Path,
         on_paths: Callable[[list[Path]], None],
         on_acl: Callable[[], None] | None = None,
+        backend: str | None = None,
     ) -> None:
         self.base = base
         self.on_paths = on_paths
@@ -107,6 +129,9 @@ class RequestWatcher:
         self.ready = asyncio.Event()
         #: files reported from a folder listing whose own event has not come yet
         self._listed: dict[Path, StatKey | None] = {}
+        #: "inotify" (Linux: no thread, no polling) or "watchfiles" (elsewhere, or once
+        #: inotify failed: its Rust thread polls every 5 ms)
+        self.backend = backend if backend is not None else default_backend()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hotlink-watcher")
@@ -115,51 +140,72 @@ class RequestWatcher:
         while not self._stop.is_set():
             try:
                 self.base.mkdir(parents=True, exist_ok=True)
-                gen = awatch(
-                    self.base,
-                    watch_filter=watch_filter,
-                    debounce=200,
-                    # the Rust watcher wakes every `step` ms (and takes the GIL): 5 ms
-                    # costs ~200 wake-ups/s idle instead of 1000, and adds at most
-                    # 4 ms to picking up a file
-                    step=5,
-                    stop_event=self._stop,
-                    recursive=True,
-                    ignore_permission_denied=True,
-                    yield_on_timeout=True,
-                    rust_timeout=1000,
-                )
-                async for changes in gen:
-                    self.ready.set()
-                    if not changes:
-                        continue
-                    folders = [p for c, p in changes if is_new_folder(c, p)]
-                    found: dict[Path, StatKey | None] = {}
-                    acl = any(is_acl(p) for _, p in changes)
-                    if folders:
-                        found, acl_inside = await asyncio.to_thread(list_new_folders, folders)
-                        acl = acl or acl_inside
-                    if acl and self.on_acl is not None:
-                        try:
-                            self.on_acl()
-                        except Exception:
-                            log.exception("handling a changed ACL file failed")
-                    named = {Path(p) for c, p in changes if request_filter(c, p)}
-                    paths = sorted(self._not_listed(named).union(found))
-                    # a file whose own event came in this batch needs no memo
-                    self._remember({p: k for p, k in found.items() if p not in named})
-                    if not paths:
-                        continue
-                    try:
-                        self.on_paths(paths)
-                    except Exception:
-                        log.exception("handling watched files failed")
+                if self.backend == "inotify":
+                    await self._run_inotify()
+                else:
+                    await self._run_watchfiles()
             except asyncio.CancelledError:
                 raise
+            except InotifyUnavailable as exc:
+                log.warning("%s; watching %s with watchfiles instead", exc, self.base)
+                self.backend = "watchfiles"
             except Exception as exc:
                 log.warning("file watcher on %s failed (%s); restarting in 1 s", self.base, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    async def _run_inotify(self) -> None:
+        tree = InotifyTree(str(self.base), watch_filter)
+        try:
+            async for changes in tree.batches(self._stop):
+                await self._handle(changes)
+        finally:
+            tree.close()
+
+    async def _run_watchfiles(self) -> None:
+        """Where inotify cannot be used: watchfiles' thread, which polls every `step`."""
+        gen = awatch(
+            self.base,
+            watch_filter=watch_filter,
+            debounce=200,
+            # the Rust watcher wakes every `step` ms (and takes the GIL): 5 ms costs
+            # ~200 wake-ups/s idle instead of 1000, and adds at most 4 ms to picking up
+            # a file
+            step=5,
+            stop_event=self._stop,
+            recursive=True,
+            ignore_permission_denied=True,
+            yield_on_timeout=True,
+            rust_timeout=1000,
+        )
+        async for changes in gen:
+            await self._handle(changes)
+
+    async def _handle(self, changes: set[tuple[Change, str]]) -> None:
+        self.ready.set()
+        if not changes:
+            return
+        folders = [p for c, p in changes if is_new_folder(c, p)]
+        found: dict[Path, StatKey | None] = {}
+        acl = any(is_acl(p) for _, p in changes)
+        if folders:
+            found, acl_inside = await asyncio.to_thread(list_new_folders, folders)
+            acl = acl or acl_inside
+        if acl and self.on_acl is not None:
+            try:
+                self.on_acl()
+            except Exception:
+                log.exception("handling a changed ACL file failed")
+        named = {Path(p) for c, p in changes if request_filter(c, p)}
+        paths = sorted(self._not_listed(named).union(found))
+        # a file whose own event came in this batch needs no memo
+        self._remember({p: k for p, k in found.items() if p not in named})
+        if not paths:
+            return
+        try:
+            self.on_paths(paths)
+        except Exception:
+            log.exception("handling watched files failed")
 
     def _not_listed(self, named: set[Path]) -> set[Path]:
         """`named` without the files a folder listing already reported unchanged."""

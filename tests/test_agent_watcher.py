@@ -4,8 +4,10 @@ before are still reported (the folder's own watch may not exist yet when they la
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
+import pytest
 from hotlink.agent.watcher import RequestWatcher, is_new_folder, list_new_folders
 from watchfiles import Change
 
@@ -24,7 +26,10 @@ def test_new_folder_filter_and_listing(tmp_path: Path) -> None:
     assert acl
 
 
-def test_files_in_just_created_folders_are_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["inotify", "watchfiles"])
+def test_files_in_just_created_folders_are_reported(tmp_path: Path, backend: str) -> None:
+    if backend == "inotify" and not sys.platform.startswith("linux"):
+        pytest.skip("inotify is Linux's")
     rounds = 25
 
     async def main() -> tuple[set[Path], int]:
@@ -40,7 +45,7 @@ def test_files_in_just_created_folders_are_reported(tmp_path: Path) -> None:
             seen.update(paths)
             reported.extend(paths)
 
-        w = RequestWatcher(tmp_path, on_paths, on_acl)
+        w = RequestWatcher(tmp_path, on_paths, on_acl, backend=backend)
         w.start()
         await asyncio.wait_for(w.ready.wait(), 10)
         want: set[Path] = set()
