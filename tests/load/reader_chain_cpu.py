@@ -10,6 +10,14 @@ once. `agent_path_cpu.py` starts after the decode and ends before the connection
 one covers what a real reader process runs per 1 KB frame (less websockets' frame
 parsing, which the floor pays too). Prints this thread's CPU ns per frame, best of 5
 rounds; run it with each tree's venv from that tree, alternating, to compare trees.
+
+    MICRO_EVICT_MB=4 python tests/load/reader_chain_cpu.py   # caches cold, as in a chain
+
+With `MICRO_EVICT_MB` it instead overwrites that many MiB between frames (what the
+other processes of a one-in-flight chain do to this core's caches) and prints the
+median wall time of each frame's chain, next to the same frames through only the
+fast decode and an app write (the least a reader can do per frame): the gap between
+the two is what a leaner hot path could still save with cold caches.
 """
 
 from __future__ import annotations
@@ -27,9 +35,11 @@ import agent_path_cpu as apc
 from hotlink.agent.ipc import AppConnection
 from hotlink.agent.link import WsLink
 from hotlink.wire import messages as m
-from hotlink.wire.envelope import Envelope, encode
+from hotlink.wire.envelope import Envelope, decode_data_view, encode
+from hotlink.wire.frames import encode_header
 
 N = apc.N if "MICRO_N" in apc.os.environ else 30000
+EVICT_MB = int(apc.os.environ.get("MICRO_EVICT_MB", "0"))
 
 
 class TakesAll:
@@ -76,6 +86,10 @@ async def main() -> None:
         ws = WsLink("ws://127.0.0.1:1", "t", max_message=1 << 24)
         ws.set_listener(mgr)
         on_raw = ws._on_raw
+        if EVICT_MB:
+            _cold(on_raw, label)
+            mgr.close_all()
+            return
         seq = 0
         best = float("inf")
         for _ in range(5):
@@ -94,6 +108,34 @@ async def main() -> None:
         mgr.close_all()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cold(on_raw: object, label: str, n: int = 3000) -> None:
+    """Median ns per frame with `EVICT_MB` MiB overwritten before each frame: the whole
+    chain, then the least a reader does (fast decode, HLNK header, one app write)."""
+    big, src = bytearray(EVICT_MB << 20), bytes(EVICT_MB << 20)
+    sink = TakesAll()
+
+    def least(frame: bytes) -> None:
+        env = decode_data_view(frame)
+        assert env is not None
+        msg: m.HotlinkData = env.msg  # type: ignore[assignment]
+        header = encode_header(msg.path.encode(), b"", len(msg.payload), msg.seq)
+        sink.writelines((header, msg.payload))
+
+    for name, fn in (("reader chain", on_raw), ("decode + app write only", least)):
+        frames = [
+            encode(m.HotlinkData("sid1", i + 1, f"{apc.PATH}/x.request", b"x" * 1024))
+            for i in range(n)
+        ]
+        times = []
+        for f in frames:
+            big[:] = src
+            t0 = time.perf_counter_ns()
+            fn(f)  # type: ignore[operator]
+            times.append(time.perf_counter_ns() - t0)
+        times.sort()
+        print(f"{label}\t{name}, caches cold ({EVICT_MB} MiB evicted), ns/frame\t{times[n // 2]}")
 
 
 if __name__ == "__main__":
