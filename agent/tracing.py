@@ -250,12 +250,12 @@ class AgentTracer:
     def on_direct(self, env: Envelope, t0: int, deliver: Callable[[], None]) -> None:
         """A frame from a direct link (`t0`: before decode): `deliver` it, record
         `hotlink.receive_direct` and `hotlink.ipc_write` under the sender's trace."""
-        p = self.tel.parent_of(env.traceparent)
+        ref = self.tel.parent_ref(env.traceparent)
         t1 = time.time_ns()
         deliver()
-        if p is not None:
+        if ref is not None:
             msg: m.HotlinkData = env.msg  # type: ignore[assignment]
-            self._received(msg, p[0], p[1], t0, t1, time.time_ns(), env.id, "direct")
+            self._received(msg, ref, t0, t1, time.time_ns(), env.id, "direct")
 
     def after_send(self, rec: SendRec | DataRec) -> None:
         if len(rec) == 2:  # a sampled HotlinkData: one compact record, two spans
@@ -276,13 +276,13 @@ class AgentTracer:
         t = type(msg)
         tel = self.tel
         if t is m.HotlinkData:
-            p = tel.parent_of(env.traceparent)
+            ref = tel.parent_ref(env.traceparent)
             t1 = time.time_ns()
             listener.on_message(env)
-            if p is None:
+            if ref is None:
                 return
             t2 = time.time_ns()
-            self._received(msg, p[0], p[1], t0, t1, t2, env.id)  # type: ignore[arg-type]
+            self._received(msg, ref, t0, t1, t2, env.id)  # type: ignore[arg-type]
             return
         if t is m.FileWrite:
             ctx = tel.child_of(env.traceparent)
@@ -310,8 +310,7 @@ class AgentTracer:
     def _received(
         self,
         msg: m.HotlinkData,
-        tid: int,
-        parent: int,
+        ref: str | tuple[int, int],
         t0: int,
         t1: int,
         t2: int,
@@ -327,6 +326,8 @@ class AgentTracer:
             delivery = "written"
         else:
             delivery = "backlog"  # no app connected: kept for the first one
+        # the sender's traceparent as it came (ids parsed by `compact`), or its ids
+        tid, parent = (ref, 0) if type(ref) is str else ref
         self.tel.add(
             (RECV, tid, parent, new_span_id(), new_span_id(), t0, t1, t2,
              self._shared(msg.sid, s), msg.path, msg.seq, len(msg.payload), mid, delivery,

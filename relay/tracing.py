@@ -83,13 +83,18 @@ class RelayTracer:
         it was 20 % of a traced relay's CPU: `encode` and `new_id`'s getrandom call.)
         """
         tp_in = env.traceparent
-        p = self.tel.parent_of(tp_in)
-        if p is None:
+        ref = self.tel.parent_ref(tp_in)
+        if ref is None:
             forward(frame, env.msg, tp_in, out)
             return
-        tid, parent = p[0], p[1]
         span = new_span_id()
-        tp = format_traceparent(tid, span)
+        tid: int | str
+        if type(ref) is str:  # version 00: same trace id, our span; ids parsed by `compact`
+            tid, parent = ref, 0
+            tp = f"{tp_in[:36]}{span:016x}-01"
+        else:
+            tid, parent = ref  # type: ignore[misc]
+            tp = format_traceparent(tid, span)  # type: ignore[arg-type]
         # (Outgoing(...) instead of `_replace`, which costs ~4 times as much)
         out = [Outgoing(o[0], o[1], tp) if o[2] == tp_in else o for o in out]
         old, new = tp_in.encode(), tp.encode()

@@ -25,6 +25,9 @@ Layouts (first field: the kind tag; a `SpanRecord` starts with its name, a str):
 
 `route` (`hotlink.route`: "relay", "direct", "relay+direct", "files") may be missing
 from records of an older peer: it then reads "relay".
+In `RECV` and `ROUTE` the trace id may be the incoming traceparent string instead, the
+parent span then 0 (`Telemetry.parent_ref`): its ids are parsed here, when the spans
+are built, not per message on the data path.
 - `ROUTE` (relay, `relay.route`; the parent is the sender's `hotlink.send`, remote):
   (ROUTE, trace_id, parent_span, span, t0, t1, shared, message_id, size, seq, path or "")
 
@@ -41,6 +44,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import names as N
+from .traceparent import parse_fields
 
 #: `core.SpanRecord` (not imported: `core` imports this module)
 SpanRecord = tuple[Any, ...]
@@ -48,6 +52,15 @@ SpanRecord = tuple[Any, ...]
 SEND = 1
 RECV = 2
 ROUTE = 3
+
+
+def _ids(tid: int | str, parent: int) -> tuple[int, int] | None:
+    """(trace id, parent span id) of a RECV / ROUTE record: given as ints, or as the
+    incoming traceparent (`Telemetry.parent_ref`), parsed here, off the data path."""
+    if type(tid) is not str:
+        return tid, parent  # type: ignore[return-value]
+    p = parse_fields(tid)
+    return None if p is None else (p[0], p[1])
 
 
 def _send(r: tuple[Any, ...]) -> list[SpanRecord]:
@@ -70,7 +83,11 @@ def _send(r: tuple[Any, ...]) -> list[SpanRecord]:
 
 
 def _recv(r: tuple[Any, ...]) -> list[SpanRecord]:
-    _, tid, parent, rx, wr, t0, t1, t2, shared, path, seq, size, mid, delivery, nconn = r[:15]
+    _, ref, parent, rx, wr, t0, t1, t2, shared, path, seq, size, mid, delivery, nconn = r[:15]
+    ids = _ids(ref, parent)
+    if ids is None:
+        return []
+    tid, parent = ids
     route = r[15] if len(r) > 15 else "relay"
     own: dict[str, Any] = {
         N.ROUTE: route,
@@ -94,7 +111,11 @@ def _recv(r: tuple[Any, ...]) -> list[SpanRecord]:
 
 
 def _route(r: tuple[Any, ...]) -> list[SpanRecord]:
-    _, tid, parent, span, t0, t1, shared, mid, size, seq, path = r
+    _, ref, parent, span, t0, t1, shared, mid, size, seq, path = r
+    ids = _ids(ref, parent)
+    if ids is None:
+        return []
+    tid, parent = ids
     own: dict[str, Any] = {N.MESSAGING_MESSAGE_ID: mid, N.MESSAGING_BODY_SIZE: size, N.SEQ: seq}
     if path:
         own[N.PATH] = path

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from .compact import expand
 from .config import TracingConfig
-from .traceparent import format_traceparent, parse_fields
+from .traceparent import format_traceparent, parse_fields, sampled_v00
 
 log = logging.getLogger(__name__)
 #: seconds the exit path waits for the exporter (twice at most: flusher, then final
@@ -224,6 +224,19 @@ class Telemetry:
         elif (p[0] & _MASK64) >= self._bound:
             return None
         return p
+
+    def parent_ref(self, traceparent: str) -> str | tuple[int, int] | None:
+        """`parent_of` for compact records, without parsing ids on the data path: the
+        traceparent itself when it is a sampled version-00 one and the sampler follows
+        the parent (the default; `compact` parses its ids when it builds the spans),
+        (trace id, parent span id) for other forms and samplers, None when the trace
+        is not continued."""
+        if not self.enabled or not traceparent:
+            return None
+        if self.parent_based and sampled_v00(traceparent):
+            return traceparent
+        p = self.parent_of(traceparent)
+        return None if p is None else (p[0], p[1])
 
     # ------------------------------------------------------------------ recording
 

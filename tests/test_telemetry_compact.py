@@ -86,6 +86,18 @@ def test_route_record_keeps_the_shared_path_unless_the_message_has_another() -> 
     assert flat(r2[7])[N.PATH] == "q"
 
 
+def test_receive_and_route_records_may_carry_the_incoming_traceparent() -> None:
+    """The relay and the reader put the sender's traceparent in the record as it came
+    (`Telemetry.parent_ref`): the spans are the ones its parsed ids give."""
+    tp_send = f"00-{0xA1:032x}-{0xB2:016x}-01"
+    tp_route = f"00-{0xA1:032x}-{0xC0:016x}-01"
+    assert compact.expand([(compact.ROUTE, tp_send, 0, *ROUTE[3:])]) == compact.expand([ROUTE])
+    assert compact.expand([(compact.RECV, tp_route, 0, *RECV[3:])]) == compact.expand([RECV])
+    # a value that does not parse gives no span (nothing is made up)
+    assert compact.expand([(compact.ROUTE, "00-garbage", 0, *ROUTE[3:])]) == []
+    assert compact.spans_in([(compact.RECV, tp_route, 0, *RECV[3:])]) == 2
+
+
 def test_plain_records_pass_through_and_unknown_tags_are_skipped() -> None:
     plain = ("x", 1, 2, 0, False, 1, 2, None, None, "")
     records = [plain]

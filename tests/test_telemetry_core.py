@@ -146,6 +146,21 @@ def test_child_of_unsampled_missing_or_garbage_is_none() -> None:
         assert tel.child_of(bad) is None
 
 
+def test_parent_ref_is_parent_of_without_parsing_the_common_case() -> None:
+    tel, _ = make(1.0)
+    tp = format_traceparent(5, 6)
+    assert tel.parent_ref(tp) == tp  # version 00, sampled: handed on as it came
+    assert tel.parent_ref("") is None
+    assert tel.parent_ref(format_traceparent(5, 6, sampled=False)) is None
+    for bad in ("garbage", "00-xyz", format_traceparent(0xABC, 0xDEF).upper()):
+        assert tel.parent_ref(bad) is None
+    future = "01" + tp[2:] + "-more"  # another version: parsed here, as parent_of does
+    assert tel.parent_ref(future) == (5, 6)
+    always_on, _ = make(1.0, parent_based=False)  # decides on the ids: parsed
+    assert always_on.parent_ref(format_traceparent(5, 6, sampled=False)) == (5, 6)
+    assert OFF.parent_ref(tp) is None
+
+
 def test_non_parent_based_samplers_decide_on_their_own() -> None:
     always_on, _ = make(1.0, parent_based=False)
     assert always_on.child_of(format_traceparent(5, 6, sampled=False)) is not None

@@ -6,7 +6,9 @@ from hotlink.telemetry.traceparent import (
     TRACEPARENT_LEN,
     ParsedTraceparent,
     format_traceparent,
+    parse_fields,
     parse_traceparent,
+    sampled_v00,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -83,3 +85,27 @@ def test_parse_never_raises_on_text(value: str) -> None:
 @given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.booleans())
 def test_round_trip_any_ids(tid: int, sid: int, sampled: bool) -> None:
     assert parse_traceparent(format_traceparent(tid, sid, sampled)) == (tid, sid, int(sampled))
+
+
+def _sampled_by_parse(value: str) -> bool:
+    p = parse_fields(value)
+    return value[:2] == "00" and p is not None and bool(p[2] & 1)
+
+
+def test_sampled_v00_agrees_with_the_full_parse() -> None:
+    for value in [*BAD, EXAMPLE, EXAMPLE[:-1] + "0", EXAMPLE[:-1] + "3", EXAMPLE[:-2] + "ff"]:
+        assert sampled_v00(value) == _sampled_by_parse(value), value
+    assert not sampled_v00("00-" + "0" * 32 + EXAMPLE[35:])  # all-zero trace id
+    assert not sampled_v00(EXAMPLE[:36] + "0" * 16 + "-01")  # all-zero span id
+    assert not sampled_v00("01" + EXAMPLE[2:])  # other versions take the full parse
+
+
+@given(st.integers(0, 2**128 - 1), st.integers(0, 2**64 - 1), st.integers(0, 255))
+def test_sampled_v00_agrees_on_any_ids_and_flags(tid: int, sid: int, flags: int) -> None:
+    value = f"00-{tid:032x}-{sid:016x}-{flags:02x}"
+    assert sampled_v00(value) == _sampled_by_parse(value)
+
+
+@given(st.text(max_size=80))
+def test_sampled_v00_agrees_on_any_text(value: str) -> None:
+    assert sampled_v00(value) == _sampled_by_parse(value)
