@@ -91,8 +91,6 @@ DataRec = tuple[DataWait, str]
 _MAX_WAITING = 4096
 _IPC_MODES = {1: "unix", 2: "tcp", 3: "pipe"}
 _FALLBACK = {1: "off", 2: "on-failure", 3: "tee"}
-#: `ActivePath` values -> `hotlink.route`
-_ROUTES = {1: "relay", 2: "files", 3: "direct"}
 #: control messages `on_message` looks at (data only when it carries a tpc)
 CONTROL = frozenset(
     {m.Ack, m.Nack, m.HotlinkOpen, m.HotlinkAccept, m.HotlinkReject, m.HotlinkClose}
@@ -151,11 +149,12 @@ class AgentTracer:
         if not tid:
             return
         data = self._data
-        route = _ROUTES.get(int(getattr(s, "active_path", 1)), "relay")
-        # msg kept: its id stays unique while it waits
+        # msg kept: its id stays unique while it waits. The route is the relay's until a
+        # direct send says otherwise (`before_direct`): the path is known at the send,
+        # not here (a direct link may drop in between).
         data[id(msg)] = (
             msg, tid, new_span_id(), new_span_id(), t_in, time.time_ns(),
-            self._shared(msg.sid, s), route,
+            self._shared(msg.sid, s), "relay",
         )  # fmt: skip
         if len(data) > _MAX_WAITING:
             _bound(data)
