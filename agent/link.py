@@ -215,7 +215,7 @@ class WsLink(Transport):
         c = self._conn
         if c is None or self.state is not LinkState.UP or c.protocol.state is not State.OPEN:
             raise LinkDown("relay link is down")
-        mid = id if id is not None else self._id_prefix + format(next(self._ids), "x")
+        mid = id if id is not None else self.next_id()
         tr = self.tracer
         if tr is None:  # tracing off
             data = encode(msg, mid)  # a ProtocolError here is the caller's problem
