@@ -254,7 +254,7 @@ class AgentTracer:
         deliver()
         if ref is not None:
             msg: m.HotlinkData = env.msg  # type: ignore[assignment]
-            self._received(msg, ref, t0, t1, time.time_ns(), env.id, "direct")
+            self._received(msg, ref[0], ref[1], t0, t1, time.time_ns(), env.id, "direct")
 
     def after_send(self, rec: SendRec | DataRec) -> None:
         if len(rec) == 2:  # a sampled HotlinkData: one compact record, two spans
@@ -281,7 +281,7 @@ class AgentTracer:
             if ref is None:
                 return
             t2 = time.time_ns()
-            self._received(msg, ref, t0, t1, t2, env.id)  # type: ignore[arg-type]
+            self._received(msg, ref[0], ref[1], t0, t1, t2, env.id)  # type: ignore[arg-type]
             return
         if t is m.FileWrite:
             ctx = tel.child_of(env.traceparent)
@@ -309,7 +309,8 @@ class AgentTracer:
     def _received(
         self,
         msg: m.HotlinkData,
-        ref: str | tuple[int, int],
+        tid: int | str,
+        parent: int,
         t0: int,
         t1: int,
         t2: int,
@@ -325,8 +326,6 @@ class AgentTracer:
             delivery = "written"
         else:
             delivery = "backlog"  # no app connected: kept for the first one
-        # the sender's traceparent as it came (ids parsed by `compact`), or its ids
-        tid, parent = (ref, 0) if type(ref) is str else ref
         self.tel.add(
             (RECV, tid, parent, new_span_id(), new_span_id(), t0, t1, t2,
              self._shared(msg.sid, s), msg.path, msg.seq, len(msg.payload), mid, delivery,

@@ -26,7 +26,7 @@ from hotlink.telemetry import Telemetry, TraceCtx
 from hotlink.telemetry import names as N
 from hotlink.telemetry.compact import ROUTE
 from hotlink.telemetry.core import new_span_id
-from hotlink.telemetry.traceparent import format_traceparent
+from hotlink.telemetry.traceparent import format_traceparent, with_span
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.messages import (
     FileNotify,
@@ -88,13 +88,11 @@ class RelayTracer:
             forward(frame, env.msg, tp_in, out)
             return
         span = new_span_id()
-        tid: int | str
-        if type(ref) is str:  # version 00: same trace id, our span; ids parsed by `compact`
-            tid, parent = ref, 0
-            tp = f"{tp_in[:36]}{span:016x}-01"
-        else:
-            tid, parent = ref  # type: ignore[misc]
-            tp = format_traceparent(tid, span)  # type: ignore[arg-type]
+        tid, parent = ref
+        # a version-00 parent arrives unparsed (same trace, our span); other forms parsed
+        tp = (
+            with_span(tid, span) if type(tid) is str else format_traceparent(tid, span)  # type: ignore[arg-type]
+        )
         # (Outgoing(...) instead of `_replace`, which costs ~4 times as much)
         out = [Outgoing(o[0], o[1], tp) if o[2] == tp_in else o for o in out]
         old, new = tp_in.encode(), tp.encode()

@@ -225,16 +225,16 @@ class Telemetry:
             return None
         return p
 
-    def parent_ref(self, traceparent: str) -> str | tuple[int, int] | None:
-        """`parent_of` for compact records, without parsing ids on the data path: the
-        traceparent itself when it is a sampled version-00 one and the sampler follows
+    def parent_ref(self, traceparent: str) -> tuple[int | str, int] | None:
+        """`parent_of` for compact records, without parsing ids on the data path:
+        (traceparent, 0) when it is a sampled version-00 one and the sampler follows
         the parent (the default; `compact` parses its ids when it builds the spans),
         (trace id, parent span id) for other forms and samplers, None when the trace
-        is not continued."""
+        is not continued. Either pair goes into a record as its trace and parent."""
         if not self.enabled or not traceparent:
             return None
         if self.parent_based and sampled_v00(traceparent):
-            return traceparent
+            return traceparent, 0
         p = self.parent_of(traceparent)
         return None if p is None else (p[0], p[1])
 

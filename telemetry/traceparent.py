@@ -49,6 +49,12 @@ def sampled_v00(value: str) -> bool:
     return _V00_SAMPLED(value) is not None
 
 
+def with_span(traceparent: str, span_id: int) -> str:
+    """A version-00 `traceparent` (checked by `sampled_v00`) naming `span_id` as the
+    parent instead: same trace, sampled; its trace id is copied, not parsed."""
+    return f"{traceparent[:36]}{span_id:016x}-01"
+
+
 def _is_hex(s: str) -> bool:
     return _HEX.issuperset(s)
 

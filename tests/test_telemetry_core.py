@@ -149,7 +149,7 @@ def test_child_of_unsampled_missing_or_garbage_is_none() -> None:
 def test_parent_ref_is_parent_of_without_parsing_the_common_case() -> None:
     tel, _ = make(1.0)
     tp = format_traceparent(5, 6)
-    assert tel.parent_ref(tp) == tp  # version 00, sampled: handed on as it came
+    assert tel.parent_ref(tp) == (tp, 0)  # version 00, sampled: handed on as it came
     assert tel.parent_ref("") is None
     assert tel.parent_ref(format_traceparent(5, 6, sampled=False)) is None
     for bad in ("garbage", "00-xyz", format_traceparent(0xABC, 0xDEF).upper()):

@@ -9,6 +9,7 @@ from hotlink.telemetry.traceparent import (
     parse_fields,
     parse_traceparent,
     sampled_v00,
+    with_span,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -109,3 +110,8 @@ def test_sampled_v00_agrees_on_any_ids_and_flags(tid: int, sid: int, flags: int)
 @given(st.text(max_size=80))
 def test_sampled_v00_agrees_on_any_text(value: str) -> None:
     assert sampled_v00(value) == _sampled_by_parse(value)
+
+
+@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.integers(1, 2**64 - 1))
+def test_with_span_keeps_the_trace_and_names_the_new_span(tid: int, old: int, new: int) -> None:
+    assert parse_fields(with_span(format_traceparent(tid, old), new)) == (tid, new, 1)
