@@ -93,10 +93,7 @@ async def main() -> None:
         seq = 0
         best = float("inf")
         for _ in range(5):
-            frames = [
-                encode(m.HotlinkData("sid1", seq + i + 1, f"{apc.PATH}/x.request", b"x" * 1024))
-                for i in range(N)
-            ]
+            frames = _frames(seq, N)
             seq += N
             t0 = time.thread_time_ns()
             for f in frames:
@@ -108,6 +105,14 @@ async def main() -> None:
         mgr.close_all()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _frames(after: int, n: int) -> list[bytes]:
+    """`n` 1 KB HotlinkData frames of session sid1 as the relay sends them, seqs after `after`."""
+    return [
+        encode(m.HotlinkData("sid1", after + i + 1, f"{apc.PATH}/x.request", b"x" * 1024))
+        for i in range(n)
+    ]
 
 
 def _cold(on_raw: object, label: str, n: int = 3000) -> None:
@@ -124,10 +129,7 @@ def _cold(on_raw: object, label: str, n: int = 3000) -> None:
         sink.writelines((header, msg.payload))
 
     for name, fn in (("reader chain", on_raw), ("decode + app write only", least)):
-        frames = [
-            encode(m.HotlinkData("sid1", i + 1, f"{apc.PATH}/x.request", b"x" * 1024))
-            for i in range(n)
-        ]
+        frames = _frames(0, n)
         times = []
         for f in frames:
             big[:] = src
