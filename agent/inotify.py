@@ -88,7 +88,8 @@ def parse_events(buf: bytes) -> list[Event]:
     return out
 
 
-def _hidden(name: str) -> bool:
+def hidden(name: str) -> bool:
+    """A hidden folder: neither watched nor listed (the watcher's listing skips them too)."""
     return name.startswith(".")
 
 
@@ -155,7 +156,7 @@ class TreeWatch:
                 continue
             path = f"{folder}/{ev.name}"
             if mask & IN_ISDIR:
-                if _hidden(ev.name):
+                if hidden(ev.name):
                     continue
                 if mask & (IN_CREATE | IN_MOVED_TO):
                     out.new_dirs.append(path)
@@ -239,7 +240,7 @@ class InotifyTree:
         if not self._add(top):
             return
         for dirpath, dirnames, _files in os.walk(top):
-            dirnames[:] = [d for d in dirnames if not _hidden(d)]
+            dirnames[:] = [d for d in dirnames if not hidden(d)]
             for d in dirnames:
                 self._add(f"{dirpath}/{d}")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from hotlink.common.atomic import TMP_PREFIX
 from watchfiles import Change, awatch
 
-from .inotify import InotifyTree, InotifyUnavailable
+from .inotify import InotifyTree, InotifyUnavailable, hidden
 
 log = logging.getLogger("hotlink.agent.watcher")
 
@@ -87,7 +87,7 @@ def list_new_folders(folders: list[str]) -> tuple[dict[Path, StatKey | None], bo
     acl = False
     for top in folders:
         for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            dirnames[:] = [d for d in dirnames if not hidden(d)]
             for name in filenames:
                 path = f"{dirpath}/{name}"
                 if name == ACL_NAME:
