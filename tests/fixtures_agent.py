@@ -108,6 +108,15 @@ class AgentProcess:
             *self.args,
         ]
 
+    def run_to_exit(self, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run the agent in the foreground until it exits (a start-up that must fail),
+        with this agent's environment; its output captured."""
+        if not self.token_file.exists():
+            self.relay.write_token(self.email, self.token_file)
+        return subprocess.run(
+            self.command(), capture_output=True, text=True, timeout=timeout, env=self.env
+        )
+
     def start(self, wait_link: bool = True) -> AgentProcess:
         if not self.token_file.exists():
             self.relay.write_token(self.email, self.token_file)

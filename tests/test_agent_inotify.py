@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -232,10 +231,10 @@ def test_watcher_backend_from_the_environment() -> None:
 
 
 def test_bad_watcher_backend_stops_the_agent_with_a_clear_error(relay, tmp_path):  # type: ignore[no-untyped-def]
-    carol = AgentProcess(tmp_path / "carol", "carol@example.org", relay)
-    relay.write_token("carol@example.org", carol.token_file)
-    env = {**os.environ, "HOTLINK_WATCHER": "poll"}
-    proc = subprocess.run(carol.command(), capture_output=True, text=True, timeout=60, env=env)
+    carol = AgentProcess(
+        tmp_path / "carol", "carol@example.org", relay, env={"HOTLINK_WATCHER": "poll"}
+    )
+    proc = carol.run_to_exit()
     assert proc.returncode == 1, proc.stderr
     assert "HOTLINK_WATCHER must be auto, inotify or watchfiles, not 'poll'" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -179,10 +179,10 @@ def test_links_replaced_when_their_key_budget_is_used(agent_factory):
 
 
 def test_bad_key_budget_stops_the_agent_with_a_clear_error(relay, tmp_path):
-    carol = AgentProcess(tmp_path / "carol", A, relay, AUTO)
-    relay.write_token(A, carol.token_file)
-    env = {**os.environ, "HOTLINK_DIRECT_KEY_BYTES": "lots"}
-    proc = subprocess.run(carol.command(), capture_output=True, text=True, timeout=60, env=env)
+    carol = AgentProcess(
+        tmp_path / "carol", A, relay, AUTO, env={"HOTLINK_DIRECT_KEY_BYTES": "lots"}
+    )
+    proc = carol.run_to_exit()
     assert proc.returncode == 1, proc.stderr
     assert "HOTLINK_DIRECT_KEY_BYTES: not a size: 'lots'" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -107,7 +107,7 @@ def test_a_token_for_another_user_is_refused(agent_factory, relay, tmp_path) -> 
     token = relay.write_token(A, tmp_path / "alice.token")
     carol = AgentProcess(root, C, relay)
     carol.token_file = token
-    proc = subprocess.run(carol.command(), capture_output=True, text=True, timeout=60)
+    proc = carol.run_to_exit()
     assert proc.returncode == 1
     assert f"holds a token for {A}, but this agent is {C}" in proc.stderr
 
