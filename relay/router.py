@@ -5,11 +5,11 @@ the messages to send as `Outgoing(conn, msg, traceparent)`. It never touches soc
 so every protocol rule is unit-testable; the asyncio adapter (`server.py`) only moves
 bytes.
 
-Hot path (`HotlinkData`): one dict lookup, an identity check of the sender
-connection, the path check, one integer compare of the ACL generation, one attribute
-store of the coarse clock (idle tracking), and one `Outgoing` per accepted reader
-sharing the same message object (the adapter encodes it once per encoding). ACL files
-are evaluated only when the generation changed.
+Hot path (`HotlinkData`, `forward`): one dict lookup, an identity check of the sender
+connection, one integer compare of the ACL generation, the path check, one attribute
+store of the coarse clock (idle tracking); it returns the accepted readers'
+connections, to which the adapter sends the frame's own bytes. ACL files are evaluated
+only when the generation changed.
 
 Limits (`Limits`, docs/reliability.md): live sessions per user, an open-rate token
 bucket per connection, and an idle timeout applied by `expire(now)`, which the adapter
@@ -81,6 +81,16 @@ REASON_IDLE = "idle timeout"
 #: backslash, NUL or control character. The length limit is checked apart.
 _SEGMENT = r"(?!\.\.?(?:/|\Z))[^/\\\x00-\x1f\x7f]+"
 _TAIL = re.compile(f"{_SEGMENT}(?:/{_SEGMENT})*")
+
+
+def _below(s: Session, pth: str) -> bool:
+    """Is `pth` a valid path below session `s`'s own?"""
+    return (
+        pth.startswith(s.prefix)
+        and len(pth) <= MAX_PATH
+        and bool(_TAIL.fullmatch(pth, len(s.prefix)))
+    )
+
 
 #: Message types a client may send that need no answer.
 _IGNORED = frozenset({System.TYP, Ack.TYP, Nack.TYP, Error.TYP})
@@ -258,43 +268,43 @@ class Router(FileRoutes, SignalRoutes):
 
     # ---------------------------------------------------------------- hotlink data
 
+    def forward(self, conn_id: int, msg: HotlinkData) -> tuple[int, ...] | None:
+        """The data path's shortcut: the reader connections that get `msg` as it came
+        (so the adapter can send the frame's own bytes), when that is all `handle`
+        would do with it; None when `handle` has more to say (an unknown session, not
+        its sender, a path outside the session, an ACL change to apply)."""
+        s = self.sessions.get(msg.sid)
+        if s is None or s.sender_conn != conn_id or s.gen != self.acl.generation:
+            return None
+        pth = msg.path
+        if pth and pth != s.path and not _below(s, pth):
+            return None
+        s.last_activity = self.now
+        if msg.seq > s.last_seq:
+            s.last_seq = msg.seq
+        return s.deliver
+
     def _data(self, conn_id: int, msg: HotlinkData, tp: str) -> list[Outgoing]:
+        readers = self.forward(conn_id, msg)
+        if readers is not None:
+            return [Outgoing(c, msg, tp) for c in readers]
         s = self.sessions.get(msg.sid)
         if s is None:
             return [Outgoing(conn_id, HotlinkReject(msg.sid, REASON_UNKNOWN_SESSION))]
         if s.sender_conn != conn_id:
             log.info("conn %d: data for session %s it does not send, dropped", conn_id, s.sid)
-            return [
-                Outgoing(
-                    conn_id,
-                    Error(FORBIDDEN, msg.path, f"not the sender of session {msg.sid!r}"),
-                )
-            ]
-        s.last_activity = self.now
-        if msg.seq > s.last_seq:
-            s.last_seq = msg.seq
+            why = f"not the sender of session {msg.sid!r}"
+            return [Outgoing(conn_id, Error(FORBIDDEN, msg.path, why))]
         pth = msg.path
-        if (
-            pth
-            and pth != s.path
-            and not (
-                pth.startswith(s.prefix)
-                and len(pth) <= MAX_PATH
-                and _TAIL.fullmatch(pth, len(s.prefix))
-            )
-        ):
+        if pth and pth != s.path and not _below(s, pth):
             log.info("data for %s with path %r outside the session, dropped", s.sid, pth)
-            return [
-                Outgoing(
-                    conn_id, Error(BAD_REQUEST, pth, f"data path outside session path {s.path!r}")
-                )
-            ]
-        if s.gen != self.acl.generation:
-            out = self._recheck(s)
-            if self.sessions.get(s.sid) is not s:
-                return out
-            return out + [Outgoing(c, msg, tp) for c in s.deliver]
-        return [Outgoing(c, msg, tp) for c in s.deliver]
+            why = f"data path outside session path {s.path!r}"
+            return [Outgoing(conn_id, Error(BAD_REQUEST, pth, why))]
+        out = self._recheck(s)  # the ACL changed since the session was last checked
+        if self.sessions.get(s.sid) is not s:
+            return out
+        readers = self.forward(conn_id, msg)
+        return out + [Outgoing(c, msg, tp) for c in readers or ()]
 
     # ------------------------------------------------------------- hotlink control
 

@@ -10,13 +10,12 @@
   to the router from the protocol callback (no receive queue, no task wake-up), and
   each outgoing message is written synchronously (`protocol.send_*` + `send_data`)
   while the client's transport buffer is below its high-water mark.
-- Back-pressure: past the mark, a connection's messages wait in its own bounded queue,
-  drained from `resume_writing`, so one slow client never blocks the event loop or
-  other clients; a client whose queue overflows is closed (1008, "send queue
-  overflow") instead of growing memory.
+- Back-pressure: past the mark, a connection's messages wait in its own bounded queue
+  (`peer.Peer`).
 - A HotlinkData frame in msgpack is decoded without copying its payload
-  (`decode_data_view`) and, when the router forwards the message unchanged, its
-  original bytes go to msgpack readers: no re-encode. Other messages are encoded once
+  (`decode_data_view`) and, when the router forwards the message unchanged
+  (`Router.forward` names the readers), its original bytes go to msgpack readers: no
+  re-encode and no `Outgoing` per reader. Other messages are encoded once
   per (message, encoding) per batch: a message fanned out to N readers is encoded once.
 """
 
@@ -34,11 +33,10 @@ import ssl
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hotlink.common import hot_modules
-from hotlink.common.websocket import DirectMessages, binary_header
 from hotlink.telemetry import OFF, Telemetry
 from hotlink.wire.envelope import (
     DEFAULT_MAX_MESSAGE,
@@ -53,13 +51,13 @@ from hotlink.wire.envelope import (
     encode_json,
 )
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.extensions import ALL, HDR_EXTENSIONS, for_peer, header_value, parse
+from hotlink.wire.extensions import HDR_EXTENSIONS, for_peer, header_value, parse
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from .acl import AclIndex
 from .auth import AuthError, TokenClaims, bearer_token, load_or_create_secret, verify_claims
+from .peer import CLOSE_POLICY, Peer, RelayConnection, close_connection
 from .revocation import Revocations
 from .router import Conn, Limits, Outgoing, Router
 from .store import Store
@@ -79,10 +77,6 @@ _LOG_BAD_FRAMES = 5
 #: undecodable messages after which a connection is closed (1008): an honest client
 #: sends none, and each one costs a decode and an Error reply
 DEFAULT_MAX_BAD_MESSAGES = 32
-#: seconds the close handshake with an overflowed (not reading) client may take
-OVERFLOW_CLOSE_TIMEOUT = 0.5
-#: WS close code for a policy violation (queue overflow).
-_CLOSE_POLICY = 1008
 #: Connections one user may hold at once (an agent needs one; a few more cover a
 #: reconnect that overlaps the old connection's close, and tools).
 DEFAULT_MAX_CONNS_PER_USER = 8
@@ -96,106 +90,6 @@ def negotiate(header_values: list[str]) -> str:
             if name in ENCODINGS:
                 return name
     return DEFAULT_ENCODING
-
-
-class RelayConnection(DirectMessages, ServerConnection):
-    """Each complete message goes to `handler` from the protocol callback (see
-    `hotlink.common.websocket.DirectMessages`); data frames never reach websockets'
-    receive queue."""
-
-
-@dataclass(slots=True, eq=False)
-class Peer:
-    """Per-connection adapter state and its send path."""
-
-    id: int
-    ws: RelayConnection
-    user: str
-    encoding: str
-    max_queue_bytes: int
-    #: messages waiting for the transport to drain (only while it is paused)
-    queue: deque[bytes | str] = field(default_factory=deque)
-    queued_bytes: int = 0
-    overflowed: bool = False
-    bad_frames: int = 0
-    #: frames received while the connection is paused by the open-rate limit
-    held: deque[bytes | str] | None = None
-    timer: asyncio.TimerHandle | None = None
-    #: the task closing this connection after a queue overflow (kept referenced)
-    closer: asyncio.Task[None] | None = None
-    #: protocol extensions the client announced (`hotlink.wire.extensions`)
-    ext: frozenset[str] = ALL
-    #: the token it authenticated with (expiry and revocation are re-checked)
-    claims: TokenClaims | None = None
-
-    def push(self, data: bytes | str) -> None:
-        """Send now if the transport takes it, else queue (bounded)."""
-        if self.overflowed:
-            return
-        ws = self.ws
-        if not ws.paused and not self.queue:
-            self._write(data)
-            return
-        self.queued_bytes += len(data)
-        if self.queued_bytes > self.max_queue_bytes:
-            self.overflowed = True
-            self.queue.clear()
-            self.queued_bytes = 0
-            log.warning("conn %d (%s): send queue overflow, closing", self.id, self.user)
-            # A client that stopped reading will not read the close frame either: give
-            # the handshake a moment, then abort, so the connection's sessions (and the
-            # senders waiting on them) hear of it now, not after the usual 10 s.
-            self.closer = ws.loop.create_task(
-                _close(ws, _CLOSE_POLICY, "send queue overflow", OVERFLOW_CLOSE_TIMEOUT)
-            )
-        else:
-            self.queue.append(data)
-
-    def flush(self) -> None:
-        """`resume_writing`: send what waited, until the transport pauses again."""
-        ws = self.ws
-        q = self.queue
-        while q and not ws.paused and not self.overflowed:
-            data = q.popleft()
-            self.queued_bytes -= len(data)
-            self._write(data)
-
-    def _write(self, data: bytes | str) -> None:
-        ws = self.ws
-        proto = ws.protocol
-        if proto.state is not State.OPEN:
-            return  # closing: what is still queued for it is dropped, as before
-        try:
-            if type(data) is bytes and not proto.extensions:
-                # A server frame is unmasked: its header and the message go to the
-                # transport as they are, without `Frame.serialize` copying the message
-                # into a new buffer. What websockets itself queued (a pong) goes first.
-                if proto.writes:
-                    ws.send_data()
-                ws.transport.writelines((binary_header(len(data)), data))
-                return
-            if type(data) is str:
-                proto.send_text(data.encode())
-            else:
-                proto.send_binary(data)
-            ws.send_data()
-        except Exception as exc:  # the transport is going away under us
-            log.debug("conn %d: write failed: %s", self.id, exc)
-
-
-async def _close(
-    ws: ServerConnection, code: int, reason: str, timeout: float | None = None
-) -> None:
-    """Close with `code`; past `timeout` (a client that does not read cannot even take
-    the close frame) the transport is aborted."""
-    try:
-        async with asyncio.timeout(timeout):
-            await ws.close(code, reason)
-    except TimeoutError:
-        with contextlib.suppress(Exception):
-            ws.transport.abort()
-    except Exception:
-        pass
 
 
 @dataclass(slots=True)
@@ -316,7 +210,7 @@ class RelayServer:
     async def _handler(self, ws: ServerConnection) -> None:
         pending = self._pending.pop(ws, None)
         if pending is None or not isinstance(ws, RelayConnection):
-            await ws.close(_CLOSE_POLICY, "not authenticated")
+            await ws.close(CLOSE_POLICY, "not authenticated")
             return
         cid = next(self._ids)
         peer = Peer(cid, ws, pending.user, pending.encoding, self.max_queue_bytes, ext=pending.ext)
@@ -387,12 +281,16 @@ class RelayServer:
                 env = decode_data_view(frame, self.max_message)
             if env is not None:  # HotlinkData in msgpack: its bytes can be forwarded
                 msg = env.msg
-                out = self.router.handle(cid, env)
                 tp = env.traceparent
                 if t0 and tp:  # a sampled message (tracing on): relay.route
+                    out = self.router.handle(cid, env)
                     self.tracer.route(peer.user, env, out, t0, self._forward, frame)  # type: ignore[union-attr]
                     return
-                self._forward(frame, msg, tp, out)
+                readers = self.router.forward(cid, msg)  # type: ignore[arg-type]
+                if readers is not None:  # all there is to do: send the frame on
+                    self._send_frame(frame, msg, tp, readers)
+                else:
+                    self._dispatch(self.router.handle(cid, env))
                 return
             try:
                 env = decode(frame, self.max_message)
@@ -451,17 +349,27 @@ class RelayServer:
             peer.ws.transport.resume_reading()
 
     def _forward(self, frame: bytes, msg: object, tp: str, out: list[Outgoing]) -> None:
-        """Send `frame` itself (a HotlinkData with traceparent `tp`) where the router
-        forwards `msg` unchanged to a msgpack reader; encode the rest."""
-        peers = self.peers
+        """`out` of a HotlinkData `msg` with traceparent `tp` whose bytes are `frame`:
+        `frame` itself goes where the router forwards `msg` unchanged; the rest is
+        encoded."""
         for o in out:
-            p = peers.get(o.conn)
-            if p is None:
-                continue
-            if o.msg is msg and p.encoding == "msgpack" and o.traceparent == tp:
-                p.push(frame)
+            if o.msg is msg and o.traceparent == tp:
+                self._send_frame(frame, msg, tp, (o.conn,))
             else:
                 self._dispatch([o])
+
+    def _send_frame(self, frame: bytes, msg: object, tp: str, readers: tuple[int, ...]) -> None:
+        """Send `frame` (the bytes of `msg`, traceparent `tp`) to `readers` as it is;
+        a reader that chose JSON gets it encoded."""
+        peers = self.peers
+        for c in readers:
+            p = peers.get(c)
+            if p is None:
+                continue
+            if p.encoding == "msgpack":
+                p.push(frame)
+            else:
+                self._dispatch([Outgoing(c, msg, tp)])  # type: ignore[arg-type]
 
     def _dispatch(self, out: list[Outgoing]) -> None:
         """Encode and queue; one encoding per (message, encoding, extensions) in the
@@ -552,7 +460,9 @@ class RelayServer:
             why = "token expired" if c.exp <= now else self.revocations.reason(c)
             if why is not None:
                 log.warning("conn %d (%s): closing: %s", peer.id, peer.user, why)
-                peer.closer = peer.ws.loop.create_task(_close(peer.ws, _CLOSE_POLICY, why[:120]))
+                peer.closer = peer.ws.loop.create_task(
+                    close_connection(peer.ws, CLOSE_POLICY, why[:120])
+                )
 
     async def serve_forever(self) -> None:
         assert self._server is not None

@@ -170,6 +170,34 @@ def test_data_path_outside_session(h: Harness, pth: str) -> None:
     assert o.conn == CA and isinstance(o.msg, Error) and o.msg.code == 400
 
 
+def test_forward_names_the_readers_only_when_that_is_all_handle_does(h: Harness) -> None:
+    """`forward` is the adapter's shortcut for `handle`: the readers to send the frame
+    to when `handle` would only forward it, else None (and `handle` says the rest)."""
+    h.open_session()
+    h.send(CB, HotlinkAccept("s1"))
+    h.send(CC, HotlinkAccept("s1"))
+    r = h.router
+    ok = HotlinkData("s1", 5, f"{PATH}/00000005.request", b"x")
+    assert r.forward(CA, ok) == (CB, CC)
+    assert r.sessions["s1"].last_seq == 5
+    assert h.send(CA, ok) == [Outgoing(CB, ok), Outgoing(CC, ok)]
+    for cid, msg in (
+        (CA, HotlinkData("nope", 6)),  # unknown session
+        (CB, HotlinkData("s1", 6)),  # not its sender
+        (CA, HotlinkData("s1", 6, f"{PATH}/../x")),  # outside the session
+    ):
+        assert r.forward(cid, msg) is None
+        assert not any(o.msg is msg for o in h.send(cid, msg))  # refused by handle too
+    assert r.sessions["s1"].last_seq == 5  # refused frames do not count
+    h.acl.set_file(A, parse_acl(f'rules: [{{pattern: "**", access: {{read: ["{C}"]}}}}]'))
+    d = HotlinkData("s1", 7)
+    assert r.forward(CA, d) is None  # an ACL change to apply first: handle's job
+    out = h.send(CA, d)
+    assert to(out, CB) == [HotlinkClose("s1", REASON_PERMISSION_DENIED)]
+    assert to(out, CC) == [d]
+    assert r.forward(CA, HotlinkData("s1", 8)) == (CC,)
+
+
 def test_accept_unknown_and_without_read(h: Harness) -> None:
     assert h.send(CB, HotlinkAccept("nope")) == [
         Outgoing(CB, HotlinkReject("nope", REASON_UNKNOWN_SESSION))

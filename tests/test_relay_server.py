@@ -7,7 +7,8 @@ from typing import Any
 
 from hotlink.common.websocket import binary_header
 from hotlink.relay.cli import build_parser, parse_size
-from hotlink.relay.server import Peer, format_url, negotiate
+from hotlink.relay.peer import Peer
+from hotlink.relay.server import format_url, negotiate
 from websockets.protocol import State
 
 

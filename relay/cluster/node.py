@@ -94,7 +94,7 @@ class Publisher:
 class RemotePeer:
     """The send side of a virtual connection: what the Router sends to an agent on
     another node is published to that node, prefixed with the agent's connection id.
-    Duck-types `server.Peer` where the server uses it (`push`, `id`, `user`,
+    Duck-types `peer.Peer` where the server uses it (`push`, `id`, `user`,
     `encoding`)."""
 
     __slots__ = ("_head", "_pub", "_subject", "bad_frames", "encoding", "ext", "id", "user")

@@ -5,10 +5,10 @@
 
 What `RelayServer._route` runs for a 1 KB HotlinkData between reading the WebSocket
 message and writing it out: `decode_data_view` (the envelope's data fast path) and
-`Router.handle` (session lookup, sender check, seq, the readers to send to), on a real
-Router with an ACL-checked open and accept. Prints this thread's CPU ns per message,
-best of 5 rounds; run it with each tree's venv, alternating, to compare (for instance a
-compiled install against HOTLINK_COMPILE=0).
+`Router.forward` (session lookup, sender check, path check, seq: the readers to send
+the frame to), on a real Router with an ACL-checked open and accept. Prints this
+thread's CPU ns per message, best of 5 rounds; run it with each tree's venv,
+alternating, to compare (for instance a compiled install against HOTLINK_COMPILE=0).
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def main() -> None:
             for f in frames:
                 env = decode_data_view(f, 1 << 24)
                 assert env is not None
-                router.handle(1, env)
+                assert router.forward(1, env.msg) == (2,)  # type: ignore[arg-type]
             best = min(best, (time.thread_time_ns() - t) / n)
-        print(f"{label}\trelay decode_data_view + Router.handle, ns/msg\t{best:.0f}")
+        print(f"{label}\trelay decode_data_view + Router.forward, ns/msg\t{best:.0f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
