@@ -131,14 +131,20 @@ class ReaderSession(Session):
 
     def on_data(self, msg: m.HotlinkData) -> None:
         """The hot path: a frame from the hotlink."""
-        conns = self.conns
         rx = self.rx
-        for e in rx.on_data(msg, self.mgr.loop.time()):
-            if type(e) is Deliver:
-                for c in conns:
-                    c.write(e.header, e.payload)  # type: ignore[union-attr]
-            else:
-                self.apply([e])
+        now = self.mgr.loop.time()
+        header = rx.in_order(msg, now)
+        if header is not None:
+            payload = msg.payload
+            for c in self.conns:
+                c.write(header, payload)  # type: ignore[union-attr]
+        else:
+            for e in rx.on_data(msg, now):
+                if type(e) is Deliver:
+                    for c in self.conns:
+                        c.write(e.header, e.payload)  # type: ignore[union-attr]
+                else:
+                    self.apply([e])
         # The timer is re-armed only when the stream's next deadline moved: with only
         # the progress timer pending and already armed (the common case) there is
         # nothing to do, and `_arm` would find the same.

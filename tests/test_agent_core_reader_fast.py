@@ -109,3 +109,19 @@ def test_back_from_files_still_reports_the_switch() -> None:
     assert [f[0] for f in frames(out)] == [2]
     assert Emit(EventType.PATH_SWITCHED, ALICE, "frames by hotlink") in out
     assert st.reader_path is ActivePath.HOTLINK and st.policy.switches == 2
+
+
+def test_in_order_is_the_fast_path_and_declines_everything_else() -> None:
+    """The adapter calls `in_order` first (the header to write, no effect list) and
+    `on_data` only when it declines; declining changes nothing."""
+    st = stream()
+    header = st.in_order(m.HotlinkData("s1", 1, f"{PATH}/a", b"one", "e"), 2.0)
+    assert header == encode_header(f"{PATH}/a".encode(), b"e", 3, 1)
+    assert (st.last_seq, st.frames_received, st.bytes_received) == (1, 1, 3)
+    assert st.progress_due == 2.0 + PROGRESS_DELAY
+    gap = m.HotlinkData("s1", 3, "", b"c")
+    assert st.in_order(gap, 2.0) is None and st.reorder.expected == 2
+    assert frames(st.on_data(gap, 2.0)) == [] and st.gap_due is not None
+    assert st.in_order(m.HotlinkData("s1", 2, "", b"b"), 2.0) is None  # 3 waits: on_data
+    assert stream(apps=0).in_order(m.HotlinkData("s1", 1, "", b"a"), 0.0) is None
+    assert stream(start=None).in_order(m.HotlinkData("s1", 1, "", b"a"), 0.0) is None

@@ -188,19 +188,9 @@ class ReaderStream:
     # --- frames from the paths ----------------------------------------------------
 
     def on_data(self, msg: m.HotlinkData, now: float) -> list[Effect]:
-        seq = msg.seq
-        if self.apps and self.reader_path is ActivePath.HOTLINK and self.reorder.take_next(seq):
-            # The common case (in order, nothing buffered, an app connected, frames
-            # already coming by hotlink): what `_deliver` and `_after_push` would do
-            # for it, without the release list, the path switch checks or the backlog.
-            payload = msg.payload
-            self.last_seq = seq
-            self.frames_received += 1
-            self.bytes_received += len(payload)
-            self.gap_due = None  # nothing buffered: no gap to wait for
-            if self.progress_due is None:
-                self.progress_due = now + PROGRESS_DELAY
-            return [Deliver(self._header(seq, msg), payload)]
+        header = self.in_order(msg, now)
+        if header is not None:
+            return [Deliver(header, msg.payload)]
         out: list[Effect] = []
         for seq, item in self.reorder.push(msg.seq, msg, now):
             self._deliver(seq, item, out)
@@ -208,6 +198,26 @@ class ReaderStream:
             self.progress_due = now + PROGRESS_DELAY
         self._after_push()
         return out
+
+    def in_order(self, msg: m.HotlinkData, now: float) -> bytes | None:
+        """The common case of `on_data`, taken when it applies (in order, nothing
+        buffered, an app connected, frames already coming by hotlink): the frame is
+        delivered, and its HLNK header returned for the adapter to write with the
+        payload to every app. What `_deliver` and `_after_push` would do for it,
+        without an effect list, the path switch checks or the backlog. None: not
+        taken, `on_data` decides."""
+        seq = msg.seq
+        if not (
+            self.apps and self.reader_path is ActivePath.HOTLINK and self.reorder.take_next(seq)
+        ):
+            return None
+        self.last_seq = seq
+        self.frames_received += 1
+        self.bytes_received += len(msg.payload)
+        self.gap_due = None  # nothing buffered: no gap to wait for
+        if self.progress_due is None:
+            self.progress_due = now + PROGRESS_DELAY
+        return self._header(seq, msg)
 
     def take_file(self, frame: FallbackFrame) -> list[Effect] | None:
         """Is this fallback file part of our current stream? None: no; else the
