@@ -3,7 +3,8 @@
 Run: `hotlink-relay serve --data DIR` (see `hotlink-relay serve --help`).
 
 Modules (the decisions are in `router`, a sans-I/O class; `server` only moves bytes):
-- `router`   connections, sessions, ACL checks: `handle -> Outgoing`
+- `router`   connections, sessions, ACL checks: `handle -> Outgoing` (`forward`: a data
+             frame's readers)
 - `file_routes` the router's FileWrite (store, fan-out), FileDelete and FileSync (catch-up)
 - `quota`    per-datasite storage and file-count quota, per-user FileWrite byte rate
 - `sync_index` the store's in-memory index by (mtime, path) per folder: catch-up pages
@@ -22,7 +23,8 @@ Modules (the decisions are in `router`, a sans-I/O class; `server` only moves by
 - `token_cli` `hotlink-relay token` (mint, `--init`, `--ttl`) and `token revoke`
 - `tls`      the listener's TLS context (`--tls-cert`, `--tls-key`)
 - `store`    atomic file storage under DATA/datasites
-- `server`   websockets adapter: upgrade, auth, per-connection send queues
+- `server`   websockets adapter: upgrade, auth, routing each message
+- `peer`     one client connection's send path and bounded send queue
 - `tracing`  the relay's OpenTelemetry spans, kept off the data path
 - `cli`      `hotlink-relay serve | token`
 - `cluster`  optional (`serve --nats`): several relay nodes over NATS, an adapter around
