@@ -264,30 +264,31 @@ def _key(frame: bytes, pos: int, c1: int, c2: int, c3: int) -> bool:
     )
 
 
+def _sized_at(frame: bytes, pos: int, first: int) -> tuple[int, int]:
+    """(start, end) of the msgpack value at `pos` whose header is `first`, `first + 1`
+    or `first + 2` followed by a 1, 2 or 4-byte length (str8/16/32 from 0xD9, bin8/16/32
+    from 0xC4); (-1, -1) if the header is none of them."""
+    w = frame[pos] - first
+    if w == 0:
+        return pos + 2, pos + 2 + frame[pos + 1]
+    if w == 1:
+        return pos + 3, pos + 3 + _be(frame, pos + 1, 2)
+    if w == 2:
+        return pos + 5, pos + 5 + _be(frame, pos + 1, 4)
+    return -1, -1
+
+
 def _str_at(frame: bytes, pos: int) -> tuple[int, int]:
     """(start, end) of the msgpack str whose header is at `pos`; (-1, -1) if none is."""
     b = frame[pos]
     if b & 0xE0 == 0xA0:
         return pos + 1, pos + 1 + (b & 0x1F)
-    if b == 0xD9:
-        return pos + 2, pos + 2 + frame[pos + 1]
-    if b == 0xDA:
-        return pos + 3, pos + 3 + _be(frame, pos + 1, 2)
-    if b == 0xDB:
-        return pos + 5, pos + 5 + _be(frame, pos + 1, 4)
-    return -1, -1
+    return _sized_at(frame, pos, 0xD9)
 
 
 def _bin_at(frame: bytes, pos: int) -> tuple[int, int]:
     """(start, end) of the msgpack bin whose header is at `pos`; (-1, -1) if none is."""
-    b = frame[pos]
-    if b == 0xC4:
-        return pos + 2, pos + 2 + frame[pos + 1]
-    if b == 0xC5:
-        return pos + 3, pos + 3 + _be(frame, pos + 1, 2)
-    if b == 0xC6:
-        return pos + 5, pos + 5 + _be(frame, pos + 1, 4)
-    return -1, -1
+    return _sized_at(frame, pos, 0xC4)
 
 
 def _fast_data(frame: bytes, view: bool) -> Envelope | None:
