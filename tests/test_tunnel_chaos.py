@@ -29,6 +29,7 @@ from tunnel_util import (
     sink_and_source,
     stream_both_ways,
     three_peer_stack,
+    wait_direct_up,
     wait_tunnel,
 )
 
@@ -46,6 +47,34 @@ def _sockets(pid: int) -> int:
         with contextlib.suppress(OSError):  # closed meanwhile
             n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
     return n
+
+
+def _socket_table(pid: int) -> dict[str, str]:
+    """Socket inode -> what /proc/net says about it (TCP addresses and state, unix
+    path), so a failed count shows which socket stayed open."""
+    table: dict[str, str] = {}
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]:
+                f = line.split()
+                table[f[9]] = f"{name} {f[1]}->{f[2]} st={f[3]}"
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]:
+            f = line.split()
+            table[f[6]] = "unix " + (f[7] if len(f) > 7 else "(unnamed)")
+    return table
+
+
+def _socket_report(pid: int) -> list[str]:
+    table = _socket_table(pid)
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:"):
+                inode = link[len("socket:[") : -1]
+                out.append(f"fd {fd}: {table.get(inode, '?')}")
+    return sorted(out)
 
 
 def _at_most(pids: list[int], counts: list[int]) -> bool:
@@ -72,8 +101,11 @@ def run_chaos(nbytes: int, kills: int, seconds: float) -> None:
             host, lport = await forward(stack, C, f"{A}/_mpc/tun/chaos")
             await wait_tunnel(stack, C, f"{A}/_mpc/tun/chaos", lambda t: t.state == "ready")
             await wait_tunnel(stack, A, f"{A}/_mpc/tun/chaos", lambda t: t.state == "ready")
+            for who in (A, C):  # direct links come up after "ready": count with them
+                await wait_direct_up(stack, who, f"{A}/_mpc/tun/chaos")
             agents = [_pids(stack)[A], _pids(stack)[C]]
             before = [_sockets(p) for p in agents]
+            before_report = [_socket_report(p) for p in agents]
 
             killed_at: list[float] = []
             relays = {_pids(stack)["relay"]}
@@ -108,7 +140,10 @@ def run_chaos(nbytes: int, kills: int, seconds: float) -> None:
             end = time.monotonic() + 30
             while not _at_most(agents, before) and time.monotonic() < end:
                 await asyncio.sleep(0.1)
-            assert _at_most(agents, before), [_sockets(p) for p in agents]
+            assert _at_most(agents, before), {
+                "before": before_report,
+                "after": [_socket_report(p) for p in agents],
+            }
 
         asyncio.run(main())
 

@@ -69,6 +69,21 @@ async def wait_tunnel(
         await asyncio.sleep(0.05)
 
 
+async def wait_direct_up(stack: Stack, email: str, full: str, timeout: float = 30) -> None:
+    """Until every session of the tunnel `full` on `email` has its direct link up (the
+    default --direct auto on one host): the agent's set of sockets is settled then."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        async with AgentClient(stack.control(email)) as c:
+            r = await c.stub.ListSessions(pb.ListSessionsRequest())
+        mine = [s for s in r.sessions if s.path.startswith(full)]
+        if mine and all(s.direct and all(d.status == "up" for d in s.direct) for s in mine):
+            return
+        assert loop.time() < end, f"direct links of {full} on {email} never all up: {mine}"
+        await asyncio.sleep(0.05)
+
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
