@@ -41,12 +41,19 @@ def _pids(stack: Stack) -> dict[str, int]:
     return {"relay": st["relay"]["pid"], **{p["email"]: p["pid"] for p in st["peers"]}}
 
 
-def _sockets(pid: int) -> int:
-    n = 0
+def _socket_inodes(pid: int) -> list[str]:
+    """Inodes of the sockets `pid` holds open (from its /proc fd links)."""
+    out = []
     for fd in os.listdir(f"/proc/{pid}/fd"):
         with contextlib.suppress(OSError):  # closed meanwhile
-            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-    return n
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                out.append(link[len("socket:[") : -1])
+    return out
+
+
+def _sockets(pid: int) -> int:
+    return len(_socket_inodes(pid))
 
 
 def _socket_table(pid: int) -> dict[str, str]:
@@ -67,14 +74,7 @@ def _socket_table(pid: int) -> dict[str, str]:
 
 def _socket_report(pid: int) -> list[str]:
     table = _socket_table(pid)
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if link.startswith("socket:"):
-                inode = link[len("socket:[") : -1]
-                out.append(f"fd {fd}: {table.get(inode, '?')}")
-    return sorted(out)
+    return sorted(table.get(inode, f"socket {inode}: ?") for inode in _socket_inodes(pid))
 
 
 def _at_most(pids: list[int], counts: list[int]) -> bool:
