@@ -183,6 +183,24 @@ def test_stale_answer_and_stale_link_ignored() -> None:
     assert s.connected(B, "old") == [CloseLink(B, "old", "stale leg")]
 
 
+def test_only_the_current_leg_may_bring_its_link_up() -> None:
+    """A handshake of an older leg that completes after a retry began must not take
+    the place of the current leg's link (the service closes it instead)."""
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    first = negotiate(s, r)
+    assert s.is_current(B, first.leg) and r.is_current(A, first.leg)
+    s.connected(B, first.leg)
+    s.link_down(B, first.leg, "connection reset", now=100.0)
+    (offer,) = relayed(s.handle_timer(100.0 + n.RETRY_AFTER_DROP), A)
+    assert offer.kind == n.OFFER
+    second = s.legs[B].leg
+    assert second != first.leg
+    assert s.is_current(B, second) and not s.is_current(B, first.leg)
+    assert not s.is_current(C, second)
+    s.close("done")
+    assert not s.is_current(B, second)
+
+
 def test_bad_offer_answered_with_error() -> None:
     r = make(Role.READER, B)
     out = r.on_signal(HotlinkSignal(SID, n.OFFER, None, "garbage", frm=A), 0.0)

@@ -240,6 +240,13 @@ class Negotiator:
         leg = self.legs.get(peer)
         return leg is not None and leg.state is LegState.UP
 
+    def is_current(self, peer: str, leg_id: str) -> bool:
+        """Whether `leg_id` is the negotiation in progress (or up) with `peer`: a link
+        that completes its handshake for an older leg must not replace the link of the
+        current one."""
+        leg = self.legs.get(peer)
+        return leg is not None and leg.leg == leg_id and not self.closed
+
     def status(self, peer: str) -> str:
         """'up', or what the leg is doing / why it is not up (for `get` and logs)."""
         leg = self.legs.get(peer)
@@ -294,9 +301,9 @@ class Negotiator:
     def connected(self, peer: str, leg_id: str) -> list[Effect]:
         """The handshake of `leg_id` completed (sender: connect() returned; reader:
         the listener's on_link fired)."""
-        leg = self.legs.get(peer)
-        if leg is None or leg.leg != leg_id or self.closed:
+        if not self.is_current(peer, leg_id):
             return [CloseLink(peer, leg_id, "stale leg")]
+        leg = self.legs[peer]
         leg.state = LegState.UP
         leg.deadline = leg.retry_at = None
         leg.retry_delay = RETRY_INITIAL

@@ -286,6 +286,11 @@ class DirectService:
         if neg is None or s.closed:
             link.close("session ended")
             return
+        if not neg.is_current(peer, leg):
+            # an older negotiation finished late: the current leg's link (up or still
+            # being made) is the one to keep
+            link.close("stale leg")
+            return
         old = self.links.pop((id(s), peer), None)
         if old is not None:
             old.close("replaced")
