@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -273,10 +274,13 @@ async def _silent_server() -> tuple[socket.socket, str]:
     return sock, format_address(*sock.getsockname())
 
 
-def _closed_port() -> str:
+@contextlib.contextmanager
+def _refusing_port() -> Iterator[str]:
+    """An address that refuses connections: bound (so no other process can take the
+    port meanwhile) but not listening."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return format_address(*sock.getsockname())
+        yield format_address(*sock.getsockname())
 
 
 def test_silent_candidate_and_a_good_one_the_good_one_wins() -> None:
@@ -285,7 +289,8 @@ def test_silent_candidate_and_a_good_one_the_good_one_wins() -> None:
         silent, silent_addr = await _silent_server()
         try:
             pair = Pair(listener)
-            client, server = await pair.connect([silent_addr, _closed_port(), *listener.addresses])
+            with _refusing_port() as dead:
+                client, server = await pair.connect([silent_addr, dead, *listener.addresses])
             assert client.peer == listener.addresses[0]
             client.close()
             await asyncio.wait_for(server.closed, 10)
@@ -299,19 +304,19 @@ def test_silent_candidate_and_a_good_one_the_good_one_wins() -> None:
 def test_all_candidates_dead_fails_with_reasons() -> None:
     async def main() -> None:
         silent, silent_addr = await _silent_server()
-        dead = _closed_port()
         try:
-            key, peer = LocalKey.generate(), LocalKey.generate()
-            with pytest.raises(DirectConnectFailed) as info:
-                await connect([silent_addr, dead, "nonsense"], key, peer.public, BINDING, 0.5)
-            reasons = info.value.reasons
-            assert set(reasons) == {silent_addr, dead, "nonsense"}
-            assert "time" in reasons[silent_addr]  # no Reply: outer or handshake deadline
-            assert "connect failed" in reasons[dead]
-            assert "HOST:PORT" in reasons["nonsense"]
-            # only dead candidates: fails as soon as each has failed
-            with pytest.raises(DirectConnectFailed):
-                await connect([dead], key, peer.public, BINDING, timeout=30)
+            with _refusing_port() as dead:
+                key, peer = LocalKey.generate(), LocalKey.generate()
+                with pytest.raises(DirectConnectFailed) as info:
+                    await connect([silent_addr, dead, "nonsense"], key, peer.public, BINDING, 0.5)
+                reasons = info.value.reasons
+                assert set(reasons) == {silent_addr, dead, "nonsense"}
+                assert "time" in reasons[silent_addr]  # no Reply: outer or handshake deadline
+                assert "connect failed" in reasons[dead]
+                assert "HOST:PORT" in reasons["nonsense"]
+                # only dead candidates: fails as soon as each has failed
+                with pytest.raises(DirectConnectFailed):
+                    await connect([dead], key, peer.public, BINDING, timeout=30)
         finally:
             silent.close()
 
