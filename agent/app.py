@@ -127,6 +127,17 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     pub = PubSync(cfg.root, cfg.email, link, cfg.pub_scan_interval)
     mgr.link_up_hooks.append(pub.on_link_up)
     mgr.ack_hooks.append(pub.on_ack)
+    tunnels = TunnelManager(
+        mgr,
+        publish=pub.rescan,
+        state_path=hl_dir / "tunnels.json" if cfg.restore_sessions else None,
+        window=cfg.tunnel_window,
+        peer_timeout=cfg.tunnel_peer_timeout,
+        tracer=TunnelTracer(tel) if tel.enabled else None,
+        subscribe=bus.subscribe,
+    )
+    # the saved tunnels' ports before the direct listener's port 0 can land on one
+    await tunnels.bind_saved()
     direct: DirectService | None = None
     if cfg.direct != "off":
         try:
@@ -138,15 +149,6 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         except (OSError, ValueError) as exc:
             raise StartupError(f"--direct-listen: {exc}") from None
 
-    tunnels = TunnelManager(
-        mgr,
-        publish=pub.rescan,
-        state_path=hl_dir / "tunnels.json" if cfg.restore_sessions else None,
-        window=cfg.tunnel_window,
-        peer_timeout=cfg.tunnel_peer_timeout,
-        tracer=TunnelTracer(tel) if tel.enabled else None,
-        subscribe=bus.subscribe,
-    )
     servicer = TunnelServicer(mgr, bus, cfg.server).with_tunnels(tunnels)
     try:
         server, health_servicer = await start_control_server(servicer, cfg.control, cfg.control_tcp)

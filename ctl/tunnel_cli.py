@@ -250,6 +250,6 @@ def tunnels_table(tunnels: list[pb.Tunnel]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines += [f"{t.path}: {t.state}: {t.reason}" for t in tunnels if t.reason]
+    return "\n".join(lines)

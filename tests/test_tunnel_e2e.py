@@ -265,6 +265,46 @@ def test_tunnel_survives_agent_restart_and_close_cleans_up(stack: Stack) -> None
     asyncio.run(main())
 
 
+def test_restored_tunnel_whose_port_is_taken_waits_for_it(stack: Stack) -> None:
+    """After a restart the saved port belongs to someone else: the tunnel is listed as
+    waiting with the reason, stays saved, and listens on that same port once it is
+    free."""
+    full = f"{C}/_mpc/tun/taken"
+
+    async def main() -> None:
+        srv, port = await serve(echo)
+        await expose(stack, C, "_mpc/tun/taken", f"127.0.0.1:{port}")
+        host, lport = await forward(stack, B, full)
+        assert ctl("devstack", "stop", B, "--dir", stack.dir).returncode == 0
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind((host, lport))
+        blocker.listen()
+        try:
+            out = ctl("devstack", "start", B, "--dir", stack.dir)
+            assert out.returncode == 0, out.stderr.decode()
+            t = await tunnel(stack, B, full)
+            assert t.state == "waiting", t
+            assert f"cannot listen on {host}:{lport}" in t.reason, t.reason
+            r = await asyncio.to_thread(ctl, "--root", stack.root(B), "tunnel", "ls")
+            assert f"{full}: waiting: cannot listen on {host}:{lport}" in r.stdout.decode()
+            saved = json.loads((Path(stack.root(B)) / ".hotlink" / "tunnels.json").read_text())
+            assert full in [s["path"] for s in saved["tunnels"]]
+        finally:
+            blocker.close()
+        t = await wait_tunnel(stack, B, full, lambda t: t.state == "ready")
+        assert t.listen == f"{host}:{lport}" and t.reason == ""
+        r, w = await asyncio.open_connection(host, lport)
+        w.write(b"ping")
+        assert await asyncio.wait_for(r.readexactly(4), 60) == b"ping"
+        w.close()
+        async with AgentClient(stack.control(B)) as c:
+            await c.stub.CloseTunnel(pb.CloseTunnelRequest(path=full))
+        srv.close()
+
+    asyncio.run(main())
+
+
 def test_owner_close_resets_and_reexpose_recovers(stack: Stack) -> None:
     async def main() -> None:
         srv, port = await serve(echo)

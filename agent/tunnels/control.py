@@ -38,6 +38,7 @@ def tunnel_to_proto(t: Tunnel) -> pb.Tunnel:
         to=s.to,
         listen=s.bound,
         state=t.state,
+        reason=t.reason,
         peers=[
             pb.TunnelPeer(
                 email=p,

@@ -36,6 +36,10 @@ log = logging.getLogger("hotlink.agent.tunnels")
 
 #: reason this agent gives when it closes a tunnel's sessions on purpose
 CLOSE_REASON = "tunnel closed"
+#: how long a restored forward tunnel waits before it tries its taken port again
+#: (doubling up to the max)
+RELISTEN_INITIAL = 0.5
+RELISTEN_MAX = 5.0
 #: door-leg endings that end a forwarder's link (others, like "reader disconnected",
 #: are a link drop: its sessions carry on once it is back)
 DROP_REASONS = (CLOSE_REASON, REASON_PERMISSION_DENIED)
@@ -53,6 +57,10 @@ class Tunnel:
     server: asyncio.base_events.Server | None = None
     closed: bool = False
     warnings: list[str] = field(default_factory=list)
+    #: forward: why there is no listener (the saved port was taken at restore); the
+    #: tunnel keeps trying that same port, since its users connect to it
+    listen_error: str = ""
+    relisten: asyncio.Task[None] | None = None
 
     @property
     def side(self) -> M.Side:
@@ -82,11 +90,22 @@ class Tunnel:
     def state(self) -> str:
         if self.closed:
             return "closed"
+        if self.listen_error:
+            return "waiting"
         if not self.links:
             return "waiting" if self.side is M.Side.EXPOSE else "starting"
         if any(link.state == "ready" for link in self.links.values()):
             return "ready"
         return "waiting"
+
+    @property
+    def reason(self) -> str:
+        """Why the tunnel is not ready ("" when it is)."""
+        if self.listen_error:
+            return self.listen_error
+        if self.state == "ready":
+            return ""
+        return next((link.reason for link in self.links.values() if link.reason), "")
 
 
 class TunnelManager:
@@ -114,6 +133,8 @@ class TunnelManager:
         self.peer_timeout = peer_timeout
         self.tracer = tracer
         self.tunnels: dict[str, Tunnel] = {}
+        #: saved tunnels between `bind_saved` and `restore`
+        self._saved: list[Tunnel] = []
         self._publish_lock = asyncio.Lock()
 
     # --- control plane ----------------------------------------------------------------
@@ -160,7 +181,7 @@ class TunnelManager:
                 f"a tunnel on {full} exists with other settings; close it first",
             )
         spec.created_ns = time.time_ns()
-        t = await self._start(spec)
+        t = await self._start(Tunnel(spec))
         self._save()
         return t
 
@@ -224,17 +245,55 @@ class TunnelManager:
     def list(self) -> list[Tunnel]:
         return list(self.tunnels.values())
 
-    async def restore(self) -> int:
-        if self.state_path is None:
-            return 0
-        n = 0
+    async def bind_saved(self) -> None:
+        """First half of `restore`: listen on the saved forward tunnels' ports before
+        the agent binds anything else. Those ports came from the ephemeral range (a
+        `--listen HOST:0` resolved), so another port-0 bind of this agent at start (the
+        direct listener) could otherwise be given one of them. A port that is taken
+        leaves the tunnel waiting (`listen_error`) instead of dropping it."""
+        if self.state_path is None or self._saved:
+            return
         for spec in load_tunnels(self.state_path):
+            t = Tunnel(spec)
+            if t.side is M.Side.FORWARD:
+                try:
+                    await self._listen(t)
+                except SessionError as exc:
+                    t.listen_error = f"{exc}; trying again"
+            self._saved.append(t)
+
+    async def restore(self) -> int:
+        """Start the saved tunnels (after `bind_saved`, which it runs if nobody did)."""
+        await self.bind_saved()
+        saved, self._saved = self._saved, []
+        n = 0
+        for t in saved:
             try:
-                await self._start(spec)
+                await self._start(t)
                 n += 1
             except SessionError as exc:
-                log.error("cannot restore tunnel %s: %s", spec.path, exc)
+                log.error("cannot restore tunnel %s: %s", t.spec.path, exc)
+                continue
+            if t.listen_error:
+                log.warning("tunnel %s: %s", t.spec.path, t.listen_error)
+                t.relisten = asyncio.get_running_loop().create_task(
+                    self._relisten(t), name=f"tunnel {t.spec.path} listen"
+                )
         return n
+
+    async def _relisten(self, t: Tunnel) -> None:
+        delay = RELISTEN_INITIAL
+        while not t.closed:
+            await asyncio.sleep(delay)
+            try:
+                await self._listen(t)
+            except SessionError as exc:
+                t.listen_error = f"{exc}; trying again"
+                delay = min(RELISTEN_MAX, delay * 2)
+                continue
+            t.listen_error = ""
+            log.info("tunnel %s: listening on %s again", t.spec.path, t.spec.bound)
+            return
 
     async def shutdown(self) -> None:
         """Agent stop: connections die with the process (reset), sessions and the
@@ -314,10 +373,13 @@ class TunnelManager:
 
     # --- internals ----------------------------------------------------------------------
 
-    async def _start(self, spec: TunnelSpec) -> Tunnel:
-        t = Tunnel(spec)
+    async def _start(self, t: Tunnel) -> Tunnel:
+        """Open the tunnel's sessions and link(s); a forward tunnel listens first
+        unless `bind_saved` already did (or found its port taken)."""
+        spec = t.spec
         if t.side is M.Side.FORWARD:
-            await self._listen(t)
+            if t.server is None and not t.listen_error:
+                await self._listen(t)
             try:
                 await self._open_session(spec.path, Role.READER)  # the door
             except SessionError as exc:
@@ -461,6 +523,9 @@ class TunnelManager:
 
     async def _stop(self, t: Tunnel, *, close_sessions: bool) -> None:
         t.closed = True
+        if t.relisten is not None:
+            t.relisten.cancel()
+            t.relisten = None
         if t.server is not None:
             t.server.close()
             t.server = None

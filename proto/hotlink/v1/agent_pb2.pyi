@@ -371,7 +371,7 @@ class TunnelPeer(_message.Message):
     def __init__(self, email: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., counters: _Optional[_Union[TunnelCounters, _Mapping]] = ...) -> None: ...
 
 class Tunnel(_message.Message):
-    __slots__ = ("path", "side", "target", "to", "listen", "state", "peers", "counters", "fallback_mode", "opened_unix_nano", "connect_timeout_seconds", "window_bytes")
+    __slots__ = ("path", "side", "target", "to", "listen", "state", "peers", "counters", "fallback_mode", "opened_unix_nano", "connect_timeout_seconds", "window_bytes", "reason")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -384,6 +384,7 @@ class Tunnel(_message.Message):
     OPENED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     CONNECT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     path: str
     side: TunnelSide
     target: str
@@ -396,7 +397,8 @@ class Tunnel(_message.Message):
     opened_unix_nano: int
     connect_timeout_seconds: float
     window_bytes: int
-    def __init__(self, path: _Optional[str] = ..., side: _Optional[_Union[TunnelSide, str]] = ..., target: _Optional[str] = ..., to: _Optional[str] = ..., listen: _Optional[str] = ..., state: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[TunnelPeer, _Mapping]]] = ..., counters: _Optional[_Union[TunnelCounters, _Mapping]] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., opened_unix_nano: _Optional[int] = ..., connect_timeout_seconds: _Optional[float] = ..., window_bytes: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, path: _Optional[str] = ..., side: _Optional[_Union[TunnelSide, str]] = ..., target: _Optional[str] = ..., to: _Optional[str] = ..., listen: _Optional[str] = ..., state: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[TunnelPeer, _Mapping]]] = ..., counters: _Optional[_Union[TunnelCounters, _Mapping]] = ..., fallback_mode: _Optional[_Union[FallbackMode, str]] = ..., opened_unix_nano: _Optional[int] = ..., connect_timeout_seconds: _Optional[float] = ..., window_bytes: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class OpenTunnelRequest(_message.Message):
     __slots__ = ("path", "target", "to", "listen", "allow_remote_listen", "fallback_mode", "connect_timeout_seconds", "window_bytes")
