@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,14 @@ def test_state_file_roundtrip_and_garbage(tmp_path: Path) -> None:
     assert p.stat().st_mode & 0o777 == 0o600
     p.write_text('{"version": 1, "tunnels": [{"path": "nope", "side": 9}, {"bad": 1}]}')
     assert load_tunnels(p) == []
+    # addresses that do not parse: the record is left out, the others are kept
+    bad_addr = [
+        {"path": f"{OWN}/_mpc/a", "side": 1, "listen": "127.0.0.1:0", "bound": "garbage"},
+        {"path": f"{OWN}/_mpc/b", "side": 2, "target": "no-port"},
+        {"path": f"{OWN}/_mpc/c", "side": 1, "listen": "127.0.0.1:70000"},
+    ]
+    p.write_text(json.dumps({"version": 1, "tunnels": [*bad_addr, asdict(specs[1])]}))
+    assert load_tunnels(p) == [specs[1]]
     p.write_text("not json")
     assert load_tunnels(p) == []
 
@@ -93,3 +103,10 @@ def test_cli_table() -> None:
                   counters=pb.TunnelCounters(connections=3, bytes_in=2500))  # fmt: skip
     text = tunnels_table([t])
     assert "127.0.0.1:4000" in text and "2.5KB" in text and "forward" in text
+    assert len(text.splitlines()) == 2  # header and row: a ready tunnel has no reason
+    why = "cannot listen on 127.0.0.1:4001: address already in use"
+    waiting = pb.Tunnel(
+        path=f"{OWN}/_mpc/w", side=pb.TUNNEL_SIDE_FORWARD, state="waiting", reason=why
+    )
+    lines = tunnels_table([t, waiting]).splitlines()
+    assert lines[-1] == f"{OWN}/_mpc/w: waiting: {why}"

@@ -19,6 +19,8 @@ from typing import Any
 
 from hotlink.common.atomic import write_atomic
 
+from .tcp import split_hostport
+
 log = logging.getLogger("hotlink.agent.tunnels")
 
 VERSION = 1
@@ -51,6 +53,9 @@ class TunnelSpec:
         spec = cls(**{k: v for k, v in d.items() if k in names})
         if not isinstance(spec.path, str) or "/" not in spec.path or spec.side not in (1, 2):
             raise ValueError(f"bad tunnel record {d!r}")
+        # the address the restored tunnel listens on or connects to (a hand-edited file
+        # must not stop the agent at start)
+        split_hostport(str((spec.bound or spec.listen) if spec.side == 1 else spec.target))
         return spec
 
 
