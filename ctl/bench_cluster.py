@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hotlink.common.ports import free_port
 from hotlink.relay.auth import load_or_create_secret, mint_token
 from hotlink.wire.envelope import HDR_ENCODINGS, decode, encode
 from hotlink.wire.messages import HotlinkAccept, HotlinkData, HotlinkOpen
@@ -278,7 +279,7 @@ async def _rate_round(
             procs: list[Any] = []
             try:
                 if with_nats:
-                    port = devstack_cluster._free_port()
+                    port = free_port()
                     nats_url = f"nats://127.0.0.1:{port}"
                     nats = subprocess.Popen(
                         devstack_cluster._nats_argv(nats_bin, port, str(t / "js")),

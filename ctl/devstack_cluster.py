@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hotlink.common.ports import free_port
+
 from . import devstack as ds
 from .errors import CtlError, NotFound, Unavailable
 
@@ -35,12 +37,6 @@ def nats_binary() -> str:
     if found is None:
         raise Unavailable("nats-server not found; --relays N needs it", NATS_HINT)
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _nats_argv(binary: str, port: int, store: str) -> list[str]:
@@ -132,7 +128,7 @@ async def up(
     (so a failure half-way is cleaned up by `down`)."""
     binary = nats_binary()
     d = Path(state.dir)
-    port = _free_port()
+    port = free_port()
     cluster: dict[str, Any] = {
         "nats": {
             "url": f"nats://127.0.0.1:{port}",

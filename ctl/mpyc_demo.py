@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from hotlink.common.ports import free_port
 from hotlink.v1 import agent_pb2 as pb
 
 from . import demo_paths, devstack
@@ -55,12 +56,6 @@ class MpycRun:
     @property
     def round_ms(self) -> list[float]:
         return list(self.results[0]["round_ms"]) if self.results else []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def open_tunnels(

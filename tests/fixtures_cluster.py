@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from fixtures_relay import RelayProcess, terminate
+from hotlink.common.ports import free_port
 
 NATS_BIN = shutil.which("nats-server") or (
     "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
@@ -26,12 +27,6 @@ needs_nats = pytest.mark.skipif(
     NATS_BIN is None,
     reason="nats-server not installed (apt-get install nats-server; .ci/run does it)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NatsServer:

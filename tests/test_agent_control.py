@@ -12,6 +12,7 @@ import threading
 import grpc
 import pytest
 from fixtures_agent import AppClient, wait_for
+from hotlink.common.ports import free_port
 from hotlink.v1 import agent_pb2 as pb
 
 pytestmark = pytest.mark.e2e
@@ -193,18 +194,10 @@ def test_grpcurl_reflection(agent_factory):
     assert "grpc.health.v1.Health" in out.stdout
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_control_over_loopback_tcp(agent_factory):
     from hotlink.v1 import agent_pb2_grpc as pb_grpc
 
-    port = _free_port()
+    port = free_port()
     agent_factory(A, args=["--control-tcp", f"127.0.0.1:{port}"])
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         st = pb_grpc.HotlinkAgentStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)

@@ -18,6 +18,7 @@ from fixtures_relay import relay_client
 from hotlink.agent.direct import negotiator as n
 from hotlink.agent.direct.keys import DirectBinding, LocalKey
 from hotlink.agent.direct.transport import DirectConnectFailed, connect
+from hotlink.common.ports import free_port
 from hotlink.telemetry import names as N
 from hotlink.telemetry.receiver import by_name, has_names
 from hotlink.v1 import agent_pb2 as pb
@@ -120,12 +121,6 @@ def _ss_kill_works() -> bool:
     finally:
         for s in (cli, acc, srv):
             s.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.skipif(not _ss_kill_works(), reason="ss -K (CAP_NET_ADMIN, sock_destroy) unavailable")

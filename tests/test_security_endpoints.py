@@ -19,6 +19,7 @@ import grpc
 import pytest
 from fixtures_agent import AppClient, wait_for
 from hotlink.agent.peercred import tcp_peer_uid, tcp_peer_uid_to_port
+from hotlink.common.ports import free_port
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
 from hotlink.wire.cookie import COOKIE_NAME, CookieCheck, Verdict, preamble
@@ -232,12 +233,6 @@ def test_client_library_sends_the_cookie(agent_factory):
 # --------------------------------------------------------------------------- control API
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 _CONTROL_ATTACKER = textwrap.dedent(
     """
     import encodings.idna, os, sys
@@ -282,7 +277,7 @@ def _control_as(uid: int, target: str, secret: str = "") -> str:
 def test_control_tcp_refuses_other_uid(agent_factory, host):
     """Another uid on --control-tcp gets PERMISSION_DENIED for every call (the issue's
     attacker got status, ls and an open); with the secret file's content it is served."""
-    port = _free_port(host)
+    port = free_port(host)
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     alice = agent_factory(A, args=["--control-tcp", addr])
     out = _control_as(NOBODY, addr)
@@ -308,7 +303,7 @@ def test_control_tcp_same_user_and_secret_env(agent_factory, monkeypatch):
 
     from hotlink.ctl.client import AgentClient
 
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     alice = agent_factory(A, args=["--control-tcp", f"127.0.0.1:{port}"])
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         st = pb_grpc.HotlinkAgentStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)

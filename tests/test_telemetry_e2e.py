@@ -5,7 +5,6 @@ second continues the first's trace from the traceparent it printed."""
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hotlink.common.ports import free_port
 from hotlink.ctl import trace as ctl_trace
 from hotlink.telemetry import names as N
 from hotlink.telemetry.receiver import OtlpReceiver, by_name, has_names
@@ -123,16 +123,10 @@ def test_unsampled_message_creates_no_spans_anywhere(
     assert [s["name"] for s in spans] == [N.RELAY_SESSION_OPEN]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_hotlinkctl_trace_live(
     otel_env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers()
 

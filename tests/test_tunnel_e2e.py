@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hotlink.common.ports import free_port
 from hotlink.ctl import mpyc_demo
 from hotlink.ctl.client import AgentClient
 from hotlink.v1 import agent_pb2 as pb
@@ -24,7 +25,6 @@ from tunnel_util import (
     echo,
     expose,
     forward,
-    free_port,
     serve,
     three_peer_stack,
     tunnel,

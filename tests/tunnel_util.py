@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,12 +28,6 @@ def three_peer_stack(prefix: str) -> Iterator[Stack]:
         finally:
             down = ctl("devstack", "down", "--dir", d, "--json")
             assert down.returncode == 0, down.stderr.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def expose(stack: Stack, owner: str, path: str, target: str, **kw: object) -> pb.Tunnel:
