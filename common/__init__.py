@@ -17,4 +17,6 @@ circle:
 - `sizes`     `parse_size`: `16MiB`, `512k`, `4096` for every byte-size flag, env or TOML key
 - `hot_modules` `HOT_MODULES` (compiled by setup.py with mypyc) and `status()`: which of
               them run compiled, which as Python, which are stale
+- `ports`     `free_port`: a port for a process that binds it itself (devstack's
+              servers, MPyC parties, tests)
 """
