@@ -133,8 +133,8 @@ class TunnelManager:
         self.peer_timeout = peer_timeout
         self.tracer = tracer
         self.tunnels: dict[str, Tunnel] = {}
-        #: saved tunnels between `bind_saved` and `restore`
-        self._saved: list[Tunnel] = []
+        #: saved tunnels between `bind_saved` and `restore` (None: file not read yet)
+        self._saved: list[Tunnel] | None = None
         self._publish_lock = asyncio.Lock()
 
     # --- control plane ----------------------------------------------------------------
@@ -251,21 +251,17 @@ class TunnelManager:
         `--listen HOST:0` resolved), so another port-0 bind of this agent at start (the
         direct listener) could otherwise be given one of them. A port that is taken
         leaves the tunnel waiting (`listen_error`) instead of dropping it."""
-        if self.state_path is None or self._saved:
+        if self.state_path is None or self._saved is not None:
             return
-        for spec in load_tunnels(self.state_path):
-            t = Tunnel(spec)
+        self._saved = [Tunnel(spec) for spec in load_tunnels(self.state_path)]
+        for t in self._saved:
             if t.side is M.Side.FORWARD:
-                try:
-                    await self._listen(t)
-                except SessionError as exc:
-                    t.listen_error = f"{exc}; trying again"
-            self._saved.append(t)
+                await self._try_listen(t)
 
     async def restore(self) -> int:
         """Start the saved tunnels (after `bind_saved`, which it runs if nobody did)."""
         await self.bind_saved()
-        saved, self._saved = self._saved, []
+        saved, self._saved = self._saved or [], []
         n = 0
         for t in saved:
             try:
@@ -281,19 +277,25 @@ class TunnelManager:
                 )
         return n
 
+    async def _try_listen(self, t: Tunnel) -> bool:
+        """Listen on the forward tunnel's saved address; a failure is kept as
+        `listen_error` (the tunnel waits and tries again) instead of raised."""
+        try:
+            await self._listen(t)
+        except SessionError as exc:
+            t.listen_error = f"{exc}; trying again"
+            return False
+        t.listen_error = ""
+        return True
+
     async def _relisten(self, t: Tunnel) -> None:
         delay = RELISTEN_INITIAL
         while not t.closed:
             await asyncio.sleep(delay)
-            try:
-                await self._listen(t)
-            except SessionError as exc:
-                t.listen_error = f"{exc}; trying again"
-                delay = min(RELISTEN_MAX, delay * 2)
-                continue
-            t.listen_error = ""
-            log.info("tunnel %s: listening on %s again", t.spec.path, t.spec.bound)
-            return
+            if await self._try_listen(t):
+                log.info("tunnel %s: listening on %s again", t.spec.path, t.spec.bound)
+                return
+            delay = min(RELISTEN_MAX, delay * 2)
 
     async def shutdown(self) -> None:
         """Agent stop: connections die with the process (reset), sessions and the
