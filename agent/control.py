@@ -46,6 +46,7 @@ _CODES = {
     SessionError.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     SessionError.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
     SessionError.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    SessionError.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

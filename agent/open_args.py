@@ -32,6 +32,7 @@ class SessionError(Exception):
     NOT_FOUND = "NOT_FOUND"
     UNIMPLEMENTED = "UNIMPLEMENTED"
     PRECONDITION = "FAILED_PRECONDITION"
+    EXHAUSTED = "RESOURCE_EXHAUSTED"
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -28,7 +28,6 @@ from .config import AgentConfig
 from .core.effects import EventType
 from .core.limits import StreamLimits, Totals
 from .core.names import validate_frame_name
-from .core.sender import TRANSIENT_REJECTS
 from .core.state import Role, SessionState
 from .filepath import FileWorker
 from .ipc import EndpointRegistry
@@ -306,7 +305,10 @@ class SessionManager:
                 "(the session stays pending; CloseSession to drop it)",
             ) from None
         if reason is not None:
-            raise SessionError(SessionError.DENIED, f"relay rejected {s.path}: {reason}")
+            # A limit is not an ACL verdict: the caller should close sessions or wait,
+            # not ask the owner for access.
+            code = SessionError.EXHAUSTED if reason in m.TRANSIENT_REJECTS else SessionError.DENIED
+            raise SessionError(code, f"relay rejected {s.path}: {reason}")
 
     def close_session(self, s: Session, reason: str = "") -> Session:
         """Sender: ends the session for everyone; reader: leaves its leg only."""
@@ -541,7 +543,7 @@ class SessionManager:
         if s is None:
             return
         if s.is_sender:
-            if not msg.frm and msg.reason in TRANSIENT_REJECTS:
+            if not msg.frm and msg.reason in m.TRANSIENT_REJECTS:
                 # our Open is answered: a retry gets a fresh message id
                 for oid in [k for k, v in self._acks.items() if v is s]:
                     del self._acks[oid]

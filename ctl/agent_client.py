@@ -78,6 +78,13 @@ def translate_rpc_error(
             "the relay refused: the owner must grant access in syft.pub.yaml "
             "(rules: pattern/access read|write) of the datasite folder",
         )
+    if code == sc.RESOURCE_EXHAUSTED:
+        return Unavailable(
+            msg,
+            "the relay limits the sessions one user holds open and how fast they are "
+            "opened (hotlink-relay --max-sessions-per-user, --open-rate); close the "
+            "sessions you no longer use (hotlinkctl ls, hotlinkctl close) or try again later",
+        )
     if code == sc.INVALID_ARGUMENT:
         return UsageError(msg, "paths look like _mpc/0_to_1 (own datasite) or owner@x/_mpc/0_to_1")
     if code == sc.ALREADY_EXISTS:

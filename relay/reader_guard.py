@@ -27,6 +27,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from hotlink.wire.messages import REASON_RATE_LIMITED
+
 log = logging.getLogger("hotlink.relay.router")
 
 REASON_STALLED = "reader stalled"
@@ -72,7 +74,7 @@ class ReaderGuard:
         leg.refilled = now
         if leg.tokens < 1.0:
             log.info("session %s: accept by %s refused, over %g/s", sid, user, ACCEPT_RATE)
-            return "rate limited", None
+            return REASON_RATE_LIMITED, None
         leg.tokens -= 1.0
         leg.progress_at = now
         confirmed = leg.high

@@ -30,10 +30,13 @@ from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
 from hotlink.wire.extensions import ACKS, ALL
 from hotlink.wire.messages import (
+    REASON_IDLE,
     REASON_PERMISSION_DENIED,
+    REASON_RATE_LIMITED,
     REASON_READER_GONE,
     REASON_SENDER_GONE,
     REASON_SESSION_IN_USE,
+    REASON_TOO_MANY_SESSIONS,
     REASON_UNKNOWN_SESSION,
     Ack,
     Error,
@@ -70,10 +73,6 @@ MAX_SID = 128
 FORBIDDEN = 403
 NOT_FOUND = 404
 TOO_LARGE = 413
-
-REASON_TOO_MANY_SESSIONS = "too many sessions"
-REASON_RATE_LIMITED = "rate limited"
-REASON_IDLE = "idle timeout"
 
 #: A valid path below a session's (already validated) path, matched from just after
 #: its `prefix`: what `validate_path` accepts there, as one compiled match (it runs on

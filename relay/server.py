@@ -52,6 +52,7 @@ from hotlink.wire.envelope import (
 )
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.extensions import HDR_EXTENSIONS, for_peer, header_value, parse
+from hotlink.wire.messages import REASON_IDLE
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -443,7 +444,7 @@ class RelayServer:
             try:
                 out = self.router.expire(time.monotonic())
                 if self.tracer is not None and out:
-                    out = self.tracer.ended(out, "idle timeout")
+                    out = self.tracer.ended(out, REASON_IDLE)
                 self._dispatch(out)
                 self._check_tokens()
             except Exception:

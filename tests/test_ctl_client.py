@@ -271,6 +271,7 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
         (grpc.StatusCode.ALREADY_EXISTS, Conflict, ExitCode.CONFLICT),
         (grpc.StatusCode.DEADLINE_EXCEEDED, Unavailable, ExitCode.UNAVAILABLE),
         (grpc.StatusCode.UNAVAILABLE, Unavailable, ExitCode.UNAVAILABLE),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, Unavailable, ExitCode.UNAVAILABLE),
     ],
 )
 def test_translate_rpc_error(code: grpc.StatusCode, cls: type, exit_code: ExitCode) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import threading
 import time
 
 import grpc
 import pytest
 from fixtures_agent import AgentProcess, AppClient, wait_for
+from hotlink.ctl.errors import ExitCode
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.wire.fallbackfile import decode as decode_fallback
 from hotlink.wire.frames import Frame, encode_frame
@@ -25,6 +28,7 @@ A = "alice@example.org"
 B = "bob@example.org"
 REL = "_mpc/0_to_1"
 PATH = f"{A}/{REL}"
+HOTLINKCTL = [sys.executable, "-m", "hotlink.ctl.cli"]
 IDX = struct.Struct(">Q")
 
 
@@ -142,6 +146,31 @@ def test_session_rejected_mid_stream(agent_factory, relay):
     a = alice.wait_session(PATH, lambda s: s.active_path == pb.ACTIVE_PATH_HOTLINK)
     assert a.counters.files_sent > 0
     assert bob.session(PATH).counters.files_received > 0
+
+
+def test_open_over_the_session_limit_without_files_says_it_is_a_limit(agent_factory, relay):
+    """With no file path to wait on (fallback OFF), an open refused for the relay's
+    session limit fails RESOURCE_EXHAUSTED, and hotlinkctl points at the limit (exit 6),
+    not at the ACL as for a real "permission denied"."""
+    relay.kill()
+    relay.extra_args = ["--max-sessions-per-user", "1"]
+    relay.start()
+    alice = agent_factory(A)
+    alice.open("_mpc/first", fallback_mode=pb.FALLBACK_MODE_OFF)
+    with pytest.raises(grpc.RpcError) as ei:
+        alice.open("_mpc/second", fallback_mode=pb.FALLBACK_MODE_OFF)
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, ei.value
+    assert "too many sessions" in ei.value.details()
+    r = subprocess.run(
+        [*HOTLINKCTL, "--agent", str(alice.control), "open", "_mpc/third", "--fallback", "off"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == ExitCode.UNAVAILABLE, r.stderr
+    assert "too many sessions" in r.stderr and "--max-sessions-per-user" in r.stderr, r.stderr
+    assert "syft.pub.yaml" not in r.stderr, r.stderr
 
 
 def test_reader_offline_gets_what_it_missed(agent_factory, relay):

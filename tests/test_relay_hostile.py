@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from fixtures_relay import RelayClient, RelayProcess, relay_client
-from hotlink.relay.router import REASON_IDLE, REASON_RATE_LIMITED, REASON_TOO_MANY_SESSIONS
 from hotlink.wire.messages import (
+    REASON_IDLE,
     REASON_PERMISSION_DENIED,
+    REASON_RATE_LIMITED,
+    REASON_TOO_MANY_SESSIONS,
     Ack,
     Error,
     FileWrite,

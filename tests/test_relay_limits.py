@@ -8,18 +8,14 @@ from pathlib import Path
 import pytest
 from hotlink.relay.acl import AclIndex, parse_acl
 from hotlink.relay.cli import build_parser
-from hotlink.relay.router import (
-    REASON_IDLE,
-    REASON_RATE_LIMITED,
-    REASON_TOO_MANY_SESSIONS,
-    Limits,
-    Outgoing,
-    Router,
-)
+from hotlink.relay.router import Limits, Outgoing, Router
 from hotlink.relay.server import RelayServer
 from hotlink.relay.store import Store
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.messages import (
+    REASON_IDLE,
+    REASON_RATE_LIMITED,
+    REASON_TOO_MANY_SESSIONS,
     Ack,
     HotlinkAccept,
     HotlinkClose,

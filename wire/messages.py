@@ -24,10 +24,18 @@ REASON_UNKNOWN_SESSION = "unknown session"
 REASON_SENDER_GONE = "sender disconnected"
 REASON_READER_GONE = "reader disconnected"
 REASON_SESSION_IN_USE = "session id in use"
+#: a session refused by the relay's limits (sessions per user, open rate): not final,
+#: the same open can succeed later
+REASON_TOO_MANY_SESSIONS = "too many sessions"
+#: a session that carried nothing for the relay's --idle-timeout
+REASON_IDLE = "idle timeout"
 #: Nack prefixes of a refused FileWrite: the store is full for that datasite (final),
 #: or the writer goes over the relay's write rate (send it again after a pause)
 REASON_QUOTA_EXCEEDED = "quota exceeded"
 REASON_RATE_LIMITED = "rate limited"
+#: relay rejects of a session open that are limits, not verdicts: the open may be
+#: tried again later
+TRANSIENT_REJECTS = frozenset({REASON_TOO_MANY_SESSIONS, REASON_RATE_LIMITED})
 
 
 def _norm(typ: int, dat: Any) -> dict[str, Any]:

@@ -61,7 +61,6 @@ PROGRESS_DELAY = 0.01
 #: `SYNC_RETRIES` times (5 + 10 + 20 s), then given up
 SYNC_TIMEOUT = 5.0
 SYNC_RETRIES = 2
-REASON_IDLE = "idle timeout"
 
 
 class ReaderStream:
@@ -543,7 +542,7 @@ class ReaderStream:
     def on_close(self, reason: str) -> list[Effect] | None:
         """The sender's side ended. None: the sender closed the session for good (the
         adapter closes it as if by CloseSession)."""
-        if reason in (m.REASON_SENDER_GONE, REASON_IDLE) and self.machine.live:
+        if reason in (m.REASON_SENDER_GONE, m.REASON_IDLE) and self.machine.live:
             self.machine.fire(Trigger.SENDER_GONE, reason)
             return [Emit(EventType.CLOSED, self.sender, reason)]
         return None

@@ -61,9 +61,8 @@ from .state import Role, SessionMachine, SessionState, Trigger
 
 log = logging.getLogger("hotlink.agent.sessions")
 
-#: relay reasons after which a sender keeps its session and retries the open later
-TRANSIENT_REJECTS = frozenset({"too many sessions", "rate limited"})
-REASON_IDLE = "idle timeout"
+#: first wait before a sender retries an open the relay refused for a limit
+#: (`m.TRANSIENT_REJECTS`), doubled up to `RETRY_OPEN_MAX`
 RETRY_OPEN_INITIAL = 0.25
 RETRY_OPEN_MAX = 5.0
 
@@ -522,7 +521,7 @@ class SenderStream(SenderFiles, SidRecovery):
             and self.sid_changes < MAX_SID_CHANGES
         ):
             return self._change_sid()
-        if reason in TRANSIENT_REJECTS and self.policy.files_allowed and self.machine.live:
+        if reason in m.TRANSIENT_REJECTS and self.policy.files_allowed and self.machine.live:
             # Not accepted for now: frames travel by files; the open is retried.
             self.machine.fire(Trigger.REOPEN, reason)
             self.readers.clear()
@@ -538,7 +537,7 @@ class SenderStream(SenderFiles, SidRecovery):
     def on_close(self, frm: str, reason: str) -> list[Effect]:
         if frm:  # one reader's leg ended
             return self._reader_left(frm, EventType.CLOSED, reason, f"{frm}: {reason}")
-        if reason == REASON_IDLE and self.machine.live:
+        if reason == m.REASON_IDLE and self.machine.live:
             # Like a disconnect, not a verdict: open again (same sid, same seqs).
             self.machine.fire(Trigger.REOPEN, reason)
             self.readers.clear()

@@ -70,9 +70,9 @@ class SidRecovery:
         )
         out: list[Effect] = [
             SidChanged(old, new),
-            Emit(EventType.REJECTED, "", "session id in use"),
+            Emit(EventType.REJECTED, "", m.REASON_SESSION_IN_USE),
         ]
         if self.link_up:
             self._open(out)
-        out += self.reevaluate("session id in use")
+        out += self.reevaluate(m.REASON_SESSION_IN_USE)
         return out
