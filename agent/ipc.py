@@ -520,13 +520,14 @@ class EndpointRegistry:
         self._save()
         return removed
 
-    def add(self, files: list[Path]) -> None:
-        """Durable before it returns: an agent killed right after OpenSession answered
-        must still find these files to clean on its next start."""
+    async def add(self, files: list[Path]) -> None:
+        """Saved before it returns: an agent killed right after OpenSession answered
+        must still find these files to clean on its next start. The write is awaited,
+        not waited for: the event loop keeps carrying the other sessions' frames."""
         self.files.update(str(f) for f in files)
         text = json.dumps(sorted(self.files))
         if self._executor is not None:  # keep the order with queued saves
-            self._executor.submit(self._write, text).result()
+            await asyncio.wrap_future(self._executor.submit(self._write, text))
         else:
             self._write(text)
 

@@ -270,7 +270,13 @@ class SessionManager:
             raise SessionError(
                 SessionError.INVALID, f"cannot create the endpoint in {sdir}: {exc}"
             ) from None
-        self.registry.add(s.ipc.files)
+        files = list(s.ipc.files)
+        try:
+            await self.registry.add(files)
+        except BaseException:  # cancelled (shutdown): the endpoint must not outlive it
+            s.ipc.close()
+            self.registry.remove(files)
+            raise
         self.by_path[full] = s
         log.info("session %s opened locally as %s: %s", full, r.name.lower(), s.endpoint)
         s.stream.link_up = self.link.up  # the endpoint start awaited: look again
