@@ -5,6 +5,7 @@ error (its `code` maps to a gRPC status in `control.py`)."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.paths import (
@@ -82,6 +83,20 @@ def check_direct(direct: int) -> int:
     return direct
 
 
+@dataclass(frozen=True, slots=True)
+class OpenArgs:
+    """A checked OpenSession: the full path, the role the agent plays there, the
+    resolved IPC mode and the options as given."""
+
+    path: str
+    role: Role
+    ipc_mode: int
+    to: str
+    fallback_mode: int
+    tcp_addr: str
+    direct: int
+
+
 def check_open_args(
     own_email: str,
     path: str,
@@ -90,8 +105,9 @@ def check_open_args(
     ipc_mode: int,
     fallback_mode: int,
     tcp_addr: str,
-) -> tuple[str, Role, int]:
-    """(full path, role, ipc mode) of a valid OpenSession; `SessionError` otherwise."""
+    direct: int = 0,
+) -> OpenArgs:
+    """The checked arguments of a valid OpenSession; `SessionError` otherwise."""
     try:
         full, r = resolve_path(own_email, path, role)
         try:
@@ -113,4 +129,5 @@ def check_open_args(
         raise SessionError(SessionError.INVALID, f"unknown ipc_mode {ipc_mode}")
     if mode == MODE_PIPE and not is_windows():
         raise SessionError(SessionError.INVALID, "IPC_MODE_PIPE is only available on Windows")
-    return full, r, mode
+    check_direct(direct)
+    return OpenArgs(full, r, mode, to, fallback_mode, tcp_addr, direct)

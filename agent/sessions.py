@@ -32,7 +32,7 @@ from .core.state import Role, SessionState
 from .filepath import FileWorker
 from .ipc import EndpointRegistry
 from .mirror_policy import MirrorPolicy
-from .open_args import SessionError, check_direct, check_open_args, is_loopback, resolve_path
+from .open_args import OpenArgs, SessionError, check_open_args, is_loopback, resolve_path
 from .reader_session import ReaderSession
 from .runtime_dir import InsecureDirectory
 from .sender_session import SenderSession, new_sid
@@ -183,45 +183,25 @@ class SessionManager:
         clean: bool = False,
         direct: int = 0,
     ) -> Session:
-        full, r, mode = check_open_args(
-            self.email, path, role, to, ipc_mode, fallback_mode, tcp_addr
-        )
-        check_direct(direct)
+        a = check_open_args(self.email, path, role, to, ipc_mode, fallback_mode, tcp_addr, direct)
         timeout = timeout if timeout > 0 else self.cfg.open_timeout
-        lock = self._open_locks.setdefault(full, asyncio.Lock())
+        lock = self._open_locks.setdefault(a.path, asyncio.Lock())
         try:
             async with lock:  # concurrent opens of one path: one creates, others see it
-                return await self._open_locked(
-                    full,
-                    r,
-                    mode,
-                    to,
-                    fallback_mode,
-                    tcp_addr,
-                    require_link,
-                    timeout,
-                    restore,
-                    clean,
-                    direct,
-                )
+                return await self._open_locked(a, require_link, timeout, restore, clean)
         finally:
-            if not lock.locked() and self._open_locks.get(full) is lock:
-                del self._open_locks[full]
+            if not lock.locked() and self._open_locks.get(a.path) is lock:
+                del self._open_locks[a.path]
 
     async def _open_locked(
         self,
-        full: str,
-        r: Role,
-        mode: int,
-        to: str,
-        fallback_mode: int,
-        tcp_addr: str,
+        a: OpenArgs,
         require_link: bool,
         timeout: float,
-        restore: SessionRecord | None = None,
-        clean: bool = False,
-        direct: int = 0,
+        restore: SessionRecord | None,
+        clean: bool,
     ) -> Session:
+        full, r = a.path, a.role
         s = self.by_path.get(full)
         if s is not None:
             if s.role is not r:
@@ -249,13 +229,13 @@ class SessionManager:
             full,
             r,
             session_dir=sdir,
-            ipc_mode=mode,
-            fallback_mode=fallback_mode,
-            to=to,
-            tcp_addr=tcp_addr,
+            ipc_mode=a.ipc_mode,
+            fallback_mode=a.fallback_mode,
+            to=a.to,
+            tcp_addr=a.tcp_addr,
             restore=restore,
             clean=clean,
-            direct=direct,
+            direct=a.direct,
         )
         try:
             s.endpoint = await s.ipc.start()
