@@ -346,7 +346,10 @@ class WsLink(Transport):
                 self._set_state(LinkState.DOWN)
                 self.last_error = reason
             self.backoff.link_ended(time.monotonic() - up_at, self.stable_after)
-            log.warning("link down: %s", reason)
+            if self._stopping:  # our own shutdown closed it: nothing to warn about
+                log.info("link closed: %s", reason)
+            else:
+                log.warning("link down: %s", reason)
             try:
                 listener.on_link_down(reason)
             except Exception:

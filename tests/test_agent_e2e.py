@@ -156,6 +156,11 @@ def test_relay_restart_mid_stream(agent_factory, relay):
     # recent frames were re-sent after the reconnect; bob dropped the copies by seq
     assert bob.session(PATH).counters.drops == 0
     assert bob.session(PATH).last_seq == 151
+    # the relay's death was a warning; bob's own clean stop is not
+    assert "WARNING hotlink.agent.link: link down" in alice.log_text()
+    assert bob.stop() == 0
+    assert "INFO hotlink.agent.link: link closed" in bob.log_text()
+    assert "WARNING hotlink.agent.link" not in bob.log_text().split("shutting down")[-1]
 
 
 def test_agent_killed_endpoints_cleaned_on_restart(agent_factory):
