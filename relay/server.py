@@ -261,7 +261,8 @@ class RelayServer:
             if code == 1009:
                 log.warning("conn %d (%s): closed, message too big: %s", cid, peer.user, reason)
             else:
-                log.info("conn %d (%s): disconnected (%s %s)", cid, peer.user, code, reason)
+                why = f"{code} {reason}" if reason else f"{code}"
+                log.info("conn %d (%s): disconnected (%s)", cid, peer.user, why)
 
     def _on_message(self, peer: Peer, rconn: Conn, frame: bytes | str) -> None:
         """One complete message, from the protocol callback."""
