@@ -142,8 +142,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     if cfg.direct != "off":
         try:
             direct = DirectService(mgr)
-        except ValueError as exc:  # a bad HOTLINK_DIRECT_KEY_BYTES
-            raise StartupError(str(exc)) from None
+        except (OSError, ValueError) as exc:  # a bad HOTLINK_DIRECT_KEY_BYTES or key file
+            raise StartupError(f"direct path: {exc}") from None
         try:
             await direct.start()
         except (OSError, ValueError) as exc:

@@ -21,6 +21,7 @@ from . import bench as bench_mod
 from . import devstack, devstack_cluster, mpyc_demo, output, tunnel_cli
 from . import trace as trace_mod
 from .commands import acl as acl_cmds
+from .commands import peers as peers_cmds
 from .commands import sessions as session_cmds
 from .commands.common import IPC_MODES, common_options, with_agent
 from .commands.common import run as _run
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     session_cmds.register(add)
     acl_cmds.register(add, common)
+    peers_cmds.register(add, common)
 
     p = add(
         "devstack",

@@ -16,6 +16,7 @@ import pytest
 from fixtures_agent import AgentProcess, AppClient, wait_for
 from fixtures_relay import relay_client
 from hotlink.agent.direct import negotiator as n
+from hotlink.agent.direct.identity import Identity, statement
 from hotlink.agent.direct.keys import DirectBinding, LocalKey
 from hotlink.agent.direct.transport import DirectConnectFailed, connect
 from hotlink.common.ports import free_port
@@ -324,8 +325,11 @@ def test_candidate_that_never_answers_leaves_the_session_on_the_relay(relay, age
             await bob.send(HotlinkAccept(offer.sid))
             sig = await bob.recv_type(HotlinkSignal, 20)
             assert sig.kind == n.OFFER and sig.frm == A
-            leg, _ = n.decode_token(sig.token)
-            tok = n.encode_token(leg, LocalKey.generate().public_b64())
+            leg = n.Token.decode(sig.token).leg
+            eph = LocalKey.generate().public_b64()
+            me = Identity.generate()
+            signed = me.sign(statement(n.Claim(n.ANSWER, offer.sid, A, B, leg, eph)))
+            tok = n.Token(leg, eph, me.public_b64, signed).encode()
             await bob.send(HotlinkSignal(offer.sid, n.ANSWER, [addr], tok))
             # the bounded connect (3 s) runs out; then the frames come by the relay
             status = await asyncio.to_thread(

@@ -5,6 +5,7 @@ stamps `frm`/`obs` like the real one; no sockets, no crypto (fake keys)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 import pytest
@@ -42,10 +43,43 @@ def parse_public(b64: str) -> bytes:
     return b64.encode()
 
 
-KEYS = KeyOps(FakeKey, lambda k: k.pub, parse_public)
+def fake_id(email: str) -> str:
+    """A fake identity key per user (no dots: tokens are dot-separated)."""
+    return "id" + hashlib.sha256(email.encode()).hexdigest()[:12]
 
 
-def make(role: n.Role, me: str, enabled: bool = True, cands: list[str] | None = None) -> Negotiator:
+def fake_sig(c: n.Claim, ident: str) -> str:
+    return hashlib.sha256(f"{ident}|{c!r}".encode()).hexdigest()
+
+
+def fake_keys(me: str, pins: dict[str, str] | None = None, ident: str = "") -> KeyOps:
+    """Identity ops without crypto: `me` signs as `ident` (default: its own fake id);
+    a peer's token is accepted when its signature matches the claim and its identity
+    matches `pins` (when pinned)."""
+    mine = ident or fake_id(me)
+
+    def prove(c: n.Claim) -> tuple[str, str]:
+        return mine, fake_sig(c, mine)
+
+    def vouch(peer: str, c: n.Claim, tok: n.Token) -> str:
+        if tok.signature != fake_sig(c, tok.identity):
+            raise ValueError("identity signature does not verify")
+        fp = "fp-" + tok.identity
+        pinned = (pins or {}).get(peer)
+        if pinned is not None and pinned != fp:
+            raise ValueError(f"identity key of {peer} changed")
+        return fp
+
+    return KeyOps(FakeKey, lambda k: k.pub, parse_public, prove, vouch)
+
+
+def make(
+    role: n.Role,
+    me: str,
+    enabled: bool = True,
+    cands: list[str] | None = None,
+    keys: KeyOps | None = None,
+) -> Negotiator:
     legs = (f"leg{i}" for i in itertools.count(1))
     return Negotiator(
         role,
@@ -54,7 +88,7 @@ def make(role: n.Role, me: str, enabled: bool = True, cands: list[str] | None = 
         sender=A,
         enabled=enabled,
         candidates=lambda: list(cands if cands is not None else ["127.0.0.1:7000"]),
-        keys=KEYS,
+        keys=keys or fake_keys(me),
         new_leg=lambda: next(legs),
     )
 
@@ -171,14 +205,15 @@ def test_signals_from_others_ignored() -> None:
     assert r.on_signal(HotlinkSignal(SID, n.OFFER, None, sig.token), 0.0) == []
     assert r.on_signal(HotlinkSignal("s2", n.OFFER, None, sig.token, frm=A), 0.0) == []
     # an answer from a user the sender did not offer to
-    assert s.on_signal(HotlinkSignal(SID, n.ANSWER, ["h:1"], "1.leg1.pub9", frm=C), 0.0) == []
+    stranger = HotlinkSignal(SID, n.ANSWER, ["h:1"], "2.leg1.pub9.idx.sigx", frm=C)
+    assert s.on_signal(stranger, 0.0) == []
 
 
 def test_stale_answer_and_stale_link_ignored() -> None:
     s, r = make(Role.SENDER, A), make(Role.READER, B)
     (sig,) = relayed(s.reader_accepted(B, 0.0), A)
     (asig,) = relayed(r.on_signal(sig, 0.0), B)
-    stale = HotlinkSignal(SID, n.ANSWER, asig.addrs, "1.old.pub1", frm=B)
+    stale = HotlinkSignal(SID, n.ANSWER, asig.addrs, "2.old.pub1.idx.sigx", frm=B)
     assert s.on_signal(stale, 0.0) == []
     assert s.connected(B, "old") == [CloseLink(B, "old", "stale leg")]
 
@@ -284,13 +319,73 @@ def test_close_ends_every_leg() -> None:
 
 
 def test_token_roundtrip() -> None:
-    assert n.decode_token(n.encode_token("abc", "KEY+/=")) == ("abc", "KEY+/=")
-    for bad in ("", "2.a.b", "1..b", "1.a", "1.a.b.c"):
-        with pytest.raises(ValueError):
-            n.decode_token(bad)
+    tok = n.Token("abc", "KEY+/=", "ID+/=", "SIG+/=")
+    assert tok.encode() == "2.abc.KEY+/=.ID+/=.SIG+/="
+    assert n.Token.decode(tok.encode()) == tok
+    for bad in ("", "2.a.b", "2..b.c.d", "2.a.b.c", "2.a.b.c.d.e", "3.a.b.c.d"):
+        with pytest.raises(ValueError, match="bad direct token"):
+            n.Token.decode(bad)
+    with pytest.raises(ValueError, match="does not sign"):
+        n.Token.decode("1.leg.KEY=")
 
 
-def test_service_negotiates_afresh_when_the_session_id_changes() -> None:
+def test_pinned_peer_with_another_key_is_refused_both_ways() -> None:
+    """A relay that swaps an offer's or an answer's keys for its own cannot sign them
+    with the pinned identity: the reader refuses the offer, the sender the answer; the
+    session stays on the relay and says why."""
+    # the reader has pinned alice's real key; the offer comes signed by another one
+    s = make(Role.SENDER, A, keys=fake_keys(A, ident="idmallory"))
+    r = make(Role.READER, B, keys=fake_keys(B, pins={A: "fp-" + fake_id(A)}))
+    (offer,) = relayed(s.reader_accepted(B, 0.0), A)
+    out = r.on_signal(offer, 0.0)
+    assert not of(out, Expect)
+    (news,) = of(out, PathNews)
+    assert not news.up and "identity key of alice@example.org changed" in news.reason
+    (err,) = relayed(out, B)
+    assert err.kind == n.ERROR and "offer refused" in err.error
+    assert r.status(A).startswith("gave up") and "changed" in r.status(A)
+    s.on_signal(err, 0.1)
+    assert s.legs[B].state is LegState.BACKOFF and "offer refused" in s.status(B)
+    # the sender has pinned bob's real key; the answer comes signed by another one
+    s = make(Role.SENDER, A, keys=fake_keys(A, pins={B: "fp-" + fake_id(B)}))
+    r = make(Role.READER, B, keys=fake_keys(B, ident="idmallory"))
+    (offer,) = relayed(s.reader_accepted(B, 0.0), A)
+    (answer,) = relayed(r.on_signal(offer, 0.0), B)
+    out = s.on_signal(answer, 0.0)
+    assert not of(out, Connect)
+    assert s.legs[B].state is LegState.BACKOFF
+    assert "answer of bob@example.org refused: identity key of bob@example.org changed" in (
+        s.status(B)
+    )
+
+
+def test_signature_binds_kind_leg_and_key() -> None:
+    """A token whose signature was made for another claim (an offer replayed as an
+    answer, another leg, a swapped ephemeral key) does not verify."""
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    (offer,) = relayed(s.reader_accepted(B, 0.0), A)
+    tok = n.Token.decode(offer.token)
+    for forged in (
+        n.Token(tok.leg, "pub999", tok.identity, tok.signature),  # another key
+        n.Token("leg77", tok.ephemeral, tok.identity, tok.signature),  # another leg
+    ):
+        bad = HotlinkSignal(SID, n.OFFER, offer.addrs, forged.encode(), frm=A)
+        out = r.on_signal(bad, 0.0)
+        assert not of(out, Expect) and "does not verify" in of(out, PathNews)[0].reason
+    # the reader's signed answer to that offer, sent back as if alice answered
+    (answer,) = relayed(r.on_signal(offer, 0.0), B)
+    as_offer = HotlinkSignal(SID, n.OFFER, answer.addrs, answer.token, frm=A)
+    assert not of(r.on_signal(as_offer, 0.0), Expect)
+
+
+def test_link_up_pins_the_peer() -> None:
+    s, r = make(Role.SENDER, A), make(Role.READER, B)
+    conn = negotiate(s, r)
+    assert n.PinPeer(B, "fp-" + fake_id(B)) in s.connected(B, conn.leg)
+    assert n.PinPeer(A, "fp-" + fake_id(A)) in r.connected(A, conn.leg)
+
+
+def test_service_negotiates_afresh_when_the_session_id_changes(tmp_path) -> None:
     """A sender refused "session id in use" goes on under a new sid; the legs and keys
     of the old id must not be reused for it."""
     from types import SimpleNamespace
@@ -304,8 +399,9 @@ def test_service_negotiates_afresh_when_the_session_id_changes() -> None:
         timers.append(cb)
         return SimpleNamespace(cancel=lambda: None)
 
+    (tmp_path / ".hotlink").mkdir(mode=0o700)
     mgr = SimpleNamespace(
-        cfg=SimpleNamespace(direct_listen=[], direct_advertise=[]),
+        cfg=SimpleNamespace(direct_listen=[], direct_advertise=[], root=tmp_path),
         emit=lambda *a: None,
         email=A,
         link=SimpleNamespace(send=sent.append),

@@ -3,6 +3,8 @@
 Modules (decisions sans-I/O, one asyncio adapter; docs/design.md "Direct path:
 handshake and records"):
 - `keys`       ephemeral X25519 `LocalKey`, `DirectBinding` (sid, sender, reader, leg), tag
+- `identity`   the agent's long-term Ed25519 `Identity`; what it signs for a leg
+- `pins`       `PinStore`: peers' identity fingerprints, pinned on first use (peers.json)
 - `handshake`  3-message handshake proving both ends hold this binding's keys (sans-I/O)
 - `records`    `RecordCodec`: length-prefixed AES-GCM records, implicit counters (sans-I/O)
 - `addresses`  "host:port" parsing and the default listen set (loopback + interfaces)

@@ -9,17 +9,19 @@ between the session's sender and its accepted readers.
 Who does what, per reader leg (`leg` = a random id of one negotiation):
 
 1. After the reader accepted, the **sender** generates a key pair for the leg and
-   sends `hotlink.direct.offer` (`tok` = `1.<leg>.<its public key>`, `adr` = its own
-   candidates, for information).
-2. The **reader** registers the expected handshake with its listener (`Expect`:
-   sender's public key + binding) *before* it answers, then sends
-   `hotlink.direct.answer` (`tok` = `1.<leg>.<its public key>`, `adr` = its
-   candidates). With direct off it answers `hotlink.direct.error` instead.
+   sends `hotlink.direct.offer` (`tok` = `2.<leg>.<its public key>.<identity
+   key>.<signature>`, `adr` = its own candidates, for information).
+2. The **reader** checks the offer's identity signature and pin (`KeyOps.vouch`),
+   registers the expected handshake with its listener (`Expect`: sender's public key
+   + binding) *before* it answers, then sends `hotlink.direct.answer` (`tok` likewise,
+   `adr` = its candidates). With direct off, or an identity it does not accept, it
+   answers `hotlink.direct.error` instead.
 3. The **sender** connects (`Connect`) to the reader's candidates plus the relay's
    observed IP of the reader combined with each candidate port, in parallel, bounded
    by `connect_timeout`. The answerer listens and the offerer connects so that the
    listener always knows the leg before the first handshake byte arrives.
-4. On success both sides send `hotlink.direct.up` (informational) and the leg is UP;
+4. On success both sides send `hotlink.direct.up` (informational), the leg is UP and
+   the peer's identity is pinned if it was not yet (`PinPeer`);
    on failure the sender says why (`PathNews`), the session stays on the relay, and
    it tries again after a backoff (1 s doubling to 60 s; 0.2 s doubling after a
    link that worked dropped) while the reader is accepted. A refusal that will not
@@ -51,7 +53,7 @@ UP = DIRECT_KIND_PREFIX + "up"
 DOWN = DIRECT_KIND_PREFIX + "down"
 ERROR = DIRECT_KIND_PREFIX + "error"
 
-TOKEN_VERSION = "1"
+TOKEN_VERSION = "2"
 CONNECT_TIMEOUT = 3.0
 #: how long a reader keeps a leg's expectation without a connection (the sender's
 #: attempt is bounded by CONNECT_TIMEOUT; the slack covers the relay hop)
@@ -144,7 +146,15 @@ class PathNews:
     reason: str
 
 
-Effect = SendSignal | Connect | Expect | Forget | CloseLink | PathNews
+@dataclass(slots=True, frozen=True)
+class PinPeer:
+    """A direct link with `peer` completed: pin its identity if it has no pin yet."""
+
+    peer: str
+    fingerprint: str
+
+
+Effect = SendSignal | Connect | Expect | Forget | CloseLink | PathNews | PinPeer
 
 
 # ------------------------------------------------------------------ state
@@ -165,18 +175,44 @@ class Leg:
     why: str = ""
     #: candidates tried on the last attempt
     tried: tuple[str, ...] = field(default_factory=tuple)
+    #: the fingerprint of the identity that signed the peer's key for this leg
+    peer_fp: str = ""
 
 
-def encode_token(leg: str, public_b64: str) -> str:
-    return f"{TOKEN_VERSION}.{leg}.{public_b64}"
+@dataclass(slots=True, frozen=True)
+class Token:
+    """What an offer or answer carries in `tok`."""
+
+    leg: str
+    ephemeral: str  # base64 X25519 public key of this leg
+    identity: str  # base64 Ed25519 public key of the signer
+    signature: str  # base64, over `Claim` (identity.statement)
+
+    def encode(self) -> str:
+        return f"{TOKEN_VERSION}.{self.leg}.{self.ephemeral}.{self.identity}.{self.signature}"
+
+    @classmethod
+    def decode(cls, tok: str) -> Token:
+        """ValueError when `tok` is not a v2 token (a v1 token says so: that agent
+        signs nothing, and a peer link must prove both identities)."""
+        parts = tok.split(".") if isinstance(tok, str) else []
+        if parts[:1] == ["1"]:
+            raise ValueError("the peer's agent does not sign its direct keys (token v1)")
+        if len(parts) != 5 or parts[0] != TOKEN_VERSION or not all(parts[1:]):
+            raise ValueError("bad direct token")
+        return cls(parts[1], parts[2], parts[3], parts[4])
 
 
-def decode_token(tok: str) -> tuple[str, str]:
-    """(leg, public key base64) of a token; ValueError when it is not ours."""
-    parts = tok.split(".")
-    if len(parts) != 3 or parts[0] != TOKEN_VERSION or not parts[1] or not parts[2]:
-        raise ValueError("bad direct token")
-    return parts[1], parts[2]
+@dataclass(slots=True, frozen=True)
+class Claim:
+    """What an identity key vouches for: `ephemeral` is its holder's key for this leg."""
+
+    kind: str
+    sid: str
+    sender: str
+    reader: str
+    leg: str
+    ephemeral: str
 
 
 def combine_observed(observed_ip: str, candidates: list[str]) -> list[str]:
@@ -196,12 +232,17 @@ def combine_observed(observed_ip: str, candidates: list[str]) -> list[str]:
 
 @dataclass(slots=True)
 class KeyOps:
-    """How keys are made and read (the real ones are `agent.direct.keys`; tests pass
-    fakes so the negotiator needs no crypto)."""
+    """How keys are made, read and vouched for (the real ones: `service.key_ops`, on
+    `keys`, `identity` and `pins`; tests pass fakes so the negotiator needs no crypto)."""
 
     generate: Callable[[], Any]
     public_b64: Callable[[Any], str]
     parse_public: Callable[[str], bytes]
+    #: sign a claim with our identity: (identity public base64, signature base64)
+    prove: Callable[[Claim], tuple[str, str]]
+    #: `peer`'s token for a claim -> the signer's fingerprint; ValueError (the reason)
+    #: when the signature does not verify or `peer` is pinned to another key
+    vouch: Callable[[str, Claim, Token], str]
 
 
 class Negotiator:
@@ -282,9 +323,22 @@ class Negotiator:
         leg.attempts += 1
         leg.deadline = now + ANSWER_TIMEOUT
         self.legs[reader] = leg
-        tok = encode_token(leg.leg, self.keys.public_b64(leg.key))
+        tok = self._token(Claim(OFFER, self.sid, self.me, reader, leg.leg, ""), leg.key)
         sig = HotlinkSignal(self.sid, OFFER, self.candidates() or None, tok, to=reader)
         return [SendSignal(sig)]
+
+    def _token(self, claim: Claim, key: Any) -> str:
+        eph = self.keys.public_b64(key)
+        ident, signature = self.keys.prove(
+            Claim(claim.kind, claim.sid, claim.sender, claim.reader, claim.leg, eph)
+        )
+        return Token(claim.leg, eph, ident, signature).encode()
+
+    def _vouched(self, peer: str, kind: str, reader: str, tok: Token) -> tuple[bytes, str]:
+        """(peer's ephemeral key, its identity fingerprint); ValueError says why not."""
+        public = self.keys.parse_public(tok.ephemeral)
+        claim = Claim(kind, self.sid, self.sender, reader, tok.leg, tok.ephemeral)
+        return public, self.keys.vouch(peer, claim, tok)
 
     def reader_left(self, reader: str) -> list[Effect]:
         """Sender: the reader's leg ended (closed, rejected, lost read access)."""
@@ -308,7 +362,7 @@ class Negotiator:
         leg.deadline = leg.retry_at = None
         leg.retry_delay = RETRY_INITIAL
         leg.why = ""
-        out: list[Effect] = []
+        out: list[Effect] = [PinPeer(peer, leg.peer_fp)] if leg.peer_fp else []
         if self.role is Role.READER:
             out.append(Forget(leg.key))
         to = peer if self.role is Role.SENDER else ""
@@ -414,27 +468,32 @@ class Negotiator:
             err = HotlinkSignal(self.sid, ERROR, None, "", REFUSED_OFF)
             return [*out, SendSignal(err)]
         try:
-            leg_id, pub_b64 = decode_token(sig.token)
-            peer_public = self.keys.parse_public(pub_b64)
+            tok = Token.decode(sig.token)
+            peer_public, fp = self._vouched(sig.frm, OFFER, self.me, tok)
         except ValueError as exc:
-            log.warning("session %s: bad direct offer from %s: %s", self.sid, sig.frm, exc)
-            return [*out, SendSignal(HotlinkSignal(self.sid, ERROR, None, "", "bad offer"))]
-        leg = Leg(sig.frm, leg_id, LegState.EXPECTING, self.keys.generate(), peer_public)
+            why = f"direct offer of {sig.frm} refused: {exc}"
+            log.warning("session %s: %s", self.sid, why)
+            self.legs[sig.frm] = Leg(sig.frm, "", LegState.GAVE_UP, why=why)
+            err = HotlinkSignal(self.sid, ERROR, None, "", f"offer refused: {exc}"[:300])
+            return [*out, PathNews(sig.frm, False, why), SendSignal(err)]
+        leg = Leg(sig.frm, tok.leg, LegState.EXPECTING, self.keys.generate(), peer_public)
+        leg.peer_fp = fp
         leg.deadline = now + EXPECT_TIMEOUT
         self.legs[sig.frm] = leg
-        out.append(Expect(self.sid, self.sender, self.me, leg_id, leg.key, peer_public))
-        tok = encode_token(leg_id, self.keys.public_b64(leg.key))
-        out.append(SendSignal(HotlinkSignal(self.sid, ANSWER, self.candidates() or None, tok)))
+        out.append(Expect(self.sid, self.sender, self.me, tok.leg, leg.key, peer_public))
+        answer = self._token(Claim(ANSWER, self.sid, self.sender, self.me, tok.leg, ""), leg.key)
+        out.append(SendSignal(HotlinkSignal(self.sid, ANSWER, self.candidates() or None, answer)))
         return out
 
     def _on_answer(self, leg: Leg, sig: HotlinkSignal, now: float) -> list[Effect]:
         try:
-            leg_id, pub_b64 = decode_token(sig.token)
-            if leg_id != leg.leg:
+            tok = Token.decode(sig.token)
+            if tok.leg != leg.leg:
                 return []  # an answer to an older offer
-            leg.peer_public = self.keys.parse_public(pub_b64)
+            leg.peer_public, leg.peer_fp = self._vouched(leg.peer, ANSWER, leg.peer, tok)
         except ValueError as exc:
-            return self._backoff(leg, f"bad answer: {exc}", now)
+            log.warning("session %s: direct answer of %s refused: %s", self.sid, leg.peer, exc)
+            return self._backoff(leg, f"answer of {leg.peer} refused: {exc}", now)
         adr = list(sig.addrs or ())
         cands = adr + [a for a in combine_observed(sig.obs, adr) if a not in adr]
         log.info(

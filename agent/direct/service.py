@@ -36,8 +36,10 @@ from hotlink.wire.errors import ProtocolError
 
 from ..core.effects import EventType
 from .addresses import parse_address
+from .identity import IDENTITY_FILE, Identity, fingerprint, statement, verify
 from .keys import DirectBinding, LocalKey
 from .negotiator import (
+    Claim,
     CloseLink,
     Connect,
     Effect,
@@ -46,9 +48,12 @@ from .negotiator import (
     KeyOps,
     Negotiator,
     PathNews,
+    PinPeer,
     Role,
     SendSignal,
+    Token,
 )
+from .pins import PINS_FILE, PinStore
 from .records import MAX_KEY_BYTES
 from .transport import DirectConnectFailed, DirectLink, DirectListener, connect, default_listen
 
@@ -85,7 +90,21 @@ def key_budget_from_env(env: Mapping[str, str] | None = None) -> int:
     return min(n, MAX_KEY_BYTES)
 
 
-KEYS = KeyOps(LocalKey.generate, lambda k: k.public_b64(), _parse_public)
+def key_ops(identity: Identity, pins: PinStore) -> KeyOps:
+    """The negotiator's keys: fresh X25519 per leg, signed by `identity`, and a peer's
+    signature checked against `pins` (identity.py, pins.py)."""
+
+    def prove(c: Claim) -> tuple[str, str]:
+        return identity.public_b64, identity.sign(statement(c))
+
+    def vouch(peer: str, c: Claim, tok: Token) -> str:
+        fp = fingerprint(verify(tok.identity, tok.signature, statement(c)))
+        why = pins.refusal(peer, fp)
+        if why:
+            raise ValueError(why)
+        return fp
+
+    return KeyOps(LocalKey.generate, lambda k: k.public_b64(), _parse_public, prove, vouch)
 
 
 class DirectService:
@@ -107,16 +126,21 @@ class DirectService:
         self._draining: set[DirectLink] = set()
         self._tick: asyncio.TimerHandle | None = None
         self._emit: Callable[..., Any] = mgr.emit
+        hl_dir = self.cfg.root / ".hotlink"
+        self.identity = Identity.load_or_create(hl_dir / IDENTITY_FILE)
+        self.pins = PinStore(hl_dir / PINS_FILE)
+        self.keys = key_ops(self.identity, self.pins)
 
     async def start(self) -> None:
         listen = [parse_address(a) for a in self.cfg.direct_listen] or default_listen()
         self.listener = await DirectListener.start(listen, strict=bool(self.cfg.direct_listen))
         log.info(
-            "direct path listening on %s%s",
+            "direct path listening on %s%s; identity %s",
             ", ".join(self.listener.addresses),
             f" (advertised: {', '.join(self.cfg.direct_advertise)})"
             if self.cfg.direct_advertise
             else "",
+            self.identity.fingerprint,
         )
         self.mgr.emit = self._on_emit
         self.mgr.message_hooks.append(self.on_message)
@@ -181,7 +205,7 @@ class DirectService:
                 sender=s.sender,
                 enabled=s.direct_mode != _DIRECT_OFF,
                 candidates=self.candidates,
-                keys=KEYS,
+                keys=self.keys,
             )
             self.negs[id(s)] = neg
             self.sessions[id(s)] = s
@@ -248,6 +272,11 @@ class DirectService:
                     link.close(e.reason)
             elif isinstance(e, PathNews):
                 self._path_news(s, e)
+            elif isinstance(e, PinPeer):
+                try:
+                    self.pins.pin_first_use(e.peer, e.fingerprint)
+                except OSError as exc:
+                    log.warning("cannot pin the identity of %s: %s", e.peer, exc)
 
     def _path_news(self, s: Session, e: PathNews) -> None:
         log.info(
