@@ -10,6 +10,8 @@ import os
 import signal
 import ssl
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from hotlink import telemetry
 from hotlink.common import hot_modules
@@ -64,8 +66,70 @@ def read_token(cfg: AgentConfig) -> str:
     return token
 
 
+def token_reader(cfg: AgentConfig) -> Callable[[], str]:
+    """What the link calls to re-read the token file before each attempt (so a token
+    rotated on disk is used without a restart). "" keeps the token in use: an empty
+    file (being rewritten) or a token for another user (logged once per token)."""
+    warned = ""
+
+    def read() -> str:
+        nonlocal warned
+        token = cfg.token_file.read_text().strip()
+        sub = unverified_subject(token) if token else ""
+        if sub and sub != cfg.email:
+            if token != warned:
+                warned = token
+                log.warning(
+                    "token file %s now holds a token for %s, not %s: ignored",
+                    cfg.token_file, sub, cfg.email,
+                )  # fmt: skip
+            return ""
+        return token
+
+    return read
+
+
+LOCK_NAME = "agent.lock"
+
+
+def lock_root(hl_dir: Path) -> int | None:
+    """Hold `ROOT/.hotlink/agent.lock` (flock) for the agent's lifetime: one agent per
+    root. A second agent on the same root must fail *before* it touches anything of
+    the running one (its endpoint files, state.json, the session sockets), whatever
+    --control it was given. Returns the fd to close at exit (None where there is no
+    flock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the control socket check is all there is
+        return None
+    fd = os.open(hl_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StartupError(
+            f"another agent is running on the root {hl_dir.parent} "
+            f"({hl_dir / LOCK_NAME} is held); stop it first"
+        ) from None
+    return fd
+
+
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None:
     token = read_token(cfg)
+    hl_dir = cfg.root / ".hotlink"
+    try:
+        ensure_private_dir(hl_dir, fix_mode=True)
+    except OSError as exc:
+        raise StartupError(f"control directory: {exc}") from None
+    lock = lock_root(hl_dir)
+    try:
+        await _run_agent(cfg, token, stop)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+async def _run_agent(cfg: AgentConfig, token: str, stop: asyncio.Event | None) -> None:
     try:
         watcher_backend = default_backend()
     except ValueError as exc:  # a bad HOTLINK_WATCHER
@@ -79,10 +143,6 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
             loop.add_signal_handler(sig, stop.set)
 
     hl_dir = cfg.root / ".hotlink"
-    try:
-        ensure_private_dir(hl_dir, fix_mode=True)
-    except OSError as exc:
-        raise StartupError(f"control directory: {exc}") from None
     runtime_dir = default_runtime_dir()
     if sys.platform != "win32":
         try:
@@ -116,6 +176,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
         expect_user=cfg.email,
         on_fatal=lambda reason: (fatal.append(reason), stop.set()),
         ssl_context=ssl_context,
+        token_loader=token_reader(cfg),
     )
     bus = EventBus()
     mgr = SessionManager(cfg, link, runtime_dir=runtime_dir, registry=registry, emit=bus.emit)

@@ -219,7 +219,10 @@ def prepare_control_socket(path: Path) -> None:
     Raises `InsecureDirectory` if the directory cannot be made owner-only, and
     `RuntimeError` if another agent is serving on the socket.
     """
-    ensure_private_dir(path.parent, fix_mode=True)
+    # Only the agent's own ROOT/.hotlink is ours to chmod. A --control elsewhere
+    # (/tmp, $HOME, the cwd) must not have its directory's mode changed under other
+    # users: a missing one is created 0700, an existing one is checked, never fixed.
+    ensure_private_dir(path.parent, fix_mode=path.parent.name == ".hotlink")
     try:
         st = os.lstat(path)
     except FileNotFoundError:

@@ -143,7 +143,11 @@ class WsLink(Transport):
         expect_user: str = "",
         on_fatal: Callable[[str], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        token_loader: Callable[[], str] | None = None,
     ) -> None:
+        #: re-reads the token (the --token-file) before each attempt, so a token
+        #: rotated on disk is used without restarting the agent
+        self.token_loader = token_loader
         #: the relay URLs (several: nodes of a relay cluster), tried in order; a
         #: failed attempt moves to the next one, a link that was up retries its own first
         self.urls = [events_url(u) for u in ([server] if isinstance(server, str) else server)]
@@ -231,6 +235,32 @@ class WsLink(Transport):
             tr.after_send(rec)  # type: ignore[union-attr]
         return mid
 
+    def _new_token(self) -> str:
+        """The token file's token if it differs from the one in use, else "". A file
+        that cannot be read (being rewritten, removed) keeps the token in use."""
+        if self.token_loader is None:
+            return ""
+        try:
+            token = self.token_loader().strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
+        return token if token != self._token else ""
+
+    def _reload_token(self) -> None:
+        token = self._new_token()
+        if token:
+            self._token = token
+            log.info("token file changed: connecting with the new token")
+
+    async def _sleep_or_new_token(self, delay: float) -> None:
+        """Wait `delay` after the relay refused our token, or until the token file
+        holds another token (checked every second), whichever comes first."""
+        end = time.monotonic() + delay
+        while not self._stopping and (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(1.0, left))
+            if self._new_token():
+                return
+
     def _set_state(self, state: LinkState) -> None:
         if state is not self.state:
             self.state = state
@@ -242,6 +272,7 @@ class WsLink(Transport):
         connected_before = False
         while not self._stopping:
             self._set_state(LinkState.CONNECTING)
+            self._reload_token()
             try:
                 conn = await connect(
                     self.url,
@@ -277,7 +308,7 @@ class WsLink(Transport):
                             AUTH_RETRY,
                         )
                     self.last_error = msg
-                    await asyncio.sleep(retry_delay(exc, self.backoff))
+                    await self._sleep_or_new_token(retry_delay(exc, self.backoff))
                     continue
                 self.last_error = _describe(exc)
                 delay = retry_delay(exc, self.backoff)

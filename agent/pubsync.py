@@ -8,6 +8,9 @@ and every `interval` seconds as a safety net for missed events. When the link co
 the files of the last scan are sent at once from memory (before the sessions are
 re-opened, so a fresh relay learns the ACLs first) and a rescan follows. Acks/Nacks
 are matched by message id; a Nack is logged and the file is retried on the next scan.
+A file the relay acknowledged that is gone from disk is deleted on the relay
+(FileDelete), so removing a `syft.pub.yaml` takes its grants back ("no rule: owner
+only") instead of leaving the last uploaded rules in force.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 from pathlib import Path
 
 from hotlink.wire.etag import etag_of
-from hotlink.wire.messages import FileWrite
+from hotlink.wire.messages import FileDelete, FileWrite
 
 from .transport import LinkDown, Transport
 
@@ -42,7 +45,7 @@ class PubSync:
         self.files: dict[str, tuple[Key, bytes]] = {}
         #: rel path -> key the relay acknowledged
         self.synced: dict[str, Key] = {}
-        self._inflight: dict[str, tuple[str, Key]] = {}
+        self._inflight: dict[str, tuple[str, Key | None]] = {}
         self._scan_task: asyncio.Task[None] | None = None
         #: a change was reported while a scan ran: scan once more when it ends
         self._rescan_again = False
@@ -82,8 +85,8 @@ class PubSync:
         """Send files whose content the relay has not acknowledged (all with `force`)."""
         if not self.link.up:
             return 0
-        if force:
-            self.synced.clear()
+        if force:  # send every file again; what must still be deleted stays listed
+            self.synced = {r: k for r, k in self.synced.items() if r not in self.files}
         sent = 0
         for rel, (key, content) in self.files.items():
             if self.synced.get(rel) == key:
@@ -95,6 +98,15 @@ class PubSync:
                 return sent
             self._inflight[oid] = (rel, key)
             sent += 1
+        # files the relay holds (acknowledged) that are no longer on disk
+        deleting = {r for r, k in self._inflight.values() if k is None}
+        for rel in [r for r in self.synced if r not in self.files and r not in deleting]:
+            try:
+                oid = self.link.send(FileDelete(f"{self.email}/{rel}"))
+            except LinkDown:
+                return sent
+            self._inflight[oid] = (rel, None)
+            sent += 1
         return sent
 
     def on_ack(self, oid: str, error: str | None) -> bool:
@@ -102,7 +114,11 @@ class PubSync:
         if entry is None:
             return False
         rel, key = entry
-        if error is None:
+        if error is None and key is None:
+            if rel not in self.files:
+                self.synced.pop(rel, None)
+            log.info("deleted %s/%s on the relay (removed here)", self.email, rel)
+        elif error is None:
             self.synced[rel] = key
             log.info("uploaded %s/%s", self.email, rel)
         else:

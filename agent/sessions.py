@@ -13,6 +13,7 @@ docs/design.md "Loss-free resume".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -156,6 +157,11 @@ class SessionManager:
             s = self.by_sid.get(session_id)
             if s is None:
                 s = next((x for x in self.by_path.values() if x.sid == session_id), None)
+            if s is None:
+                # `hotlinkctl close demo` sends a one-segment path as a session id (a
+                # path without '/'): a session opened as `demo` is found by that name too
+                with contextlib.suppress(ProtocolError):
+                    s = self.by_path.get(resolve_path(self.email, session_id)[0])
         else:
             try:
                 full, _ = resolve_path(self.email, path)

@@ -258,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("hotlink-relay: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
-    if args.log_level != "DEBUG":  # one line per HTTP request is noise
-        logging.getLogger("websockets").setLevel(logging.WARNING)
+    # One line per HTTP request is noise; and at DEBUG websockets logs every upgrade
+    # request's headers, `Authorization: Bearer <token>` included: never below INFO.
+    logging.getLogger("websockets").setLevel(
+        logging.INFO if args.log_level == "DEBUG" else logging.WARNING
+    )
     try:
         return run_main(_serve(args))
     except (AuthError, OSError, ValueError, TlsConfigError) as exc:

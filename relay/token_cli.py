@@ -23,7 +23,7 @@ from .auth import (
     mint_token,
     verify_claims,
 )
-from .revocation import REVOKED_FILE, revoke
+from .revocation import REVOKED_FILE, DenyList, revoke
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -76,6 +76,20 @@ TOKEN_EPILOG = (
 )
 
 
+def _issue_time(data: Path, email: str) -> int:
+    """`iat` for a new token of `email`: now, but after the user's last `revoke --user`
+    (which revokes tokens with `iat` <= its second), so a token minted in the same
+    second as the revocation, the usual "revoke all, issue a fresh one" step, is
+    not born revoked."""
+    now = int(time.time())
+    try:
+        deny = DenyList.parse((data / REVOKED_FILE).read_text())
+    except (OSError, ValueError):
+        return now
+    before = deny.users.get(email.strip().lower())
+    return before + 1 if before is not None and now <= before else now
+
+
 def mint_main(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not args.init and not (data / SECRET_FILE).is_file():
@@ -87,7 +101,9 @@ def mint_main(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        token = mint_token(load_or_create_secret(data), args.email, ttl=args.ttl)
+        token = mint_token(
+            load_or_create_secret(data), args.email, _issue_time(data, args.email), ttl=args.ttl
+        )
         claims = verify_claims(load_or_create_secret(data), token)
     except (AuthError, OSError) as exc:
         print(f"hotlink-relay: {exc}", file=sys.stderr)

@@ -296,3 +296,38 @@ def test_insecure_runtime_dir_refused_for_long_socket_paths(agent_factory, tmp_p
     assert not list((xdg / "hotlink").iterdir())
     # TCP IPC does not need the runtime dir
     assert alice.open(long_path, ipc_mode=pb.IPC_MODE_TCP).state == pb.SESSION_STATE_OPEN
+
+
+def test_one_segment_session_found_by_the_name_it_was_opened_with(agent_factory):
+    """`hotlinkctl open demo` worked but `send/get/close demo` said "no session
+    'demo'": the CLI sends a ref without '/' as a session id."""
+    alice = agent_factory(A)
+    s = alice.open("demo")
+    for ref in (pb.SessionRef(session_id="demo"), pb.SessionRef(path="demo")):
+        got = alice.stub.GetSession(pb.GetSessionRequest(session=ref), timeout=5)
+        assert got.session_id == s.session_id
+    ref = pb.SessionRef(session_id="demo")
+    closed = alice.stub.CloseSession(pb.CloseSessionRequest(session=ref), timeout=5)
+    assert closed.session.session_id == s.session_id
+
+
+def test_rotated_token_file_is_used_without_restart(tmp_path, relay):
+    """After a 401 the agent retried every 60 s with the token it read at start; a
+    fresh token written to --token-file was ignored until a restart. A token for
+    another user written there is ignored (logged), not taken."""
+    from fixtures_agent import AgentProcess
+
+    root = tmp_path / "rotating"
+    (root / "datasites" / A).mkdir(parents=True)
+    agent = AgentProcess(root, A, relay)
+    agent.token_file.write_text("forged.token\n")
+    try:
+        agent.start(wait_link=False)
+        wait_for(lambda: "401" in agent.status().last_error, 10, "401 in last_error")
+        relay.write_token("mallory@example.org", agent.token_file)
+        wait_for(lambda: "not alice@example.org: ignored" in agent.log_text(), 10, "ignored")
+        relay.write_token(A, agent.token_file)  # the operator rotates the file
+        agent.wait_link(pb.LINK_STATE_UP, timeout=10)  # well before the 60 s auth retry
+        assert "token file changed" in agent.log_text()
+    finally:
+        agent.stop()

@@ -269,3 +269,25 @@ def test_sender_agent_restart_reader_follows_new_session(agent_factory):
     f = reader.recv()
     assert (f.payload, f.seq) == (b"second life", 1)  # a new stream starts at seq 1
     assert bob.session(PATH).counters.drops == 0
+
+
+def test_second_agent_on_the_same_root_touches_nothing(agent_factory):
+    """A second agent on a running agent's root (even with another --control)
+    must refuse to start before it deletes the first one's endpoints or state."""
+    import os
+
+    from fixtures_agent import AgentProcess
+
+    alice = agent_factory(A)
+    s = alice.open("_mpc/0_to_1")
+    assert os.path.exists(s.endpoint)
+    for extra in ([], ["--control", str(alice.root.parent / "other.sock")]):
+        second = AgentProcess(alice.root, A, alice.relay, extra)
+        second.token_file = alice.token_file
+        res = second.run_to_exit(timeout=30)
+        assert res.returncode != 0
+        assert "another agent is running on the root" in res.stderr, res.stderr
+        assert os.path.exists(s.endpoint), "the running agent's stream.sock was removed"
+    writer = AppClient(alice.session_dir(f"{A}/_mpc/0_to_1"))
+    writer.send(b"still served")
+    alice.wait_session(f"{A}/_mpc/0_to_1", lambda x: x.counters.frames_sent >= 1)
