@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from fixtures_agent import AppClient
+from fixtures_agent import AppClient, wait_for
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.wire.frames import HEADER
 
@@ -243,6 +243,11 @@ def test_acl_change_is_uploaded_and_opens_the_session(agent_factory):
     reader = AppClient(bob.session_dir(PATH))
     writer.send(b"now readable")
     assert reader.recv().payload == b"now readable"
+    # removing the file takes the grant back on the relay too ("no rule: owner only")
+    acl.unlink()
+    alice.wait_session(PATH, lambda s: B not in s.readers, 15)
+    wait_for(lambda: "closed: permission denied" in bob.log_text(), 15, "bob cut off")
+    assert reader.is_closed()
 
 
 def test_sender_agent_restart_reader_follows_new_session(agent_factory):
