@@ -122,7 +122,11 @@ class PubSync:
             self.synced[rel] = key
             log.info("uploaded %s/%s", self.email, rel)
         else:
-            log.warning("relay refused %s/%s: %s", self.email, rel, error)
+            log.warning(
+                "relay refused %s/%s: %s (the relay keeps enforcing the last version it "
+                "accepted, if any)",
+                self.email, rel, error,
+            )  # fmt: skip
         return True
 
     def on_link_up(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from hotlink.relay.acl import EVERYONE, AclError, parse_acl
 from hotlink.wire.errors import ProtocolError
-from hotlink.wire.paths import validate_email
+from hotlink.wire.paths import normalize_email
 
 ACCESS_LEVELS = ("read", "write", "admin")
 #: the pattern a folder-wide grant uses: the folder and everything below it
@@ -61,11 +61,12 @@ def _dump(doc: dict[str, Any]) -> str:
     return out
 
 
-def _check_user(email: str) -> str:
+def check_user(email: str) -> str:
+    """The canonical (lower-case) form of a user to list, or '*'."""
     if email == EVERYONE:
         return email
     try:
-        return validate_email(email)
+        return normalize_email(email)
     except ProtocolError as exc:
         raise AclEditError(f"{email!r} is neither an email nor '*': {exc}") from None
 
@@ -74,7 +75,7 @@ def grant(text: str, email: str, access: str = "read", pattern: str = ALL) -> st
     """`text` with `email` given `access` on `pattern` (idempotent)."""
     if access not in ACCESS_LEVELS:
         raise AclEditError(f"access must be one of {', '.join(ACCESS_LEVELS)}, got {access!r}")
-    _check_user(email)
+    email = check_user(email)
     doc = _load(text)
     rule = next((r for r in doc["rules"] if r.get("pattern") == pattern), None)
     if rule is None:
@@ -95,7 +96,7 @@ def grant(text: str, email: str, access: str = "read", pattern: str = ALL) -> st
 def revoke(text: str, email: str, pattern: str | None = None) -> tuple[str, int]:
     """`text` without `email` in any access list (of `pattern` only, if given), and how
     many entries were removed. A wildcard (`*`) entry is not touched: revoke `*` itself."""
-    _check_user(email)
+    email = check_user(email)
     doc = _load(text)
     removed = 0
     for rule in doc["rules"]:

@@ -73,6 +73,20 @@ def test_acl_grant_reaches_the_relay_by_the_watcher_and_the_reader_gets_in(
     assert code == 0 and "1 entry removed" in out
     code, _, err = ctl(capsys, "--root", ra, "acl", "grant", f"{B}/_mpc", A)
     assert code == 2 and "that is bob@example.org's datasite" in err
+    # the folder's absolute path names that folder (it once granted a folder below it)
+    mpc = alice.root / "datasites" / A / "_mpc"
+    code, out, err = ctl(capsys, "--root", ra, "acl", "grant", str(mpc) + "/", "Carol@Example.org")
+    assert code == 0, err
+    assert f"{C} may read {A}/_mpc/**" in out
+    assert sorted(p.relative_to(mpc).as_posix() for p in mpc.rglob("syft.pub.yaml")) == [
+        "syft.pub.yaml"
+    ]
+    code, _, err = ctl(capsys, "--root", ra, "acl", "grant", str(alice.root), C)
+    assert code == 2 and "is not inside your datasite" in err
+    # a file the relay refuses: show says so, and that the old rules still apply
+    (mpc / "syft.pub.yaml").write_text("rules: [oops\n")
+    code, out, _ = ctl(capsys, "--root", ra, "acl", "show")
+    assert code == 1 and "INVALID" in out and "keeps enforcing the last version" in out
 
 
 def test_require_link_with_the_relay_down_is_unavailable_not_unreachable(

@@ -76,6 +76,12 @@ def test_bad_edits_are_refused(existing: str, email: str, access: str, msg: str)
         acledit.grant(existing, email, access)
 
 
+def test_users_are_listed_lower_case() -> None:
+    text = acledit.grant("", "Bob@Example.ORG", "read")
+    assert _index(text).can(B, f"{A}/_mpc/x", Access.READ)
+    assert acledit.revoke(text, "BOB@example.org")[1] == 1
+
+
 def test_grant_everyone() -> None:
     assert _index(acledit.grant("", "*", "read")).can(C, f"{A}/_mpc/a", Access.READ)
 

@@ -28,9 +28,20 @@ from .common import run, say, with_agent
 _LEVEL = {"read": Access.READ, "write": Access.WRITE, "admin": Access.ADMIN}
 
 
-def _folder(path: str, email: str) -> str:
-    """PATH (`_mpc`, `alice@x/_mpc`, `.`) -> the folder relative to the own datasite."""
-    p = path.strip().strip("/")
+def _folder(path: str, email: str, root: str) -> str:
+    """PATH (`_mpc`, `alice@x/_mpc`, `.`, or the folder's absolute path inside the own
+    datasite) -> the folder relative to the own datasite."""
+    p = path.strip()
+    if p.startswith("/"):
+        base = (Path(root) / "datasites" / email).resolve()
+        try:
+            p = Path(p).resolve().relative_to(base).as_posix()
+        except ValueError:
+            raise UsageError(
+                f"{path} is not inside your datasite ({base})",
+                "name the folder relative to it, e.g. _mpc",
+            ) from None
+    p = p.strip("/")
     first, _, rest = p.partition("/")
     if "@" in first:
         if first != email:
@@ -45,6 +56,13 @@ def _folder(path: str, email: str) -> str:
         return validate_relpath(p)
     except ProtocolError as exc:
         raise UsageError(f"bad folder {path!r}: {exc}", "e.g. _mpc or _mpc/0_to_1") from None
+
+
+def _user(email: str) -> str:
+    try:
+        return acledit.check_user(email)
+    except acledit.AclEditError as exc:
+        raise UsageError(str(exc)) from None
 
 
 async def _whoami(args: argparse.Namespace) -> pb.GetStatusResponse:
@@ -67,24 +85,25 @@ def _effective(st: pb.GetStatusResponse, folder: str, user: str, access: Access)
 def cmd_acl_grant(args: argparse.Namespace) -> int:
     level = "admin" if args.admin else "write" if args.write else "read"
     st = run(_whoami(args))
-    folder = _folder(args.path, st.email)
+    folder = _folder(args.path, st.email, st.root)
+    user = _user(args.email)
     f = _acl_file(st, folder)
     old = f.read_text() if f.exists() else ""
     try:
-        new = acledit.grant(old, args.email, level, args.pattern)
+        new = acledit.grant(old, user, level, args.pattern)
     except acledit.AclEditError as exc:
         raise UsageError(f"{f}: {exc}") from None
     if new != old:
         write_atomic(f, new, mode=0o644, mkdir=True)  # ACLs are public by nature
-    ok = args.pattern != acledit.ALL or _effective(st, folder, args.email, _LEVEL[level])
+    ok = args.pattern != acledit.ALL or _effective(st, folder, user, _LEVEL[level])
     where = f"{st.email}/{folder}" if folder else st.email
     if args.json:
         output.dump_json(
-            {"file": str(f), "user": args.email, "access": level, "pattern": args.pattern,
+            {"file": str(f), "user": user, "access": level, "pattern": args.pattern,
              "folder": where, "effective": ok, "changed": new != old}
         )  # fmt: skip
     else:
-        print(f"{args.email} may {level} {where}/{args.pattern} ({f})")
+        print(f"{user} may {level} {where}/{args.pattern} ({f})")
         say(args, "the agent uploads the file to the relay within about a second")
     if not ok:
         say(
@@ -98,27 +117,28 @@ def cmd_acl_grant(args: argparse.Namespace) -> int:
 
 def cmd_acl_revoke(args: argparse.Namespace) -> int:
     st = run(_whoami(args))
-    folder = _folder(args.path, st.email)
+    folder = _folder(args.path, st.email, st.root)
+    user = _user(args.email)
     f = _acl_file(st, folder)
     if not f.exists():
         raise NotFound(f"no {ACL_FILE} in {f.parent}", "nothing granted there: owner-only access")
     old = f.read_text()
     try:
-        new, removed = acledit.revoke(old, args.email, args.pattern)
+        new, removed = acledit.revoke(old, user, args.pattern)
     except acledit.AclEditError as exc:
         raise UsageError(f"{f}: {exc}") from None
     if removed:
         write_atomic(f, new, mode=0o644, mkdir=True)  # ACLs are public by nature
     if args.json:
-        output.dump_json({"file": str(f), "user": args.email, "removed": removed})
+        output.dump_json({"file": str(f), "user": user, "removed": removed})
     else:
-        print(f"{args.email}: {removed} entr{'y' if removed == 1 else 'ies'} removed ({f})")
+        print(f"{user}: {removed} entr{'y' if removed == 1 else 'ies'} removed ({f})")
     return ExitCode.OK if removed else ExitCode.NOT_FOUND
 
 
 def cmd_acl_show(args: argparse.Namespace) -> int:
     st = run(_whoami(args))
-    folder = _folder(args.path or ".", st.email)
+    folder = _folder(args.path or ".", st.email, st.root)
     base = Path(st.root) / "datasites" / st.email
     start = base / folder if folder else base
     files = sorted(start.rglob(ACL_FILE)) if start.is_dir() else []
@@ -137,16 +157,21 @@ def cmd_acl_show(args: argparse.Namespace) -> int:
                                    "write": list(v.write), "admin": list(v.admin)}
                                   for v in views]} for f, views, err in shown]}
         )  # fmt: skip
-        return ExitCode.OK
+        return ExitCode.ERROR if any(err for _, _, err in shown) else ExitCode.OK
     if not shown:
         print(f"no {ACL_FILE} under {start}: only {st.email} has access")
     for f, views, err in shown:
         print(f"{f.relative_to(base.parent)}:" + (f" INVALID: {err}" if err else ""))
+        if err:
+            print(
+                "  the relay refuses this file and keeps enforcing the last version it "
+                "accepted (if any): fix it, or remove it for owner-only access"
+            )
         for v in views:
             levels = (("read", v.read), ("write", v.write), ("admin", v.admin))
             parts = [f"{lvl} {', '.join(users)}" for lvl, users in levels if users]
             print(f"  {v.pattern:<16} {'; '.join(parts) or '(nobody)'}")
-    return ExitCode.OK
+    return ExitCode.ERROR if any(err for _, _, err in shown) else ExitCode.OK
 
 
 def register(add: Callable[..., argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
