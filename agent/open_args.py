@@ -115,7 +115,10 @@ def check_open_args(
         except ValueError:
             raise ProtocolError(f"unknown fallback_mode {fallback_mode}") from None
         if to:
-            validate_email(to)
+            try:
+                validate_email(to)
+            except ProtocolError as exc:
+                raise ProtocolError(f"to: {exc} (the one reader, e.g. bob@example.org)") from None
         if tcp_addr:
             host, sep, port = tcp_addr.rpartition(":")
             if not sep or not host or not port.isdigit():
@@ -129,5 +132,9 @@ def check_open_args(
         raise SessionError(SessionError.INVALID, f"unknown ipc_mode {ipc_mode}")
     if mode == MODE_PIPE and not is_windows():
         raise SessionError(SessionError.INVALID, "IPC_MODE_PIPE is only available on Windows")
+    if tcp_addr and mode != MODE_TCP:
+        raise SessionError(
+            SessionError.INVALID, "tcp_addr is the address of a TCP endpoint: it needs ipc_mode TCP"
+        )
     check_direct(direct)
     return OpenArgs(full, r, mode, to, fallback_mode, tcp_addr, direct)

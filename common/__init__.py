@@ -19,4 +19,6 @@ circle:
               them run compiled, which as Python, which are stale
 - `ports`     `free_port`: a port for a process that binds it itself (devstack's
               servers, MPyC parties, tests)
+- `argtypes`  `non_negative`: argparse types for finite, non-negative numbers (relay
+              and hotlinkctl flags)
 """

@@ -60,6 +60,10 @@ _START_HINT = (
 )
 
 
+#: INVALID_ARGUMENT details about a field other than the path (agent/open_args.py)
+_SELF_EXPLAINED = ("to: ", "tcp_addr", "unknown ", "IPC_MODE_")
+
+
 def translate_rpc_error(
     exc: grpc.aio.AioRpcError | grpc.RpcError, addr: str, what: str
 ) -> CtlError:
@@ -86,6 +90,8 @@ def translate_rpc_error(
             "sessions you no longer use (hotlinkctl ls, hotlinkctl close) or try again later",
         )
     if code == sc.INVALID_ARGUMENT:
+        if details.startswith(_SELF_EXPLAINED):  # the agent's message says what it wants
+            return UsageError(msg, f"see: hotlinkctl {what.split(' ', 1)[0]} --help")
         return UsageError(msg, "paths look like _mpc/0_to_1 (own datasite) or owner@x/_mpc/0_to_1")
     if code == sc.ALREADY_EXISTS:
         return Conflict(msg, "close it first (hotlinkctl close PATH) or open it with the same role")

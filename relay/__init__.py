@@ -10,7 +10,6 @@ Modules (the decisions are in `router`, a sans-I/O class; `server` only moves by
 - `sync_index` the store's in-memory index by (mtime, path) per folder: catch-up pages
 - `sync_cursor` sealed catch-up cursors (never name a file the caller cannot read)
 - `retention` deletes old fallback files of ended sessions
-- `argtypes` argparse types shared by `cli` and `store_cli` (non-negative numbers)
 - `store_cli` the `serve` flags of the store (quota, rate, retention) and their wiring
 - `signal_routes` the router's HotlinkSignal route (direct-path negotiation between members)
 - `connection` `Conn` (one client as the router sees it) and `Outgoing`

@@ -13,13 +13,13 @@ from typing import Any
 
 from hotlink import telemetry
 from hotlink.common import sizes
+from hotlink.common.argtypes import non_negative
 from hotlink.common.loop import run_main
 from hotlink.common.version import version_line
 from hotlink.telemetry import names as N
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE, EVENTS_PATH
 
 from . import store_cli
-from .argtypes import non_negative
 from .auth import AuthError
 from .router import Limits
 from .server import DEFAULT_MAX_BAD_MESSAGES, DEFAULT_MAX_CONNS_PER_USER

@@ -11,9 +11,9 @@ import asyncio
 from typing import Any
 
 from hotlink.common import sizes
+from hotlink.common.argtypes import non_negative
 
 from . import retention
-from .argtypes import non_negative
 from .quota import QuotaLimits, StoreQuota
 
 

@@ -179,6 +179,14 @@ def test_errors_exit_codes(stack: Stack) -> None:
     assert b"hotlinkctl open" in r.stderr
     r = ctl("--root", stack.root(A), "open", "../escape")
     assert r.returncode == ExitCode.USAGE, r.stderr.decode()
+    # a bad field other than the path is named, with no hint about paths
+    r = ctl("--root", stack.root(A), "open", "_mpc/bad_to", "--to", "bob")
+    assert r.returncode == ExitCode.USAGE and b"to: " in r.stderr, r.stderr
+    assert b"paths look like" not in r.stderr and b"hotlinkctl open --help" in r.stderr
+    r = ctl("--root", stack.root(A), "open", "_mpc/bad_tcp", "--tcp-addr", "127.0.0.1:9")
+    assert r.returncode == ExitCode.USAGE and b"needs ipc_mode TCP" in r.stderr, r.stderr
+    r = ctl("--root", stack.root(A), "open", "_mpc/x", "--timeout", "inf")
+    assert r.returncode == ExitCode.USAGE and b"must be a finite number" in r.stderr
     r = ctl("--root", stack.dir + "/nobody", "ls", "--json")
     assert r.returncode == ExitCode.UNREACHABLE
     assert "hotlink-agent" in json.loads(r.stdout)["hint"]

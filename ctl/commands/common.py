@@ -12,6 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from hotlink.common.argtypes import non_negative
 from hotlink.common.loop import run_main
 from hotlink.v1 import agent_pb2 as pb
 
@@ -19,6 +20,10 @@ from ..agent_client import AgentClient, default_control_socket
 from ..errors import UsageError
 
 T = TypeVar("T")
+
+#: argparse type of every duration flag: seconds, finite and >= 0 ("inf" is refused
+#: with the reason instead of failing later as a deadline)
+SECONDS = non_negative(float)
 
 IPC_MODES = {"unix": pb.IPC_MODE_UNIX, "tcp": pb.IPC_MODE_TCP}
 DIRECT_MODES = {
@@ -56,7 +61,7 @@ def common_options(defaults: bool) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", default=d(False), help="machine-readable output")
     p.add_argument(
         "--rpc-timeout",
-        type=float,
+        type=SECONDS,
         default=d(10.0),
         metavar="S",
         help="seconds to wait for each control call (default 10)",

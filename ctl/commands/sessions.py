@@ -17,7 +17,7 @@ from ..agent_client import AgentClient
 from ..errors import CtlError, ExitCode, NotFound, StreamClosed, Unavailable, UsageError
 from ..reconnect import ReconnectingStream
 from ..stream import Stream
-from .common import DIRECT_MODES, FALLBACK_MODES, IPC_MODES, run, say, with_agent
+from .common import DIRECT_MODES, FALLBACK_MODES, IPC_MODES, SECONDS, run, say, with_agent
 
 
 def cmd_open(args: argparse.Namespace) -> int:
@@ -332,7 +332,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=SECONDS,
         default=None,
         metavar="S",
         help="wait up to S seconds for the session to go live (OPEN); still PENDING then: "
@@ -360,7 +360,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--wait",
-        type=float,
+        type=SECONDS,
         default=0.0,
         metavar="S",
         help="wait up to S seconds for the agent to answer and its relay link to be up "
@@ -381,7 +381,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--lines", action="store_true", help="one frame per non-empty line")
     p.add_argument("--name", metavar="NAME", help="frame path (default: <seq>.request)")
     p.add_argument("--etag", metavar="ETAG", help="frame etag")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    p.add_argument("--connect-timeout", type=SECONDS, default=10.0, metavar="S")
 
     p = add(
         "tail",
@@ -395,15 +395,15 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--raw", action="store_true", help="write raw payloads to stdout")
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=SECONDS,
         default=None,
         metavar="S",
         help="give up (exit 6) when no frame arrives for S seconds",
     )
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    p.add_argument("--connect-timeout", type=SECONDS, default=10.0, metavar="S")
     p.add_argument(
         "--reconnect-for",
-        type=float,
+        type=SECONDS,
         default=None,
         metavar="S",
         help="when the agent restarts, wait up to S seconds for it to serve the session "
@@ -418,7 +418,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--count", type=int, metavar="N", help="exit after N events")
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=SECONDS,
         default=None,
         metavar="S",
         help="stop after S seconds without an event (exit 6 if --count was not reached)",

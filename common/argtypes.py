@@ -1,8 +1,10 @@
-"""Argument types shared by the relay's command lines (`cli`, `store_cli`)."""
+"""Argument types shared by the command lines (relay `cli` and `store_cli`,
+`hotlinkctl`): numbers that must be finite and not negative, with the reason."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 
@@ -16,6 +18,8 @@ def non_negative(kind: type[int] | type[float]) -> Any:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if v < 0:
             raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
         return v
 
     return parse
