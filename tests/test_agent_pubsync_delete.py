@@ -32,18 +32,24 @@ def _ack_all(pub: PubSync, link: FakeLink) -> None:
     link.sent.clear()
 
 
-def test_removed_acl_file_is_deleted_on_the_relay(tmp_path: Path) -> None:
+def _synced(tmp_path: Path) -> tuple[Path, FakeLink, PubSync]:
+    """An ACL file written, uploaded and acknowledged."""
     folder = tmp_path / "datasites" / A / "_mpc"
     folder.mkdir(parents=True)
     acl = folder / "syft.pub.yaml"
     acl.write_text(ACL)
     link = FakeLink()
     pub = PubSync(tmp_path, A, link, 10.0)  # type: ignore[arg-type]
+    asyncio.run(pub.rescan())
+    assert [type(m) for _, m in link.sent] == [FileWrite]
+    _ack_all(pub, link)
+    return acl, link, pub
+
+
+def test_removed_acl_file_is_deleted_on_the_relay(tmp_path: Path) -> None:
+    acl, link, pub = _synced(tmp_path)
 
     async def run() -> None:
-        await pub.rescan()
-        assert [type(m) for _, m in link.sent] == [FileWrite]
-        _ack_all(pub, link)
         acl.unlink()
         await pub.rescan()
         assert [(type(m), m.path) for _, m in link.sent] == [  # type: ignore[attr-defined]
@@ -59,16 +65,9 @@ def test_removed_acl_file_is_deleted_on_the_relay(tmp_path: Path) -> None:
 
 
 def test_removal_while_link_down_is_sent_on_link_up(tmp_path: Path) -> None:
-    folder = tmp_path / "datasites" / A / "_mpc"
-    folder.mkdir(parents=True)
-    acl = folder / "syft.pub.yaml"
-    acl.write_text(ACL)
-    link = FakeLink()
-    pub = PubSync(tmp_path, A, link, 10.0)  # type: ignore[arg-type]
+    acl, link, pub = _synced(tmp_path)
 
     async def run() -> None:
-        await pub.rescan()
-        _ack_all(pub, link)
         link.up = False
         acl.unlink()
         await pub.rescan()
