@@ -38,7 +38,7 @@ Modules (decisions live in plain classes; adapters only move bytes; docs/design.
 - `inotify`     the watcher's Linux backend: inotify read from the event loop, no thread
 - `control`     grpc.aio servicer, health, reflection
 - `reflection`  gRPC reflection under both v1 and v1alpha
-- `config`      flag > env > TOML > default
+- `config`      flag > env > TOML > default; `config_values` reads each option's value
 - `tunnels`     TCP tunnels over sessions (mux, adapters, manager; see its __init__)
 - `direct`      the direct peer link: handshake, AES-GCM records, TCP adapter (see its __init__)
 - `app`, `cli`  wiring and entry point

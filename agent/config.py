@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from hotlink import telemetry
-from hotlink.common.sizes import parse_size
 from hotlink.common.version import version_line
 from hotlink.telemetry import TracingOptions
 from hotlink.wire.envelope import DEFAULT_MAX_MESSAGE
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD
 from hotlink.wire.paths import normalize_email
 
+from . import config_values as V
 from .mirror_policy import DEFAULT_DATASITE_BYTES, DEFAULT_TOTAL_BYTES, parse_subscriptions
 
 
@@ -115,122 +115,10 @@ class Option:
     switch: bool = False
 
 
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected true or false, got {v!r}")
-
-
-def _pos_int(v: Any) -> int:
-    n = int(v)
-    if n <= 0:
-        raise ValueError(f"must be a positive integer, got {v!r}")
-    return n
-
-
-def _nonneg_int(v: Any) -> int:
-    n = int(v)
-    if n < 0:
-        raise ValueError(f"must be >= 0, got {v!r}")
-    return n
-
-
-def _pos_size(v: Any) -> int:
-    return parse_size(v, minimum=1)
-
-
-def _nonneg_size(v: Any) -> int:
-    return parse_size(v, minimum=0)
-
-
-def _pos_float(v: Any) -> float:
-    x = float(v)
-    if x <= 0:
-        raise ValueError(f"must be a positive number, got {v!r}")
-    return x
-
-
-def _hostport(v: Any) -> str:
-    s = str(v)
-    if not s:
-        return s
-    host, sep, port = s.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {s!r}")
-    return s
-
-
-def _hostports(min_port: int) -> Callable[[Any], tuple[str, ...]]:
-    """A list of HOST:PORT (a TOML list, repeated flags, or comma-separated; IPv6 in
-    brackets: [::1]:7000), each port at least `min_port`."""
-
-    def conv(v: Any) -> tuple[str, ...]:
-        items = v if isinstance(v, list | tuple) else [v]
-        out: list[str] = []
-        for item in items:
-            for a in str(item).split(","):
-                a = a.strip()
-                if not a:
-                    continue
-                host, sep, port = a.rpartition(":")
-                bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-                if (
-                    not sep
-                    or not bare
-                    or (":" in bare and not host.startswith("["))
-                    or not port.isdigit()
-                    or not min_port <= int(port) <= 65535
-                ):
-                    raise ValueError(
-                        f"expected HOST:PORT with a port {min_port}-65535 (IPv6 as [::1]:PORT), "
-                        f"got {a!r}"
-                    )
-                out.append(a)
-        return tuple(out)
-
-    return conv
-
-
-def _server(v: Any) -> str:
-    """One relay URL or several (a list, repeated flags, or comma-separated: the nodes
-    of a relay cluster, tried in order); kept as one comma-separated string."""
-    items = v if isinstance(v, list | tuple) else [v]
-    urls = [u.strip() for item in items for u in str(item).split(",") if u.strip()]
-    if not urls:
-        raise ValueError("expected a ws:// or wss:// URL, got nothing")
-    for s in urls:
-        if not s.startswith(("ws://", "wss://")):
-            raise ValueError(f"expected a ws:// or wss:// URL, got {s!r}")
-    return ",".join(u.rstrip("/") for u in urls)
-
-
-def _level(v: Any) -> str:
-    s = str(v).upper()
-    if s not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ValueError(f"unknown log level {v!r}")
-    return s
-
-
-def _direct_mode(v: Any) -> str:
-    s = str(v).strip().lower()
-    if s not in ("auto", "off"):
-        raise ValueError(f"expected auto or off, got {v!r}")
-    return s
-
-
-def _path(v: Any) -> Path:
-    return Path(os.path.expanduser(str(v))).absolute()
-
-
 OPTIONS: tuple[Option, ...] = (
     Option(
         "server",
-        _server,
+        V.server_urls,
         "relay URL, e.g. ws://127.0.0.1:8080; for a relay cluster repeat the flag or "
         "separate URLs by commas: tried in order, each failed attempt moves to the next "
         "with the reconnect backoff",
@@ -244,17 +132,17 @@ OPTIONS: tuple[Option, ...] = (
         True,
         "EMAIL",
     ),
-    Option("token_file", _path, "file holding the relay bearer token", True, "FILE"),
-    Option("root", _path, "peer root; DIR/datasites/<email>/... is the local tree", True, "DIR"),
+    Option("token_file", V.path, "file holding the relay bearer token", True, "FILE"),
+    Option("root", V.path, "peer root; DIR/datasites/<email>/... is the local tree", True, "DIR"),
     Option(
         "control",
-        _path,
+        V.path,
         "gRPC control UNIX socket (default DIR/.hotlink/agent.sock, mode 0600)",
         metavar="PATH",
     ),
     Option(
         "control_tcp",
-        _hostport,
+        V.hostport,
         "also serve the whole control API (open/close sessions as this user, list them, "
         "status, events) on this loopback HOST:PORT, which every local user can reach: a "
         "call is served only if its socket belongs to this OS user (/proc/net/tcp, tcp6) "
@@ -266,28 +154,30 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "ca_file",
-        _path,
+        V.path,
         "PEM file of the CA (or certificate) to verify a wss:// relay with, e.g. a "
         "private CA or a TLS terminator's; default: the system CAs",
         metavar="FILE",
     ),
-    Option("log_level", _level, "DEBUG, INFO, WARNING or ERROR (default INFO)", metavar="LEVEL"),
+    Option(
+        "log_level", V.log_level, "DEBUG, INFO, WARNING or ERROR (default INFO)", metavar="LEVEL"
+    ),
     Option(
         "reader_queue",
-        _pos_int,
+        V.pos_int,
         "frames a slow reader app may have queued before it is disconnected (default 4096)",
         metavar="N",
     ),
     Option(
         "reader_queue_bytes",
-        _pos_size,
+        V.pos_size,
         "bytes a slow reader app may have queued before it is disconnected, and bytes kept "
         "for the first app while none is connected (default 64 MiB)",
         metavar="BYTES",
     ),
     Option(
         "reader_total_bytes",
-        _pos_int,
+        V.pos_int,
         "bytes queued for slow reader apps and kept while no app is connected, summed over "
         "all sessions; past it the app whose queue would grow is disconnected, or the "
         "frame for an absent app dropped, both logged (default 256 MiB)",
@@ -295,26 +185,26 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "reader_buffer_bytes",
-        _pos_size,
+        V.pos_size,
         "socket write buffer per reader app before frames count as queued (default 1 MiB)",
         metavar="BYTES",
     ),
     Option(
         "send_queue_frames",
-        _pos_int,
+        V.pos_int,
         "frames a sender session keeps while the link is down; then the app gets "
         "back-pressure (default 10000)",
         metavar="N",
     ),
     Option(
         "send_queue_bytes",
-        _pos_size,
+        V.pos_size,
         "payload bytes a sender session keeps while the link is down (default 64 MiB)",
         metavar="BYTES",
     ),
     Option(
         "resend_frames",
-        _nonneg_int,
+        V.nonneg_int,
         "sent frames not yet confirmed by every reader, kept per sender session and re-sent "
         "after a reconnect or a reader's re-accept; readers drop copies by seq; when full, "
         "the apps get back-pressure (default 8192, 0 disables)",
@@ -322,47 +212,47 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "resend_bytes",
-        _nonneg_size,
+        V.nonneg_size,
         "payload bytes of that re-send window (default 64 MiB, 0 disables)",
         metavar="BYTES",
     ),
-    Option("reorder_window", _pos_int, "reorder buffer size in seqs (default 4096)", metavar="N"),
+    Option("reorder_window", V.pos_int, "reorder buffer size in seqs (default 4096)", metavar="N"),
     Option(
         "reorder_timeout",
-        _pos_float,
+        V.pos_float,
         "seconds a seq gap may stay open before it is reported and skipped (default 2)",
         metavar="SECONDS",
     ),
     Option(
         "max_payload",
-        _pos_size,
+        V.pos_size,
         "largest IPC frame payload accepted (default 16MiB)",
         metavar="BYTES",
     ),
     Option(
         "max_message",
-        _pos_size,
+        V.pos_size,
         "largest WS message accepted (default 16MiB)",
         metavar="BYTES",
     ),
-    Option("backoff_initial", _pos_float, "first reconnect delay in seconds (default 0.05)"),
-    Option("backoff_max", _pos_float, "largest reconnect delay in seconds (default 5)"),
+    Option("backoff_initial", V.pos_float, "first reconnect delay in seconds (default 0.05)"),
+    Option("backoff_max", V.pos_float, "largest reconnect delay in seconds (default 5)"),
     Option(
         "pub_scan_interval",
-        _pos_float,
+        V.pos_float,
         "seconds between safety-net scans for changed syft.pub.yaml files; a change is "
         "normally uploaded at once, on the file watcher's event (default 10)",
         metavar="SECONDS",
     ),
     Option(
         "open_timeout",
-        _pos_float,
+        V.pos_float,
         "default seconds to wait for the relay's verdict on an open (default 5)",
         metavar="SECONDS",
     ),
     Option(
         "keep_files",
-        _bool,
+        V.boolean,
         "keep fallback .request files once sent (sender) and replayed (reader); "
         "default: remove them",
         switch=True,
@@ -378,26 +268,26 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "mirror_datasite_bytes",
-        _nonneg_size,
+        V.nonneg_size,
         "bytes the mirror may hold of one other datasite; a file over it is not written "
         "(logged; a session still gets its frame) (default 256 MiB, 0 = no bound)",
         metavar="BYTES",
     ),
     Option(
         "mirror_total_bytes",
-        _nonneg_size,
+        V.nonneg_size,
         "bytes the mirror may hold of all other datasites together (default 1 GiB, 0 = no bound)",
         metavar="BYTES",
     ),
     Option(
         "restore_sessions",
-        _bool,
+        V.boolean,
         "save open sessions in ROOT/.hotlink/state.json and restore them on start (default true)",
         switch=True,
     ),
     Option(
         "direct",
-        _direct_mode,
+        V.direct_mode,
         "direct peer-to-peer path: 'auto' negotiates (through the relay) an encrypted TCP "
         "link to each peer of a session and sends frames over it, falling back to the relay "
         "while it is down; 'off': relay and files only. Sessions may override it "
@@ -406,7 +296,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "direct_listen",
-        _hostports(0),
+        V.hostports(0),
         "where the direct-path listener binds (repeat or comma-separate; port 0 = "
         "ephemeral); default: loopback and this host's interface addresses on one "
         "ephemeral port. Peers must be able to reach one of them (or an advertised one)",
@@ -414,14 +304,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "direct_advertise",
-        _hostports(1),
+        V.hostports(1),
         "extra HOST:PORT offered to peers for the direct path, for a forwarded or public "
         "port in front of the listener (repeat or comma-separate)",
         metavar="HOST:PORT",
     ),
     Option(
         "tunnel_window",
-        _pos_int,
+        V.tunnel_window,
         "TCP tunnels: bytes a connection may have in flight per direction before the "
         "sending end stops reading (flow control; the memory bound per stream and "
         "direction, default 1 MiB, at least 1024)",
@@ -429,7 +319,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "tunnel_peer_timeout",
-        _pos_float,
+        V.pos_float,
         "TCP tunnels: seconds the other agent may stay silent while connections are open "
         "before they are reset on both ends (default 60)",
         metavar="SECONDS",
@@ -547,32 +437,15 @@ def config_fields() -> list[str]:
 # --------------------------------------------------------------------------- tracing
 
 
-def _ratio(v: Any) -> float:
-    x = float(v)
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"must be a number in [0, 1], got {v!r}")
-    return x
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def conv(v: Any) -> str:
-        s = str(v).strip().lower()
-        if s not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {v!r}")
-        return s
-
-    return conv
-
-
 #: Tracing settings: flag `--otel-...` (from `telemetry.add_arguments`), env
 #: `HOTLINK_OTEL_...`, TOML key `otel_...`, with the usual precedence; the standard
 #: OTEL_* variables come after all three (`hotlink.telemetry.config`).
 TRACING_KEYS: dict[str, Callable[[Any], Any]] = {
-    "otel": _bool,
+    "otel": V.boolean,
     "otel_endpoint": str,
-    "otel_protocol": _choice(telemetry.config.PROTOCOLS),
-    "otel_sampler": _choice(telemetry.config.SAMPLERS),
-    "otel_sampler_arg": _ratio,
+    "otel_protocol": V.choice(telemetry.config.PROTOCOLS),
+    "otel_sampler": V.choice(telemetry.config.SAMPLERS),
+    "otel_sampler_arg": V.ratio,
 }
 
 

@@ -109,3 +109,22 @@ def test_open_session_direct_override(agent_factory) -> None:  # type: ignore[no
     bob = agent_factory("bob@example.org", args=["--direct", "auto"])
     assert bob.open("_mpc/x").direct_mode == pb.DIRECT_MODE_AUTO
     assert bob.open("_mpc/y", direct=pb.DIRECT_MODE_OFF).direct_mode == pb.DIRECT_MODE_OFF
+
+
+@pytest.mark.parametrize("value", ["10", "1023", "5000000000", str((1 << 30) + 1)])
+def test_tunnel_window_out_of_range_is_refused_at_start(value: str) -> None:
+    # the tunnel layer needs 1 KiB .. 1 GiB (the window travels as a u32): a value
+    # outside used to start the agent and then break every tunnel connection
+    with pytest.raises(ConfigError, match="tunnel-window"):
+        load_config([*BASE, "--tunnel-window", value], env={})
+
+
+def test_tunnel_window_bounds_are_accepted() -> None:
+    assert load_config([*BASE, "--tunnel-window", "1024"], env={}).tunnel_window == 1024
+    assert load_config([*BASE, "--tunnel-window", str(1 << 30)], env={}).tunnel_window == 1 << 30
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_tunnel_peer_timeout_must_be_finite(value: str) -> None:
+    with pytest.raises(ConfigError, match="tunnel-peer-timeout"):
+        load_config([*BASE, "--tunnel-peer-timeout", value], env={})

@@ -134,6 +134,12 @@ def test_listen_address_rules(stack: Stack) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as ei:
             await expose(stack, A, f"{B}/_mpc/x", "127.0.0.1:1")
         assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # a connect timeout of nan/inf would leave a connection waiting for the
+        # owner forever (until the peer timeout), not reset after the timeout
+        for bad in (float("nan"), float("inf"), -1.0):
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await forward(stack, B, f"{A}/_mpc/tun/ct", connect_timeout_seconds=bad)
+            assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         async with AgentClient(stack.control(B)) as c:
             with pytest.raises(grpc.aio.AioRpcError) as ei:
                 await c.stub.CloseTunnel(pb.CloseTunnelRequest(path=f"{A}/_mpc/nope"))

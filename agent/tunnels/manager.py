@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -155,9 +156,12 @@ class TunnelManager:
             full, role = resolve_path(self.email, path)
         except ProtocolError as exc:
             raise SessionError(SessionError.INVALID, str(exc)) from None
-        if connect_timeout < 0:
-            raise SessionError(SessionError.INVALID, "connect_timeout must not be negative")
-        if window and not 1024 <= window <= 1 << 30:
+        if not 0 <= connect_timeout < math.inf:  # also refuses nan
+            raise SessionError(
+                SessionError.INVALID,
+                f"connect_timeout must be a finite number of seconds >= 0, got {connect_timeout}",
+            )
+        if window and not M.MIN_WINDOW <= window <= M.MAX_WINDOW:
             raise SessionError(SessionError.INVALID, "window must be 1024 B .. 1 GiB")
         if role is Role.SENDER:
             spec = self._expose_spec(full, target, to, listen)

@@ -31,6 +31,9 @@ from .frames import Kind, MuxFrame, decode, encode, encode_data_header
 #: Largest DATA body: big enough for throughput, small enough to interleave connections.
 MAX_CHUNK = 256 * 1024
 DEFAULT_WINDOW = 1 << 20
+#: the window range a tunnel accepts (it travels as a u32 in OPEN / OPEN_OK)
+MIN_WINDOW = 1024
+MAX_WINDOW = 1 << 30
 DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_PEER_TIMEOUT = 60.0
 PING_INTERVAL = 5.0
@@ -169,8 +172,8 @@ class Mux:
         counters: MuxCounters | None = None,
         first_id: int = 1,
     ) -> None:
-        if window < 1024:
-            raise ValueError("tunnel window must be at least 1024 bytes")
+        if window < MIN_WINDOW:
+            raise ValueError(f"tunnel window must be at least {MIN_WINDOW} bytes")
         self.side = side
         self.epoch = epoch
         self.window = window
