@@ -215,6 +215,11 @@ class SessionManager:
                     SessionError.EXISTS,
                     f"a session on {full} exists with role {s.role.name.lower()}",
                 )
+            if a.to and a.to != s.to and s.state is not SessionState.REJECTED:
+                raise SessionError(
+                    SessionError.EXISTS,
+                    f"a session on {full} exists for {s.to or 'any reader'}, not {a.to}",
+                )
             if s.state is SessionState.REJECTED:
                 self._forget(s)
                 s = None

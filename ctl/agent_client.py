@@ -72,9 +72,12 @@ def translate_rpc_error(
     details = (exc.details() if hasattr(exc, "details") else "") or ""
     msg = f"{what}: {details}" if details else what
     sc = grpc.StatusCode
+    tunnel = "tunnel" in what.split()[:2]  # `tunnel PATH`, `close tunnel PATH`, ...
     if code == sc.UNAVAILABLE and not _from_agent(exc) and _is_connect_failure(details, addr):
         return unreachable(addr, details)
     if code == sc.NOT_FOUND:
+        if tunnel:
+            return NotFound(msg, "list tunnels with: hotlinkctl tunnel ls")
         return NotFound(msg, "list sessions with: hotlinkctl ls")
     if code == sc.PERMISSION_DENIED:
         return PermissionDenied(
@@ -90,10 +93,18 @@ def translate_rpc_error(
             "sessions you no longer use (hotlinkctl ls, hotlinkctl close) or try again later",
         )
     if code == sc.INVALID_ARGUMENT:
+        if tunnel:
+            return UsageError(msg, "see: hotlinkctl tunnel expose --help / forward --help")
         if details.startswith(_SELF_EXPLAINED):  # the agent's message says what it wants
             return UsageError(msg, f"see: hotlinkctl {what.split(' ', 1)[0]} --help")
         return UsageError(msg, "paths look like _mpc/0_to_1 (own datasite) or owner@x/_mpc/0_to_1")
     if code == sc.ALREADY_EXISTS:
+        if tunnel:
+            return Conflict(
+                msg,
+                "a tunnel or session holds that path: hotlinkctl tunnel close PATH "
+                "(a tunnel) or hotlinkctl close PATH (a plain session)",
+            )
         return Conflict(msg, "close it first (hotlinkctl close PATH) or open it with the same role")
     if code == sc.DEADLINE_EXCEEDED:
         return Unavailable(

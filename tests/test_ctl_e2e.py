@@ -185,6 +185,11 @@ def test_errors_exit_codes(stack: Stack) -> None:
     assert b"paths look like" not in r.stderr and b"hotlinkctl open --help" in r.stderr
     r = ctl("--root", stack.root(A), "open", "_mpc/bad_tcp", "--tcp-addr", "127.0.0.1:9")
     assert r.returncode == ExitCode.USAGE and b"needs ipc_mode TCP" in r.stderr, r.stderr
+    # the same path again for another reader: a conflict, not the old session
+    r = ctl("--root", stack.root(A), "open", "_mpc/only_b", "--to", B)
+    assert r.returncode == 0, r.stderr
+    r = ctl("--root", stack.root(A), "open", "_mpc/only_b", "--to", "carol@example.org")
+    assert r.returncode == ExitCode.CONFLICT and b"exists for bob@example.org" in r.stderr
     r = ctl("--root", stack.root(A), "open", "_mpc/x", "--timeout", "inf")
     assert r.returncode == ExitCode.USAGE and b"must be a finite number" in r.stderr
     r = ctl("--root", stack.dir + "/nobody", "ls", "--json")

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hotlink.agent.tunnels.naming import down_path
 from hotlink.common.ports import free_port
 from hotlink.ctl import mpyc_demo
 from hotlink.ctl.client import AgentClient
+from hotlink.ctl.errors import ExitCode
 from hotlink.v1 import agent_pb2 as pb
 from test_ctl_e2e import Stack, ctl
 from tunnel_util import (
@@ -401,6 +403,15 @@ def test_acl_revocation_resets_the_forwarder(stack: Stack) -> None:
         r, w = await asyncio.open_connection(host, lport)
         w.write(b"one")
         assert await asyncio.wait_for(r.readexactly(3), 60) == b"one"
+        # the door session and the data sessions cannot be closed on their own (the
+        # door is what the relay's verdicts act on: closing it alone kept bob in)
+        data = down_path(A, "_mpc/rev/t", B)
+        for who, ref in ((A, "_mpc/rev/t"), (A, data)):
+            res = await asyncio.to_thread(ctl, "--root", stack.root(who), "close", ref)
+            assert res.returncode == ExitCode.ERROR, res.stderr
+            assert b"tunnel close" in res.stderr, res.stderr
+        w.write(b"1.5")
+        assert await asyncio.wait_for(r.readexactly(3), 60) == b"1.5"
         acl = Path(stack.root(A)) / "datasites" / A / "_mpc" / "rev" / "syft.pub.yaml"
         acl.write_text(f'rules: [{{pattern: "**", access: {{read: ["{C}"]}}}}]\n')
         # picked up by the agent's periodic ACL scan (10 s by default)

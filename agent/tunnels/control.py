@@ -93,6 +93,16 @@ class TunnelServicer(ControlServicer):
             raise AssertionError("unreachable") from None
         return pb.CloseTunnelResponse(tunnel=tunnel_to_proto(t))
 
+    async def CloseSession(self, request: pb.CloseSessionRequest, context: Any) -> Any:
+        try:
+            why = self.tunnels.owner_of(self._find(request.session).path)
+        except SessionError as exc:
+            await self._tabort(context, exc)
+            raise AssertionError("unreachable") from None
+        if why:
+            await self._abort(context, SessionError(SessionError.PRECONDITION, why))
+        return await super().CloseSession(request, context)
+
     async def ListTunnels(self, request: pb.ListTunnelsRequest, context: Any) -> Any:
         return pb.ListTunnelsResponse(tunnels=[tunnel_to_proto(t) for t in self.tunnels.list()])
 

@@ -249,6 +249,24 @@ class TunnelManager:
     def list(self) -> list[Tunnel]:
         return list(self.tunnels.values())
 
+    def owner_of(self, session_path: str) -> str:
+        """Why a session may not be closed on its own ("" = it may): a tunnel's door
+        is its admission check (the relay's verdicts on it cut peers off), and its data
+        sessions are the tunnel's streams; only closing the tunnel ends them."""
+        t = self.tunnels.get(session_path)
+        if t is not None and not t.closed:
+            rel = t.rel
+            return (
+                f"{session_path} is the session of tunnel {t.spec.path}: close the tunnel "
+                f"instead (hotlinkctl tunnel close {rel})"
+            )
+        if session_path.partition("/")[2].startswith(naming.AREA + "/"):
+            return (
+                f"{session_path} carries a tunnel's data: close its tunnel instead "
+                "(hotlinkctl tunnel ls, hotlinkctl tunnel close PATH)"
+            )
+        return ""
+
     async def bind_saved(self) -> None:
         """First half of `restore`: listen on the saved forward tunnels' ports before
         the agent binds anything else. Those ports came from the ephemeral range (a
