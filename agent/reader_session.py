@@ -62,7 +62,14 @@ class ReaderSession(Session):
 
     @property
     def active_path(self) -> ActivePath:
-        return self.rx.reader_path
+        """Where frames come from: files, or the hotlink, reported as DIRECT while the
+        sender's direct link is up (its sender sends there first). Decided here, not
+        per frame, so the relay path's per-frame work stays as it is."""
+        path = self.rx.reader_path
+        neg = self.negotiator
+        if path is ActivePath.HOTLINK and neg is not None and neg.is_up(self.sender):
+            return ActivePath.DIRECT
+        return path
 
     seq = 0
 
@@ -82,8 +89,10 @@ class ReaderSession(Session):
     def ingest_pending(self, n: int) -> None:
         self.rx.ingest_pending = n
 
-    #: frames that came over the direct link (counted by `agent.direct.service`)
+    #: frames and payload bytes that came over the direct link (counted by
+    #: `agent.direct.service`)
     direct_frames = 0
+    direct_bytes = 0
 
     def counters(self) -> dict[str, int]:
         """GetSession's counters."""
@@ -97,6 +106,7 @@ class ReaderSession(Session):
             "file_duplicates": rx.reorder.file_duplicates,
             "path_switches": rx.policy.switches,
             "frames_direct": self.direct_frames,
+            "bytes_direct": self.direct_bytes,
         }
 
     def record(self) -> SessionRecord:

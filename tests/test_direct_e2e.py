@@ -54,7 +54,9 @@ def test_direct_comes_up_and_carries_frames_in_order(agent_factory):
     reader.check()
     s = alice.wait_session(PATH, lambda x: x.counters.frames_direct == n, 20)
     assert s.counters.frames_relay == 0
-    assert bob.session(PATH).counters.frames_direct == n
+    b = bob.session(PATH)
+    assert b.counters.frames_direct == n and b.counters.bytes_direct == b.counters.bytes_received
+    assert b.active_path == pb.ACTIVE_PATH_DIRECT  # the reader says where frames come from
 
 
 def test_relay_stopped_while_direct_up(agent_factory, relay):

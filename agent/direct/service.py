@@ -357,6 +357,7 @@ class DirectService:
                 link.close("data path outside the session")
                 return
             s.direct_frames += 1  # type: ignore[attr-defined]
+            s.direct_bytes += len(msg.payload)  # type: ignore[attr-defined,union-attr]
             tr = self.mgr.tracer
             if tr is None:
                 s.on_data(msg)  # type: ignore[attr-defined,arg-type]
