@@ -60,7 +60,13 @@ def test_state_file_roundtrip_and_garbage(tmp_path: Path) -> None:
 def test_hostport() -> None:
     assert split_hostport("[::1]:80") == ("::1", 80)
     assert join_hostport("::1", 80) == "[::1]:80"
-    for bad in ("nohost", ":80", "h:99999", "h:x"):
+    assert split_hostport("example.org:443") == ("example.org", 443)
+    assert split_hostport("[fe80::1%eth0]:80") == ("fe80::1%eth0", 80)
+    # refused when the tunnel is made, not at its first connection
+    for bad in (
+        "nohost", ":80", "h:99999", "h:x", "foo bar:7000", " 127.0.0.1:7000",
+        "1.2.3.4.5:7000", "300.1.1.1:80", "127.0.0.1:07000", "::1:80", "[]:80",
+    ):  # fmt: skip
         try:
             split_hostport(bad)
         except ValueError:
