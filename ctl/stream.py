@@ -137,6 +137,10 @@ def _read_cookie(path: Path) -> bytes:
 # --------------------------------------------------------------------------- streams
 
 
+#: how long `Stream.close()` waits for buffered frames to reach the agent
+CLOSE_FLUSH_TIMEOUT = 30.0
+
+
 class _FrameProtocol(asyncio.Protocol):
     """Decodes HLNK frames as bytes arrive and hands them to at most one waiter."""
 
@@ -150,6 +154,8 @@ class _FrameProtocol(asyncio.Protocol):
         self.paused_reading = False
         self.eof = False
         self.error: BaseException | None = None
+        #: set once the transport is gone (its buffered bytes were written or lost)
+        self.lost: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -180,6 +186,9 @@ class _FrameProtocol(asyncio.Protocol):
         if exc is not None and self.error is None:
             self.error = exc
         self._wake()
+        lost = self.lost
+        if lost is not None and not lost.done():
+            lost.set_result(None)
         w = self.drain_waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -361,10 +370,19 @@ class Stream:
         self._closed = True
         with contextlib.suppress(Exception):
             await self.drain()
+        proto = self._proto
+        if proto.transport is not None and not proto.eof:
+            proto.lost = asyncio.get_running_loop().create_future()
         self._transport.close()
-        # Let connection_lost run so the socket is really gone when we return.
-        await asyncio.sleep(0)
-        self._proto._wake()
+        # transport.close() writes what is still buffered in user space before the
+        # socket goes: wait for that (connection_lost), or the bytes die with the loop
+        # when the app exits right after close().
+        if proto.lost is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proto.lost), CLOSE_FLUSH_TIMEOUT)
+        else:
+            await asyncio.sleep(0)
+        proto._wake()
 
     async def __aenter__(self) -> Stream:
         return self
