@@ -456,7 +456,9 @@ class RelayServer:
         self.revocations.refresh()
         now = time.time()
         for peer in list(self.peers.values()):
-            c = peer.claims
+            # cluster RemotePeers (agents on other nodes) carry no token: their own
+            # node checks it
+            c = getattr(peer, "claims", None)
             if c is None or peer.closer is not None:
                 continue
             why = "token expired" if c.exp <= now else self.revocations.reason(c)
