@@ -236,3 +236,28 @@ def test_close_leaves_only_our_leg() -> None:
     out = st.close("bye")
     assert sends(out, m.HotlinkClose) == [m.HotlinkClose("s1", "bye")]
     assert st.state is SessionState.CLOSED and Settle("session closed") in out
+
+
+def test_sender_gone_then_back_catches_up_before_accepting_again() -> None:
+    """While the sender was gone its frames may have gone to fallback files only (in a
+    relay cluster, a node cut from NATS drops the cross-node copies): its re-open of
+    the same sid is accepted only after a catch-up from our cursor, though our own
+    link stayed up, and the Accept resumes after what we delivered."""
+    for gone in (
+        lambda st: st.on_close(m.REASON_SENDER_GONE),
+        lambda st: st.on_close(m.REASON_IDLE),
+        lambda st: st.on_reject("", m.REASON_UNKNOWN_SESSION),
+    ):
+        st = accepted()
+        st.on_data(data(1), 0.0)
+        gone(st)
+        assert st.state is SessionState.PENDING
+        out = st.offer(OFFER, 1.0)
+        (sync,) = sends(out, m.FileSync)
+        assert (sync.since, sync.after, sync.sid) == (5, "a", "s1")
+        assert not sends(out, m.HotlinkAccept)
+        out = st.on_file_frame(FallbackFrame("s1", 2, f"{PATH}/00000002.request", "", b"f2"), 1.1)
+        assert delivered(out) == [2]
+        out = st.on_file_sync(m.FileSync(PATH, 6, "b", sid="s1"), 1.2)
+        (acc,) = sends(out, m.HotlinkAccept)
+        assert acc == m.HotlinkAccept("s1", seq=2)

@@ -279,6 +279,38 @@ def test_nats_restart_mid_stream(cluster_factory, agents):
     assert got == list(range(report["sent"]))
 
 
+def test_nats_outage_files_reach_a_reader_on_another_node(cluster_factory, agents):
+    """NATS goes away with bob as the only reader, on the other node: alice's frames go
+    by fallback files through her node, whose announcements bob's node misses. When
+    NATS is back, bob's node re-reads the store before it rejoins (a store with many
+    files is slow to re-read; the re-offer used to come first) and bob catches up
+    from it before accepting again, though his own link never went down."""
+    c = cluster_factory(2)
+    bulk = c.data / "datasites" / C / "bulk"
+    for d in range(40):
+        (bulk / str(d)).mkdir(parents=True)
+        for i in range(500):
+            (bulk / str(d) / f"{i}.bin").write_bytes(b"x")
+    alice = agents(A, c.via(0))
+    bob = agents(B, c.via(1))
+    flow = tc.Flow(alice, bob, 300, 64)
+    flow.start()
+    try:
+        wait_for(lambda: len(flow.got.idx) > 300, 20, "frames before the outage")
+        c.nats.kill()
+        wait_for(lambda: "now on the file path" in alice.log_text(), 10, "alice on files")
+        time.sleep(1.5)
+        c.nats.start()
+        wait_for(lambda: c.health(0)[0] == 200 and c.health(1)[0] == 200, 30, "healthy again")
+        n = len(flow.got.idx)
+        wait_for(lambda: len(flow.got.idx) > n + 300, 30, "cross-node frames after NATS is back")
+    finally:
+        report = flow.finish()
+    tc.show("NATS OUTAGE, FILES", report)
+    tc.assert_clean(report)
+    assert "never arrived" not in bob.log_text()
+
+
 def test_devstack_with_three_relays_and_bench():
     """`hotlinkctl devstack up --relays 3`: nats-server + 3 nodes, peer i on node i mod 3
     (devstack.json), stop/start of one node, `hotlinkctl bench` across nodes."""

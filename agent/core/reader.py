@@ -536,6 +536,7 @@ class ReaderStream:
             # sender's re-open instead of failing for good.
             if self.machine.live:
                 self.machine.fire(Trigger.SENDER_GONE, reason)
+            self.synced_sid = ""
             return []
         return self.reject(reason)
 
@@ -544,6 +545,10 @@ class ReaderStream:
         adapter closes it as if by CloseSession)."""
         if reason in (m.REASON_SENDER_GONE, m.REASON_IDLE) and self.machine.live:
             self.machine.fire(Trigger.SENDER_GONE, reason)
+            # The files the sender wrote while it was gone may never have been
+            # broadcast to us (a relay cluster without NATS drops cross-node copies):
+            # the re-offer must catch up from the store before accepting.
+            self.synced_sid = ""
             return [Emit(EventType.CLOSED, self.sender, reason)]
         return None
 

@@ -154,6 +154,11 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.store_sync = StoreSync(server.store, node_id, self._publish_json)
+        #: set while the store index is rebuilt after a (re)connect: the node stays
+        #: out of the cluster (no heartbeats, other nodes ignored) until its index has
+        #: every file, else a reader's catch-up through it would miss the files other
+        #: nodes wrote meanwhile and the re-offered stream would skip them
+        self.rejoining = 0
 
     # ------------------------------------------------------------- server hooks
 
@@ -273,10 +278,10 @@ class ClusterNode:
             sub = await nc.subscribe(subject)
             nc.direct[sub._id] = fn
         await nc.flush()
-        self.problem = ""
         self.store_sync.connected = True
         # files other nodes wrote between our store's start and this join
-        self._tasks.append(asyncio.create_task(self.store_sync.rescan()))
+        await self._rescan()
+        self.problem = ""
         log.info("cluster: node %s joined via %s", self.me, self.url)
         await self._open_kv()
         self._announce()
@@ -297,7 +302,7 @@ class ClusterNode:
         while True:
             await asyncio.sleep(self.heartbeat)
             try:
-                if self.nc.is_connected:
+                if self.nc.is_connected and not self.rejoining:
                     self._publish_json(codec.hb_subject(), n=self.me, e=self.epoch)
                     self._apply(self.members.expire(time.monotonic()))
             except Exception:
@@ -331,14 +336,33 @@ class ClusterNode:
         # every cross-node leg is offered and accepted afresh (resume by seq).
         self._links += 1
         self.epoch = f"{self._base_epoch}.{self._links}"
-        self.problem = ""
         self.registry.reset()
         self._reload_acls()
-        self._tasks.append(asyncio.create_task(self.store_sync.rescan()))
-        log.info("cluster: NATS back; node %s re-announced (epoch %s)", self.me, self.epoch)
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.create_task(self._rejoin(self.epoch)))
+
+    async def _rejoin(self, epoch: str) -> None:
+        """Back on NATS: rebuild the store index (the file announcements of the outage
+        were missed), then announce ourselves. A newer reconnect supersedes this one."""
+        await self._rescan()
+        if epoch != self.epoch or self._closing or not self.nc.is_connected:
+            return
+        self.problem = ""
+        log.info("cluster: NATS back; node %s re-announced (epoch %s)", self.me, epoch)
         self._announce()
         if self.registry.kv is None:
             await self._open_kv()
+
+    async def _rescan(self) -> None:
+        """Rebuild the store index while out of the cluster (see `rejoining`)."""
+        self.rejoining += 1
+        self.problem = "rejoining the cluster: re-reading the store index"
+        try:
+            await self.store_sync.rescan()
+        except Exception:
+            log.exception("cluster: store rescan failed; joining with the index as it is")
+        finally:
+            self.rejoining -= 1
 
     async def _on_error(self, exc: Exception) -> None:
         log.info("cluster: NATS: %s", exc)
@@ -363,13 +387,13 @@ class ClusterNode:
 
     async def _on_hb(self, msg: Any) -> None:
         j = self._json(msg)
-        if j is not None and j.get("n") != self.me:
+        if j is not None and j.get("n") != self.me and not self.rejoining:
             self._apply(self.members.heartbeat(str(j["n"]), str(j["e"]), time.monotonic()))
 
     async def _on_conn(self, msg: Any) -> None:
         j = self._json(msg)
-        if j is None or j.get("n") == self.me:
-            return
+        if j is None or j.get("n") == self.me or self.rejoining:
+            return  # while rejoining: the snapshot asked for after the join tells all
         node, epoch, op = str(j["n"]), str(j["e"]), j.get("op")
         now = time.monotonic()
         if op == "up":
@@ -392,7 +416,7 @@ class ClusterNode:
 
     async def _on_ctl(self, msg: Any) -> None:
         j = self._json(msg)
-        if j is not None and j.get("op") == "snap?":
+        if j is not None and j.get("op") == "snap?" and not self.rejoining:
             self._publish_snapshot()
 
     async def _on_acl(self, msg: Any) -> None:
