@@ -5,8 +5,9 @@ backlog have their own byte bound (`--reader-queue-bytes`), but with many sessio
 those bounds add up: a thousand sessions with slow readers could hold a thousand times
 the per-session bound. One `ByteBudget` shared by all of them caps the sum
 (`--reader-total-bytes`); past it, the queue that would grow is treated exactly as if
-its own bound were reached (slow app disconnected, oldest backlog frame dropped), so
-memory stays bounded however many sessions are open.
+its own bound were reached (slow app disconnected, the frame for an absent app
+refused and asked for again later: `core/reader.py`, "Refetch"), so memory stays
+bounded however many sessions are open.
 """
 
 from __future__ import annotations

@@ -165,7 +165,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "reader_queue",
         V.pos_int,
-        "frames a slow reader app may have queued before it is disconnected (default 4096)",
+        "frames a slow reader app may have queued before it is disconnected, and frames "
+        "kept for the first app while none is connected; the frames it could not take "
+        "are asked from the sender again when an app connects (default 4096)",
         metavar="N",
     ),
     Option(
@@ -180,7 +182,8 @@ OPTIONS: tuple[Option, ...] = (
         V.pos_int,
         "bytes queued for slow reader apps and kept while no app is connected, summed over "
         "all sessions; past it the app whose queue would grow is disconnected, or the "
-        "frame for an absent app dropped, both logged (default 256 MiB)",
+        "frame for an absent app refused, both logged, and asked from the sender again "
+        "when an app connects (default 256 MiB)",
         metavar="BYTES",
     ),
     Option(

@@ -75,7 +75,7 @@ class EndpointOwner(Protocol):
 
     def app_frames(self, conn: AppConnection, frames: list[Frame]) -> None: ...
 
-    def app_dropped(self, conn: AppConnection, frames: int) -> None: ...
+    def app_dropped(self, conn: AppConnection, frames: int, first: int) -> None: ...
 
 
 class AppConnection(asyncio.Protocol):
@@ -277,9 +277,10 @@ class AppConnection(asyncio.Protocol):
                     else "session bound reached",
                     n,
                 )
+                first = self._first_unflushed(header)
                 self._clear_backlog()
-                self.owner.app_dropped(self, n)
                 self._abort()
+                self.owner.app_dropped(self, n, first)
                 return False
             self.backlog.append((header, payload))
             self.backlog_bytes += size
@@ -291,6 +292,18 @@ class AppConnection(asyncio.Protocol):
         self.written += len(header) + len(payload)
         self.marks.append((self.written, header))
         return True
+
+    def _first_unflushed(self, header: bytes) -> int:
+        """The seq of the oldest frame this app has not got: still in the transport's
+        buffer, else in our backlog, else `header`'s (the frame being written)."""
+        t = self.transport
+        out = self.written - (t.get_write_buffer_size() if t is not None else 0)
+        for end, h in self.marks:
+            if end > out:
+                return header_seq(h)
+        if self.backlog:
+            return header_seq(self.backlog[0][0])
+        return header_seq(header)
 
     def flushed_seq(self, last: int) -> int:
         """The seq of the last frame wholly handed to the kernel (it reaches the app

@@ -79,7 +79,7 @@ class ReaderSession(Session):
 
     @property
     def syncing(self) -> bool:
-        return self.rx.syncing
+        return self.rx.catch_up.running
 
     @property
     def ingest_pending(self) -> int:
@@ -107,6 +107,7 @@ class ReaderSession(Session):
             "path_switches": rx.policy.switches,
             "frames_direct": self.direct_frames,
             "bytes_direct": self.direct_bytes,
+            "refetched": rx.refused,
         }
 
     def record(self) -> SessionRecord:
@@ -132,6 +133,15 @@ class ReaderSession(Session):
             if type(e) is DeliverBacklog:
                 for h, p in e.frames:  # type: ignore[union-attr]
                     conn.write(h, p)
+            else:
+                self.apply([e])
+        self._arm()
+
+    def app_dropped(self, conn: AppConnection, frames: int, first: int) -> None:
+        """A slow app was disconnected: if no other app has its frames, they are
+        refetched (not lost, not counted as drops)."""
+        if not self.rx.app_lost(first):
+            super().app_dropped(conn, frames, first)
         self._arm()
 
     def app_disconnected(self, conn: AppConnection) -> None:
@@ -158,7 +168,12 @@ class ReaderSession(Session):
         # The timer is re-armed only when the stream's next deadline moved: with only
         # the progress timer pending and already armed (the common case) there is
         # nothing to do, and `_arm` would find the same.
-        if rx.progress_due != self._timer_when or rx.gap_due is not None or rx.sync_due is not None:
+        if (
+            rx.progress_due != self._timer_when
+            or rx.gap_due is not None
+            or rx.catch_up.due is not None
+            or rx.reask_due is not None
+        ):
             self._arm()
 
     def take_file(self, frame: FallbackFrame) -> bool:

@@ -284,7 +284,7 @@ class Session:
         with contextlib.suppress(ValueError):
             self.conns.remove(conn)
 
-    def app_dropped(self, conn: AppConnection, frames: int) -> None:
+    def app_dropped(self, conn: AppConnection, frames: int, first: int) -> None:
         self.stream.drops += frames
         self.mgr.totals.drops += frames
 

@@ -490,7 +490,7 @@ class SessionManager:
         elif t is m.Error:
             s = self.by_path.get(msg.path)  # type: ignore[union-attr]
             if s is not None and s.syncing:  # the relay could not answer our catch-up
-                s.apply(s.rx.sync_failed(msg.message))  # type: ignore[union-attr]
+                s.apply(s.rx.sync_failed(msg.message, self.loop.time()))  # type: ignore[union-attr]
             self._errors += 1
             if self._errors <= 20 or self._errors % 1000 == 0:
                 log.warning(

@@ -390,8 +390,14 @@ class Router(FileRoutes, SignalRoutes):
             return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
         s.last_activity = self.now = now = self.clock()
         ack = [Outgoing(conn.id, Ack(mid))] if ACKS in conn.ext else []
-        if conn.id in s.readers:  # idempotent per connection
-            return ack
+        if conn.id in s.readers:  # idempotent per connection, unless it asks for a re-send
+            if m.seq is None:
+                return ack
+            refused, seq = s.guard.accept(s.sid, user, m.seq, now)
+            if refused:  # the leg stays; the reader asks again later
+                return ack
+            s.acked[user] = seq  # type: ignore[assignment]
+            return [*ack, Outgoing(s.sender_conn, HotlinkAccept(s.sid, user, seq))]
         refused, seq = s.guard.accept(s.sid, user, m.seq, now)
         if refused:
             return [Outgoing(conn.id, HotlinkReject(m.sid, refused))]

@@ -18,7 +18,8 @@ from hotlink.agent.core.effects import (
 )
 from hotlink.agent.core.limits import StreamLimits, Totals
 from hotlink.agent.core.paths import ActivePath
-from hotlink.agent.core.reader import PROGRESS_DELAY, SYNC_TIMEOUT, ReaderStream
+from hotlink.agent.core.catch_up import SYNC_TIMEOUT
+from hotlink.agent.core.reader import PROGRESS_DELAY, REFETCH_INTERVAL, ReaderStream
 from hotlink.agent.core.state import SessionState
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
@@ -60,7 +61,7 @@ def accepted(flushed: int | None = None, **lim: Any) -> ReaderStream:
     assert SidChanged("", "s1") in out and NewVerdict() in out
     (sync,) = sends(out, m.FileSync)
     assert (sync.path, sync.since, sync.after, sync.sid) == (PATH, 0, "", "s1")
-    assert st.syncing and st.state is SessionState.PENDING
+    assert st.catch_up.running and st.state is SessionState.PENDING
     out = st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 0.0)
     (acc,) = sends(out, m.HotlinkAccept)
     assert acc == m.HotlinkAccept("s1", seq=None)  # new to this stream
@@ -80,7 +81,7 @@ def test_catch_up_pages_before_accept() -> None:
     (page,) = sends(out, m.FileSync)
     assert (page.since, page.after) == (7, "x") and not sends(out, m.HotlinkAccept)
     out = st.on_file_sync(m.FileSync(PATH, 9, "y", sid="s1"), 2.0)
-    assert sends(out, m.HotlinkAccept) and not st.syncing and st.cursor == (9, "y")
+    assert sends(out, m.HotlinkAccept) and not st.catch_up.running and st.catch_up.cursor == (9, "y")
 
 
 def test_catch_up_timeout_asks_again_then_goes_on_without() -> None:
@@ -94,10 +95,10 @@ def test_catch_up_timeout_asks_again_then_goes_on_without() -> None:
         t += wait
         out = st.handle_timer(t)
         (again,) = sends(out, m.FileSync)
-        assert (again.since, again.after) == st.cursor and not sends(out, m.HotlinkAccept)
-        assert st.syncing and st.next_deadline() == t + 2 * wait
+        assert (again.since, again.after) == st.catch_up.cursor and not sends(out, m.HotlinkAccept)
+        assert st.catch_up.running and st.next_deadline() == t + 2 * wait
     out = st.handle_timer(t + 4 * SYNC_TIMEOUT)
-    assert sends(out, m.HotlinkAccept) and not st.syncing and not sends(out, m.FileSync)
+    assert sends(out, m.HotlinkAccept) and not st.catch_up.running and not sends(out, m.FileSync)
 
 
 def test_a_late_answer_after_asking_again_completes_the_catch_up() -> None:
@@ -105,7 +106,7 @@ def test_a_late_answer_after_asking_again_completes_the_catch_up() -> None:
     st.offer(OFFER, 0.0)
     st.handle_timer(SYNC_TIMEOUT)  # asked again
     out = st.on_file_sync(m.FileSync(PATH, 9, "y", sid="s1"), 6.0)  # the first answer
-    assert sends(out, m.HotlinkAccept) and not st.syncing
+    assert sends(out, m.HotlinkAccept) and not st.catch_up.running
     assert st.on_file_sync(m.FileSync(PATH, 9, "y", sid="s1"), 6.1) == []  # the second
 
 
@@ -136,7 +137,7 @@ def test_gap_timer_waits_while_a_catch_up_runs() -> None:
     st.on_data(data(3), 0.0)
     st.on_link_down()
     st.on_link_up(0.1)  # catch-up again
-    assert st.syncing
+    assert st.catch_up.running
     assert delivered(st.handle_timer(0.5)) == [] and st.gap_due == 1.0
     st.on_file_sync(m.FileSync(PATH, 0, "", sid="s1"), 0.6)
     assert delivered(st.handle_timer(1.0)) == [3]
@@ -165,12 +166,65 @@ def test_first_file_tells_the_sid() -> None:
 def test_no_app_backlog_is_bounded_and_handed_to_the_first_app() -> None:
     st = ReaderStream(PATH, sender=ALICE, limits=StreamLimits(reader_queue=2))
     st.sid = "s1"
-    for i in (1, 2, 3):
+    for i in (1, 2, 3, 4):
         assert delivered(st.on_data(data(i), 0.0)) == []
-    assert st.drops == 1 and st.delivered() == 1  # seq 1 dropped, 2 not handed over
-    (bl,) = st.app_connected(0.0)
+    # seq 3 and 4 are refused, not dropped: nothing is confirmed (the sender keeps them)
+    assert st.drops == 0 and st.refused == 2 and st.delivered() == 0 and st.last_seq == 2
+    (bl, *rest) = st.app_connected(0.0)
     assert isinstance(bl, DeliverBacklog) and len(bl.frames) == 2
-    assert st.frames_received == 2 and st.delivered() == 3
+    assert rest == []  # link down: the accept on link up says where we are
+    assert st.frames_received == 2 and st.delivered() == 2 and not st.refetch_from
+    assert delivered(st.on_data(data(3), 0.0)) == [3]  # the stream goes on from seq 3
+
+
+def test_refused_frames_are_asked_for_again_when_an_app_connects() -> None:
+    """No app and the backlog full: later frames are refused and left unconfirmed;
+    the first app gets the backlog, then a catch-up from the safe cursor (files) and a
+    re-Accept with the delivered seq make the sender re-send the rest."""
+    st = accepted(reader_queue=3)
+    st.app_disconnected()
+    st.persist_cursor()  # nothing buffered: the catch-up cursor (5, "a") is safe
+    for i in range(1, 9):
+        st.on_data(data(i), 0.0)
+    assert st.last_seq == 3 and st.refused == 5 and st.refetch_from == 4
+    assert not sends(st.handle_timer(1.0), m.HotlinkProgress)  # nothing reached an app
+    out = st.app_connected(2.0)
+    assert [len(e.frames) for e in out if isinstance(e, DeliverBacklog)] == [3]
+    (sync,) = sends(out, m.FileSync)
+    assert (sync.since, sync.after) == (5, "a") and not sends(out, m.HotlinkAccept)
+    out = st.on_file_sync(m.FileSync(PATH, 6, "b", sid="s1"), 2.1)
+    (acc,) = sends(out, m.HotlinkAccept)
+    assert acc == m.HotlinkAccept("s1", seq=3)
+    got = delivered(st.on_data(data(9), 2.2))  # in flight before the re-send: held
+    for i in range(4, 10):  # the re-send
+        got += delivered(st.on_data(data(i), 2.2))
+    assert got == [4, 5, 6, 7, 8, 9] and st.drops == 0
+
+    # a second refetch within REFETCH_INTERVAL waits for it before asking
+    st.app_disconnected()
+    for i in range(10, 14):
+        st.on_data(data(i), 2.3)
+    out = st.app_connected(2.4)
+    st.on_file_sync(m.FileSync(PATH, 6, "b", sid="s1"), 2.5)
+    assert not sends(out, m.HotlinkAccept) and st.reask_due == 2.1 + REFETCH_INTERVAL
+    (acc,) = sends(st.handle_timer(3.1), m.HotlinkAccept)
+    assert acc.seq == 12
+
+
+def test_a_slow_app_lost_alone_is_refetched_with_others_it_is_dropped() -> None:
+    st = accepted()
+    for i in range(1, 6):
+        st.on_data(data(i), 0.0)
+    assert st.app_lost(3) is True  # its only app lost seq 3..5 with its queue
+    assert st.last_seq == 2 and st.refetch_from == 3
+    assert delivered(st.on_data(data(6), 0.0)) == [] and st.refused == 4
+    st.app_disconnected()
+    out = st.app_connected(5.0)
+    assert sends(out, m.FileSync) and not sends(out, m.HotlinkAccept)
+    (acc,) = sends(st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 5.1), m.HotlinkAccept)
+    assert acc.seq == 2
+    st.app_connected(5.2)  # a second app
+    assert st.app_lost(7) is False and not st.refetch_from
 
 
 def test_progress_reports_what_the_apps_got() -> None:
@@ -210,7 +264,7 @@ def test_new_sid_resets_the_stream() -> None:
     st = accepted()
     st.on_data(data(1), 0.0)
     out = st.offer(m.HotlinkOpen("s2", PATH, ALICE), 1.0)
-    assert SidChanged("s1", "s2") in out and st.last_seq == 0 and st.cursor == (0, "")
+    assert SidChanged("s1", "s2") in out and st.last_seq == 0 and st.catch_up.cursor == (0, "")
     assert st.state is SessionState.PENDING and sends(out, m.FileSync)
 
 
@@ -222,7 +276,7 @@ def test_sender_gone_link_down_close_reject() -> None:
     assert st.offer(OFFER, 0.0)  # the re-open: accepted again after a catch-up
     assert st.on_close("closed by alice") is None  # for good: the adapter closes it
     st.on_link_down()
-    assert not st.syncing and st.deferred_offer is None
+    assert not st.catch_up.running and st.deferred_offer is None
     out = st.on_reject("", m.REASON_UNKNOWN_SESSION)
     assert out == [] and st.machine.reason == m.REASON_UNKNOWN_SESSION
     out = st.on_reject("", "permission denied")

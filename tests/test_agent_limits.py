@@ -38,40 +38,44 @@ def _pair(alice, bob):
     alice.wait_session(PATH, lambda s: B in s.readers)
 
 
-def test_reader_backlog_without_app_keeps_newest(agent_factory):
-    """No app connected on the reader: at most --reader-queue frames are kept; the
-    oldest are dropped (counted, logged) and the first app gets the newest ones."""
+def test_reader_backlog_without_app_refetches_the_rest(agent_factory):
+    """No app connected on the reader: at most --reader-queue frames are kept; later
+    ones are refused (counted, logged, not confirmed, so the sender keeps them). The
+    first app gets the kept ones, then the rest, re-sent: all 120 in order."""
     alice = agent_factory(A)
     bob = agent_factory(B, args=["--reader-queue", "50"])
     _pair(alice, bob)
     writer = AppClient(alice.session_dir(PATH))
     writer.send_raw(b"".join(encode_frame(Frame(b"%d" % i)) for i in range(120)))
-    bob.wait_session(PATH, lambda s: s.last_seq == 120)
-    s = bob.session(PATH)
-    assert s.counters.drops == 70
+    bob.wait_session(PATH, lambda s: s.last_seq == 50 and s.counters.refetched == 70)
     assert "no reader app connected" in bob.log_text()
+    assert alice.session(PATH).counters.confirmed_seq == 0  # nothing reached an app
     reader = AppClient(bob.session_dir(PATH))
-    got = reader.recv_n(50)
-    assert [f.seq for f in got] == list(range(71, 121))
-    assert [f.payload for f in got] == [b"%d" % i for i in range(70, 120)]
+    got = reader.recv_n(120)
+    assert [f.seq for f in got] == list(range(1, 121))
+    assert [f.payload for f in got] == [b"%d" % i for i in range(120)]
     writer.send(b"live")
     assert reader.recv().seq == 121
+    s = bob.session(PATH)
+    assert s.counters.drops == 0 and s.counters.frames_received == 121
+    alice.wait_session(PATH, lambda s: s.counters.confirmed_seq == 121)
 
 
 def test_reader_backlog_without_app_bounded_in_bytes(agent_factory):
-    """--reader-queue-bytes bounds the no-app backlog too: 20 frames of ~1 KiB fit in
-    a 10 KiB bound only as the newest 9 (frame count alone would keep all 20)."""
+    """--reader-queue-bytes bounds the no-app backlog too: of 20 frames of ~1 KiB a
+    10 KiB bound keeps the first 9 (frame count alone would keep all 20); the first
+    app gets them, then the 11 others, re-sent."""
     alice = agent_factory(A)
     bob = agent_factory(B, args=["--reader-queue-bytes", "10240"])
     _pair(alice, bob)
     writer = AppClient(alice.session_dir(PATH))
     payload = b"k" * 1000
     writer.send_raw(b"".join(encode_frame(Frame(payload)) for _ in range(20)))
-    bob.wait_session(PATH, lambda s: s.last_seq == 20)
     kept = 10240 // len(encode_frame(Frame(payload, 1, f"{A}/_mpc/limits/00000001.request")))
-    assert bob.session(PATH).counters.drops == 20 - kept
+    bob.wait_session(PATH, lambda s: s.last_seq == kept and s.counters.refetched == 20 - kept)
     reader = AppClient(bob.session_dir(PATH))
-    assert [f.seq for f in reader.recv_n(kept)] == list(range(21 - kept, 21))
+    assert [f.seq for f in reader.recv_n(20)] == list(range(1, 21))
+    assert bob.session(PATH).counters.drops == 0
 
 
 def test_slow_reader_app_bounded_in_bytes(agent_factory):

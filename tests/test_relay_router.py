@@ -153,6 +153,20 @@ def test_accept_data_close_flow(h: Harness) -> None:
     ]
 
 
+def test_accept_again_with_a_seq_asks_the_sender_for_a_re_send(h: Harness) -> None:
+    """A reader whose app could not take frames asks for them again on its open leg:
+    the Accept with a seq goes to the sender (the leg is unchanged); without a seq it
+    stays idempotent; over the accept rate it is only acked (the reader asks later)."""
+    h.open_session()
+    h.send(CB, HotlinkAccept("s1"))
+    out = h.send(CB, HotlinkAccept("s1", seq=7))
+    assert to(out, CA) == [HotlinkAccept("s1", frm=B, seq=7)] and to(out, CB) == [Ack("m3")]
+    assert h.router.sessions["s1"].readers == {CB: B}
+    for _ in range(40):
+        out = h.send(CB, HotlinkAccept("s1", seq=7))
+    assert out == [Outgoing(CB, Ack(f"m{h.n}"))]
+
+
 def test_data_only_from_sender(h: Harness) -> None:
     h.open_session()
     h.send(CB, HotlinkAccept("s1"))

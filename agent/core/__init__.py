@@ -12,8 +12,10 @@ Modules:
 - `effects`  what the cores ask the adapters to do, and control-API `EventType`
 - `sender`   `SenderStream`: seqs, hotlink queue, re-send window, spill to files
              (`sender_files`), a new sid when the relay says ours is taken (`sender_sid`)
-- `reader`   `ReaderStream`: merge by seq, app delivery, catch-up, gap/progress timers;
-             `file_data` (`FileData`: a frame replayed from a fallback file)
+- `reader`   `ReaderStream`: merge by seq, app delivery, refetch, gap/progress timers;
+             `file_data` (`FileData`: a frame replayed from a fallback file),
+             `catch_up` (`CatchUp`: paging through the relay's store),
+             `backlog` (`NoAppBacklog`: frames kept while no app is connected)
 - `limits`   `StreamLimits` (bounds) and `Totals` (agent-wide counters)
 - `names`    frame-name rules (`validate_frame_name`, `RESERVED_NAMES`)
 """

@@ -5,19 +5,22 @@ one `reorder.StreamMerge` puts both in one seq space, so each seq reaches the ap
 once, in order, whichever path brought it first (the second copy is a counted
 duplicate). Delivered frames become `Deliver` effects (the adapter writes them to
 every connected app); while no app is connected at most `reader_queue` frames /
-`reader_queue_bytes` are kept for the first app (`DeliverBacklog`), the oldest
-dropped and counted beyond that.
+`reader_queue_bytes` are kept for the first app (`DeliverBacklog`).
 
-Catch-up: before accepting a (new) sid, and on every link up, the stream pages
-through the relay's store (`FileSync`) from its cursor; it accepts the sender's open
-only after the last page, so hotlink frames never overtake the files they follow.
+Refetch (design.md, "Refetch"): a frame no app can take (the no-app backlog is full,
+or the only app was disconnected for reading too slowly) is refused, and every later
+one with it. None is confirmed, so the sender keeps them; when an app connects the
+stream asks again: a catch-up from the safe cursor (files), then a re-Accept with the
+delivered seq, on which the sender re-sends what it holds after it.
+
+Catch-up (`catch_up.py`): before accepting a (new) sid, and on every link up, the
+stream pages through the relay's store; it accepts the sender's open only after the
+last page.
 
 Timers (`next_deadline` / `handle_timer(now)`): the gap timer skips seqs that never
 came (not while a catch-up runs), the progress timer reports the delivered seq to the
-sender (`HotlinkProgress`, at most every `PROGRESS_DELAY`), and a catch-up page that
-gets no answer within `SYNC_TIMEOUT` is asked again (`SYNC_RETRIES` times, the wait
-doubling each time) before the stream goes on without it: a busy relay answers late,
-and going on early would skip the files the page would have brought.
+sender (`HotlinkProgress`, at most every `PROGRESS_DELAY`), the catch-up timer asks a
+late page again, and the re-ask timer spaces a refetch's re-Accepts.
 
 "Delivered" means handed to the kernel for every connected app: the adapter injects
 `app_flushed(last_seq)`, the lowest seq its app connections flushed (None: no app);
@@ -27,15 +30,16 @@ frames still in user-space buffers or in the no-app backlog are not confirmed.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
-from hotlink.wire.frames import encode_header, header_seq
+from hotlink.wire.frames import encode_header
 
 from ..budget import ByteBudget
 from ..reorder import StreamMerge
+from .backlog import NoAppBacklog
+from .catch_up import CatchUp
 from .effects import (
     Deliver,
     DeliverBacklog,
@@ -57,10 +61,8 @@ log = logging.getLogger("hotlink.agent.sessions")
 
 #: how long a reader waits before reporting its delivered seq to the sender
 PROGRESS_DELAY = 0.01
-#: a catch-up page that gets no answer in this time is asked again, the wait doubled,
-#: `SYNC_RETRIES` times (5 + 10 + 20 s), then given up
-SYNC_TIMEOUT = 5.0
-SYNC_RETRIES = 2
+#: refetches ask the sender at most this often (the relay rate-limits accepts)
+REFETCH_INTERVAL = 1.0
 
 
 class ReaderStream:
@@ -100,15 +102,13 @@ class ReaderStream:
         self.files_received = 0
         self.drops = 0
         self.apps = 0
-        self.backlog: deque[tuple[bytes, bytes]] = deque()
-        self.backlog_bytes = 0
-        #: agent-wide bound on bytes held for reader apps, shared by every session
-        self.budget = budget if budget is not None else ByteBudget()
-        #: catch-up cursor in the relay's store, and the last one safe to persist
-        self.cursor: tuple[int, str] = (0, "")
-        self.safe_cursor: tuple[int, str] = (0, "")
-        self.syncing = False
-        self.synced_sid = ""
+        self.backlog = NoAppBacklog(
+            limits.reader_queue,
+            limits.reader_queue_bytes,
+            budget if budget is not None else ByteBudget(),
+        )
+        self.catch_up = CatchUp(path, max(1, limits.max_message - 4096))
+        #: the sender's open, accepted once the catch-up ends
         self.deferred_offer: m.HotlinkOpen | None = None
         #: fallback files being mirrored before their frame is replayed
         self.ingest_pending = 0
@@ -119,10 +119,16 @@ class ReaderStream:
         self.resume_sid = ""
         self.gap_due: float | None = None
         self.progress_due: float | None = None
-        self.sync_due: float | None = None
-        #: the current page's wait and re-asks left
-        self.sync_wait = SYNC_TIMEOUT
-        self.sync_retries = SYNC_RETRIES
+        #: first seq refused because no app could take it (0: none refused); see
+        #: the module docstring, "Refetch"
+        self.refetch_from = 0
+        #: frames refused so far (asked for again, not lost)
+        self.refused = 0
+        #: a refetch's re-Accept is due after its catch-up; when the last one was sent,
+        #: and when the next may go if that was too recent
+        self.reask = False
+        self.reasked_at = -REFETCH_INTERVAL
+        self.reask_due: float | None = None
 
     def restore(self, sid: str, delivered: int, cursor: tuple[int, str]) -> None:
         """Back after a restart: the same stream, from the recorded seq and cursor."""
@@ -130,7 +136,7 @@ class ReaderStream:
         self.last_seq = delivered
         if delivered:
             self.reorder.reset(delivered + 1)
-        self.cursor = self.safe_cursor = cursor
+        self.catch_up.cursor = self.catch_up.safe_cursor = cursor
 
     # --- queries ----------------------------------------------------------------
 
@@ -139,20 +145,14 @@ class ReaderStream:
         return self.machine.state
 
     def next_deadline(self) -> float | None:
-        d = self.progress_due
-        g = self.gap_due
-        if g is not None and (d is None or g < d):
-            d = g
-        g = self.sync_due
-        if g is not None and (d is None or g < d):
-            d = g
-        return d
+        due = [self.progress_due, self.gap_due, self.catch_up.due, self.reask_due]
+        return min([d for d in due if d is not None], default=None)
 
     def delivered(self) -> int:
         """Last seq handed to an app (frames still in the no-app backlog, or in an
         app connection's user-space buffers, which die with the agent, are not)."""
         if self.backlog:
-            return header_seq(self.backlog[0][0]) - 1
+            return self.backlog.first_seq() - 1
         if self.apps:
             flushed = self.app_flushed(self.last_seq)
             if flushed is not None:
@@ -161,28 +161,44 @@ class ReaderStream:
 
     def persist_cursor(self) -> tuple[int, str]:
         """The catch-up cursor to record: only advanced while nothing is buffered."""
-        if not len(self.reorder) and not self.backlog and not self.ingest_pending:
-            self.safe_cursor = self.cursor
-        return self.safe_cursor
+        return self.catch_up.persist(
+            not len(self.reorder) and not self.backlog and not self.ingest_pending
+        )
 
     # --- apps -------------------------------------------------------------------
 
     def app_connected(self, now: float) -> list[Effect]:
+        """An app connected: it gets the no-app backlog first (`DeliverBacklog`), then
+        what was refused is asked for again."""
         self.apps += 1
-        if not self.backlog:
-            return []
-        frames = list(self.backlog)
-        self.backlog.clear()
-        self.budget.give(self.backlog_bytes)
-        self.backlog_bytes = 0
-        self.frames_received += len(frames)
-        self.bytes_received += sum(len(p) for _, p in frames)
-        if self.progress_due is None:
-            self.progress_due = now + PROGRESS_DELAY
-        return [DeliverBacklog(frames)]
+        out: list[Effect] = []
+        if self.backlog:
+            frames = self.backlog.take_all()
+            self.frames_received += len(frames)
+            self.bytes_received += sum(len(p) for _, p in frames)
+            if self.progress_due is None:
+                self.progress_due = now + PROGRESS_DELAY
+            out.append(DeliverBacklog(frames))
+        if self.refetch_from:
+            self._refetch(now, out)
+        return out
 
     def app_disconnected(self) -> None:
         self.apps -= 1
+
+    def app_lost(self, first: int) -> bool:
+        """An app was disconnected for reading too slowly: the frames from `first` on
+        that were queued for it are gone. With no other app they were delivered to
+        nobody: refused (refetched when an app connects; True). Other apps have them:
+        only that app lost them (False)."""
+        if self.apps > 1 or self.closed:
+            return False
+        if not self.refetch_from or first < self.refetch_from:
+            self._refuse_from(first, "the reader app was disconnected for reading too slowly")
+            if self.last_seq >= first:
+                self.refused += self.last_seq - first  # the rest of its queue
+                self.last_seq = first - 1
+        return True
 
     # --- frames from the paths ----------------------------------------------------
 
@@ -207,7 +223,10 @@ class ReaderStream:
         taken, `on_data` decides."""
         seq = msg.seq
         if not (
-            self.apps and self.reader_path is ActivePath.HOTLINK and self.reorder.take_next(seq)
+            self.apps
+            and not self.refetch_from
+            and self.reader_path is ActivePath.HOTLINK
+            and self.reorder.take_next(seq)
         ):
             return None
         self.last_seq = seq
@@ -276,8 +295,13 @@ class ReaderStream:
         return encode_header(path.encode(), etag.encode() if etag else b"", len(msg.payload), seq)
 
     def _deliver(self, seq: int, msg: m.HotlinkData, out: list[Effect]) -> None:
+        if self.refetch_from:
+            self.refused += 1
+            return
         payload = msg.payload
         header = self._header(seq, msg)
+        if not self.apps and not self._keep(seq, header, payload):
+            return
         self.last_seq = seq
         if type(msg) is FileData:
             self.files_received += 1
@@ -289,44 +313,46 @@ class ReaderStream:
             out.append(Deliver(header, payload))
             self.frames_received += 1
             self.bytes_received += len(payload)
-            return
-        bl = self.backlog
-        lim = self.lim
-        size = len(header) + len(payload)
-        budget = self.budget
-        while bl and (
-            len(bl) >= lim.reader_queue
-            or self.backlog_bytes + size > lim.reader_queue_bytes
-            or budget.used + size > budget.limit
-        ):
-            h, p = bl.popleft()
-            self.backlog_bytes -= len(h) + len(p)
-            budget.give(len(h) + len(p))
-            self.drops += 1
-            self.totals.drops += 1
-            if self.drops == 1 or self.drops % 1000 == 0:
-                log.warning(
-                    "session %s: no reader app connected and %d frames waiting; dropping the "
-                    "oldest (%d dropped so far)",
-                    self.path,
-                    len(bl),
-                    self.drops,
-                )
-        if not budget.take(size):  # the agent-wide bound, with nothing of ours to drop
-            self.drops += 1
-            self.totals.drops += 1
-            if self.drops == 1 or self.drops % 1000 == 0:
-                log.warning(
-                    "session %s: no reader app connected and the agent-wide reader bound "
-                    "(%d bytes) is reached; frame %d dropped (%d so far)",
-                    self.path,
-                    budget.limit,
-                    header_seq(header),
-                    self.drops,
-                )
-            return
-        bl.append((header, payload))
-        self.backlog_bytes += size
+
+    def _keep(self, seq: int, header: bytes, payload: bytes) -> bool:
+        """No app connected: keep the frame for the first one, or refuse it (see
+        "Refetch")."""
+        why = self.backlog.keep(header, payload)
+        if why:
+            self._refuse_from(seq, "no reader app connected and " + why)
+        return not why
+
+    def _refuse_from(self, seq: int, why: str) -> None:
+        self.refetch_from = seq
+        self.refused += 1
+        self.reask_due = None
+        self.gap_due = None  # what is buffered waits for the refetch
+        log.warning(
+            "session %s: %s; seq %d and later are left with the sender and asked for "
+            "again when an app connects",
+            self.path,
+            why,
+            seq,
+        )
+
+    def _refetch(self, now: float, out: list[Effect]) -> None:
+        """Ask again for what was refused: the stream restarts after the last frame
+        delivered, stored files come again from the last safe cursor, and after that
+        catch-up a re-Accept makes the sender re-send what it holds (`_sync_done`).
+        Copies of frames already delivered are dropped by seq."""
+        log.info(
+            "session %s: an app is connected; asking again for seq %d and later (%d refused)",
+            self.path,
+            self.last_seq + 1,
+            self.refused,
+        )
+        self.refetch_from = 0
+        self.reorder.reset(self.last_seq + 1)
+        self.catch_up.cursor = self.catch_up.safe_cursor
+        if not self.link_up or self.machine.state is not SessionState.OPEN:
+            return  # the next accept on link up carries the delivered seq
+        self.reask = True
+        self._start_sync(now, out)
 
     def _switch(self, to: ActivePath, out: list[Effect]) -> None:
         self.reader_path = to
@@ -347,27 +373,30 @@ class ReaderStream:
 
     def handle_timer(self, now: float) -> list[Effect]:
         out: list[Effect] = []
-        if self.sync_due is not None and now >= self.sync_due:
-            self.sync_due = None
-            if self.syncing and not self.closed and self.sync_retries > 0 and self.link_up:
-                self.sync_retries -= 1
-                self.sync_wait *= 2
+        if self.reask_due is not None and now >= self.reask_due:
+            self.reask_due = None
+            self._reask(now, out)
+        cu = self.catch_up
+        if cu.due is not None and now >= cu.due:
+            if not cu.running or self.closed:
+                cu.due = None
+            elif cu.timed_out() and self.link_up:
                 log.info(
                     "session %s: no catch-up answer from the relay yet; asking again (%gs)",
                     self.path,
-                    self.sync_wait,
+                    cu.wait,
                 )
-                self._ask_page(now, out)
-            elif self.syncing and not self.closed:
+                self._start_sync(now, out, again=True)
+            else:
                 log.warning(
                     "session %s: no catch-up answer from the relay; going on without",
                     self.path,
                 )
-                self._sync_done(out)
+                self._sync_done(out, now)
         if self.gap_due is not None and now >= self.gap_due:
             self.gap_due = None
             ro = self.reorder
-            if self.syncing:  # the missing seqs are most likely in the catch-up still coming
+            if cu.running:  # the missing seqs are most likely in the catch-up still coming
                 self.gap_due = now + ro.gap_timeout
             else:
                 for seq, item in ro.expire(now):
@@ -412,14 +441,12 @@ class ReaderStream:
         self.machine.fire(Trigger.OFFERED)
         if self.sid != offer.sid:
             self._set_sid(offer.sid, out)
-            self.cursor = self.safe_cursor = (0, "")
-            self.synced_sid = ""
-            self.syncing = False
+            self.catch_up.forget()
         self.sender = offer.frm or self.sender
-        if self.synced_sid != self.sid:
+        if self.catch_up.done_sid != self.sid:
             self.deferred_offer = offer
             out.append(NewVerdict())
-            if not self.syncing:
+            if not self.catch_up.running:
                 self._start_sync(now, out)
             return out
         self._accept(offer, out)
@@ -434,58 +461,51 @@ class ReaderStream:
             self._start_sync(now, out)
         return out
 
-    def _start_sync(self, now: float, out: list[Effect]) -> None:
-        self.sync_wait = SYNC_TIMEOUT
-        self.sync_retries = SYNC_RETRIES
-        self._ask_page(now, out)
-
-    def _ask_page(self, now: float, out: list[Effect]) -> None:
-        """Ask for the page after the cursor (again, after a timeout: a late answer
-        to the first ask is taken as well; its files are dropped by seq)."""
-        if not self.link_up or not self.sid or self.closed:
-            return
-        out.append(
-            Send(
-                m.FileSync(
-                    self.path,
-                    self.cursor[0],
-                    self.cursor[1],
-                    sid=self.sid,
-                    # a larger file would not fit one WS message to us (path, keys)
-                    limit=max(1, self.lim.max_message - 4096),
-                )
-            )
-        )
-        self.syncing = True
-        self.sync_due = now + self.sync_wait
+    def _start_sync(self, now: float, out: list[Effect], again: bool = False) -> None:
+        """Ask for the first page (`again`: the same page, its answer is late)."""
+        if self.link_up and self.sid and not self.closed:
+            cu = self.catch_up
+            out.append(Send(cu.ask(self.sid, now) if again else cu.begin(self.sid, now)))
 
     def on_file_sync(self, msg: m.FileSync, now: float) -> list[Effect]:
         """A catch-up page ended; its files came before this message."""
         out: list[Effect] = []
-        if self.closed or not self.syncing or msg.sid != self.sid:
+        if self.closed or not self.catch_up.running or msg.sid != self.sid:
             return out
-        self.cursor = (msg.since, msg.after)
-        if msg.more:
+        if self.catch_up.page_ended(msg):
             self._start_sync(now, out)
         else:
-            self._sync_done(out)
+            self._sync_done(out, now)
         return out
 
-    def sync_failed(self, why: str) -> list[Effect]:
+    def sync_failed(self, why: str, now: float) -> list[Effect]:
         """The relay answered the catch-up with an Error: go on without it."""
         out: list[Effect] = []
-        if self.syncing:
+        if self.catch_up.running:
             log.warning("session %s: catch-up failed: %s", self.path, why)
-            self._sync_done(out)
+            self._sync_done(out, now)
         return out
 
-    def _sync_done(self, out: list[Effect]) -> None:
-        self.syncing = False
-        self.sync_due = None
-        self.synced_sid = self.sid
+    def _sync_done(self, out: list[Effect], now: float) -> None:
+        self.catch_up.finish(self.sid)
         offer, self.deferred_offer = self.deferred_offer, None
         if offer is not None and offer.sid == self.sid and self.link_up:
+            self.reask = False  # the Accept carries the delivered seq
             self._accept(offer, out)
+        elif self.reask:
+            self._reask(now, out)
+
+    def _reask(self, now: float, out: list[Effect]) -> None:
+        """A refetch's re-Accept (at most every `REFETCH_INTERVAL`): the sender
+        re-sends what it holds after our delivered seq."""
+        if now - self.reasked_at < REFETCH_INTERVAL:
+            self.reask_due = self.reasked_at + REFETCH_INTERVAL
+            return
+        self.reask = False
+        if self.closed or not self.link_up or self.machine.state is not SessionState.OPEN:
+            return
+        self.reasked_at = now
+        out.append(Send(m.HotlinkAccept(self.sid, seq=self.delivered())))
 
     def _accept(self, offer: m.HotlinkOpen, out: list[Effect]) -> None:
         if self.sid != offer.sid:
@@ -516,8 +536,7 @@ class ReaderStream:
         self.link_up = False
         if self.machine.state is SessionState.OPEN:
             self.machine.fire(Trigger.LINK_DOWN, "link down")
-        self.syncing = False
-        self.synced_sid = ""
+        self.catch_up.stop()
         self.deferred_offer = None
 
     def on_acked(self) -> list[Effect]:
@@ -536,7 +555,7 @@ class ReaderStream:
             # sender's re-open instead of failing for good.
             if self.machine.live:
                 self.machine.fire(Trigger.SENDER_GONE, reason)
-            self.synced_sid = ""
+            self.catch_up.done_sid = ""  # the re-open catches up again (see on_close)
             return []
         return self.reject(reason)
 
@@ -548,7 +567,7 @@ class ReaderStream:
             # The files the sender wrote while it was gone may never have been
             # broadcast to us (a relay cluster without NATS drops cross-node copies):
             # the re-offer must catch up from the store before accepting.
-            self.synced_sid = ""
+            self.catch_up.done_sid = ""
             return [Emit(EventType.CLOSED, self.sender, reason)]
         return None
 
@@ -575,7 +594,5 @@ class ReaderStream:
 
     def shutdown(self) -> None:
         self.closed = True
-        self.budget.give(self.backlog_bytes)
         self.backlog.clear()
-        self.backlog_bytes = 0
-        self.gap_due = self.progress_due = self.sync_due = None
+        self.gap_due = self.progress_due = self.catch_up.due = None

@@ -185,7 +185,7 @@ class SetFallbackModeRequest(_message.Message):
     def __init__(self, session: _Optional[_Union[SessionRef, _Mapping]] = ..., mode: _Optional[_Union[FallbackMode, str]] = ...) -> None: ...
 
 class SessionCounters(_message.Message):
-    __slots__ = ("frames_sent", "bytes_sent", "frames_received", "bytes_received", "drops", "queued", "files_sent", "files_received", "duplicates", "file_duplicates", "files_pending", "path_switches", "confirmed_seq", "frames_direct", "bytes_direct", "frames_relay", "bytes_relay", "direct_switches")
+    __slots__ = ("frames_sent", "bytes_sent", "frames_received", "bytes_received", "drops", "queued", "files_sent", "files_received", "duplicates", "file_duplicates", "files_pending", "path_switches", "confirmed_seq", "frames_direct", "bytes_direct", "frames_relay", "bytes_relay", "direct_switches", "refetched")
     FRAMES_SENT_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     FRAMES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +204,7 @@ class SessionCounters(_message.Message):
     FRAMES_RELAY_FIELD_NUMBER: _ClassVar[int]
     BYTES_RELAY_FIELD_NUMBER: _ClassVar[int]
     DIRECT_SWITCHES_FIELD_NUMBER: _ClassVar[int]
+    REFETCHED_FIELD_NUMBER: _ClassVar[int]
     frames_sent: int
     bytes_sent: int
     frames_received: int
@@ -222,7 +223,8 @@ class SessionCounters(_message.Message):
     frames_relay: int
     bytes_relay: int
     direct_switches: int
-    def __init__(self, frames_sent: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., frames_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., drops: _Optional[int] = ..., queued: _Optional[int] = ..., files_sent: _Optional[int] = ..., files_received: _Optional[int] = ..., duplicates: _Optional[int] = ..., file_duplicates: _Optional[int] = ..., files_pending: _Optional[int] = ..., path_switches: _Optional[int] = ..., confirmed_seq: _Optional[int] = ..., frames_direct: _Optional[int] = ..., bytes_direct: _Optional[int] = ..., frames_relay: _Optional[int] = ..., bytes_relay: _Optional[int] = ..., direct_switches: _Optional[int] = ...) -> None: ...
+    refetched: int
+    def __init__(self, frames_sent: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., frames_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., drops: _Optional[int] = ..., queued: _Optional[int] = ..., files_sent: _Optional[int] = ..., files_received: _Optional[int] = ..., duplicates: _Optional[int] = ..., file_duplicates: _Optional[int] = ..., files_pending: _Optional[int] = ..., path_switches: _Optional[int] = ..., confirmed_seq: _Optional[int] = ..., frames_direct: _Optional[int] = ..., bytes_direct: _Optional[int] = ..., frames_relay: _Optional[int] = ..., bytes_relay: _Optional[int] = ..., direct_switches: _Optional[int] = ..., refetched: _Optional[int] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("session_id", "path", "role", "state", "reason", "sender", "to", "readers", "session_dir", "ipc_mode", "endpoint", "fallback_mode", "active_path", "last_seq", "ipc_clients", "counters", "opened_unix_nano", "direct_mode", "direct")
