@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hotlink import telemetry
-from hotlink.common import hot_modules
+from hotlink.common import hot_modules, locks
 from hotlink.telemetry import names as N
 
 from .config import AgentConfig
@@ -92,26 +92,19 @@ def token_reader(cfg: AgentConfig) -> Callable[[], str]:
 LOCK_NAME = "agent.lock"
 
 
-def lock_root(hl_dir: Path) -> int | None:
+def lock_root(hl_dir: Path) -> int:
     """Hold `ROOT/.hotlink/agent.lock` (flock) for the agent's lifetime: one agent per
     root. A second agent on the same root must fail *before* it touches anything of
     the running one (its endpoint files, state.json, the session sockets), whatever
-    --control it was given. Returns the fd to close at exit (None where there is no
-    flock)."""
+    --control it was given. Returns the fd to close at exit (without flock, on
+    Windows, the control socket check is all there is)."""
     try:
-        import fcntl
-    except ImportError:  # Windows: the control socket check is all there is
-        return None
-    fd = os.open(hl_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return locks.acquire(hl_dir / LOCK_NAME, wait=False)
     except OSError:
-        os.close(fd)
         raise StartupError(
             f"another agent is running on the root {hl_dir.parent} "
             f"({hl_dir / LOCK_NAME} is held); stop it first"
         ) from None
-    return fd
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None:
@@ -125,8 +118,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> None
     try:
         await _run_agent(cfg, token, stop)
     finally:
-        if lock is not None:
-            os.close(lock)
+        os.close(lock)
 
 
 async def _run_agent(cfg: AgentConfig, token: str, stop: asyncio.Event | None) -> None:

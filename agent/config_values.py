@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hotlink.common.hostport import split_hostport
 from hotlink.common.sizes import parse_size
 
 from .tunnels.mux import MAX_WINDOW, MIN_WINDOW
@@ -65,12 +66,10 @@ def tunnel_window(v: Any) -> int:
 
 
 def hostport(v: Any) -> str:
+    """One HOST:PORT (`common.hostport` rules), or "" for none."""
     s = str(v)
-    if not s:
-        return s
-    host, sep, port = s.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {s!r}")
+    if s:
+        split_hostport(s)
     return s
 
 
@@ -80,26 +79,9 @@ def hostports(min_port: int) -> Callable[[Any], tuple[str, ...]]:
 
     def conv(v: Any) -> tuple[str, ...]:
         items = v if isinstance(v, list | tuple) else [v]
-        out: list[str] = []
-        for item in items:
-            for a in str(item).split(","):
-                a = a.strip()
-                if not a:
-                    continue
-                host, sep, port = a.rpartition(":")
-                bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-                if (
-                    not sep
-                    or not bare
-                    or (":" in bare and not host.startswith("["))
-                    or not port.isdigit()
-                    or not min_port <= int(port) <= 65535
-                ):
-                    raise ValueError(
-                        f"expected HOST:PORT with a port {min_port}-65535 (IPv6 as [::1]:PORT), "
-                        f"got {a!r}"
-                    )
-                out.append(a)
+        out = [a.strip() for item in items for a in str(item).split(",") if a.strip()]
+        for a in out:
+            split_hostport(a, min_port=min_port)
         return tuple(out)
 
     return conv

@@ -21,4 +21,8 @@ circle:
               servers, MPyC parties, tests)
 - `argtypes`  `non_negative`: argparse types for finite, non-negative numbers (relay
               and hotlinkctl flags)
+- `hostport`  `split_hostport`, `join_hostport`: HOST:PORT by one set of rules (agent
+              flags, tunnel and direct addresses, endpoint files, control addresses)
+- `locks`     `acquire`, `file_lock`: an exclusive flock on a lock file (one agent per
+              root, read-modify-write of peers.json and revoked.json)
 """

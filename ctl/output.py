@@ -115,7 +115,8 @@ def session_detail(s: pb.Session) -> str:
         (
             "counters",
             f"sent {c.frames_sent} ({c.bytes_sent} B), received {c.frames_received} "
-            f"({c.bytes_received} B), drops {c.drops}, queued {c.queued}",
+            f"({c.bytes_received} B), drops {c.drops}, queued {c.queued}"
+            + (f", refetched {c.refetched}" if c.refetched else ""),
         )
     )
     return "\n".join(f"{k + ':':<16}{v}" for k, v in rows)

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hotlink.common.hostport import split_hostport
 from hotlink.wire.cookie import COOKIE_NAME, parse_cookie_text, preamble
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, encode_header
@@ -61,14 +62,9 @@ class Endpoint:
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` → (host, port)."""
-    text = text.strip()
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"not host:port: {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
+    """`host:port` or `[v6]:port` → (host, port) (`common.hostport` rules; the
+    surrounding whitespace of a `stream.tcp` line is ignored)."""
+    return split_hostport(text.strip())
 
 
 def resolve_endpoint(session_dir: str | os.PathLike[str]) -> Endpoint:

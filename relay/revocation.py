@@ -16,14 +16,14 @@ a typo must never un-revoke tokens.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hotlink.common.locks import file_lock
 
 from .auth import TokenClaims
 
@@ -108,14 +108,8 @@ class Revocations:
         return self.deny.reason(c)
 
 
-@contextlib.contextmanager
-def _locked(data_dir: Path) -> Iterator[None]:
-    fd = os.open(data_dir / f".{REVOKED_FILE}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _locked(data_dir: Path) -> contextlib.AbstractContextManager[None]:
+    return file_lock(data_dir / f".{REVOKED_FILE}.lock")
 
 
 def revoke(

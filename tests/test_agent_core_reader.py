@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hotlink.agent.core.catch_up import SYNC_TIMEOUT
 from hotlink.agent.core.effects import (
     Deliver,
     DeliverBacklog,
@@ -18,7 +19,6 @@ from hotlink.agent.core.effects import (
 )
 from hotlink.agent.core.limits import StreamLimits, Totals
 from hotlink.agent.core.paths import ActivePath
-from hotlink.agent.core.catch_up import SYNC_TIMEOUT
 from hotlink.agent.core.reader import PROGRESS_DELAY, REFETCH_INTERVAL, ReaderStream
 from hotlink.agent.core.state import SessionState
 from hotlink.wire import messages as m
@@ -81,7 +81,9 @@ def test_catch_up_pages_before_accept() -> None:
     (page,) = sends(out, m.FileSync)
     assert (page.since, page.after) == (7, "x") and not sends(out, m.HotlinkAccept)
     out = st.on_file_sync(m.FileSync(PATH, 9, "y", sid="s1"), 2.0)
-    assert sends(out, m.HotlinkAccept) and not st.catch_up.running and st.catch_up.cursor == (9, "y")
+    assert (
+        sends(out, m.HotlinkAccept) and not st.catch_up.running and st.catch_up.cursor == (9, "y")
+    )
 
 
 def test_catch_up_timeout_asks_again_then_goes_on_without() -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from hotlink.agent.direct.addresses import (
     default_listen,
-    format_address,
     has_ipv6_loopback,
     parse_address,
 )
@@ -23,6 +22,7 @@ from hotlink.agent.direct.transport import (
     DirectListener,
     connect,
 )
+from hotlink.common.hostport import join_hostport
 
 BINDING = DirectBinding(sid="sid-1", sender="a@x.org", reader="b@x.org", leg="leg-1")
 HOSTS = ["127.0.0.1"] + (["::1"] if has_ipv6_loopback() else [])
@@ -183,7 +183,7 @@ class RecordingProxy:
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return format_address(*self.server.sockets[0].getsockname()[:2])
+        return join_hostport(*self.server.sockets[0].getsockname()[:2])
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         sr, sw = await asyncio.open_connection(*self.target)
@@ -271,7 +271,7 @@ async def _silent_server() -> tuple[socket.socket, str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(8)
-    return sock, format_address(*sock.getsockname())
+    return sock, join_hostport(*sock.getsockname())
 
 
 @contextlib.contextmanager
@@ -280,7 +280,7 @@ def _refusing_port() -> Iterator[str]:
     port meanwhile) but not listening."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        yield format_address(*sock.getsockname())
+        yield join_hostport(*sock.getsockname())
 
 
 def test_silent_candidate_and_a_good_one_the_good_one_wins() -> None:
@@ -431,7 +431,7 @@ def test_an_impostor_listener_is_refused_by_the_initiator() -> None:
             writer.close()
 
         server = await asyncio.start_server(impostor, "127.0.0.1", 0)
-        address = format_address(*server.sockets[0].getsockname()[:2])
+        address = join_hostport(*server.sockets[0].getsockname()[:2])
         try:
             with pytest.raises(DirectConnectFailed) as info:
                 await connect([address], ki, kr.public, BINDING, timeout=10)

@@ -10,8 +10,8 @@ from typing import Any
 from hotlink.agent.tunnels import mux as M
 from hotlink.agent.tunnels import naming
 from hotlink.agent.tunnels.state import TunnelSpec, load_tunnels, save_tunnels
-from hotlink.agent.tunnels.tcp import join_hostport, split_hostport
 from hotlink.agent.tunnels.tracing import SPAN_CONNECTION, SPAN_REFUSED, TunnelTracer
+from hotlink.common.hostport import join_hostport, split_hostport
 from hotlink.ctl.tunnel_cli import tunnels_table
 from hotlink.relay.acl import Access, AclIndex, parse_acl
 from hotlink.v1 import agent_pb2 as pb

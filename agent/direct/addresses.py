@@ -1,4 +1,5 @@
-"""Direct-link addresses: "host:port" parsing and the default listen set.
+"""Direct-link addresses: "host:port" parsing (`common.hostport`) and the default
+listen set.
 
 The default is loopback plus the host's own interface addresses, every one on the
 same ephemeral port where the kernel allows it (one port to forward or open in a
@@ -16,36 +17,18 @@ import struct
 import sys
 from pathlib import Path
 
+from hotlink.common.hostport import split_hostport
+
 _SIOCGIFADDR = 0x8915
 _IF_INET6 = Path("/proc/net/if_inet6")
 
 
 def parse_address(text: str) -> tuple[str, int]:
     """ "host:port" or "[v6]:port" -> (host, port); ValueError that names the input."""
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"direct address must be 'HOST:PORT', got {text!r}")
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"direct address {text!r}: IPv6 form is '[ADDR]:PORT'")
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError(f"direct address {text!r} is not 'HOST:PORT' ('[ADDR]:PORT' for IPv6)")
-    if not host:
-        raise ValueError(f"direct address {text!r} has no host")
     try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"direct address {text!r}: port {port!r} is not a number") from None
-    if not 0 <= number <= 65535:
-        raise ValueError(f"direct address {text!r}: port {number} outside 0..65535")
-    return host, number
-
-
-def format_address(host: str, port: int) -> str:
-    """(host, port) -> "host:port", brackets around IPv6 literals."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return split_hostport(text)
+    except ValueError as exc:
+        raise ValueError(f"direct address: {exc}") from None
 
 
 def has_ipv6_loopback() -> bool:

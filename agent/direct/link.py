@@ -15,7 +15,8 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
-from .addresses import format_address
+from hotlink.common.hostport import join_hostport
+
 from .handshake import Established, Failed, InitiatorHandshake, ResponderHandshake
 from .keys import DirectBinding
 from .records import CounterExhausted, RecordCodec, RecordError
@@ -39,7 +40,7 @@ class DirectLinkClosed(Exception):
 def _peer_name(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return format_address(str(peer[0]), int(peer[1]))
+        return join_hostport(str(peer[0]), int(peer[1]))
     return str(peer)
 
 

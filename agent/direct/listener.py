@@ -7,7 +7,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .addresses import format_address
+from hotlink.common.hostport import join_hostport
+
 from .handshake import DEFAULT_TIMEOUT, Established, Expected, Failed, ResponderHandshake
 from .keys import DirectBinding, LocalKey, link_tag
 from .link import DirectLink, _HandshakeProtocol, _peer_name
@@ -111,12 +112,12 @@ class DirectListener:
                         self._protocol, host, attempt, reuse_address=True
                     )
                 except OSError as exc:
-                    error = f"{format_address(host, port)}: {exc.strerror or exc}"
+                    error = f"{join_hostport(host, port)}: {exc.strerror or exc}"
                     continue
                 self._servers.append(server)
                 for sock in server.sockets:
                     bound = sock.getsockname()
-                    self.addresses.append(format_address(str(bound[0]), int(bound[1])))
+                    self.addresses.append(join_hostport(str(bound[0]), int(bound[1])))
                     if port == 0 and not shared_port:
                         shared_port = int(bound[1])
                 break

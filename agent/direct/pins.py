@@ -28,11 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hotlink.common.atomic import write_atomic
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; edits by hand then race the agent's first pins
-    fcntl = None  # type: ignore[assignment]
+from hotlink.common.locks import file_lock
 
 log = logging.getLogger("hotlink.agent.direct")
 
@@ -118,11 +114,7 @@ class PinStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Pin]]:
         """Read-modify-write under the lock; the yielded dict is written back."""
-        lock = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
             self._stamp = None
             pins = dict(self.pins())
             yield pins
@@ -135,8 +127,6 @@ class PinStore:
             }
             write_atomic(self.path, json.dumps(doc, indent=1) + "\n", mode=0o600)
             self._stamp = None
-        finally:
-            os.close(fd)
 
     def pin_first_use(self, peer: str, fp: str) -> bool:
         """Pin `fp` for `peer` unless a pin exists (True when this pinned it)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hotlink.common.hostport import join_hostport, split_hostport
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import REASON_PERMISSION_DENIED
 from hotlink.wire.paths import validate_email
@@ -30,7 +31,7 @@ from . import mux as M
 from . import naming
 from .peer import Endpoints, PeerLink
 from .state import TunnelSpec, load_tunnels, save_tunnels
-from .tcp import TcpConn, join_hostport, split_hostport
+from .tcp import TcpConn
 from .tracing import TunnelTracer
 
 log = logging.getLogger("hotlink.agent.tunnels")

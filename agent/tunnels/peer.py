@@ -17,9 +17,11 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from hotlink.common.hostport import split_hostport
+
 from . import mux as M
 from .session_io import SessionPipe
-from .tcp import TcpConn, split_hostport
+from .tcp import TcpConn
 
 log = logging.getLogger("hotlink.agent.tunnels")
 

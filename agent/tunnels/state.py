@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hotlink.common.atomic import write_atomic
-
-from .tcp import split_hostport
+from hotlink.common.hostport import split_hostport
 
 log = logging.getLogger("hotlink.agent.tunnels")
 

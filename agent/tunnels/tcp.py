@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import re
 import socket
 import struct
 from typing import Protocol
@@ -155,37 +153,3 @@ class TcpConn(asyncio.Protocol):
         if self.held_eof and not self.read_paused and not self.held and not self.gone:
             self.held_eof = False
             self.owner.on_tcp_eof(self.cid)
-
-
-def split_hostport(text: str) -> tuple[str, int]:
-    """`127.0.0.1:7000`, `[::1]:7000`, `localhost:0` -> (host, port); ValueError if bad:
-    refused here, not at the first connection (spaces, a dotted quad that is no IPv4
-    address, an IPv6 address without brackets, a port with leading zeros)."""
-    host, sep, port = text.rpartition(":")
-    bracketed = host.startswith("[") and host.endswith("]")
-    host = host[1:-1] if bracketed else host
-    ok = (
-        sep
-        and _HOST.fullmatch(host) is not None
-        and (bracketed or ":" not in host)
-        and port.isdigit()
-        and (port == "0" or not port.startswith("0"))
-        and 0 <= int(port) <= 65535
-    )
-    if ok and (bracketed or _DOTTED.fullmatch(host)):
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            ok = False
-    if not ok:
-        raise ValueError(f"expected HOST:PORT (IPv6 as [::1]:PORT), got {text!r}")
-    return host, int(port)
-
-
-#: a host name or an address: letters, digits, `.-_:` (IPv6), `%` (a zone); no spaces
-_HOST = re.compile(r"[A-Za-z0-9._:%-]+")
-_DOTTED = re.compile(r"[0-9.]+")
-
-
-def join_hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
