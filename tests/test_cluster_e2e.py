@@ -246,6 +246,14 @@ def _registry_home(c: Cluster, sid: str) -> str:
     return asyncio.run(get())
 
 
+def _nats_back(c: Cluster, flow: tc.Flow) -> None:
+    """Restart nats-server; both nodes healthy again, and 300 more frames across."""
+    c.nats.start()
+    wait_for(lambda: c.health(0)[0] == 200 and c.health(1)[0] == 200, 30, "healthy again")
+    n = len(flow.got.idx)
+    wait_for(lambda: len(flow.got.idx) > n + 300, 30, "cross-node frames after NATS is back")
+
+
 def test_nats_restart_mid_stream(cluster_factory, agents):
     """NATS goes away and comes back: nodes report degraded meanwhile, keep local
     sessions, and the cross-node stream resumes with nothing lost."""
@@ -266,10 +274,7 @@ def test_nats_restart_mid_stream(cluster_factory, agents):
         assert code == 503 and "NATS" in text, text
         c.relays[0].wait_for_log("degraded: lost NATS")
         time.sleep(0.5)  # let frames flow on node-0 only for a while
-        c.nats.start()
-        wait_for(lambda: c.health(0)[0] == 200 and c.health(1)[0] == 200, 30, "healthy again")
-        n = len(flow.got.idx)
-        wait_for(lambda: len(flow.got.idx) > n + 300, 30, "cross-node frames after NATS is back")
+        _nats_back(c, flow)
     finally:
         report = flow.finish()
     tc.show("NATS RESTART", report)
@@ -300,10 +305,7 @@ def test_nats_outage_files_reach_a_reader_on_another_node(cluster_factory, agent
         c.nats.kill()
         wait_for(lambda: "now on the file path" in alice.log_text(), 10, "alice on files")
         time.sleep(1.5)
-        c.nats.start()
-        wait_for(lambda: c.health(0)[0] == 200 and c.health(1)[0] == 200, 30, "healthy again")
-        n = len(flow.got.idx)
-        wait_for(lambda: len(flow.got.idx) > n + 300, 30, "cross-node frames after NATS is back")
+        _nats_back(c, flow)
     finally:
         report = flow.finish()
     tc.show("NATS OUTAGE, FILES", report)
