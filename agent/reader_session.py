@@ -93,6 +93,9 @@ class ReaderSession(Session):
     #: `agent.direct.service`)
     direct_frames = 0
     direct_bytes = 0
+    #: frames / payload bytes that came through the relay (`SessionManager.on_message`)
+    relay_frames = 0
+    relay_bytes = 0
 
     def counters(self) -> dict[str, int]:
         """GetSession's counters."""
@@ -107,6 +110,8 @@ class ReaderSession(Session):
             "path_switches": rx.policy.switches,
             "frames_direct": self.direct_frames,
             "bytes_direct": self.direct_bytes,
+            "frames_relay": self.relay_frames,
+            "bytes_relay": self.relay_bytes,
             "refetched": rx.refused,
         }
 

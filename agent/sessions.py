@@ -461,8 +461,11 @@ class SessionManager:
             if s is None or s.is_sender:
                 self.unknown_frames += 1
                 return
+            n = len(msg.payload)  # type: ignore[union-attr]
             self.frames_in += 1
-            self.bytes_in += len(msg.payload)  # type: ignore[union-attr]
+            self.bytes_in += n
+            s.relay_frames += 1  # type: ignore[attr-defined]
+            s.relay_bytes += n  # type: ignore[attr-defined]
             s.on_data(msg)  # type: ignore[arg-type]
         elif t is m.Ack:
             self._on_ack(msg.original_id, None)  # type: ignore[union-attr]

@@ -294,6 +294,17 @@ def test_close_leaves_only_our_leg() -> None:
     assert st.state is SessionState.CLOSED and Settle("session closed") in out
 
 
+def test_a_leg_the_relay_ended_is_closed_without_a_close_message() -> None:
+    """The sender closed for good, or the relay dropped us ("reader stalled"): the
+    relay has no leg of ours any more, and a Close from us would come back as an
+    error."""
+    for reason in ("closed by alice", "reader stalled"):
+        st = accepted()
+        assert st.on_close(reason) is None
+        out = st.close(reason)
+        assert sends(out, m.HotlinkClose) == [] and st.state is SessionState.CLOSED
+
+
 def test_sender_gone_then_back_catches_up_before_accepting_again() -> None:
     """While the sender was gone its frames may have gone to fallback files only (in a
     relay cluster, a node cut from NATS drops the cross-node copies): its re-open of

@@ -58,6 +58,8 @@ def test_reader_backlog_without_app_refetches_the_rest(agent_factory):
     assert reader.recv().seq == 121
     s = bob.session(PATH)
     assert s.counters.drops == 0 and s.counters.frames_received == 121
+    # through the relay: the 120, the 70 refused ones again, the live one
+    assert s.counters.frames_relay == 191 and s.counters.frames_direct == 0
     alice.wait_session(PATH, lambda s: s.counters.confirmed_seq == 121)
 
 

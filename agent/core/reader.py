@@ -90,6 +90,7 @@ class ReaderStream:
         self.machine = SessionMachine(Role.READER)
         self.link_up = link_up
         self.closed = False
+        self.leg_ended = False
         #: a reader takes whatever path the sender uses; the mode is only reported
         self.policy = FallbackPolicy(mode)
         self.reorder: StreamMerge[m.HotlinkData] = StreamMerge(
@@ -569,6 +570,7 @@ class ReaderStream:
             # the re-offer must catch up from the store before accepting.
             self.catch_up.done_sid = ""
             return [Emit(EventType.CLOSED, self.sender, reason)]
+        self.leg_ended = True  # by the relay or the sender: our close says nothing more
         return None
 
     def reject(self, reason: str) -> list[Effect]:
@@ -584,7 +586,8 @@ class ReaderStream:
         if self.machine.state is SessionState.CLOSED:
             return []  # closing twice is a no-op
         out: list[Effect] = []
-        if self.sid and self.link_up and self.machine.state is SessionState.OPEN:
+        st = self.machine.state
+        if self.sid and self.link_up and st is SessionState.OPEN and not self.leg_ended:
             out.append(Send(m.HotlinkClose(self.sid, reason or "closed")))
         self.machine.fire(Trigger.CLOSED, reason or "closed")
         out.append(Settle("session closed"))
