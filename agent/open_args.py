@@ -14,6 +14,7 @@ from hotlink.wire.paths import (
     validate_email,
     validate_path,
     validate_relpath,
+    validate_session_path,
 )
 
 from .core.paths import normalize_mode
@@ -51,8 +52,7 @@ def resolve_path(own_email: str, path: str, role: int = 0) -> tuple[str, Role]:
     first = path.split("/", 1)[0]
     full = path if "@" in first else f"{own_email}/{path}"
     validate_path(full)
-    if "/" not in full:
-        raise ProtocolError(f"a session path needs a folder inside the datasite: {path!r}")
+    validate_session_path(full)
     if session_path(full) != full:  # peers would take it for a file of its parent folder
         raise ProtocolError(f"a session folder named like a .request file: {path!r}")
     if role not in (0, Role.SENDER, Role.READER):

@@ -53,7 +53,13 @@ from hotlink.wire.messages import (
     Nack,
     System,
 )
-from hotlink.wire.paths import MAX_PATH, session_path, validate_email, validate_path
+from hotlink.wire.paths import (
+    MAX_PATH,
+    session_path,
+    validate_email,
+    validate_path,
+    validate_session_path,
+)
 
 from .acl import Access, AclIndex
 from .connection import Conn, Outgoing
@@ -318,10 +324,11 @@ class Router(FileRoutes, SignalRoutes):
             validate_path(m.path)
             if m.to:
                 validate_email(m.to)
+            if session_path(m.path) != m.path:  # a reference sender names its first file
+                m = HotlinkOpen(m.sid, session_path(m.path), m.frm, m.to)
+            validate_session_path(m.path)
         except ProtocolError as exc:
             return [Outgoing(conn.id, HotlinkReject(m.sid, f"bad request: {exc}"))]
-        if session_path(m.path) != m.path:  # a reference sender names its first file
-            m = HotlinkOpen(m.sid, session_path(m.path), m.frm, m.to)
         if not self.acl.can(user, m.path, Access.WRITE):
             return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
         if m.to and m.to != user and not self.acl.can(m.to, m.path, Access.READ):

@@ -117,6 +117,26 @@ def test_open_bad_path_rejected(h: Harness, path: str) -> None:
     assert o.conn == CA and isinstance(o.msg, HotlinkReject) and "bad request" in o.msg.reason
 
 
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        (A, "needs a folder inside the datasite"),
+        (f"{A}/00000001.request", "needs a folder inside the datasite"),  # reference form
+        (f"{A}/{'x' * 256}", "over 255 bytes"),
+        (f"{A}/{'é' * 128}", "over 255 bytes"),  # 256 bytes in UTF-8
+    ],
+)
+def test_open_refused_where_no_agent_could_have_the_session(
+    h: Harness, path: str, why: str
+) -> None:
+    """The datasite root, and a name no file system takes, are refused as the agent
+    refuses them when a session is opened there."""
+    (o,) = h.send(CA, HotlinkOpen("s1", path))
+    assert isinstance(o.msg, HotlinkReject) and why in o.msg.reason, o
+    assert "s1" not in h.router.sessions
+    assert to(h.send(CA, HotlinkOpen("s2", f"{A}/{'x' * 255}")), CA) == [Ack(f"m{h.n}")]
+
+
 def test_owner_prefix_is_not_ownership(h: Harness) -> None:
     out = h.send(CA, HotlinkOpen("s1", f"{A}.evil/x"))
     assert to(out, CA) == [HotlinkReject("s1", REASON_PERMISSION_DENIED)]

@@ -17,6 +17,9 @@ from .errors import ProtocolError
 ENDPOINT_NAMES = frozenset({"stream.sock", "stream.tcp", "stream.pipe", COOKIE_NAME})
 
 MAX_PATH = 4096
+#: one file or folder name, in UTF-8 bytes (NAME_MAX of Linux, macOS and Windows'
+#: 255 UTF-16 units): a longer one could never be stored or mirrored
+MAX_SEGMENT = 255
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*")
 
 
@@ -41,7 +44,7 @@ def normalize_email(email: str) -> str:
 
 def validate_relpath(rel: str, *, allow_empty: bool = False) -> str:
     """A relative path inside a datasite or a session dir: no absolute, `..`, `.`, `//`,
-    NUL, backslash or control characters."""
+    NUL, backslash or control characters, no name over `MAX_SEGMENT` bytes."""
     if not isinstance(rel, str):
         raise ProtocolError("path must be a string")
     if not rel:
@@ -61,6 +64,8 @@ def validate_relpath(rel: str, *, allow_empty: bool = False) -> str:
             raise ProtocolError(f"empty segment in path: {rel!r}")
         if seg in (".", ".."):
             raise ProtocolError(f"'{seg}' segment in path: {rel!r}")
+        if len(seg) > MAX_SEGMENT // 4 and len(seg.encode()) > MAX_SEGMENT:
+            raise ProtocolError(f"a name in the path is over {MAX_SEGMENT} bytes: {seg[:40]!r}…")
     return rel
 
 
@@ -100,6 +105,14 @@ def session_path(path: str) -> str:
     (`.../00000002.request`) fall inside the session."""
     if path.endswith(SESSION_FILE_SUFFIXES) and "/" in path:
         return path.rsplit("/", 1)[0]
+    return path
+
+
+def validate_session_path(path: str) -> str:
+    """A session folder (after `session_path`): a folder inside the owner's datasite,
+    never the datasite root (which holds the owner's ACL and every other folder)."""
+    if "/" not in path:
+        raise ProtocolError(f"a session path needs a folder inside the datasite: {path!r}")
     return path
 
 
