@@ -58,6 +58,12 @@ def resolve_path(own_email: str, path: str, role: int = 0) -> tuple[str, Role]:
     if role not in (0, Role.SENDER, Role.READER):
         raise ProtocolError(f"unknown role {role}")
     derived = Role.SENDER if owner_of(full) == own_email else Role.READER
+    if role == Role.READER and derived is Role.SENDER:
+        # the relay offers a session to the users its ACL lets read, never its sender
+        raise ProtocolError(
+            f"{full} is in your own datasite: open it as its sender (a reader of your own "
+            "session would wait forever: the relay never offers it to its sender)"
+        )
     return full, Role(role) if role else derived
 
 

@@ -39,6 +39,6 @@ def pending_reason(s: _Session, link_up: bool, link_state: str, last_error: str)
         return "waiting for the relay's verdict on the open"
     return (
         f"waiting for {owner}'s open: the relay offers {s.path} once {owner} has opened it "
-        f"and granted you read access (on {owner}'s agent: hotlinkctl acl grant "
-        f"{rest} YOUR@EMAIL --read)"
+        f"(not --to another reader) and granted you read access (on {owner}'s agent: "
+        f"hotlinkctl acl grant {rest} YOUR@EMAIL --read)"
     )

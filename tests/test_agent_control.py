@@ -50,9 +50,10 @@ def test_errors_and_idempotence(agent_factory):
     s1 = alice.open("_mpc/0_to_1")
     s2 = alice.open(PATH)  # same session, same role: returned as is
     assert s1.session_id == s2.session_id
-    with pytest.raises(grpc.RpcError) as exc:
+    with pytest.raises(grpc.RpcError) as exc:  # a reader of one's own session
         alice.open("_mpc/0_to_1", role=pb.ROLE_READER)
-    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "open it as its sender" in exc.value.details()
     ref = pb.SessionRef(session_id="nope")
     with pytest.raises(grpc.RpcError) as exc:
         alice.stub.CloseSession(pb.CloseSessionRequest(session=ref), timeout=5)

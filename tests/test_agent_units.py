@@ -149,6 +149,9 @@ def test_resolve_path_roles():
     assert resolve_path(ME, "bob@example.org/x", 1)[1] is Role.SENDER
     # a string-prefix look-alike is somebody else's datasite
     assert resolve_path(ME, f"{ME}.evil/x")[1] is Role.READER
+    # the relay never offers a session to its sender: a reader there would wait forever
+    with pytest.raises(ProtocolError, match="open it as its sender"):
+        resolve_path(ME, "_mpc/0_to_1", 2)
 
 
 @pytest.mark.parametrize(
