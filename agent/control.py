@@ -204,6 +204,7 @@ class ControlServicer(pb_grpc.HotlinkAgentServicer):
             version=VERSION,
             email=self.mgr.email,
             server_url=self.server_url,
+            relay_url=link.url,
             link_state=int(link.state),
             link_since_unix_nano=link.since_ns,
             last_error=link.last_error,

@@ -51,6 +51,8 @@ class Transport(abc.ABC):
     since_ns: int = 0
     last_error: str = ""
     reconnects: int = 0
+    #: the relay URL in use now, or tried next ("" where there is none)
+    url: str = ""
 
     @abc.abstractmethod
     def set_listener(self, listener: TransportListener) -> None: ...

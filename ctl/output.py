@@ -156,7 +156,8 @@ def status_text(st: pb.GetStatusResponse) -> str:
     c = st.counters
     lines = [
         f"agent {st.version} for {st.email}",
-        f"relay:     {st.server_url}",
+        f"relay:     {st.server_url}"
+        + (f" (on {st.relay_url})" if "," in st.server_url and st.relay_url else ""),
         f"link:      {link}{since}"
         + (
             f" (last error: {st.last_error})"

@@ -211,10 +211,13 @@ def test_node_kill_mid_stream(cluster_factory, agents, victim):
     flow = tc.Flow(alice, bob, 300, 64).start()
     try:
         wait_for(lambda: len(flow.got.idx) > 300, 20, "frames before the kill")
-        c.relays[0 if victim == "sender-node" else 1].kill()
+        dead = c.relays[0 if victim == "sender-node" else 1]
         moved = alice if victim == "sender-node" else bob
+        assert moved.status().relay_url.startswith(dead.url)  # status names the node in use
+        dead.kill()
         wait_for(lambda: moved.status().counters.reconnects >= 1, 20, "reconnect to another node")
         moved.wait_link(pb.LINK_STATE_UP, timeout=20)
+        assert not moved.status().relay_url.startswith(dead.url)
         n = len(flow.got.idx)
         wait_for(lambda: len(flow.got.idx) > n + 300, 30, "frames after the kill")
     finally:

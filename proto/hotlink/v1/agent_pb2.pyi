@@ -321,7 +321,7 @@ class Counters(_message.Message):
     def __init__(self, frames_in: _Optional[int] = ..., frames_out: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., drops: _Optional[int] = ..., reconnects: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("version", "email", "server_url", "link_state", "link_since_unix_nano", "last_error", "root", "counters", "sessions", "tunnels")
+    __slots__ = ("version", "email", "server_url", "link_state", "link_since_unix_nano", "last_error", "root", "counters", "sessions", "relay_url", "tunnels")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     SERVER_URL_FIELD_NUMBER: _ClassVar[int]
@@ -331,6 +331,7 @@ class GetStatusResponse(_message.Message):
     ROOT_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    RELAY_URL_FIELD_NUMBER: _ClassVar[int]
     TUNNELS_FIELD_NUMBER: _ClassVar[int]
     version: str
     email: str
@@ -341,8 +342,9 @@ class GetStatusResponse(_message.Message):
     root: str
     counters: Counters
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
+    relay_url: str
     tunnels: _containers.RepeatedCompositeFieldContainer[Tunnel]
-    def __init__(self, version: _Optional[str] = ..., email: _Optional[str] = ..., server_url: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., link_since_unix_nano: _Optional[int] = ..., last_error: _Optional[str] = ..., root: _Optional[str] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., tunnels: _Optional[_Iterable[_Union[Tunnel, _Mapping]]] = ...) -> None: ...
+    def __init__(self, version: _Optional[str] = ..., email: _Optional[str] = ..., server_url: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., link_since_unix_nano: _Optional[int] = ..., last_error: _Optional[str] = ..., root: _Optional[str] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., relay_url: _Optional[str] = ..., tunnels: _Optional[_Iterable[_Union[Tunnel, _Mapping]]] = ...) -> None: ...
 
 class TunnelCounters(_message.Message):
     __slots__ = ("connections", "active", "bytes_in", "bytes_out", "resets", "refused")
