@@ -252,4 +252,9 @@ def tunnels_table(tunnels: list[pb.Tunnel]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines += [f"{t.path}: {t.state}: {t.reason}" for t in tunnels if t.reason]
+    lines += [
+        f"{t.path}: last refused: {t.counters.last_refusal}"
+        for t in tunnels
+        if t.counters.last_refusal
+    ]
     return "\n".join(lines)

@@ -115,7 +115,12 @@ def test_target_down_resets_the_client(stack: Stack) -> None:
         assert await _closed_without_data(host, port) == b""
         t = await wait_tunnel(stack, A, f"{A}/_mpc/tun/down", lambda t: t.counters.refused == 1)
         assert t.counters.active == 0
-        await wait_tunnel(stack, B, f"{A}/_mpc/tun/down", lambda t: t.counters.active == 0)
+        assert t.counters.last_refusal == (
+            f"target: cannot connect to 127.0.0.1:{dead}: Connection refused"
+        ), str(t)
+        # the forwarding side says why too: the reason travels back with the reset
+        t = await wait_tunnel(stack, B, f"{A}/_mpc/tun/down", lambda t: t.counters.active == 0)
+        assert t.counters.refused == 1 and "target:" in t.counters.last_refusal
 
     asyncio.run(main())
 

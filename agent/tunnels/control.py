@@ -22,6 +22,7 @@ def counters_to_proto(c: Any) -> pb.TunnelCounters:
         bytes_out=c.bytes_out,
         resets=c.resets,
         refused=c.refused,
+        last_refusal=c.last_refusal,
     )
 
 

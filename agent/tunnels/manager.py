@@ -86,6 +86,7 @@ class Tunnel:
             t.bytes_out += c.bytes_out
             t.resets += c.resets
             t.refused += c.refused
+            t.last_refusal = c.last_refusal or t.last_refusal
         return t
 
     @property

@@ -157,6 +157,7 @@ class MuxCounters:
     bytes_out: int = 0  # local TCP -> peer
     resets: int = 0  # connections that ended with RST (either side)
     refused: int = 0  # opens the target (or the peer) refused / never answered
+    last_refusal: str = ""  # why the last of those did not get through
 
 
 class Mux:
@@ -238,6 +239,7 @@ class Mux:
         if c is None:
             return []
         self.counters.refused += 1
+        self.counters.last_refusal = f"target: {reason}"
         out: list[Effect] = [Send(encode(Kind.RST, cid, data=f"target: {reason}".encode()))]
         self._end(c, f"target: {reason}", False, out, abort=False)
         return out
@@ -364,6 +366,7 @@ class Mux:
             out = []
             if c.state is ConnState.OPENING:
                 self.counters.refused += 1
+                self.counters.last_refusal = reason
             self._end(c, reason, False, out, abort=True)
             return out
         return []
@@ -393,6 +396,7 @@ class Mux:
             if c.state is ConnState.OPENING and c.deadline and now >= c.deadline:
                 self.counters.refused += 1
                 reason = f"no answer from the tunnel's other end in {self.connect_timeout:g}s"
+                self.counters.last_refusal = reason
                 out.append(Send(encode(Kind.RST, c.id, data=reason.encode())))
                 self._end(c, reason, False, out, abort=True)
         if now - self.last_ping >= PING_INTERVAL:

@@ -230,6 +230,10 @@ class PeerLink:
                 self.reason or self.state,
             )
             self.counters.refused += 1
+            self.counters.last_refusal = (
+                f"the tunnel did not get ready in {self.connect_timeout:g}s "
+                f"({self.reason or self.state})"
+            )
             conn.abort()
 
     def _unpark(self) -> None:

@@ -347,20 +347,22 @@ class GetStatusResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., email: _Optional[str] = ..., server_url: _Optional[str] = ..., link_state: _Optional[_Union[LinkState, str]] = ..., link_since_unix_nano: _Optional[int] = ..., last_error: _Optional[str] = ..., root: _Optional[str] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., relay_url: _Optional[str] = ..., tunnels: _Optional[_Iterable[_Union[Tunnel, _Mapping]]] = ...) -> None: ...
 
 class TunnelCounters(_message.Message):
-    __slots__ = ("connections", "active", "bytes_in", "bytes_out", "resets", "refused")
+    __slots__ = ("connections", "active", "bytes_in", "bytes_out", "resets", "refused", "last_refusal")
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     BYTES_IN_FIELD_NUMBER: _ClassVar[int]
     BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
     RESETS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    LAST_REFUSAL_FIELD_NUMBER: _ClassVar[int]
     connections: int
     active: int
     bytes_in: int
     bytes_out: int
     resets: int
     refused: int
-    def __init__(self, connections: _Optional[int] = ..., active: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., resets: _Optional[int] = ..., refused: _Optional[int] = ...) -> None: ...
+    last_refusal: str
+    def __init__(self, connections: _Optional[int] = ..., active: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., resets: _Optional[int] = ..., refused: _Optional[int] = ..., last_refusal: _Optional[str] = ...) -> None: ...
 
 class TunnelPeer(_message.Message):
     __slots__ = ("email", "state", "reason", "counters")
