@@ -27,7 +27,7 @@ from .runtime_dir import default_runtime_dir, ensure_private_dir
 from .sessions import SessionManager
 from .state import StateKeeper, load_state
 from .tls import cleartext_warning, client_context
-from .tokenfile import permission_problem, unverified_subject
+from .tokenfile import foreign_subject, permission_problem
 from .tracing import AgentTracer
 from .tunnels.control import TunnelServicer
 from .tunnels.manager import TunnelManager
@@ -56,8 +56,8 @@ def read_token(cfg: AgentConfig) -> str:
     problem = permission_problem(cfg.token_file)
     if problem:
         log.warning("%s", problem)
-    sub = unverified_subject(token)
-    if sub and sub != cfg.email:
+    sub = foreign_subject(token, cfg.email)
+    if sub:
         raise StartupError(
             f"token file {cfg.token_file} holds a token for {sub}, but this agent is "
             f"{cfg.email} (--email); use a token minted for {cfg.email}: "
@@ -75,8 +75,8 @@ def token_reader(cfg: AgentConfig) -> Callable[[], str]:
     def read() -> str:
         nonlocal warned
         token = cfg.token_file.read_text().strip()
-        sub = unverified_subject(token) if token else ""
-        if sub and sub != cfg.email:
+        sub = foreign_subject(token, cfg.email)
+        if sub:
             if token != warned:
                 warned = token
                 log.warning(

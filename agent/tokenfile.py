@@ -53,3 +53,10 @@ def unverified_subject(token: str) -> str:
         return ""
     sub = claims.get("sub") if isinstance(claims, dict) else None
     return sub if isinstance(sub, str) else ""
+
+
+def foreign_subject(token: str, email: str) -> str:
+    """The token's subject when it names another user than `email`, else "" (also for
+    a token that does not say: the relay decides)."""
+    sub = unverified_subject(token) if token else ""
+    return sub if sub and sub != email else ""
