@@ -246,6 +246,10 @@ def test_spill_to_files_and_back() -> None:
     assert st.active_path is ActivePath.FILES
     assert [f.seq for f in p.files[2:]] == [3, 4, 5] and not st.pending
     assert st.policy.switches == 2  # the start on files is not a switch
+    for seq in (3, 4, 5):
+        p.run(st.file_acked(FALLBACK, seq, 10))
+    # seq 3 and 4 went by the hotlink first: sent twice, counted once
+    assert st.files_sent == 5 and st.frames_sent == 5 and st.bytes_sent == 50
 
 
 def test_send_failure_leaves_the_hotlink_at_once() -> None:

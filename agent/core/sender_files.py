@@ -16,7 +16,7 @@ from hotlink.wire import messages as m
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.frames import Frame
 
-from .effects import FALLBACK, TEE, Effect, FailApps, WriteFile
+from .effects import APP, FALLBACK, TEE, Effect, FailApps, WriteFile
 from .limits import Totals
 from .paths import FallbackPolicy
 
@@ -44,6 +44,8 @@ class SenderFiles:
     files_acked_seq: int
     frames_sent: int
     bytes_sent: int
+    #: the highest seq the hotlink carried
+    last_seq: int
     files_sent: int
     drops: int
     reading_paused: bool
@@ -136,7 +138,8 @@ class SenderFiles:
     def file_acked(self, kind: int, seq: int, size: int) -> list[Effect]:
         self.file_backlog -= 1
         self.files_sent += 1
-        if kind != TEE:
+        # a fallback copy of a frame the hotlink already carried is not a second frame
+        if kind == APP or (kind == FALLBACK and seq > self.last_seq):
             self.frames_sent += 1
             self.bytes_sent += size
         if kind == FALLBACK and seq > self.files_acked_seq:
