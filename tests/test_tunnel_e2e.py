@@ -428,3 +428,26 @@ def test_acl_revocation_resets_the_forwarder(stack: Stack) -> None:
         srv.close()
 
     asyncio.run(main())
+
+
+def test_a_ready_tunnel_waits_while_the_relay_link_is_down(stack: Stack) -> None:
+    """Last in the module (it stops the relay): the pipes to the local sessions stay
+    connected, but nothing can cross; `tunnel ls` says so, and ready again after."""
+
+    async def main() -> None:
+        full = f"{A}/_mpc/tun/linkdown"
+        srv, port = await serve(echo)
+        async with srv:
+            await expose(stack, A, "_mpc/tun/linkdown", f"127.0.0.1:{port}")
+            await forward(stack, B, full)
+            await wait_tunnel(stack, B, full, lambda t: t.state == "ready")
+            assert ctl("devstack", "stop", "relay", "--dir", stack.dir).returncode == 0
+            try:
+                t = await wait_tunnel(stack, B, full, lambda t: t.state == "waiting")
+                assert t.reason.startswith("relay link is "), t
+                assert "connections wait for it" in t.reason
+            finally:
+                assert ctl("devstack", "start", "relay", "--dir", stack.dir).returncode == 0
+            await wait_tunnel(stack, B, full, lambda t: t.state == "ready" and not t.reason)
+
+    asyncio.run(main())

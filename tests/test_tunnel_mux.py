@@ -144,8 +144,8 @@ def test_target_refused_resets_the_client() -> None:
     aborts = p.pop("fwd", M.Abort)
     assert aborts and "connection refused" in aborts[0].reason
     assert p.fwd.counters.refused == 1 and p.exp.counters.refused == 1
-    assert p.fwd.counters.last_refusal == p.exp.counters.last_refusal == (
-        "target: connection refused"
+    assert (
+        p.fwd.counters.last_refusal == p.exp.counters.last_refusal == ("target: connection refused")
     )
     assert not p.fwd.conns and not p.exp.conns
 

@@ -30,16 +30,21 @@ def self_window(t: Tunnel) -> int:
     return next((link.window for link in t.links.values()), 0)
 
 
-def tunnel_to_proto(t: Tunnel) -> pb.Tunnel:
+def tunnel_to_proto(t: Tunnel, link: str = "") -> pb.Tunnel:
+    """`link`: why the relay link is not up ("" when it is). A tunnel whose pipes are
+    ready still carries nothing then: its sessions wait for the link."""
     s = t.spec
+    state, reason = t.state, t.reason
+    if link and state == "ready":
+        state, reason = "waiting", f"relay link {link}: connections wait for it"
     return pb.Tunnel(
         path=s.path,
         side=s.side,
         target=s.target,
         to=s.to,
         listen=s.bound,
-        state=t.state,
-        reason=t.reason,
+        state=state,
+        reason=reason,
         peers=[
             pb.TunnelPeer(
                 email=p,
@@ -61,6 +66,10 @@ class TunnelServicer(ControlServicer):
     """The agent's servicer: sessions (inherited) plus tunnels."""
 
     tunnels: TunnelManager
+
+    def _link_problem(self) -> str:
+        link = self.mgr.link
+        return "" if link.up else f"is {link.state.name.lower()}"
 
     def with_tunnels(self, tunnels: TunnelManager) -> TunnelServicer:
         self.tunnels = tunnels
@@ -84,7 +93,9 @@ class TunnelServicer(ControlServicer):
         except SessionError as exc:
             await self._tabort(context, exc)
             raise AssertionError("unreachable") from None
-        return pb.OpenTunnelResponse(tunnel=tunnel_to_proto(t), warnings=t.warnings)
+        return pb.OpenTunnelResponse(
+            tunnel=tunnel_to_proto(t, self._link_problem()), warnings=t.warnings
+        )
 
     async def CloseTunnel(self, request: pb.CloseTunnelRequest, context: Any) -> Any:
         try:
@@ -92,7 +103,7 @@ class TunnelServicer(ControlServicer):
         except SessionError as exc:
             await self._tabort(context, exc)
             raise AssertionError("unreachable") from None
-        return pb.CloseTunnelResponse(tunnel=tunnel_to_proto(t))
+        return pb.CloseTunnelResponse(tunnel=tunnel_to_proto(t, self._link_problem()))
 
     async def CloseSession(self, request: pb.CloseSessionRequest, context: Any) -> Any:
         try:
@@ -105,9 +116,11 @@ class TunnelServicer(ControlServicer):
         return await super().CloseSession(request, context)
 
     async def ListTunnels(self, request: pb.ListTunnelsRequest, context: Any) -> Any:
-        return pb.ListTunnelsResponse(tunnels=[tunnel_to_proto(t) for t in self.tunnels.list()])
+        return pb.ListTunnelsResponse(
+            tunnels=[tunnel_to_proto(t, self._link_problem()) for t in self.tunnels.list()]
+        )
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> Any:
         resp = await super().GetStatus(request, context)
-        resp.tunnels.extend(tunnel_to_proto(t) for t in self.tunnels.list())
+        resp.tunnels.extend(tunnel_to_proto(t, self._link_problem()) for t in self.tunnels.list())
         return resp
