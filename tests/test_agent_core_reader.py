@@ -217,8 +217,12 @@ def test_a_slow_app_lost_alone_is_refetched_with_others_it_is_dropped() -> None:
     st = accepted()
     for i in range(1, 6):
         st.on_data(data(i), 0.0)
+    assert st.persist_cursor() == (5, "a")
     assert st.app_lost(3) is True  # its only app lost seq 3..5 with its queue
     assert st.last_seq == 2 and st.refetch_from == 3
+    # nothing buffered, but refused: the safe cursor stays where the refetch starts
+    st.catch_up.cursor = (9, "z")
+    assert st.persist_cursor() == (5, "a")
     assert delivered(st.on_data(data(6), 0.0)) == [] and st.refused == 4
     st.app_disconnected()
     out = st.app_connected(5.0)

@@ -161,10 +161,10 @@ class ReaderStream:
         return self.last_seq
 
     def persist_cursor(self) -> tuple[int, str]:
-        """The catch-up cursor to record: only advanced while nothing is buffered."""
-        return self.catch_up.persist(
-            not len(self.reorder) and not self.backlog and not self.ingest_pending
-        )
+        """The catch-up cursor to record: only advanced while nothing is buffered or
+        refused (a refetch catches up from it)."""
+        idle = not len(self.reorder) and not self.backlog and not self.ingest_pending
+        return self.catch_up.persist(idle and not self.refetch_from)
 
     # --- apps -------------------------------------------------------------------
 
