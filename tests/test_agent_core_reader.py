@@ -19,7 +19,12 @@ from hotlink.agent.core.effects import (
 )
 from hotlink.agent.core.limits import StreamLimits, Totals
 from hotlink.agent.core.paths import ActivePath
-from hotlink.agent.core.reader import PROGRESS_DELAY, REFETCH_INTERVAL, ReaderStream
+from hotlink.agent.core.reader import (
+    PROGRESS_DELAY,
+    REFETCH_INTERVAL,
+    RESEND_WAIT,
+    ReaderStream,
+)
 from hotlink.agent.core.state import SessionState
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
@@ -211,6 +216,55 @@ def test_refused_frames_are_asked_for_again_when_an_app_connects() -> None:
     assert not sends(out, m.HotlinkAccept) and st.reask_due == 2.1 + REFETCH_INTERVAL
     (acc,) = sends(st.handle_timer(3.1), m.HotlinkAccept)
     assert acc.seq == 12
+
+
+def test_in_flight_frames_do_not_overflow_the_reorder_window_while_a_re_send_comes() -> None:
+    """After a refetch's re-Accept, frames that were in flight before the re-send
+    (far ahead of the refetched seq) are dropped, not buffered: beyond the reorder
+    window they would skip the seqs being re-sent. If no re-send begins, it is asked
+    for again and the stream goes back to reordering."""
+    st = accepted(reader_queue=2, reorder_window=8)
+    st.app_disconnected()
+    for i in range(1, 5):
+        st.on_data(data(i), 0.0)  # 1, 2 kept; 3, 4 refused
+    st.app_connected(2.0)
+    (acc,) = sends(st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 2.0), m.HotlinkAccept)
+    assert acc.seq == 2 and st.awaiting_from == 3
+    for i in range(5, 40):  # in flight before the re-send: far past the window
+        assert delivered(st.on_data(data(i), 2.1)) == []
+    assert st.drops == 0 and not len(st.reorder)
+    got: list[int] = []
+    for i in range(3, 41):  # the re-send, then new frames
+        got += delivered(st.on_data(data(i), 2.2))
+    assert got == list(range(3, 41)) and st.drops == 0
+    assert not sends(st.handle_timer(2.0 + RESEND_WAIT), m.HotlinkAccept)  # it came
+    assert st.awaiting_from == 0
+
+    # no re-send within RESEND_WAIT: asked again, and frames ahead are buffered again
+    st.app_disconnected()
+    for i in range(41, 45):
+        st.on_data(data(i), 3.0)  # 41, 42 kept; 43, 44 refused
+    st.app_connected(4.0)
+    st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 4.0)
+    assert st.awaiting_from == 43 and st.reask_due == 4.0 + RESEND_WAIT
+    (again,) = sends(st.handle_timer(4.0 + RESEND_WAIT), m.HotlinkAccept)
+    assert again.seq == 42 and st.awaiting_from == 0
+    st.on_data(data(45), 6.1)
+    assert len(st.reorder) == 1  # buffered: the gap timer decides from here
+
+
+def test_frames_released_by_the_gap_timer_are_reported() -> None:
+    """A gap skipped by the timer releases frames no later frame may follow (the
+    sender's window can be full): their progress goes out without waiting for one."""
+    st = accepted()
+    st.on_data(data(1), 0.0)
+    st.sent(m.HotlinkProgress("s1", 1))
+    st.on_data(data(3), 0.0)  # 2 never comes
+    assert not sends(st.handle_timer(0.05), m.HotlinkProgress)  # nothing new delivered
+    out = st.handle_timer(10.0)
+    assert delivered(out) == [3]
+    (prog,) = sends(out, m.HotlinkProgress)
+    assert prog.seq == 3
 
 
 def test_a_slow_app_lost_alone_is_refetched_with_others_it_is_dropped() -> None:

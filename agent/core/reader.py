@@ -63,6 +63,8 @@ log = logging.getLogger("hotlink.agent.sessions")
 PROGRESS_DELAY = 0.01
 #: refetches ask the sender at most this often (the relay rate-limits accepts)
 REFETCH_INTERVAL = 1.0
+#: a refetch's re-send that has not begun in this time is asked for again
+RESEND_WAIT = 2.0
 
 
 class ReaderStream:
@@ -130,6 +132,8 @@ class ReaderStream:
         self.reask = False
         self.reasked_at = -REFETCH_INTERVAL
         self.reask_due: float | None = None
+        #: the seq a refetch's re-send starts at, while it has not come (0: none)
+        self.awaiting_from = 0
 
     def restore(self, sid: str, delivered: int, cursor: tuple[int, str]) -> None:
         """Back after a restart: the same stream, from the recorded seq and cursor."""
@@ -208,12 +212,28 @@ class ReaderStream:
         if header is not None:
             return [Deliver(header, msg.payload)]
         out: list[Effect] = []
+        if self.awaiting_from and self._in_flight_copy(msg.seq):
+            return out
         for seq, item in self.reorder.push(msg.seq, msg, now):
             self._deliver(seq, item, out)
         if self.progress_due is None:
             self.progress_due = now + PROGRESS_DELAY
         self._after_push()
         return out
+
+    def _in_flight_copy(self, seq: int) -> bool:
+        """While a refetch waits for the sender's re-send: a hotlink frame ahead of the
+        next expected seq was in flight before the re-send, which brings it again.
+        Dropped (counted as refused), not buffered: thousands of them would overflow
+        the reorder window and skip the very seqs being re-sent."""
+        exp = self.reorder.expected
+        if exp is None or exp > self.awaiting_from:
+            self.awaiting_from = 0  # the re-send has come
+            return False
+        if seq > exp:
+            self.refused += 1
+            return True
+        return False
 
     def in_order(self, msg: m.HotlinkData, now: float) -> bytes | None:
         """The common case of `on_data`, taken when it applies (in order, nothing
@@ -256,6 +276,8 @@ class ReaderStream:
         out: list[Effect] = []
         for seq, it in self.reorder.push_file(frame.seq, item, now):
             self._deliver(seq, it, out)
+        if self.progress_due is None:
+            self.progress_due = now + PROGRESS_DELAY
         self._after_push()
         return out
 
@@ -353,6 +375,7 @@ class ReaderStream:
         if not self.link_up or self.machine.state is not SessionState.OPEN:
             return  # the next accept on link up carries the delivered seq
         self.reask = True
+        self.awaiting_from = self.last_seq + 1
         self._start_sync(now, out)
 
     def _switch(self, to: ActivePath, out: list[Effect]) -> None:
@@ -376,7 +399,10 @@ class ReaderStream:
         out: list[Effect] = []
         if self.reask_due is not None and now >= self.reask_due:
             self.reask_due = None
-            self._reask(now, out)
+            if self.reask:
+                self._reask(now, out)
+            elif self.awaiting_from:
+                self._resend_overdue(now, out)
         cu = self.catch_up
         if cu.due is not None and now >= cu.due:
             if not cu.running or self.closed:
@@ -402,6 +428,7 @@ class ReaderStream:
             else:
                 for seq, item in ro.expire(now):
                     self._deliver(seq, item, out)
+                    self.progress_due = now  # no later frame may come to report them
                 self._report_gaps()
                 self.gap_due = ro.deadline
         if self.progress_due is not None and now >= self.progress_due:
@@ -507,6 +534,23 @@ class ReaderStream:
             return
         self.reasked_at = now
         out.append(Send(m.HotlinkAccept(self.sid, seq=self.delivered())))
+        if self.awaiting_from:
+            self.reask_due = now + RESEND_WAIT
+
+    def _resend_overdue(self, now: float, out: list[Effect]) -> None:
+        """No re-send within `RESEND_WAIT`: stop dropping in-flight copies and ask
+        again; what the sender no longer holds is then a gap the reorder skips."""
+        exp = self.reorder.expected
+        if exp is not None and exp <= self.awaiting_from and not self.closed:
+            log.info(
+                "session %s: no re-send from seq %d in %gs; asking again",
+                self.path,
+                self.awaiting_from,
+                RESEND_WAIT,
+            )
+            self.awaiting_from = 0
+            self._reask(now, out)
+        self.awaiting_from = 0
 
     def _accept(self, offer: m.HotlinkOpen, out: list[Effect]) -> None:
         if self.sid != offer.sid:
