@@ -112,7 +112,7 @@ class ReaderSession(Session):
             "bytes_direct": self.direct_bytes,
             "frames_relay": self.relay_frames,
             "bytes_relay": self.relay_bytes,
-            "refetched": rx.refused,
+            "refetched": rx.refetch.refused,
         }
 
     def record(self) -> SessionRecord:
@@ -177,7 +177,7 @@ class ReaderSession(Session):
             rx.progress_due != self._timer_when
             or rx.gap_due is not None
             or rx.catch_up.due is not None
-            or rx.reask_due is not None
+            or rx.refetch.due is not None
         ):
             self._arm()
 

@@ -19,12 +19,8 @@ from hotlink.agent.core.effects import (
 )
 from hotlink.agent.core.limits import StreamLimits, Totals
 from hotlink.agent.core.paths import ActivePath
-from hotlink.agent.core.reader import (
-    PROGRESS_DELAY,
-    REFETCH_INTERVAL,
-    RESEND_WAIT,
-    ReaderStream,
-)
+from hotlink.agent.core.reader import PROGRESS_DELAY, ReaderStream
+from hotlink.agent.core.refetch import REFETCH_INTERVAL, RESEND_WAIT
 from hotlink.agent.core.state import SessionState
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
@@ -176,11 +172,11 @@ def test_no_app_backlog_is_bounded_and_handed_to_the_first_app() -> None:
     for i in (1, 2, 3, 4):
         assert delivered(st.on_data(data(i), 0.0)) == []
     # seq 3 and 4 are refused, not dropped: nothing is confirmed (the sender keeps them)
-    assert st.drops == 0 and st.refused == 2 and st.delivered() == 0 and st.last_seq == 2
+    assert st.drops == 0 and st.refetch.refused == 2 and st.delivered() == 0 and st.last_seq == 2
     (bl, *rest) = st.app_connected(0.0)
     assert isinstance(bl, DeliverBacklog) and len(bl.frames) == 2
     assert rest == []  # link down: the accept on link up says where we are
-    assert st.frames_received == 2 and st.delivered() == 2 and not st.refetch_from
+    assert st.frames_received == 2 and st.delivered() == 2 and not st.refetch.from_seq
     assert delivered(st.on_data(data(3), 0.0)) == [3]  # the stream goes on from seq 3
 
 
@@ -193,7 +189,7 @@ def test_refused_frames_are_asked_for_again_when_an_app_connects() -> None:
     st.persist_cursor()  # nothing buffered: the catch-up cursor (5, "a") is safe
     for i in range(1, 9):
         st.on_data(data(i), 0.0)
-    assert st.last_seq == 3 and st.refused == 5 and st.refetch_from == 4
+    assert st.last_seq == 3 and st.refetch.refused == 5 and st.refetch.from_seq == 4
     assert not sends(st.handle_timer(1.0), m.HotlinkProgress)  # nothing reached an app
     out = st.app_connected(2.0)
     assert [len(e.frames) for e in out if isinstance(e, DeliverBacklog)] == [3]
@@ -213,7 +209,7 @@ def test_refused_frames_are_asked_for_again_when_an_app_connects() -> None:
         st.on_data(data(i), 2.3)
     out = st.app_connected(2.4)
     st.on_file_sync(m.FileSync(PATH, 6, "b", sid="s1"), 2.5)
-    assert not sends(out, m.HotlinkAccept) and st.reask_due == 2.1 + REFETCH_INTERVAL
+    assert not sends(out, m.HotlinkAccept) and st.refetch.due == 2.1 + REFETCH_INTERVAL
     (acc,) = sends(st.handle_timer(3.1), m.HotlinkAccept)
     assert acc.seq == 12
 
@@ -229,7 +225,7 @@ def test_in_flight_frames_do_not_overflow_the_reorder_window_while_a_re_send_com
         st.on_data(data(i), 0.0)  # 1, 2 kept; 3, 4 refused
     st.app_connected(2.0)
     (acc,) = sends(st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 2.0), m.HotlinkAccept)
-    assert acc.seq == 2 and st.awaiting_from == 3
+    assert acc.seq == 2 and st.refetch.awaiting_from == 3
     for i in range(5, 40):  # in flight before the re-send: far past the window
         assert delivered(st.on_data(data(i), 2.1)) == []
     assert st.drops == 0 and not len(st.reorder)
@@ -238,7 +234,7 @@ def test_in_flight_frames_do_not_overflow_the_reorder_window_while_a_re_send_com
         got += delivered(st.on_data(data(i), 2.2))
     assert got == list(range(3, 41)) and st.drops == 0
     assert not sends(st.handle_timer(2.0 + RESEND_WAIT), m.HotlinkAccept)  # it came
-    assert st.awaiting_from == 0
+    assert st.refetch.awaiting_from == 0
 
     # no re-send within RESEND_WAIT: asked again, and frames ahead are buffered again
     st.app_disconnected()
@@ -246,9 +242,9 @@ def test_in_flight_frames_do_not_overflow_the_reorder_window_while_a_re_send_com
         st.on_data(data(i), 3.0)  # 41, 42 kept; 43, 44 refused
     st.app_connected(4.0)
     st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 4.0)
-    assert st.awaiting_from == 43 and st.reask_due == 4.0 + RESEND_WAIT
+    assert st.refetch.awaiting_from == 43 and st.refetch.due == 4.0 + RESEND_WAIT
     (again,) = sends(st.handle_timer(4.0 + RESEND_WAIT), m.HotlinkAccept)
-    assert again.seq == 42 and st.awaiting_from == 0
+    assert again.seq == 42 and st.refetch.awaiting_from == 0
     st.on_data(data(45), 6.1)
     assert len(st.reorder) == 1  # buffered: the gap timer decides from here
 
@@ -273,18 +269,18 @@ def test_a_slow_app_lost_alone_is_refetched_with_others_it_is_dropped() -> None:
         st.on_data(data(i), 0.0)
     assert st.persist_cursor() == (5, "a")
     assert st.app_lost(3) is True  # its only app lost seq 3..5 with its queue
-    assert st.last_seq == 2 and st.refetch_from == 3
+    assert st.last_seq == 2 and st.refetch.from_seq == 3
     # nothing buffered, but refused: the safe cursor stays where the refetch starts
     st.catch_up.cursor = (9, "z")
     assert st.persist_cursor() == (5, "a")
-    assert delivered(st.on_data(data(6), 0.0)) == [] and st.refused == 4
+    assert delivered(st.on_data(data(6), 0.0)) == [] and st.refetch.refused == 4
     st.app_disconnected()
     out = st.app_connected(5.0)
     assert sends(out, m.FileSync) and not sends(out, m.HotlinkAccept)
     (acc,) = sends(st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 5.1), m.HotlinkAccept)
     assert acc.seq == 2
     st.app_connected(5.2)  # a second app
-    assert st.app_lost(7) is False and not st.refetch_from
+    assert st.app_lost(7) is False and not st.refetch.from_seq
 
 
 def test_progress_reports_what_the_apps_got() -> None:

@@ -15,7 +15,8 @@ Modules:
 - `reader`   `ReaderStream`: merge by seq, app delivery, refetch, gap/progress timers;
              `file_data` (`FileData`: a frame replayed from a fallback file),
              `catch_up` (`CatchUp`: paging through the relay's store),
-             `backlog` (`NoAppBacklog`: frames kept while no app is connected)
+             `backlog` (`NoAppBacklog`: frames kept while no app is connected),
+             `refetch` (`Refetch`: refused frames, asked for again)
 - `limits`   `StreamLimits` (bounds) and `Totals` (agent-wide counters)
 - `names`    frame-name rules (`validate_frame_name`, `RESERVED_NAMES`)
 """

@@ -55,16 +55,13 @@ from .effects import (
 from .file_data import FileData
 from .limits import StreamLimits, Totals
 from .paths import ActivePath, FallbackMode, FallbackPolicy
+from .refetch import RESEND_WAIT, Refetch
 from .state import Role, SessionMachine, SessionState, Trigger
 
 log = logging.getLogger("hotlink.agent.sessions")
 
 #: how long a reader waits before reporting its delivered seq to the sender
 PROGRESS_DELAY = 0.01
-#: refetches ask the sender at most this often (the relay rate-limits accepts)
-REFETCH_INTERVAL = 1.0
-#: a refetch's re-send that has not begun in this time is asked for again
-RESEND_WAIT = 2.0
 
 
 class ReaderStream:
@@ -122,18 +119,7 @@ class ReaderStream:
         self.resume_sid = ""
         self.gap_due: float | None = None
         self.progress_due: float | None = None
-        #: first seq refused because no app could take it (0: none refused); see
-        #: the module docstring, "Refetch"
-        self.refetch_from = 0
-        #: frames refused so far (asked for again, not lost)
-        self.refused = 0
-        #: a refetch's re-Accept is due after its catch-up; when the last one was sent,
-        #: and when the next may go if that was too recent
-        self.reask = False
-        self.reasked_at = -REFETCH_INTERVAL
-        self.reask_due: float | None = None
-        #: the seq a refetch's re-send starts at, while it has not come (0: none)
-        self.awaiting_from = 0
+        self.refetch = Refetch()
 
     def restore(self, sid: str, delivered: int, cursor: tuple[int, str]) -> None:
         """Back after a restart: the same stream, from the recorded seq and cursor."""
@@ -150,7 +136,7 @@ class ReaderStream:
         return self.machine.state
 
     def next_deadline(self) -> float | None:
-        due = [self.progress_due, self.gap_due, self.catch_up.due, self.reask_due]
+        due = [self.progress_due, self.gap_due, self.catch_up.due, self.refetch.due]
         return min([d for d in due if d is not None], default=None)
 
     def delivered(self) -> int:
@@ -168,7 +154,7 @@ class ReaderStream:
         """The catch-up cursor to record: only advanced while nothing is buffered or
         refused (a refetch catches up from it)."""
         idle = not len(self.reorder) and not self.backlog and not self.ingest_pending
-        return self.catch_up.persist(idle and not self.refetch_from)
+        return self.catch_up.persist(idle and not self.refetch.from_seq)
 
     # --- apps -------------------------------------------------------------------
 
@@ -184,7 +170,7 @@ class ReaderStream:
             if self.progress_due is None:
                 self.progress_due = now + PROGRESS_DELAY
             out.append(DeliverBacklog(frames))
-        if self.refetch_from:
+        if self.refetch.from_seq:
             self._refetch(now, out)
         return out
 
@@ -198,10 +184,11 @@ class ReaderStream:
         only that app lost them (False)."""
         if self.apps > 1 or self.closed:
             return False
-        if not self.refetch_from or first < self.refetch_from:
+        rf = self.refetch
+        if not rf.from_seq or first < rf.from_seq:
             self._refuse_from(first, "the reader app was disconnected for reading too slowly")
             if self.last_seq >= first:
-                self.refused += self.last_seq - first  # the rest of its queue
+                rf.refused += self.last_seq - first  # the rest of its queue
                 self.last_seq = first - 1
         return True
 
@@ -212,7 +199,8 @@ class ReaderStream:
         if header is not None:
             return [Deliver(header, msg.payload)]
         out: list[Effect] = []
-        if self.awaiting_from and self._in_flight_copy(msg.seq):
+        rf = self.refetch
+        if rf.awaiting_from and rf.in_flight_copy(msg.seq, self.reorder.expected):
             return out
         for seq, item in self.reorder.push(msg.seq, msg, now):
             self._deliver(seq, item, out)
@@ -220,20 +208,6 @@ class ReaderStream:
             self.progress_due = now + PROGRESS_DELAY
         self._after_push()
         return out
-
-    def _in_flight_copy(self, seq: int) -> bool:
-        """While a refetch waits for the sender's re-send: a hotlink frame ahead of the
-        next expected seq was in flight before the re-send, which brings it again.
-        Dropped (counted as refused), not buffered: thousands of them would overflow
-        the reorder window and skip the very seqs being re-sent."""
-        exp = self.reorder.expected
-        if exp is None or exp > self.awaiting_from:
-            self.awaiting_from = 0  # the re-send has come
-            return False
-        if seq > exp:
-            self.refused += 1
-            return True
-        return False
 
     def in_order(self, msg: m.HotlinkData, now: float) -> bytes | None:
         """The common case of `on_data`, taken when it applies (in order, nothing
@@ -245,7 +219,7 @@ class ReaderStream:
         seq = msg.seq
         if not (
             self.apps
-            and not self.refetch_from
+            and not self.refetch.from_seq
             and self.reader_path is ActivePath.HOTLINK
             and self.reorder.take_next(seq)
         ):
@@ -318,8 +292,8 @@ class ReaderStream:
         return encode_header(path.encode(), etag.encode() if etag else b"", len(msg.payload), seq)
 
     def _deliver(self, seq: int, msg: m.HotlinkData, out: list[Effect]) -> None:
-        if self.refetch_from:
-            self.refused += 1
+        if self.refetch.from_seq:
+            self.refetch.refused += 1
             return
         payload = msg.payload
         header = self._header(seq, msg)
@@ -346,17 +320,8 @@ class ReaderStream:
         return not why
 
     def _refuse_from(self, seq: int, why: str) -> None:
-        self.refetch_from = seq
-        self.refused += 1
-        self.reask_due = None
+        self.refetch.refuse(seq, self.path, why)
         self.gap_due = None  # what is buffered waits for the refetch
-        log.warning(
-            "session %s: %s; seq %d and later are left with the sender and asked for "
-            "again when an app connects",
-            self.path,
-            why,
-            seq,
-        )
 
     def _refetch(self, now: float, out: list[Effect]) -> None:
         """Ask again for what was refused: the stream restarts after the last frame
@@ -367,15 +332,14 @@ class ReaderStream:
             "session %s: an app is connected; asking again for seq %d and later (%d refused)",
             self.path,
             self.last_seq + 1,
-            self.refused,
+            self.refetch.refused,
         )
-        self.refetch_from = 0
+        self.refetch.from_seq = 0
         self.reorder.reset(self.last_seq + 1)
         self.catch_up.cursor = self.catch_up.safe_cursor
         if not self.link_up or self.machine.state is not SessionState.OPEN:
             return  # the next accept on link up carries the delivered seq
-        self.reask = True
-        self.awaiting_from = self.last_seq + 1
+        self.refetch.start(self.last_seq + 1)
         self._start_sync(now, out)
 
     def _switch(self, to: ActivePath, out: list[Effect]) -> None:
@@ -397,12 +361,14 @@ class ReaderStream:
 
     def handle_timer(self, now: float) -> list[Effect]:
         out: list[Effect] = []
-        if self.reask_due is not None and now >= self.reask_due:
-            self.reask_due = None
-            if self.reask:
+        rf = self.refetch
+        if rf.due is not None and now >= rf.due:
+            rf.due = None
+            if rf.pending:
                 self._reask(now, out)
-            elif self.awaiting_from:
-                self._resend_overdue(now, out)
+            elif rf.awaiting_from and rf.overdue(self.reorder.expected) and not self.closed:
+                log.info("session %s: no re-send came in %gs; asking again", self.path, RESEND_WAIT)
+                self._reask(now, out)
         cu = self.catch_up
         if cu.due is not None and now >= cu.due:
             if not cu.running or self.closed:
@@ -518,39 +484,18 @@ class ReaderStream:
         self.catch_up.finish(self.sid)
         offer, self.deferred_offer = self.deferred_offer, None
         if offer is not None and offer.sid == self.sid and self.link_up:
-            self.reask = False  # the Accept carries the delivered seq
+            self.refetch.pending = False  # the Accept carries the delivered seq
             self._accept(offer, out)
-        elif self.reask:
+        elif self.refetch.pending:
             self._reask(now, out)
 
     def _reask(self, now: float, out: list[Effect]) -> None:
-        """A refetch's re-Accept (at most every `REFETCH_INTERVAL`): the sender
-        re-sends what it holds after our delivered seq."""
-        if now - self.reasked_at < REFETCH_INTERVAL:
-            self.reask_due = self.reasked_at + REFETCH_INTERVAL
-            return
-        self.reask = False
+        """A refetch's re-Accept: the sender re-sends what it holds after our
+        delivered seq."""
         if self.closed or not self.link_up or self.machine.state is not SessionState.OPEN:
-            return
-        self.reasked_at = now
-        out.append(Send(m.HotlinkAccept(self.sid, seq=self.delivered())))
-        if self.awaiting_from:
-            self.reask_due = now + RESEND_WAIT
-
-    def _resend_overdue(self, now: float, out: list[Effect]) -> None:
-        """No re-send within `RESEND_WAIT`: stop dropping in-flight copies and ask
-        again; what the sender no longer holds is then a gap the reorder skips."""
-        exp = self.reorder.expected
-        if exp is not None and exp <= self.awaiting_from and not self.closed:
-            log.info(
-                "session %s: no re-send from seq %d in %gs; asking again",
-                self.path,
-                self.awaiting_from,
-                RESEND_WAIT,
-            )
-            self.awaiting_from = 0
-            self._reask(now, out)
-        self.awaiting_from = 0
+            self.refetch.pending = False
+        elif self.refetch.may_ask(now):
+            out.append(Send(m.HotlinkAccept(self.sid, seq=self.delivered())))
 
     def _accept(self, offer: m.HotlinkOpen, out: list[Effect]) -> None:
         if self.sid != offer.sid:

@@ -1,0 +1,93 @@
+"""A reader stream's refused frames, and asking the sender for them again.
+
+Why (design.md, "Refetch"): a frame no app can take is *refused*, not dropped: it is
+not confirmed, so the sender keeps it, and once an app connects the stream asks for it
+again (a catch-up, then a re-Accept with the delivered seq on the open leg, on which
+the sender re-sends what it holds after it). This class holds that state and its
+timing decisions; `ReaderStream` does the rest (the reorder, the catch-up, sending).
+
+- re-Accepts go at most every `REFETCH_INTERVAL` (the relay rate-limits accepts);
+- between a re-Accept and the re-send, hotlink frames ahead of the next expected seq
+  were in flight before the re-send, which brings them again: they are dropped, not
+  buffered (thousands would overflow the reorder window, which would skip the very
+  seqs being re-sent);
+- a re-send that has not begun within `RESEND_WAIT` is asked for again, and frames
+  ahead are reordered as usual from then on (what the sender no longer holds is a gap).
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("hotlink.agent.sessions")
+
+#: refetches ask the sender at most this often (the relay rate-limits accepts)
+REFETCH_INTERVAL = 1.0
+#: a refetch's re-send that has not begun in this time is asked for again
+RESEND_WAIT = 2.0
+
+
+class Refetch:
+    __slots__ = ("asked_at", "awaiting_from", "due", "from_seq", "pending", "refused")
+
+    def __init__(self) -> None:
+        #: first seq refused because no app could take it (0: none refused)
+        self.from_seq = 0
+        #: frames refused so far (asked for again, not lost)
+        self.refused = 0
+        #: a re-Accept is due (after the refetch's catch-up)
+        self.pending = False
+        self.asked_at = -REFETCH_INTERVAL
+        #: when to ask (a re-Accept too soon after the last) or to give up waiting
+        self.due: float | None = None
+        #: the seq the re-send starts at, while it has not come (0: none)
+        self.awaiting_from = 0
+
+    def refuse(self, seq: int, path: str, why: str) -> None:
+        """Refuse `seq` and everything after it, until an app connects."""
+        self.from_seq = seq
+        self.refused += 1
+        self.due = None
+        log.warning(
+            "session %s: %s; seq %d and later are left with the sender and asked for "
+            "again when an app connects",
+            path,
+            why,
+            seq,
+        )
+
+    def start(self, resume_at: int) -> None:
+        """An app connected: the re-send will start at `resume_at`; a re-Accept is
+        due once the catch-up ends."""
+        self.from_seq = 0
+        self.pending = True
+        self.awaiting_from = resume_at
+
+    def may_ask(self, now: float) -> bool:
+        """True: send the re-Accept now. False: too soon after the last one (`due`
+        says when to ask)."""
+        if now - self.asked_at < REFETCH_INTERVAL:
+            self.due = self.asked_at + REFETCH_INTERVAL
+            return False
+        self.pending = False
+        self.asked_at = now
+        if self.awaiting_from:
+            self.due = now + RESEND_WAIT
+        return True
+
+    def in_flight_copy(self, seq: int, expected: int | None) -> bool:
+        """While the re-send has not come: is this hotlink frame a copy it brings
+        again (drop it)?"""
+        if expected is None or expected > self.awaiting_from:
+            self.awaiting_from = 0  # the re-send has come
+            return False
+        if seq > expected:
+            self.refused += 1
+            return True
+        return False
+
+    def overdue(self, expected: int | None) -> bool:
+        """`RESEND_WAIT` passed: stop waiting; True if the re-send never began (ask
+        again)."""
+        waited, self.awaiting_from = self.awaiting_from, 0
+        return expected is not None and expected <= waited
