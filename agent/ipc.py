@@ -77,6 +77,14 @@ class EndpointOwner(Protocol):
 
     def app_dropped(self, conn: AppConnection, frames: int, first: int) -> None: ...
 
+    def app_dropped_revised(self, conn: AppConnection, was: int, first: int) -> None: ...
+
+
+def _writes_after_abort(t: asyncio.BaseTransport) -> bool:
+    """uvloop's `abort()` closes the handle only when `connection_lost` runs, and its
+    queued writes go on until then; asyncio's drops its buffer at once."""
+    return type(t).__module__.startswith("uvloop")
+
 
 class AppConnection(asyncio.Protocol):
     """One app on a session endpoint. See the module docstring for back-pressure."""
@@ -92,6 +100,7 @@ class AppConnection(asyncio.Protocol):
         "cookie",
         "decoder",
         "is_sender",
+        "lost_from",
         "marks",
         "owner",
         "paused",
@@ -141,6 +150,8 @@ class AppConnection(asyncio.Protocol):
         #: handed to it that may still sit in its buffer (see `flushed_seq`)
         self.written = 0
         self.marks: deque[tuple[int, bytes]] = deque()
+        #: dropped as too slow: the first seq it was found not to have (0: not dropped)
+        self.lost_from = 0
 
     # asyncio callbacks -------------------------------------------------------
 
@@ -225,6 +236,13 @@ class AppConnection(asyncio.Protocol):
         if self.auth_timer is not None:
             self.auth_timer.cancel()
             self.auth_timer = None
+        t = self.transport
+        if self.lost_from and t is not None and _writes_after_abort(t):
+            # uvloop went on writing the buffer between abort() and now: the app may
+            # have more than counted then (re-sending that would duplicate it)
+            first = self._first_unflushed(b"")
+            if first > self.lost_from:
+                self.owner.app_dropped_revised(self, self.lost_from, first)
         self._clear_backlog()
         self.transport = None
         if self.registered:
@@ -277,7 +295,7 @@ class AppConnection(asyncio.Protocol):
                     else "session bound reached",
                     n,
                 )
-                first = self._first_unflushed(header)
+                first = self.lost_from = self._first_unflushed(header)
                 self._clear_backlog()
                 self._abort()
                 self.owner.app_dropped(self, n, first)
@@ -295,7 +313,8 @@ class AppConnection(asyncio.Protocol):
 
     def _first_unflushed(self, header: bytes) -> int:
         """The seq of the oldest frame this app has not got: still in the transport's
-        buffer, else in our backlog, else `header`'s (the frame being written)."""
+        buffer, else in our backlog, else `header`'s (the frame being written; none:
+        the one after the last written)."""
         t = self.transport
         out = self.written - (t.get_write_buffer_size() if t is not None else 0)
         for end, h in self.marks:
@@ -303,7 +322,9 @@ class AppConnection(asyncio.Protocol):
                 return header_seq(h)
         if self.backlog:
             return header_seq(self.backlog[0][0])
-        return header_seq(header)
+        if header:
+            return header_seq(header)
+        return header_seq(self.marks[-1][1]) + 1 if self.marks else self.lost_from
 
     def flushed_seq(self, last: int) -> int:
         """The seq of the last frame wholly handed to the kernel (it reaches the app
@@ -313,8 +334,7 @@ class AppConnection(asyncio.Protocol):
         got."""
         marks = self.marks
         t = self.transport
-        if t is None or self.closed:
-            marks.clear()
+        if t is None or self.closed:  # (the marks stay: `connection_lost` may need them)
             return last
         out = self.written - t.get_write_buffer_size()
         while marks and marks[0][0] <= out:

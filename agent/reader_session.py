@@ -149,6 +149,9 @@ class ReaderSession(Session):
             super().app_dropped(conn, frames, first)
         self._arm()
 
+    def app_dropped_revised(self, conn: AppConnection, was: int, first: int) -> None:
+        self.rx.app_lost_revised(was, first)
+
     def app_disconnected(self, conn: AppConnection) -> None:
         with contextlib.suppress(ValueError):
             self.conns.remove(conn)

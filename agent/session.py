@@ -288,6 +288,9 @@ class Session:
         self.stream.drops += frames
         self.mgr.totals.drops += frames
 
+    def app_dropped_revised(self, conn: AppConnection, was: int, first: int) -> None:
+        """Only a reader refetches what a dropped app lost (`ReaderSession`)."""
+
     def app_frames(self, conn: AppConnection, frames: list[Frame]) -> None:
         raise AssertionError("a reader endpoint takes no frames")  # ipc refuses them first
 

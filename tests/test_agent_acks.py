@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 
+import pytest
 from hotlink.agent.acks import plan_resend
 from hotlink.agent.link import STABLE_AFTER, Backoff
 
@@ -82,3 +83,56 @@ def test_reader_confirms_only_frames_handed_to_the_kernel() -> None:
     c.paused = True  # the transport is full: frames wait in our backlog
     c.write(encode_header(b"f", b"", 4, 4), b"pay!")
     assert c.flushed_seq(4) == 3
+
+
+class Owner:
+    path = "alice@x.org/_mpc/s"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+
+    def app_dropped(self, conn, frames: int, first: int) -> None:
+        self.calls.append(("dropped", frames, first))
+
+    def app_dropped_revised(self, conn, was: int, first: int) -> None:
+        self.calls.append(("revised", was, first))
+
+    def app_disconnected(self, conn) -> None:
+        pass
+
+
+class UvTransport(FakeTransport):
+    """Like uvloop's: abort() leaves the buffer to be written until connection_lost."""
+
+    def abort(self) -> None:
+        pass
+
+
+UvTransport.__module__ = "uvloop.loop"
+
+
+@pytest.mark.parametrize("uv", [True, False])
+def test_a_dropped_slow_app_is_told_what_it_really_got(uv: bool) -> None:
+    """A too-slow app is aborted: the frames it has not got are refetched. uvloop
+    writes on until connection_lost, so what the app got is counted again then (else
+    the refetch would hand it copies); asyncio's abort drops the buffer at once."""
+    from hotlink.agent.ipc import AppConnection
+    from hotlink.wire.frames import encode_header
+
+    owner = Owner()
+    c = AppConnection(owner, is_sender=False, max_payload=1 << 20, queue_limit=2,
+                      buffer_bytes=1 << 20, queue_bytes=1 << 20)  # fmt: skip
+    t = UvTransport() if uv else FakeTransport()
+    t.abort = lambda: None  # type: ignore[method-assign]
+    c.transport = t  # type: ignore[assignment]
+    frame = len(encode_header(b"f", b"", 4, 1)) + 4
+    for seq in (1, 2, 3):
+        c.write(encode_header(b"f", b"", 4, seq), b"pay!")
+    t.buffered -= frame  # frame 1 reached the kernel
+    c.paused = True
+    for seq in (4, 5, 6):  # 4, 5 wait in the backlog; 6 is one too many
+        c.write(encode_header(b"f", b"", 4, seq), b"pay!")
+    assert owner.calls == [("dropped", 3, 2)]
+    t.buffered -= frame  # ... and then frame 2 too, written after the abort
+    c.connection_lost(None)
+    assert owner.calls[1:] == ([("revised", 2, 3)] if uv else [])

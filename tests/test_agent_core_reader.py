@@ -382,3 +382,20 @@ def test_sender_gone_then_back_catches_up_before_accepting_again() -> None:
         out = st.on_file_sync(m.FileSync(PATH, 6, "b", sid="s1"), 1.2)
         (acc,) = sends(out, m.HotlinkAccept)
         assert acc == m.HotlinkAccept("s1", seq=2)
+
+
+def test_a_lost_app_that_got_more_than_counted_is_not_sent_copies() -> None:
+    """uvloop wrote seq 3 and 4 to the dropped app after its abort: the refetch starts
+    at 5 (`app_lost_revised`), unless an app already connected and it started."""
+    st = accepted()
+    for i in range(1, 6):
+        st.on_data(data(i), 0.0)
+    st.app_lost(3)
+    st.app_lost_revised(3, 5)
+    assert st.last_seq == 4 and st.refetch.from_seq == 5 and st.refetch.refused == 1
+    st.app_disconnected()
+    out = st.app_connected(1.0)
+    (acc,) = sends(st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 1.0), m.HotlinkAccept)
+    assert sends(out, m.FileSync) and acc.seq == 4
+    st.app_lost_revised(5, 6)  # too late: the refetch asked from 5
+    assert st.last_seq == 4

@@ -192,6 +192,11 @@ class ReaderStream:
                 self.last_seq = first - 1
         return True
 
+    def app_lost_revised(self, was: int, first: int) -> None:
+        """The lost app got more than `app_lost` was told: up to `first` - 1."""
+        if self.refetch.revise(was, first):
+            self.last_seq = first - 1
+
     # --- frames from the paths ----------------------------------------------------
 
     def on_data(self, msg: m.HotlinkData, now: float) -> list[Effect]:

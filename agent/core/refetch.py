@@ -56,6 +56,16 @@ class Refetch:
             seq,
         )
 
+    def revise(self, was: int, first: int) -> bool:
+        """The refusal started at `was`, but the lost app had every seq before `first`
+        (its transport went on writing after the abort). True if that moved it (not
+        once an app connected and the refetch started)."""
+        if self.from_seq != was or first <= was:
+            return False
+        self.from_seq = first
+        self.refused -= first - was
+        return True
+
     def start(self, resume_at: int) -> None:
         """An app connected: the re-send will start at `resume_at`; a re-Accept is
         due once the catch-up ends."""
