@@ -55,6 +55,9 @@ class Store:
         self.index = SyncIndex()
         #: called with a path after each write or delete (the cluster tells other nodes)
         self.listeners: list[Callable[[str], None]] = []
+        #: the index may lack other processes' writes (a cluster node cut from NATS
+        #: misses their announcements): `after` re-reads the folder from disk first
+        self.stale = False
         self.reindex()
 
     def _target(self, path: str) -> Path:
@@ -135,7 +138,21 @@ class Store:
         """Indexed files under `folder` after `cursor`, oldest first (see SyncIndex)."""
         if self._target(folder).is_symlink():  # the way to it is checked by _target
             raise StoreError(f"path escapes the store (symlink): {folder!r}")
+        if self.stale:
+            self.refresh(folder)
         return self.index.after(folder, cursor)
+
+    def refresh(self, folder: str) -> None:
+        """Bring the index of `folder` in line with the disk (a walk of that folder
+        only: a session's folder, while the index is `stale`)."""
+        everything = (0, "")
+        fresh = list(self.scan(folder).after(folder, everything))
+        keep = {path for _, path, _ in fresh}
+        for _, path, _ in list(self.index.after(folder, everything)):
+            if path not in keep:
+                self.index.remove(path)
+        for mtime, path, size in fresh:
+            self.index.put(path, mtime, size)
 
     def note(self, path: str) -> None:
         """Another process (a cluster node on the shared store) wrote or deleted `path`:
@@ -155,12 +172,13 @@ class Store:
         for fn in self.listeners:
             fn(path)
 
-    def scan(self) -> SyncIndex:
-        """Walk the store (no symlink followed, temp files skipped) into a new index.
-        Pure disk work: may run in a thread; `reindex` installs its result."""
+    def scan(self, folder: str = "") -> SyncIndex:
+        """Walk the store, or one `folder` of it (no symlink followed, temp files
+        skipped) into a new index. Pure disk work: may run in a thread; `reindex`
+        installs its result."""
         index = SyncIndex()
         root = self.root
-        for dirpath, dirs, files in os.walk(root):
+        for dirpath, dirs, files in os.walk(self._target(folder) if folder else root):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
             for name in files:
                 if is_temp_name(name):

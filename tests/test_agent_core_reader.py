@@ -399,3 +399,18 @@ def test_a_lost_app_that_got_more_than_counted_is_not_sent_copies() -> None:
     assert sends(out, m.FileSync) and acc.seq == 4
     st.app_lost_revised(5, 6)  # too late: the refetch asked from 5
     assert st.last_seq == 4
+
+
+def test_every_offer_catches_up_also_after_the_link_up_catch_up() -> None:
+    """The link-up catch-up ended before the (re-)offer came: the offer catches up
+    again, since files may have reached the store meanwhile through another relay
+    node that ours could not hear (a cluster cut from NATS)."""
+    st = accepted()
+    st.on_close(m.REASON_SENDER_GONE)
+    st.on_link_down()
+    assert len(sends(st.on_link_up(1.0), m.FileSync)) == 1
+    assert not sends(st.on_file_sync(m.FileSync(PATH, 6, "b", sid="s1"), 1.1), m.HotlinkAccept)
+    out = st.offer(OFFER, 2.0)
+    (again,) = sends(out, m.FileSync)
+    assert (again.since, again.after) == (6, "b") and not sends(out, m.HotlinkAccept)
+    assert sends(st.on_file_sync(m.FileSync(PATH, 7, "c", sid="s1"), 2.1), m.HotlinkAccept)

@@ -316,6 +316,41 @@ def test_nats_outage_files_reach_a_reader_on_another_node(cluster_factory, agent
     assert "never arrived" not in bob.log_text()
 
 
+@pytest.mark.parametrize("victim", ["reader-node", "sender-node"])
+def test_nats_outage_and_a_node_kill(cluster_factory, agents, victim):
+    """NATS down, and one side's node killed during the outage: that agent moves to
+    another node, whose index cannot hear the other nodes' writes. Its catch-ups read
+    the session folder from disk meanwhile, and every (re-)offer catches up again, so
+    the fallback files of the outage all reach bob (the sender's move lost ~190
+    frames, the reader's ~800)."""
+    c = cluster_factory(3)
+    alice = agents(A, c.via(0))  # tries node 0, 1, 2
+    bob = agents(B, c.via(1))  # tries node 1, 2, 0
+    flow = tc.Flow(alice, bob, 300, 64)
+    flow.start()
+    try:
+        wait_for(lambda: len(flow.got.idx) > 300, 20, "frames before the outage")
+        c.nats.kill()
+        wait_for(lambda: "now on the file path" in alice.log_text(), 10, "alice on files")
+        time.sleep(1.0)
+        moved = bob if victim == "reader-node" else alice
+        n = moved.status().counters.reconnects
+        c.relays[1 if victim == "reader-node" else 0].kill()
+        wait_for(lambda: moved.status().counters.reconnects > n, 20, "reconnect elsewhere")
+        moved.wait_link(pb.LINK_STATE_UP, timeout=20)
+        time.sleep(1.0)
+        c.nats.start()
+        live = [i for i in range(3) if i != (1 if victim == "reader-node" else 0)]
+        wait_for(lambda: all(c.health(i)[0] == 200 for i in live), 30, "healthy again")
+        n = len(flow.got.idx)
+        wait_for(lambda: len(flow.got.idx) > n + 300, 30, "frames after NATS is back")
+    finally:
+        report = flow.finish()
+    tc.show(f"NATS OUTAGE + NODE KILL ({victim})", report)
+    tc.assert_clean(report)
+    assert "never arrived" not in bob.log_text()
+
+
 def test_devstack_with_three_relays_and_bench():
     """`hotlinkctl devstack up --relays 3`: nats-server + 3 nodes, peer i on node i mod 3
     (devstack.json), stop/start of one node, `hotlinkctl bench` across nodes."""

@@ -186,3 +186,27 @@ def test_a_reused_session_id_takes_over_nobody():
     assert m.home_of("s1") == "n1"
     assert m.offer_from("n2", "s1", 3, A, f"{A}/_mpc/x") == [3]  # the real sender moved
     assert m.local_session("s1", A, f"{A}/_mpc/x") == [3]
+
+
+def test_a_stale_store_index_reads_the_session_folder_from_disk(tmp_path):
+    """A node cut from NATS misses the other nodes' file announcements: while its
+    store is `stale`, a catch-up page re-reads the folder it names from disk (files
+    written and deleted through another node), and only that folder."""
+    store = Store(tmp_path)
+    store.write("alice@x.org/_mpc/s/00000001.request", b"one")
+    other = tmp_path / "datasites" / "alice@x.org" / "_mpc"
+    (other / "s" / "00000002.request").write_bytes(b"two")  # through another node
+    (other / "s" / "00000001.request").unlink()
+    (other / "t").mkdir()
+    (other / "t" / "00000001.request").write_bytes(b"elsewhere")
+    everything = (0, "")
+    assert [p for _, p, _ in store.after("alice@x.org/_mpc/s", everything)] == [
+        "alice@x.org/_mpc/s/00000001.request"
+    ]
+    store.stale = True
+    assert [p for _, p, _ in store.after("alice@x.org/_mpc/s", everything)] == [
+        "alice@x.org/_mpc/s/00000002.request"
+    ]
+    assert "alice@x.org/_mpc/t/00000001.request" not in {
+        p for _, p, _ in store.index.after("alice@x.org", everything)
+    }

@@ -26,7 +26,6 @@ SYNC_RETRIES = 2
 class CatchUp:
     __slots__ = (
         "cursor",
-        "done_sid",
         "due",
         "limit",
         "path",
@@ -44,8 +43,6 @@ class CatchUp:
         self.cursor: tuple[int, str] = (0, "")
         self.safe_cursor: tuple[int, str] = (0, "")
         self.running = False
-        #: the sid whose catch-up ended on this link connection ("": none)
-        self.done_sid = ""
         self.due: float | None = None
         #: the current page's wait and re-asks left
         self.wait = SYNC_TIMEOUT
@@ -54,7 +51,6 @@ class CatchUp:
     def forget(self) -> None:
         """A new stream: from the start of the store."""
         self.cursor = self.safe_cursor = (0, "")
-        self.done_sid = ""
         self.running = False
 
     def begin(self, sid: str, now: float) -> m.FileSync:
@@ -84,15 +80,8 @@ class CatchUp:
         self.cursor = (msg.since, msg.after)
         return msg.more
 
-    def finish(self, sid: str) -> None:
+    def finish(self) -> None:
         self.running = False
-        self.due = None
-        self.done_sid = sid
-
-    def stop(self) -> None:
-        """The link went down: the next link connection catches up again."""
-        self.running = False
-        self.done_sid = ""
         self.due = None
 
     def persist(self, idle: bool) -> tuple[int, str]:

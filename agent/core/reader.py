@@ -432,8 +432,10 @@ class ReaderStream:
 
     def offer(self, offer: m.HotlinkOpen, now: float) -> list[Effect]:
         """The sender's open is known: catch up on stored fallback files of this
-        stream first (once per link connection), then accept. Accepting only after
-        the catch-up keeps hotlink frames behind the files they follow."""
+        stream first, then accept. Accepting only after the catch-up keeps hotlink
+        frames behind the files they follow. Every (re-)offer catches up, also after a
+        catch-up on this link connection: files may have reached the store since
+        through another relay node that ours could not hear (a cluster cut from NATS)."""
         out: list[Effect] = []
         if self.machine.state is not SessionState.PENDING and self.sid == offer.sid:
             return out
@@ -442,13 +444,10 @@ class ReaderStream:
             self._set_sid(offer.sid, out)
             self.catch_up.forget()
         self.sender = offer.frm or self.sender
-        if self.catch_up.done_sid != self.sid:
-            self.deferred_offer = offer
-            out.append(NewVerdict())
-            if not self.catch_up.running:
-                self._start_sync(now, out)
-            return out
-        self._accept(offer, out)
+        self.deferred_offer = offer
+        out.append(NewVerdict())
+        if not self.catch_up.running:
+            self._start_sync(now, out)
         return out
 
     def start(self, offer: m.HotlinkOpen | None, now: float) -> list[Effect]:
@@ -486,7 +485,7 @@ class ReaderStream:
         return out
 
     def _sync_done(self, out: list[Effect], now: float) -> None:
-        self.catch_up.finish(self.sid)
+        self.catch_up.finish()
         offer, self.deferred_offer = self.deferred_offer, None
         if offer is not None and offer.sid == self.sid and self.link_up:
             self.refetch.pending = False  # the Accept carries the delivered seq
@@ -531,7 +530,7 @@ class ReaderStream:
         self.link_up = False
         if self.machine.state is SessionState.OPEN:
             self.machine.fire(Trigger.LINK_DOWN, "link down")
-        self.catch_up.stop()
+        self.catch_up.finish()  # the next link connection catches up again
         self.deferred_offer = None
 
     def on_acked(self) -> list[Effect]:
@@ -550,7 +549,6 @@ class ReaderStream:
             # sender's re-open instead of failing for good.
             if self.machine.live:
                 self.machine.fire(Trigger.SENDER_GONE, reason)
-            self.catch_up.done_sid = ""  # the re-open catches up again (see on_close)
             return []
         return self.reject(reason)
 
@@ -559,10 +557,6 @@ class ReaderStream:
         adapter closes it as if by CloseSession)."""
         if reason in (m.REASON_SENDER_GONE, m.REASON_IDLE) and self.machine.live:
             self.machine.fire(Trigger.SENDER_GONE, reason)
-            # The files the sender wrote while it was gone may never have been
-            # broadcast to us (a relay cluster without NATS drops cross-node copies):
-            # the re-offer must catch up from the store before accepting.
-            self.catch_up.done_sid = ""
             return [Emit(EventType.CLOSED, self.sender, reason)]
         self.leg_ended = True  # by the relay or the sender: our close says nothing more
         return None

@@ -154,6 +154,7 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.store_sync = StoreSync(server.store, node_id, self._publish_json)
+        server.store.stale = True  # until the first join's rescan
         #: set while the store index is rebuilt after a (re)connect: the node stays
         #: out of the cluster (no heartbeats, other nodes ignored) until its index has
         #: every file, else a reader's catch-up through it would miss the files other
@@ -325,6 +326,8 @@ class ClusterNode:
         if self._closing:
             return
         self.problem = f"NATS {self.url} unreachable (reconnecting)"
+        # other nodes' writes are not announced now: catch-ups read the disk
+        self.server.store.stale = True
         log.warning(
             "cluster: degraded: lost NATS; serving local sessions only, %d remote nodes dropped",
             len(self.members.nodes),
@@ -357,8 +360,11 @@ class ClusterNode:
         """Rebuild the store index while out of the cluster (see `rejoining`)."""
         self.rejoining += 1
         self.problem = "rejoining the cluster: re-reading the store index"
+        log.info("cluster: node %s re-reading the store index before it joins", self.me)
         try:
             await self.store_sync.rescan()
+            if self.rejoining == 1 and self.nc is not None and self.nc.is_connected:
+                self.server.store.stale = False
         except Exception:
             log.exception("cluster: store rescan failed; joining with the index as it is")
         finally:
