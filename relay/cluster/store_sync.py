@@ -26,6 +26,8 @@ class StoreSync:
         self.connected = False
         #: paths changed locally while a rescan runs (None: no rescan running)
         self._during_scan: set[str] | None = None
+        #: one rescan at a time (a reconnect during one queues another)
+        self._scanning = asyncio.Lock()
         store.listeners.append(self._changed)
 
     def _changed(self, path: str) -> None:
@@ -46,11 +48,12 @@ class StoreSync:
 
     async def rescan(self) -> None:
         """Rebuild the index from disk (after announcements may have been missed)."""
-        self._during_scan = set()
-        try:
-            index = await asyncio.to_thread(self.store.scan)
-            self.store.reindex(index)
-            for path in self._during_scan:
-                self.store.note(path)
-        finally:
-            self._during_scan = None
+        async with self._scanning:
+            self._during_scan = set()
+            try:
+                index = await asyncio.to_thread(self.store.scan)
+                self.store.reindex(index)
+                for path in self._during_scan:
+                    self.store.note(path)
+            finally:
+                self._during_scan = None
