@@ -15,7 +15,6 @@ a typo must never un-revoke tokens.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -108,10 +107,6 @@ class Revocations:
         return self.deny.reason(c)
 
 
-def _locked(data_dir: Path) -> contextlib.AbstractContextManager[None]:
-    return file_lock(data_dir / f".{REVOKED_FILE}.lock")
-
-
 def revoke(
     data_dir: str | os.PathLike[str],
     *,
@@ -123,7 +118,7 @@ def revoke(
     deny list; entries of tokens already expired are pruned. Returns the new list."""
     d = Path(data_dir)
     now = int(time.time()) if now is None else now
-    with _locked(d):
+    with file_lock(d / f".{REVOKED_FILE}.lock"):
         path = d / REVOKED_FILE
         try:
             deny = DenyList.parse(path.read_text())

@@ -397,17 +397,20 @@ class Router(FileRoutes, SignalRoutes):
             return [Outgoing(conn.id, HotlinkReject(m.sid, REASON_PERMISSION_DENIED))]
         s.last_activity = self.now = now = self.clock()
         ack = [Outgoing(conn.id, Ack(mid))] if ACKS in conn.ext else []
-        if conn.id in s.readers:  # idempotent per connection, unless it asks for a re-send
-            if m.seq is None:
-                return ack
-            refused, seq = s.guard.accept(s.sid, user, m.seq, now)
-            if refused:  # the leg stays; the reader asks again later
-                return ack
-            s.acked[user] = seq  # type: ignore[assignment]
-            return [*ack, Outgoing(s.sender_conn, HotlinkAccept(s.sid, user, seq))]
+        # Again on its open leg: idempotent, unless it asks for a re-send (a seq)
+        again = conn.id in s.readers
+        if again and m.seq is None:
+            return ack
         refused, seq = s.guard.accept(s.sid, user, m.seq, now)
-        if refused:
-            return [Outgoing(conn.id, HotlinkReject(m.sid, refused))]
+        if refused:  # an open leg stays; its reader asks again later
+            return ack if again else [Outgoing(conn.id, HotlinkReject(m.sid, refused))]
+        if not again:
+            self._add_leg(s, conn, user)
+        if seq is not None:
+            s.acked[user] = seq
+        return [*ack, Outgoing(s.sender_conn, HotlinkAccept(s.sid, user, seq))]
+
+    def _add_leg(self, s: Session, conn: Conn, user: str) -> None:
         # A new connection of a reader who still has a leg: that user reconnected
         # before we noticed the old connection go (a silently lost path). The new leg
         # replaces the old one, so frames stop going to the dead one and its later
@@ -422,12 +425,9 @@ class Router(FileRoutes, SignalRoutes):
             )
         s.readers[conn.id] = user
         s.set_readers()
-        if seq is not None:
-            s.acked[user] = seq
         s.offered.add(conn.id)
         conn.reading.add(s.sid)
         conn.offered.add(s.sid)
-        return [*ack, Outgoing(s.sender_conn, HotlinkAccept(s.sid, user, seq))]
 
     def _reject(self, conn: Conn, m: HotlinkReject) -> list[Outgoing]:
         """A reader declines (or leaves) a session: passed on to the sender."""

@@ -249,10 +249,18 @@ def _registry_home(c: Cluster, sid: str) -> str:
     return asyncio.run(get())
 
 
-def _nats_back(c: Cluster, flow: tc.Flow) -> None:
-    """Restart nats-server; both nodes healthy again, and 300 more frames across."""
+def _nats_down(c: Cluster, flow: tc.Flow) -> None:
+    """Kill nats-server once the flow is going, and wait for its sender (alice, whose
+    only reader is on another node) to turn to fallback files."""
+    wait_for(lambda: len(flow.got.idx) > 300, 20, "frames before the outage")
+    c.nats.kill()
+    wait_for(lambda: "now on the file path" in flow.alice.log_text(), 10, "alice on files")
+
+
+def _nats_back(c: Cluster, flow: tc.Flow, nodes: tuple[int, ...] = (0, 1)) -> None:
+    """Restart nats-server; `nodes` healthy again, and 300 more frames across."""
     c.nats.start()
-    wait_for(lambda: c.health(0)[0] == 200 and c.health(1)[0] == 200, 30, "healthy again")
+    wait_for(lambda: all(c.health(i)[0] == 200 for i in nodes), 30, "healthy again")
     n = len(flow.got.idx)
     wait_for(lambda: len(flow.got.idx) > n + 300, 30, "cross-node frames after NATS is back")
 
@@ -304,9 +312,7 @@ def test_nats_outage_files_reach_a_reader_on_another_node(cluster_factory, agent
     flow = tc.Flow(alice, bob, 300, 64)
     flow.start()
     try:
-        wait_for(lambda: len(flow.got.idx) > 300, 20, "frames before the outage")
-        c.nats.kill()
-        wait_for(lambda: "now on the file path" in alice.log_text(), 10, "alice on files")
+        _nats_down(c, flow)
         time.sleep(1.5)
         _nats_back(c, flow)
     finally:
@@ -329,21 +335,15 @@ def test_nats_outage_and_a_node_kill(cluster_factory, agents, victim):
     flow = tc.Flow(alice, bob, 300, 64)
     flow.start()
     try:
-        wait_for(lambda: len(flow.got.idx) > 300, 20, "frames before the outage")
-        c.nats.kill()
-        wait_for(lambda: "now on the file path" in alice.log_text(), 10, "alice on files")
+        _nats_down(c, flow)
         time.sleep(1.0)
-        moved = bob if victim == "reader-node" else alice
+        moved, dead = (bob, 1) if victim == "reader-node" else (alice, 0)
         n = moved.status().counters.reconnects
-        c.relays[1 if victim == "reader-node" else 0].kill()
+        c.relays[dead].kill()
         wait_for(lambda: moved.status().counters.reconnects > n, 20, "reconnect elsewhere")
         moved.wait_link(pb.LINK_STATE_UP, timeout=20)
         time.sleep(1.0)
-        c.nats.start()
-        live = [i for i in range(3) if i != (1 if victim == "reader-node" else 0)]
-        wait_for(lambda: all(c.health(i)[0] == 200 for i in live), 30, "healthy again")
-        n = len(flow.got.idx)
-        wait_for(lambda: len(flow.got.idx) > n + 300, 30, "frames after NATS is back")
+        _nats_back(c, flow, tuple(i for i in range(3) if i != dead))
     finally:
         report = flow.finish()
     tc.show(f"NATS OUTAGE + NODE KILL ({victim})", report)

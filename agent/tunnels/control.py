@@ -116,11 +116,13 @@ class TunnelServicer(ControlServicer):
         return await super().CloseSession(request, context)
 
     async def ListTunnels(self, request: pb.ListTunnelsRequest, context: Any) -> Any:
+        link = self._link_problem()
         return pb.ListTunnelsResponse(
-            tunnels=[tunnel_to_proto(t, self._link_problem()) for t in self.tunnels.list()]
+            tunnels=[tunnel_to_proto(t, link) for t in self.tunnels.list()]
         )
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> Any:
         resp = await super().GetStatus(request, context)
-        resp.tunnels.extend(tunnel_to_proto(t, self._link_problem()) for t in self.tunnels.list())
+        link = self._link_problem()
+        resp.tunnels.extend(tunnel_to_proto(t, link) for t in self.tunnels.list())
         return resp
