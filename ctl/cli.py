@@ -59,6 +59,7 @@ def cmd_devstack(args: argparse.Namespace) -> int:
                 relays=args.relays,
                 tls=args.tls,
                 direct=args.direct,
+                agent_args=args.agent_arg,
             )
         )
         if args.json:
@@ -316,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
                 "the relay (default: no flag, the agents' own default)",
             )
             q.add_argument(
+                "--agent-arg",
+                action="append",
+                default=[],
+                metavar="ARG",
+                help="one more command-line argument for every agent, repeatable; write "
+                "flags with '=': --agent-arg=--reader-queue=64 (recorded in devstack.json, "
+                "so `devstack start` keeps it; `hotlink-agent --help` lists the flags)",
+            )
+            q.add_argument(
                 "--otel",
                 nargs="?",
                 const=devstack.DEFAULT_OTEL_ENDPOINT,
@@ -334,7 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "the processes' own default is 0.01)",
             )
     p.set_defaults(
-        log_level=None, otel=None, otel_sampler_arg=None, relays=1, tls=False, direct=None
+        log_level=None,
+        otel=None,
+        otel_sampler_arg=None,
+        relays=1,
+        tls=False,
+        direct=None,
+        agent_arg=[],
     )
 
     p = add(

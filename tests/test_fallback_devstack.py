@@ -17,18 +17,28 @@ from test_ctl_e2e import A, B, Stack, _alive, ctl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
+#: an agent flag passed through `devstack up --agent-arg` (the default value: harmless)
+QUEUE_FLAG = "--reader-queue=4096"
+
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="hlfb-ds-", dir="/tmp") as d:
         # the relay and file paths (the direct path would carry the frames meanwhile)
-        r = ctl("devstack", "up", "--dir", d, "--direct", "off", "--json")
+        r = ctl(
+            "devstack", "up", "--dir", d, "--direct", "off", "--json",
+            f"--agent-arg={QUEUE_FLAG}",
+        )  # fmt: skip
         assert r.returncode == 0, r.stderr.decode()
         try:
             yield Stack(d, json.loads(r.stdout))
         finally:
             down = ctl("devstack", "down", "--dir", d, "--json")
             assert down.returncode == 0, down.stderr.decode()
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
 def _pids(d: str) -> dict[str, int]:
@@ -52,6 +62,7 @@ def test_stop_start_reader_and_relay(stack: Stack) -> None:
         await cb.close()
 
         old = _pids(stack.dir)[B]
+        assert QUEUE_FLAG in _cmdline(old)
         out = ctl("devstack", "stop", B, "--dir", stack.dir)
         assert out.returncode == 0 and b"stopped" in out.stdout, out.stderr.decode()
         assert not _alive(old)
@@ -65,6 +76,7 @@ def test_stop_start_reader_and_relay(stack: Stack) -> None:
         assert out.returncode == 0 and b"started" in out.stdout, out.stderr.decode()
         new = _pids(stack.dir)[B]
         assert new != old and _alive(new)
+        assert QUEUE_FLAG in _cmdline(new)  # `start` keeps the flags `up` was given
 
         rx = await Stream.connect(r.session_dir)  # same stream.sock, restored session
         got = [await asyncio.wait_for(rx.recv(), 30) for _ in range(300)]
