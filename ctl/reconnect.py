@@ -10,7 +10,9 @@ endpoint to come back (as `Stream.connect` does at start) and carries on.
 When to stop waiting is the caller's call: `retry_for` seconds per outage (None:
 forever), and an optional `still_open()` check, asked before each reconnect attempt
 round, so a session that was closed for good ends the stream instead of waiting
-forever (`hotlinkctl tail` asks the agent's control API).
+forever. `session_still_open(client, path)` is that check through the agent's control
+API (`hotlinkctl tail` uses it); without a check, a closed session is waited for like
+a restarting agent (for `retry_for`), since an endpoint alone cannot tell the two apart.
 """
 
 from __future__ import annotations
@@ -18,14 +20,51 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 from hotlink.wire.frames import DEFAULT_MAX_PAYLOAD, Frame
 
-from .errors import StreamClosed, Unavailable
+from .errors import CtlError, NotFound, StreamClosed, Unavailable
 from .stream import Stream
 
 #: how long one reconnect round waits for the endpoint before asking `still_open` again
 ROUND = 2.0
+
+
+class SessionLookup(Protocol):
+    """What `session_still_open` needs of an `AgentClient` (no gRPC import here)."""
+
+    async def get_session(self, ref: str) -> Any: ...
+
+    async def health(self, timeout: float = 2.0) -> str: ...
+
+
+def session_still_open(
+    client: SessionLookup, path: str, rpc_timeout: float = 2.0
+) -> Callable[[], Awaitable[bool]]:
+    """A `still_open` check for session `path` through the agent's control API: keep
+    waiting while the agent is away or the session exists; stop once a serving agent
+    says it is gone or closed (for good, not just restarted)."""
+    from hotlink.v1 import agent_pb2 as pb  # the control API's names, loaded on use
+
+    over = (pb.SESSION_STATE_CLOSED, pb.SESSION_STATE_REJECTED)
+
+    async def still_open() -> bool:
+        try:
+            try:
+                cur = await client.get_session(path)
+                if cur.state not in over:
+                    return True
+            except NotFound:
+                pass
+            # Gone or closed. A stopping agent closes its sessions after it stops
+            # serving health, and a starting one restores them before it serves: only
+            # a SERVING agent's answer means closed for good.
+            return await client.health(timeout=rpc_timeout) != "SERVING"
+        except CtlError:  # agent unreachable (restarting): wait for it
+            return True
+
+    return still_open
 
 
 class ReconnectingStream:

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hotlink.ctl.errors import StreamClosed
-from hotlink.ctl.reconnect import ReconnectingStream
+from hotlink.ctl.errors import AgentUnreachable, NotFound, StreamClosed
+from hotlink.ctl.reconnect import ReconnectingStream, session_still_open
+from hotlink.v1 import agent_pb2 as pb
 from hotlink.wire.frames import Frame, encode_frame
 
 pytestmark = pytest.mark.anyio
@@ -113,3 +114,40 @@ async def test_no_reconnect_and_retry_for(short_tmp: Path) -> None:
     with pytest.raises(StreamClosed, match="did not serve"):
         await asyncio.wait_for(s.recv(), 30)
     await s.close()
+
+
+class _Control:
+    """The two control calls `session_still_open` makes, answering as told."""
+
+    def __init__(self, session: pb.Session | Exception, health: str | Exception) -> None:
+        self.session, self.status = session, health
+
+    async def get_session(self, ref: str) -> pb.Session:
+        if isinstance(self.session, Exception):
+            raise self.session
+        return self.session
+
+    async def health(self, timeout: float = 2.0) -> str:
+        if isinstance(self.status, Exception):
+            raise self.status
+        return self.status
+
+
+@pytest.mark.parametrize(
+    ("session", "health", "expected"),
+    [
+        (pb.Session(state=pb.SESSION_STATE_OPEN), "SERVING", True),
+        (NotFound("no such session"), "SERVING", False),  # closed for good
+        (pb.Session(state=pb.SESSION_STATE_CLOSED), "SERVING", False),
+        (pb.Session(state=pb.SESSION_STATE_REJECTED), "SERVING", False),
+        # a stopping or starting agent: its "not found" is not the last word
+        (NotFound("no such session"), "NOT_SERVING", True),
+        (AgentUnreachable("no agent"), AgentUnreachable("no agent"), True),
+        (NotFound("no such session"), AgentUnreachable("gone meanwhile"), True),
+    ],
+)
+async def test_session_still_open(
+    session: pb.Session | Exception, health: str | Exception, expected: bool
+) -> None:
+    check = session_still_open(_Control(session, health), "a@x.org/_mpc/s")
+    assert await check() is expected

@@ -261,6 +261,34 @@ def test_tail_reconnects_across_an_agent_restart(agent_factory, relay) -> None:
     assert lines[0].endswith(": one") and lines[1].endswith(": two"), out
 
 
+def test_tail_ends_when_its_session_is_closed(agent_factory, relay) -> None:
+    """A session closed for good ends `tail` (exit 0, saying so); it does not wait for
+    it like for a restarting agent."""
+    alice = agent_factory(A, acl_read=[B])
+    bob = agent_factory(B)
+    path = f"{A}/_mpc/end"
+    alice.open("_mpc/end", to=B)
+    bob.open(path)
+    bob.wait_session(path, lambda s: s.state == pb.SESSION_STATE_OPEN, timeout=30)
+    tail = subprocess.Popen(
+        [str(BIN / "hotlinkctl"), "--root", str(bob.root), "tail", path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: bob.session(path).ipc_clients == 1, 30, "tail attached")
+        closed = ctl_proc("--root", str(bob.root), "close", path)
+        assert closed.returncode == 0, closed.stderr
+        out, err = tail.communicate(timeout=60)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.communicate()
+    assert tail.returncode == 0, err
+    assert "was closed" in err, err
+
+
 def test_reflection_v1_and_v1alpha(agent_factory) -> None:
     from grpc_reflection.v1alpha import reflection_pb2 as rpb
 

@@ -15,7 +15,7 @@ from hotlink.v1 import agent_pb2 as pb
 from .. import output
 from ..agent_client import AgentClient
 from ..errors import CtlError, ExitCode, NotFound, StreamClosed, Unavailable, UsageError
-from ..reconnect import ReconnectingStream
+from ..reconnect import ReconnectingStream, session_still_open
 from ..stream import Stream
 from .common import DIRECT_MODES, FALLBACK_MODES, IPC_MODES, SECONDS, run, say, with_agent
 
@@ -210,23 +210,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
     async def go(c: AgentClient) -> int:
         s = await _session_dir(c, args.path, pb.ROLE_READER)
 
-        async def still_open() -> bool:
-            """Keep waiting while the agent is away; stop once it says the session
-            is gone or over (closed for good, not just restarted)."""
-            try:
-                try:
-                    cur = await c.get_session(s.path)
-                    if cur.state not in (pb.SESSION_STATE_CLOSED, pb.SESSION_STATE_REJECTED):
-                        return True
-                except NotFound:
-                    pass
-                # Gone or closed. A stopping agent closes its sessions after it stops
-                # serving health, and a starting one restores them before it serves:
-                # only a SERVING agent's answer means closed for good.
-                return await c.health(timeout=args.rpc_timeout) != "SERVING"
-            except CtlError:  # agent unreachable (restarting): wait for it
-                return True
-
         def reconnected(st: Stream) -> None:
             say(args, f"tail: reconnected to {st.endpoint}")
 
@@ -234,7 +217,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             s.session_dir,
             timeout=args.connect_timeout,
             retry_for=0.0 if args.no_reconnect else args.reconnect_for,
-            still_open=still_open,
+            still_open=session_still_open(c, s.path, args.rpc_timeout),
             on_reconnect=reconnected,
         )
         say(args, f"tail: connected to {stream.endpoint} ({s.path}); Ctrl-C to stop")
