@@ -112,12 +112,66 @@ def test_all_readers_direct_skips_the_relay() -> None:
     net.run(st.app_frames(frames(3)))
     assert st.active_path is ActivePath.HOTLINK and net.relay_frames == 3
     net.run(st.direct_link_up(BOB))
+    # bob's start is known once he confirmed a seq (see the test below)
+    assert st.active_path is ActivePath.HOTLINK and BOB in st.direct_held
+    net.progress()
     assert st.active_path is ActivePath.DIRECT
     assert net.events[-1] == Emit(EventType.PATH_SWITCHED, BOB, f"direct link to {BOB} up")
     net.run(st.app_frames(frames(5)))
     assert (net.relay_frames, net.direct_frames) == (3, 5)
     assert net.readers[BOB].delivered == list(range(1, 9))
     assert st.carriers() == (False, (BOB,))
+
+
+class JoiningReader(Reader):
+    """A new reader: the first seq it sees starts its stream (the reorder buffer's
+    `start=None`), so anything lower that comes later is dropped as old."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start: int | None = None
+
+    def take(self, seq: int, via: str) -> None:
+        if self.start is None:
+            self.start = seq
+        if seq < self.start:
+            self.by["dropped"] = self.by.get("dropped", 0) + 1
+            return
+        super().take(seq - self.start + 1, via)
+
+
+def test_a_new_readers_direct_link_waits_until_its_start_is_known() -> None:
+    """Frames the relay carries to a new reader are still in flight when its direct
+    link comes up: a direct frame must not overtake them, or the reader would take it
+    as the start of its stream and drop them."""
+    st, net = setup()
+    bob = net.readers[BOB] = JoiningReader()
+    in_flight: list[int] = []
+    net.relay_legs.add(BOB)
+    net.run(st.on_accept(BOB, None))
+    net.readers[BOB].take = lambda seq, via: (  # type: ignore[method-assign]
+        in_flight.append(seq) if via == "relay" else JoiningReader.take(bob, seq, via)
+    )
+    net.run(st.app_frames(frames(3)))
+    net.run(st.direct_link_up(BOB))
+    assert st.carriers() == (True, ()) and st.active_path is ActivePath.HOTLINK
+    net.run(st.app_frames(frames(2)))  # still by the relay
+    assert in_flight == [1, 2, 3, 4, 5] and net.direct_frames == 0
+    for seq in in_flight:  # the relay delivers
+        JoiningReader.take(bob, seq, "relay")
+    net.run(st.on_progress(BOB, bob.confirmed))
+    assert st.carriers() == (False, (BOB,)) and st.active_path is ActivePath.DIRECT
+    net.run(st.app_frames(frames(2)))
+    assert bob.delivered == list(range(1, 8)) and "dropped" not in bob.by
+    assert net.direct_frames == 2
+
+
+def test_a_direct_link_up_before_the_first_frame_is_used_at_once() -> None:
+    st, net = setup(BOB)
+    net.run(st.direct_link_up(BOB))
+    assert st.carriers() == (False, (BOB,))
+    net.run(st.app_frames(frames(2)))
+    assert (net.relay_frames, net.direct_frames) == (0, 2)
 
 
 def test_mixed_readers_relay_for_all_direct_for_some() -> None:

@@ -17,6 +17,14 @@ Carriers of the frames in `pending` (`carriers()`), asked by the adapter per bat
 
 Switching without loss:
 
+- a reader that joined without a seq (a new reader) takes the first seq it sees as
+  the start of its stream. Frames the relay carried to it (as data or as fallback
+  files) may still be in flight when its direct link comes up, and a direct frame that
+  overtook them would make the reader drop them as old. So once the stream has begun
+  (a seq was given), such a reader's direct link carries frames only after the reader
+  confirmed a seq (its first `HotlinkProgress`, a few ms after its first frame): its
+  place is known then, and its reorder buffer waits for what the relay still brings;
+
 - a direct link drops while the relay works: the reader's unconfirmed frames (after
   its last `HotlinkProgress`) go back in front of the queue and leave by the relay,
   exactly like a reader's resume after a re-accept;
@@ -44,8 +52,13 @@ class DirectSenderStream(SenderStream):
 
     def __init__(self, *args: object, **kw: object) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
-        #: accepted readers whose direct link is up
+        #: accepted readers whose direct link is up (and carries their frames)
         self.direct_up: set[str] = set()
+        #: readers that accepted without a seq and have not confirmed one yet (their
+        #: stream's start is not known)
+        self.unanchored: set[str] = set()
+        #: readers whose direct link is up but waits for them to confirm a seq
+        self.direct_held: set[str] = set()
         #: the online path last reported (relay or direct) for PATH_SWITCHED events
         self.reported = ActivePath.HOTLINK
         self.direct_switches = 0
@@ -87,6 +100,10 @@ class DirectSenderStream(SenderStream):
     def direct_link_up(self, reader: str) -> list[Effect]:
         if reader in self.direct_up or self.closed:
             return []
+        if self._unanchored(reader):
+            self.direct_held.add(reader)  # used at its first confirmation
+            return []
+        self.direct_held.discard(reader)
         self.direct_up.add(reader)
         out: list[Effect] = []
         if reader in self.readers:
@@ -98,6 +115,7 @@ class DirectSenderStream(SenderStream):
     def direct_link_down(self, reader: str, why: str) -> list[Effect]:
         """`reader`'s direct link is gone: what it did not confirm goes by the relay
         (or, with the relay down too, the reader is unreachable until it re-accepts)."""
+        self.direct_held.discard(reader)
         if reader not in self.direct_up:
             return []
         self.direct_up.discard(reader)
@@ -114,6 +132,11 @@ class DirectSenderStream(SenderStream):
         out += self.reevaluate(f"direct link to {reader} down: {why}")
         self._report(out, reader, f"direct link to {reader} down: {why}")
         return out
+
+    def _unanchored(self, reader: str) -> bool:
+        """A direct frame to `reader` could overtake frames the relay carries to it
+        (see the module doc); nothing can while the stream has not begun."""
+        return reader in self.unanchored and self.seq > 0
 
     def _report(self, out: list[Effect], peer: str, why: str) -> None:
         """A PATH_SWITCHED event when the online path changed (relay <-> direct)."""
@@ -151,17 +174,31 @@ class DirectSenderStream(SenderStream):
         self.reader_acks.clear()
         self.reader_acks.update(acks)
 
+    def on_progress(self, reader: str, seq: int) -> list[Effect]:
+        out = super().on_progress(reader, seq)
+        if seq and reader in self.unanchored:
+            self.unanchored.discard(reader)
+            if reader in self.direct_held:
+                out += self.direct_link_up(reader)
+        return out
+
     def on_accept(self, peer: str, seq: int | None) -> list[Effect]:
-        if seq is not None and peer in self.direct_up:
-            # the relay's idea of this reader's progress may be older than what the
-            # reader confirmed over its link
-            seq = max(seq, self.reader_acks.get(peer, 0))
+        if seq is not None:
+            self.unanchored.discard(peer)
+            if peer in self.direct_up:
+                # the relay's idea of this reader's progress may be older than what
+                # the reader confirmed over its link
+                seq = max(seq, self.reader_acks.get(peer, 0))
+        elif peer not in self.readers and peer not in self.direct_up:
+            self.unanchored.add(peer)  # a link already up carries its first frame
         out = super().on_accept(peer, seq)
         self._report(out, peer, f"{peer} accepted")
         return out
 
     def _reader_left(self, peer: str, ev: EventType, reason: str, why: str) -> list[Effect]:
         self.direct_up.discard(peer)
+        self.direct_held.discard(peer)
+        self.unanchored.discard(peer)
         out = super()._reader_left(peer, ev, reason, why)
         self._report(out, peer, why)
         return out
