@@ -280,7 +280,7 @@ def test_tail_ends_when_its_session_is_closed(agent_factory, relay) -> None:
         wait_for(lambda: bob.session(path).ipc_clients == 1, 30, "tail attached")
         closed = ctl_proc("--root", str(bob.root), "close", path)
         assert closed.returncode == 0, closed.stderr
-        out, err = tail.communicate(timeout=60)
+        _, err = tail.communicate(timeout=60)
     finally:
         if tail.poll() is None:
             tail.kill()
