@@ -7,6 +7,7 @@ import pytest
 from hotlink.relay.acl import AclIndex, parse_acl
 from hotlink.relay.cluster import codec, registry
 from hotlink.relay.cluster.membership import FIRST_VID, Membership
+from hotlink.relay.cluster.store_sync import StoreSync
 from hotlink.relay.router import Router
 from hotlink.relay.store import Store
 from hotlink.wire.envelope import Envelope
@@ -210,3 +211,29 @@ def test_a_stale_store_index_reads_the_session_folder_from_disk(tmp_path):
     assert "alice@x.org/_mpc/t/00000001.request" not in {
         p for _, p, _ in store.index.after("alice@x.org", everything)
     }
+
+
+def test_writes_nats_did_not_take_are_announced_once_it_does(tmp_path):
+    """A node cut from NATS cannot announce its writes; a node that rejoined first may
+    have walked the store before them, so they are announced when NATS takes them
+    again: in order of their last change (the order a receiver indexes them in)."""
+    sent: list[str] = []
+    nats_up = [False]
+
+    def publish(subject: str, **fields: str) -> bool:
+        if nats_up[0]:
+            sent.append(fields["p"].rsplit("/", 1)[1])
+        return nats_up[0]
+
+    store = Store(tmp_path)
+    sync = StoreSync(store, "n0", publish)
+    sync.connected = True
+    for name in ("1", "2", "1"):
+        store.write(f"alice@x.org/_mpc/s/{name}.request", name.encode())
+    sync.announce()
+    assert sent == []
+    nats_up[0] = True
+    store.write("alice@x.org/_mpc/s/3.request", b"3")
+    assert sent == ["2.request", "1.request", "3.request"]
+    sync.announce()
+    assert len(sent) == 3

@@ -273,13 +273,14 @@ class ClusterNode:
         await nc.subscribe(codec.conn_subject("*"), cb=self._on_conn)
         await nc.subscribe(codec.ctl_subject(self.me), cb=self._on_ctl)
         await nc.subscribe(codec.acl_subject(), cb=self._on_acl)
-        await nc.subscribe(codec.file_subject(), cb=self._on_file)
         for subject, fn in ((codec.to_subject(self.me), self._on_to),
-                            (codec.in_subject(self.me), self._on_in)):  # fmt: skip
+                            (codec.in_subject(self.me), self._on_in),
+                            (codec.file_subject(), self.store_sync.on_file)):  # fmt: skip
             sub = await nc.subscribe(subject)
             nc.direct[sub._id] = fn
         await nc.flush()
         self.store_sync.connected = True
+        self.store_sync.announce()  # what was written through us before this join
         # files other nodes wrote between our store's start and this join
         await self._rescan()
         self.problem = ""
@@ -303,6 +304,8 @@ class ClusterNode:
         while True:
             await asyncio.sleep(self.heartbeat)
             try:
+                if self.nc.is_connected:
+                    self.store_sync.announce()  # any a full NATS buffer dropped
                 if self.nc.is_connected and not self.rejoining:
                     self._publish_json(codec.hb_subject(), n=self.me, e=self.epoch)
                     self._apply(self.members.expire(time.monotonic()))
@@ -340,6 +343,7 @@ class ClusterNode:
         self._links += 1
         self.epoch = f"{self._base_epoch}.{self._links}"
         self.registry.reset()
+        self.store_sync.announce()  # our writes of the outage: see StoreSync
         self._reload_acls()
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.create_task(self._rejoin(self.epoch)))
@@ -386,10 +390,11 @@ class ClusterNode:
         ]
         self._publish_json(codec.conn_subject(self.me), op="snap", cs=conns)
 
-    def _publish_json(self, subject: str, **fields: Any) -> None:
+    def _publish_json(self, subject: str, **fields: Any) -> bool:
+        """False when the message was dropped (NATS down or its buffer full)."""
         fields.setdefault("n", self.me)
         fields.setdefault("e", self.epoch)
-        self.pub.send(subject.encode(), b"", codec.pack_json(**fields))
+        return self.pub.send(subject.encode(), b"", codec.pack_json(**fields))
 
     async def _on_hb(self, msg: Any) -> None:
         j = self._json(msg)
@@ -439,11 +444,6 @@ class ClusterNode:
         self.server.acl.set_file(folder, acl)
         log.info("cluster: ACL %s changed on node %s, re-checking sessions", folder, j["n"])
         self.server._dispatch(self.server.router.recheck_all())
-
-    async def _on_file(self, msg: Any) -> None:
-        j = self._json(msg)
-        if j is not None:
-            self.store_sync.on_file(j)
 
     def _json(self, msg: Any) -> dict[str, Any] | None:
         try:
