@@ -40,6 +40,7 @@ from ..acl import ACL_FILE, DENY_ALL, AclError, is_acl_path, parse_acl
 from ..router import Outgoing
 from . import codec
 from .membership import Changes, Membership
+from .nats_direct import direct_client
 from .registry import SessionRegistry
 from .registry import key_of as registry_key
 from .store_sync import StoreSync
@@ -246,7 +247,7 @@ class ClusterNode:
         delay = 0.2
         while self.nc is None:
             try:
-                nc = _direct_client()
+                nc = direct_client()
                 await nc.connect(
                     self.url,
                     name=f"hotlink-relay {self.me}",
@@ -595,33 +596,6 @@ def _ext(raw: Any) -> frozenset[str]:
         return ALL
     ext = frozenset(str(x) for x in raw)
     return ALL if ext == ALL else ext
-
-
-def _direct_client() -> Any:
-    """A nats-py client that hands the payloads of chosen subscriptions (`direct`:
-    subscription id -> function) to a plain function from its read loop, instead of
-    queueing a `Msg` for a per-subscription task: one task switch less per routed
-    frame. Relies on nats-py's `_process_msg` (pinned < 3 in pyproject.toml)."""
-    from nats.aio.client import Client
-
-    class DirectClient(Client):
-        def __init__(self) -> None:
-            super().__init__()
-            self.direct: dict[int, Any] = {}
-
-        async def _process_msg(
-            self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-        ) -> None:
-            fn = self.direct.get(sid)
-            if fn is None or headers:
-                await super()._process_msg(sid, subject, reply, data, headers)
-                return
-            try:
-                fn(data)
-            except Exception:
-                log.exception("cluster: internal error handling a routed message")
-
-    return DirectClient()
 
 
 def _encoded(m: Message, env: Envelope, encoding: str) -> bytes | str:
