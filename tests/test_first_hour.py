@@ -64,7 +64,9 @@ def test_acl_grant_reaches_the_relay_by_the_watcher_and_the_reader_gets_in(
     # the grant: written by hotlinkctl, uploaded on the file event (no scan for an hour)
     code, out, err = ctl(capsys, "--root", ra, "acl", "grant", "_mpc", B, "--read")
     assert code == 0, err
-    assert f"{B} may read {A}/_mpc/**" in out
+    assert f"{B} may read {A}/_mpc/**" in out and "uploads the file" in err
+    code, out, err = ctl(capsys, "--root", ra, "acl", "grant", "_mpc", B, "--read")
+    assert code == 0 and "already granted" in err and "uploads" not in err
     relay.wait_for_log(f"ACL {A}/_mpc/syft.pub.yaml updated by {A}", timeout=30)
     bob.wait_session(f"{A}/_mpc/0_to_1", lambda s: s.state == pb.SESSION_STATE_OPEN, timeout=30)
     code, out, _ = ctl(capsys, "--root", ra, "acl", "show")

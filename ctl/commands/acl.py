@@ -104,7 +104,10 @@ def cmd_acl_grant(args: argparse.Namespace) -> int:
         )  # fmt: skip
     else:
         print(f"{user} may {level} {where}/{args.pattern} ({f})")
-        say(args, "the agent uploads the file to the relay within about a second")
+        if new != old:
+            say(args, "the agent uploads the file to the relay within about a second")
+        else:
+            say(args, "already granted: the file is unchanged")
     if not ok:
         say(
             args,
