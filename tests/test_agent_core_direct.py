@@ -166,6 +166,27 @@ def test_a_new_readers_direct_link_waits_until_its_start_is_known() -> None:
     assert net.direct_frames == 2
 
 
+def test_a_held_link_is_used_once_the_reader_re_accepts_with_its_seq() -> None:
+    """The relay drops while bob's link waits for his first confirmation: he leaves
+    `readers` (the relay was his only carrier) and comes back by a re-accept with his
+    seq, which says where he is: the link carries his frames from then on."""
+    st, net = setup(BOB)
+    net.run(st.app_frames(frames(3)))
+    net.run(st.direct_link_up(BOB))
+    assert BOB in st.direct_held
+    net.relay_up = False
+    st.on_link_down()
+    net.run(st.reevaluate("link down"))
+    assert st.readers == set()
+    net.relay_up = True
+    net.run(st.on_link_up())
+    net.run(st.on_acked())
+    net.run(st.on_accept(BOB, net.readers[BOB].confirmed))
+    assert st.carriers() == (False, (BOB,)) and st.active_path is ActivePath.DIRECT
+    net.run(st.app_frames(frames(2)))
+    assert net.readers[BOB].delivered == [1, 2, 3, 4, 5] and net.relay_frames == 3
+
+
 def test_a_direct_link_up_before_the_first_frame_is_used_at_once() -> None:
     st, net = setup(BOB)
     net.run(st.direct_link_up(BOB))

@@ -176,22 +176,26 @@ class DirectSenderStream(SenderStream):
 
     def on_progress(self, reader: str, seq: int) -> list[Effect]:
         out = super().on_progress(reader, seq)
-        if seq and reader in self.unanchored:
-            self.unanchored.discard(reader)
-            if reader in self.direct_held:
-                out += self.direct_link_up(reader)
+        if seq:
+            self._anchored(reader, out)
         return out
 
+    def _anchored(self, reader: str, out: list[Effect]) -> None:
+        """`reader`'s place in the stream is known now: a held link carries frames."""
+        self.unanchored.discard(reader)
+        if reader in self.direct_held and reader in self.readers:
+            out += self.direct_link_up(reader)
+
     def on_accept(self, peer: str, seq: int | None) -> list[Effect]:
-        if seq is not None:
-            self.unanchored.discard(peer)
-            if peer in self.direct_up:
-                # the relay's idea of this reader's progress may be older than what
-                # the reader confirmed over its link
-                seq = max(seq, self.reader_acks.get(peer, 0))
-        elif peer not in self.readers and peer not in self.direct_up:
+        if seq is not None and peer in self.direct_up:
+            # the relay's idea of this reader's progress may be older than what the
+            # reader confirmed over its link
+            seq = max(seq, self.reader_acks.get(peer, 0))
+        elif seq is None and peer not in self.readers and peer not in self.direct_up:
             self.unanchored.add(peer)  # a link already up carries its first frame
         out = super().on_accept(peer, seq)
+        if seq is not None:  # it says where it is
+            self._anchored(peer, out)
         self._report(out, peer, f"{peer} accepted")
         return out
 
