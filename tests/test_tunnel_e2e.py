@@ -203,6 +203,44 @@ def test_hundred_concurrent_connections(stack: Stack) -> None:
     asyncio.run(main())
 
 
+def test_new_tunnels_take_a_burst_while_their_links_come_up(stack: Stack) -> None:
+    """Each new tunnel gets 100 connections at once, while its sessions are new and
+    their direct links still coming up: no OPEN may be lost. (A direct frame that
+    overtook the frames the relay was still carrying to a new reader made it drop
+    them as old; this lost an OPEN within a few tunnels.)"""
+
+    async def main() -> None:
+        srv, port = await serve(echo)
+
+        async def one(host: str, lport: int, i: int, opened: asyncio.Barrier) -> bytes:
+            r, w = await asyncio.open_connection(host, lport)
+            await opened.wait()  # all 100 OPENs at once, before any byte
+            data = b"%03d" % i * 20
+            w.write(data)
+            try:
+                return await asyncio.wait_for(r.readexactly(len(data)), 60)
+            except (ConnectionResetError, asyncio.IncompleteReadError) as exc:
+                return repr(exc).encode()
+            finally:
+                w.close()
+
+        paths = [f"_mpc/tun/burst{k}" for k in range(20)]
+        for k, p in enumerate(paths):
+            await expose(stack, C, p, f"127.0.0.1:{port}")
+            host, lport = await forward(stack, A, f"{C}/{p}")
+            opened = asyncio.Barrier(100)
+            got = await asyncio.gather(*(one(host, lport, i, opened) for i in range(100)))
+            bad = [i for i, g in enumerate(got) if g != b"%03d" % i * 20]
+            assert not bad, (k, bad[:5], got[bad[0]])
+        for p in paths:
+            for who, path in ((A, f"{C}/{p}"), (C, p)):
+                async with AgentClient(stack.control(who)) as c:
+                    await c.stub.CloseTunnel(pb.CloseTunnelRequest(path=path))
+        srv.close()
+
+    asyncio.run(main())
+
+
 def test_half_close_and_cli_listing(stack: Stack) -> None:
     """The client shuts down its sending side; the server reads to EOF, then answers
     on the still-open direction and closes."""
