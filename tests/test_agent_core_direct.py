@@ -187,6 +187,30 @@ def test_a_held_link_is_used_once_the_reader_re_accepts_with_its_seq() -> None:
     assert net.readers[BOB].delivered == [1, 2, 3, 4, 5] and net.relay_frames == 3
 
 
+def test_a_held_link_is_used_once_a_re_accept_says_where_the_reader_is() -> None:
+    """A new reader whose app was absent confirms nothing; its refetch re-Accept
+    carries its delivered seq: its start is known, so the held link carries frames."""
+    st, net = setup(BOB)
+    net.run(st.app_frames(frames(3)))
+    net.run(st.direct_link_up(BOB))
+    assert BOB in st.direct_held
+    net.run(st.on_accept(BOB, 3))
+    assert st.carriers() == (False, (BOB,)) and not st.direct_held
+
+
+def test_an_accept_with_seq_0_waits_for_a_confirmation() -> None:
+    """A reader restarted before it delivered anything accepts with seq 0 and, like a
+    new reader, takes the first seq it sees as its start: its link waits too."""
+    st, net = setup(BOB)
+    net.run(st.app_frames(frames(3)))
+    net.run(st.on_close(BOB, "reader gone"))
+    net.run(st.on_accept(BOB, 0))
+    net.run(st.direct_link_up(BOB))
+    assert st.carriers() == (True, ()) and BOB in st.direct_held
+    net.progress()
+    assert st.carriers() == (False, (BOB,))
+
+
 def test_a_direct_link_up_before_the_first_frame_is_used_at_once() -> None:
     st, net = setup(BOB)
     net.run(st.direct_link_up(BOB))

@@ -191,10 +191,13 @@ class DirectSenderStream(SenderStream):
             # the relay's idea of this reader's progress may be older than what the
             # reader confirmed over its link
             seq = max(seq, self.reader_acks.get(peer, 0))
-        elif seq is None and peer not in self.readers and peer not in self.direct_up:
-            self.unanchored.add(peer)  # a link already up carries its first frame
+        if not seq and peer not in self.direct_up and (seq == 0 or peer not in self.readers):
+            # a new reader, or one that delivered nothing yet (seq 0: restarted
+            # before its first frame, it too takes the first seq it sees as its
+            # start); a link already up carries its first frame
+            self.unanchored.add(peer)
         out = super().on_accept(peer, seq)
-        if seq is not None:  # it says where it is
+        if seq:  # it delivered up to `seq`: its stream's start is known
             self._anchored(peer, out)
         self._report(out, peer, f"{peer} accepted")
         return out
