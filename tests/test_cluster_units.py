@@ -237,3 +237,33 @@ def test_writes_nats_did_not_take_are_announced_once_it_does(tmp_path):
     assert sent == ["2.request", "1.request", "3.request"]
     sync.announce()
     assert len(sent) == 3
+
+
+def test_a_reconnect_announces_the_last_seconds_again(tmp_path):
+    """Announcements written into a dead connection before nats-py noticed are gone:
+    after a reconnect the last `RECENT` seconds of them go out again, before what was
+    not announced yet."""
+    sent: list[str] = []
+    nats_up = [True]
+    now = [0.0]
+
+    def publish(subject: str, **fields: str) -> bool:
+        if nats_up[0]:
+            sent.append(fields["p"].rsplit("/", 1)[1])
+        return nats_up[0]
+
+    store = Store(tmp_path)
+    sync = StoreSync(store, "n0", publish, clock=lambda: now[0])
+    sync.connected = True
+    store.write("alice@x.org/_mpc/s/1.request", b"1")
+    now[0] = 5.0
+    store.write("alice@x.org/_mpc/s/2.request", b"2")
+    nats_up[0] = False
+    now[0] = 12.0
+    store.write("alice@x.org/_mpc/s/3.request", b"3")
+    assert sent == ["1.request", "2.request"]
+    nats_up[0] = True
+    sync.reconnected()  # 1 is older than RECENT; 2 may have died with the connection
+    assert sent == ["1.request", "2.request", "2.request", "3.request"]
+    sync.reconnected()  # announced again at 12: within RECENT still
+    assert sent[4:] == ["2.request", "3.request"]

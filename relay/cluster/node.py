@@ -344,7 +344,7 @@ class ClusterNode:
         self._links += 1
         self.epoch = f"{self._base_epoch}.{self._links}"
         self.registry.reset()
-        self.store_sync.announce()  # our writes of the outage: see StoreSync
+        self.store_sync.reconnected()  # our writes of the outage: see StoreSync
         self._reload_acls()
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.create_task(self._rejoin(self.epoch)))

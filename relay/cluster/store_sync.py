@@ -13,12 +13,19 @@ other, so a node that is back already may have walked the store before the write
 node still cut off made; unless that node announces them when it is back, they never
 reach the first node's index, and a reader catching up through it skips them (seen as
 1-15 frames lost when two nodes rejoined a few milliseconds apart).
+
+An announcement NATS took is not always delivered: written into a socket that is dead
+but not noticed yet (nats-py finds out after two missed pings, about 4 s), it is gone,
+and the nodes that never lost NATS never rescan. So on a reconnect the paths announced
+in the last `RECENT` seconds are announced again (a receiver's re-stat is idempotent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 
 from hotlink.wire.errors import ProtocolError
@@ -28,11 +35,24 @@ from . import codec
 
 log = logging.getLogger(__name__)
 
+#: seconds of announcements sent again after a reconnect (more than nats-py takes to
+#: notice a dead connection: 2 missed pings of 2 s)
+RECENT = 10.0
+
 
 class StoreSync:
-    def __init__(self, store: Store, me: str, publish: Callable[..., bool]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        me: str,
+        publish: Callable[..., bool],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.me = me
+        self._clock = clock
+        #: (when, path) of the announcements NATS took in the last `RECENT` seconds
+        self._recent: deque[tuple[float, str]] = deque()
         #: publishes one announcement; False when it was dropped (NATS down)
         self._publish = publish
         #: joined once: announcements are due from then on
@@ -59,11 +79,28 @@ class StoreSync:
         stopping at the first one NATS does not take (the next change, tick or
         reconnect tries again)."""
         pending = self._unannounced
+        recent = self._recent
+        now = self._clock()
         while pending:
             path = next(iter(pending))
             if not self._publish(codec.file_subject(), p=path):
-                return
+                break
             del pending[path]
+            recent.append((now, path))
+        while recent and recent[0][0] < now - RECENT:
+            recent.popleft()
+
+    def reconnected(self) -> None:
+        """NATS is back: what was announced just before may have died with the old
+        connection, so it goes out again, before the changes not announced yet."""
+        now = self._clock()
+        again = {p: None for t, p in self._recent if t >= now - RECENT}
+        self._recent.clear()
+        for p in self._unannounced:
+            again.pop(p, None)
+            again[p] = None
+        self._unannounced = again
+        self.announce()
 
     def on_file(self, data: bytes) -> None:
         """Another node stored or deleted a file. Called from the NATS read loop, as
