@@ -225,21 +225,34 @@ def test_world_readable_token_is_warned_about_and_token_out_is_private(
         bob.stop()
 
 
-def test_tail_reconnects_across_an_agent_restart(agent_factory, relay) -> None:
+def _tail_attached(
+    agent_factory, name: str, *tail_args: str
+) -> tuple[AgentProcess, AgentProcess, str, subprocess.Popen[str]]:
+    """alice sends `_mpc/NAME` to bob, whose `hotlinkctl tail` is attached to it."""
     alice = agent_factory(A, acl_read=[B])
     bob = agent_factory(B)
-    path = f"{A}/_mpc/r"
-    alice.open("_mpc/r", to=B)
+    path = f"{A}/_mpc/{name}"
+    alice.open(f"_mpc/{name}", to=B)
     bob.open(path)
     bob.wait_session(path, lambda s: s.state == pb.SESSION_STATE_OPEN, timeout=30)
     tail = subprocess.Popen(
-        [str(BIN / "hotlinkctl"), "--root", str(bob.root), "tail", path, "--count", "2"],
+        [str(BIN / "hotlinkctl"), "--root", str(bob.root), "tail", path, *tail_args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         wait_for(lambda: bob.session(path).ipc_clients == 1, 30, "tail attached")
+    except BaseException:
+        tail.kill()
+        tail.communicate()
+        raise
+    return alice, bob, path, tail
+
+
+def test_tail_reconnects_across_an_agent_restart(agent_factory, relay) -> None:
+    alice, bob, path, tail = _tail_attached(agent_factory, "r", "--count", "2")
+    try:
         send = ctl_proc("--root", str(alice.root), "send", "_mpc/r", "--data", "one")
         assert send.returncode == 0, send.stderr
         bob.stop()
@@ -266,20 +279,8 @@ def test_tail_reconnects_across_an_agent_restart(agent_factory, relay) -> None:
 def test_tail_ends_when_its_session_is_closed(agent_factory, relay) -> None:
     """A session closed for good ends `tail` (exit 0, saying so); it does not wait for
     it like for a restarting agent."""
-    alice = agent_factory(A, acl_read=[B])
-    bob = agent_factory(B)
-    path = f"{A}/_mpc/end"
-    alice.open("_mpc/end", to=B)
-    bob.open(path)
-    bob.wait_session(path, lambda s: s.state == pb.SESSION_STATE_OPEN, timeout=30)
-    tail = subprocess.Popen(
-        [str(BIN / "hotlinkctl"), "--root", str(bob.root), "tail", path],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    _, bob, path, tail = _tail_attached(agent_factory, "end")
     try:
-        wait_for(lambda: bob.session(path).ipc_clients == 1, 30, "tail attached")
         closed = ctl_proc("--root", str(bob.root), "close", path)
         assert closed.returncode == 0, closed.stderr
         _, err = tail.communicate(timeout=60)
