@@ -6,10 +6,12 @@ restart, reflection v1. Waits are for conditions (generous timeouts), never for 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -225,10 +227,12 @@ def test_world_readable_token_is_warned_about_and_token_out_is_private(
         bob.stop()
 
 
+@contextlib.contextmanager
 def _tail_attached(
     agent_factory, name: str, *tail_args: str
-) -> tuple[AgentProcess, AgentProcess, str, subprocess.Popen[str]]:
-    """alice sends `_mpc/NAME` to bob, whose `hotlinkctl tail` is attached to it."""
+) -> Iterator[tuple[AgentProcess, AgentProcess, str, subprocess.Popen[str]]]:
+    """alice sends `_mpc/NAME` to bob, whose `hotlinkctl tail` is attached to it (and
+    killed at the end if still running)."""
     alice = agent_factory(A, acl_read=[B])
     bob = agent_factory(B)
     path = f"{A}/_mpc/{name}"
@@ -243,16 +247,15 @@ def _tail_attached(
     )
     try:
         wait_for(lambda: bob.session(path).ipc_clients == 1, 30, "tail attached")
-    except BaseException:
-        tail.kill()
-        tail.communicate()
-        raise
-    return alice, bob, path, tail
+        yield alice, bob, path, tail
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.communicate()
 
 
 def test_tail_reconnects_across_an_agent_restart(agent_factory, relay) -> None:
-    alice, bob, path, tail = _tail_attached(agent_factory, "r", "--count", "2")
-    try:
+    with _tail_attached(agent_factory, "r", "--count", "2") as (alice, bob, path, tail):
         send = ctl_proc("--root", str(alice.root), "send", "_mpc/r", "--data", "one")
         assert send.returncode == 0, send.stderr
         bob.stop()
@@ -266,10 +269,6 @@ def test_tail_reconnects_across_an_agent_restart(agent_factory, relay) -> None:
         send = ctl_proc("--root", str(alice.root), "send", "_mpc/r", "--data", "two")
         assert send.returncode == 0, send.stderr
         out, err = tail.communicate(timeout=60)
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.communicate()
     assert tail.returncode == 0, err
     assert "tail: reconnected to" in err
     lines = out.splitlines()
@@ -279,15 +278,10 @@ def test_tail_reconnects_across_an_agent_restart(agent_factory, relay) -> None:
 def test_tail_ends_when_its_session_is_closed(agent_factory, relay) -> None:
     """A session closed for good ends `tail` (exit 0, saying so); it does not wait for
     it like for a restarting agent."""
-    _, bob, path, tail = _tail_attached(agent_factory, "end")
-    try:
+    with _tail_attached(agent_factory, "end") as (_, bob, path, tail):
         closed = ctl_proc("--root", str(bob.root), "close", path)
         assert closed.returncode == 0, closed.stderr
         _, err = tail.communicate(timeout=60)
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.communicate()
     assert tail.returncode == 0, err
     assert "was closed" in err, err
 
