@@ -211,6 +211,26 @@ def test_an_accept_with_seq_0_waits_for_a_confirmation() -> None:
     assert st.carriers() == (False, (BOB,))
 
 
+def test_a_reader_joining_while_the_relay_is_skipped_gets_what_it_missed() -> None:
+    """The relay adds carol's leg and fans frame 4 out to her (her start); bob's link
+    comes up, so frames 5 and 6 skip the relay; then the sender sees carol's accept:
+    it re-sends what it holds unconfirmed, so carol's stream has no hole."""
+    st, net = setup(BOB)
+    net.run(st.app_frames(frames(3)))
+    net.progress()  # bob confirmed 3: his start is known
+    carol = net.readers[CAROL] = JoiningReader()
+    net.relay_legs.add(CAROL)  # the relay has her leg; the sender has no accept yet
+    net.run(st.app_frames(frames(1)))
+    assert carol.start == 4
+    net.run(st.direct_link_up(BOB))
+    assert st.carriers() == (False, (BOB,))  # every reader it knows has a link
+    net.run(st.app_frames(frames(2)))
+    net.run(st.on_accept(CAROL, None))
+    net.run(st.app_frames(frames(2)))
+    assert [carol.start + i - 1 for i in carol.delivered] == [4, 5, 6, 7, 8]
+    assert net.readers[BOB].delivered == list(range(1, 9))
+
+
 def test_a_direct_link_up_before_the_first_frame_is_used_at_once() -> None:
     st, net = setup(BOB)
     net.run(st.direct_link_up(BOB))

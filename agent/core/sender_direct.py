@@ -196,8 +196,14 @@ class DirectSenderStream(SenderStream):
             # before its first frame, it too takes the first seq it sees as its
             # start); a link already up carries its first frame
             self.unanchored.add(peer)
+        told = seq
+        if seq is None and peer not in self.readers and self.direct_up:
+            # Frames sent while every reader we knew had a link skipped the relay,
+            # also those after the relay had added this reader: re-send what we hold
+            # unconfirmed by the relay (the reader drops what precedes its start).
+            seq = self.confirmed
         out = super().on_accept(peer, seq)
-        if seq:  # it delivered up to `seq`: its stream's start is known
+        if told:  # it delivered up to `told`: its stream's start is known
             self._anchored(peer, out)
         self._report(out, peer, f"{peer} accepted")
         return out
