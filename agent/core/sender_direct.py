@@ -191,13 +191,14 @@ class DirectSenderStream(SenderStream):
             # the relay's idea of this reader's progress may be older than what the
             # reader confirmed over its link
             seq = max(seq, self.reader_acks.get(peer, 0))
-        if not seq and peer not in self.direct_up and (seq == 0 or peer not in self.readers):
+        new = peer not in self.readers
+        if not seq and peer not in self.direct_up and (seq == 0 or new):
             # a new reader, or one that delivered nothing yet (seq 0: restarted
             # before its first frame, it too takes the first seq it sees as its
             # start); a link already up carries its first frame
             self.unanchored.add(peer)
         told = seq
-        if seq is None and peer not in self.readers and self.direct_up:
+        if seq is None and new and self.direct_up:
             # Frames sent while every reader we knew had a link skipped the relay,
             # also those after the relay had added this reader: re-send what we hold
             # unconfirmed by the relay (the reader drops what precedes its start).

@@ -93,18 +93,19 @@ def cmd_acl_grant(args: argparse.Namespace) -> int:
         new = acledit.grant(old, user, level, args.pattern)
     except acledit.AclEditError as exc:
         raise UsageError(f"{f}: {exc}") from None
-    if new != old:
+    changed = new != old
+    if changed:
         write_atomic(f, new, mode=0o644, mkdir=True)  # ACLs are public by nature
     ok = args.pattern != acledit.ALL or _effective(st, folder, user, _LEVEL[level])
     where = f"{st.email}/{folder}" if folder else st.email
     if args.json:
         output.dump_json(
             {"file": str(f), "user": user, "access": level, "pattern": args.pattern,
-             "folder": where, "effective": ok, "changed": new != old}
+             "folder": where, "effective": ok, "changed": changed}
         )  # fmt: skip
     else:
         print(f"{user} may {level} {where}/{args.pattern} ({f})")
-        if new != old:
+        if changed:
             say(args, "the agent uploads the file to the relay within about a second")
         else:
             say(args, "already granted: the file is unchanged")
