@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from hotlink.relay.acl import AclIndex, parse_acl
-from hotlink.relay.cluster import codec, registry
+from hotlink.relay.cluster import codec, registry, store_sync
 from hotlink.relay.cluster.membership import FIRST_VID, Membership
 from hotlink.relay.cluster.store_sync import StoreSync
 from hotlink.relay.router import Router
@@ -267,3 +267,56 @@ def test_a_reconnect_announces_the_last_seconds_again(tmp_path):
     assert sent == ["1.request", "2.request", "2.request", "3.request"]
     sync.reconnected()  # announced again at 12: within RECENT still
     assert sent[4:] == ["2.request", "3.request"]
+
+
+def test_a_long_outage_announces_folders_not_every_path(tmp_path, monkeypatch):
+    """What waits for NATS is bounded: past `MAX_UNANNOUNCED` paths they are folded
+    into their folders (never above a datasite), announced as `d`, and a receiver
+    re-reads such a folder from disk: new files indexed, deleted ones dropped."""
+    monkeypatch.setattr(store_sync, "MAX_UNANNOUNCED", 8)
+    sent: list[dict[str, str]] = []
+    nats_up = [False]
+
+    def publish(subject: str, **fields: str) -> bool:
+        if nats_up[0]:
+            sent.append(fields)
+        return nats_up[0]
+
+    store = Store(tmp_path / "shared")
+    # a receiver on the same store whose index misses the outage (and has a stale file)
+    other = Store(tmp_path / "shared")
+    stale = "alice@x.org/_mpc/a/old.request"
+    other.index.put(stale, 1, 3)
+    sync = StoreSync(store, "n0", publish)
+    sync.connected = True
+    for i in range(5):
+        store.write(f"alice@x.org/_mpc/a/{i}.request", b"a")
+        store.write(f"alice@x.org/_mpc/b/{i}.request", b"b")
+    assert len(sync._unannounced) <= 8
+    store.write("bob@x.org/c.txt", b"c")
+    nats_up[0] = True
+    sync.announce()
+    assert sent == [  # the 9th path folded what waited; the last two came after
+        {"d": "alice@x.org/_mpc/a"},
+        {"d": "alice@x.org/_mpc/b"},
+        {"p": "alice@x.org/_mpc/b/4.request"},
+        {"p": "bob@x.org/c.txt"},
+    ]
+    receiver = StoreSync(other, "n1", lambda *a, **k: True)
+    everything = (0, "")
+    for fields in sent:
+        receiver.on_file(codec.pack_json(n="n0", **fields))
+    got = {p for _, p, _ in other.index.after("alice@x.org", everything)}
+    assert got == {f"alice@x.org/_mpc/{s}/{i}.request" for s in "ab" for i in range(5)}
+    assert "bob@x.org/c.txt" in other.index.files
+
+
+def test_folding_stops_at_the_datasites(tmp_path, monkeypatch, caplog):
+    """More datasites than the bound: their folders are what waits (a user's datasite
+    is never folded into the whole store), and the fold is logged once, not per write."""
+    monkeypatch.setattr(store_sync, "MAX_UNANNOUNCED", 2)
+    sync = StoreSync(Store(tmp_path), "n0", lambda *a, **k: False)
+    for user in ("a", "b", "c", "d"):
+        sync._changed(f"{user}@x.org/_mpc/s/1.request")
+    assert list(sync._unannounced) == [(f"{u}@x.org", True) for u in "abcd"]
+    assert sum("announcing" in r.message for r in caplog.records) == 1

@@ -48,7 +48,8 @@ def acl_subject() -> str:
 
 
 def file_subject() -> str:
-    """A file of the shared store was written or deleted: `{n, e, p}`."""
+    """A file of the shared store was written or deleted: `{n, e, p}`; or files below a
+    folder were, too many to name one by one: `{n, e, d}` (re-read it from disk)."""
     return f"{PREFIX}.file"
 
 

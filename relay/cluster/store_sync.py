@@ -18,6 +18,13 @@ An announcement NATS took is not always delivered: written into a socket that is
 but not noticed yet (nats-py finds out after two missed pings, about 4 s), it is gone,
 and the nodes that never lost NATS never rescan. So on a reconnect the paths announced
 in the last `RECENT` seconds are announced again (a receiver's re-stat is idempotent).
+
+What waits is bounded: past `MAX_UNANNOUNCED` entries (a long outage with many files
+written), the waiting paths are replaced by their folders, one level up at a time and
+never above a datasite, and a receiver re-reads an announced folder from disk
+(`{n, e, d}` instead of `{n, e, p}`). A folder announced in place of its first changed
+file is re-read no later than that file would have been indexed, so the order above
+holds.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from collections.abc import Callable
 
 from hotlink.wire.errors import ProtocolError
 
-from ..store import Store
+from ..store import Store, StoreError
 from . import codec
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,18 @@ log = logging.getLogger(__name__)
 #: seconds of announcements sent again after a reconnect (more than nats-py takes to
 #: notice a dead connection: 2 missed pings of 2 s)
 RECENT = 10.0
+#: announcements waiting for NATS before they are folded into their folders
+MAX_UNANNOUNCED = 20_000
+
+#: an announcement: (path, is a folder)
+Key = tuple[str, bool]
+
+
+def _parent(key: Key) -> Key:
+    """The folder one level up, never above a datasite (a datasite's own folder stays)."""
+    path, _ = key
+    up = path.rpartition("/")[0]
+    return (up, True) if up else key
 
 
 class StoreSync:
@@ -51,28 +70,55 @@ class StoreSync:
         self.store = store
         self.me = me
         self._clock = clock
-        #: (when, path) of the announcements NATS took in the last `RECENT` seconds
-        self._recent: deque[tuple[float, str]] = deque()
+        #: (when, key) of the announcements NATS took in the last `RECENT` seconds
+        self._recent: deque[tuple[float, Key]] = deque()
         #: publishes one announcement; False when it was dropped (NATS down)
         self._publish = publish
         #: joined once: announcements are due from then on
         self.connected = False
-        #: paths changed here and not announced yet, oldest change first (the order a
-        #: receiver indexes them in: a catch-up cursor must not pass one not yet there)
-        self._unannounced: dict[str, None] = {}
-        #: paths changed locally while a rescan runs (None: no rescan running)
-        self._during_scan: set[str] | None = None
+        #: paths (or their folders, see `_fold`) changed here and not announced yet,
+        #: oldest change first (the order a receiver indexes them in: a catch-up cursor
+        #: must not pass one not yet there)
+        self._unannounced: dict[Key, None] = {}
+        #: what waits was folded into folders (logged once, until it is all announced)
+        self._folded = False
+        #: paths and folders changed while a rescan runs (None: no rescan running)
+        self._during_scan: set[Key] | None = None
         #: one rescan at a time (a reconnect during one queues another)
         self._scanning = asyncio.Lock()
         store.listeners.append(self._changed)
 
     def _changed(self, path: str) -> None:
+        key = (path, False)
         if self._during_scan is not None:
-            self._during_scan.add(path)
-        self._unannounced.pop(path, None)
-        self._unannounced[path] = None
+            self._during_scan.add(key)
+        pending = self._unannounced
+        pending.pop(key, None)
+        pending[key] = None
         if self.connected:
             self.announce()
+        if len(pending) > MAX_UNANNOUNCED:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Too much waits for NATS: announce folders instead of their files, going up
+        one level at a time until half the bound is left (or only datasites are)."""
+        pending = self._unannounced
+        before = len(pending)
+        while len(pending) > MAX_UNANNOUNCED // 2:
+            folded = dict.fromkeys(_parent(k) for k in pending)
+            if folded.keys() == pending.keys():
+                break  # datasites only: bounded by the number of users
+            pending = folded
+        self._unannounced = pending
+        if not self._folded:  # once per outage, not per write
+            self._folded = True
+            log.warning(
+                "cluster: %d changed paths wait for NATS; announcing %d folders instead "
+                "(the other nodes re-read them from disk)",
+                before,
+                len(pending),
+            )
 
     def announce(self) -> None:
         """Announce the paths changed here that are not announced yet, in order,
@@ -82,11 +128,15 @@ class StoreSync:
         recent = self._recent
         now = self._clock()
         while pending:
-            path = next(iter(pending))
-            if not self._publish(codec.file_subject(), p=path):
+            key = next(iter(pending))
+            path, folder = key
+            field = {"d": path} if folder else {"p": path}
+            if not self._publish(codec.file_subject(), **field):
                 break
-            del pending[path]
-            recent.append((now, path))
+            del pending[key]
+            recent.append((now, key))
+        if not pending:
+            self._folded = False
         while recent and recent[0][0] < now - RECENT:
             recent.popleft()
 
@@ -94,11 +144,11 @@ class StoreSync:
         """NATS is back: what was announced just before may have died with the old
         connection, so it goes out again, before the changes not announced yet."""
         now = self._clock()
-        again = {p: None for t, p in self._recent if t >= now - RECENT}
+        again = {k: None for t, k in self._recent if t >= now - RECENT}
         self._recent.clear()
-        for p in self._unannounced:
-            again.pop(p, None)
-            again[p] = None
+        for k in self._unannounced:
+            again.pop(k, None)
+            again[k] = None
         self._unannounced = again
         self.announce()
 
@@ -116,11 +166,27 @@ class StoreSync:
             return
         if j.get("n") == self.me:
             return
-        path = j.get("p")
+        path, folder = j.get("p"), j.get("d")
         if isinstance(path, str):
-            if self._during_scan is not None:
-                self._during_scan.add(path)
+            key = (path, False)
+        elif isinstance(folder, str) and folder:
+            key = (folder, True)
+        else:
+            return
+        if self._during_scan is not None:
+            self._during_scan.add(key)
+        self._apply(key)
+
+    def _apply(self, key: Key) -> None:
+        """Bring the index in line with the disk for one announced path or folder."""
+        path, folder = key
+        if not folder:
             self.store.note(path)
+            return
+        try:
+            self.store.refresh(path)
+        except StoreError as exc:
+            log.warning("cluster: cannot re-read announced folder %r: %s", path, exc)
 
     async def rescan(self) -> None:
         """Rebuild the index from disk (after announcements may have been missed)."""
@@ -129,7 +195,7 @@ class StoreSync:
             try:
                 index = await asyncio.to_thread(self.store.scan)
                 self.store.reindex(index)
-                for path in self._during_scan:
-                    self.store.note(path)
+                for key in self._during_scan:
+                    self._apply(key)
             finally:
                 self._during_scan = None
