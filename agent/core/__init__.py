@@ -16,7 +16,9 @@ Modules:
              `file_data` (`FileData`: a frame replayed from a fallback file),
              `catch_up` (`CatchUp`: paging through the relay's store),
              `backlog` (`NoAppBacklog`: frames kept while no app is connected),
-             `refetch` (`Refetch`: refused frames, asked for again)
+             `refetch` (`Refetch`: refused frames, asked for again),
+             `join` (`JoinRun`: a new reader's stored files until its start is known),
+             `gap_report` (`GapReport`: skipped seqs logged merged, a few lines)
 - `limits`   `StreamLimits` (bounds) and `Totals` (agent-wide counters)
 - `names`    frame-name rules (`validate_frame_name`, `RESERVED_NAMES`)
 """

@@ -15,7 +15,8 @@ delivered seq, on which the sender re-sends what it holds after it.
 
 Catch-up (`catch_up.py`): before accepting a (new) sid, and on every link up, the
 stream pages through the relay's store; it accepts the sender's open only after the
-last page.
+last page. A reader new to the stream holds those files until its start is known
+(`join.py`): it starts where they run without a hole up to the live stream, else at it.
 
 Timers (`next_deadline` / `handle_timer(now)`): the gap timer skips seqs that never
 came (not while a catch-up runs), the progress timer reports the delivered seq to the
@@ -53,6 +54,8 @@ from .effects import (
     SidChanged,
 )
 from .file_data import FileData
+from .gap_report import GapReport
+from .join import JoinRun
 from .limits import StreamLimits, Totals
 from .paths import ActivePath, FallbackMode, FallbackPolicy
 from .refetch import RESEND_WAIT, Refetch
@@ -113,13 +116,15 @@ class ReaderStream:
         #: fallback files being mirrored before their frame is replayed
         self.ingest_pending = 0
         self.progress_sent = 0
-        self._lost_seen = 0
         #: the sid whose seqs `delivered()` counts; our Accept of that sid tells the
         #: sender where we are (`seq`) so it re-sends the rest
         self.resume_sid = ""
         self.gap_due: float | None = None
         self.progress_due: float | None = None
         self.refetch = Refetch()
+        #: a new reader's stored files, held until its start is known (join.py)
+        self.join: JoinRun[FileData] = JoinRun(limits.reorder_window, limits.reorder_timeout)
+        self.gaps = GapReport(limits.reorder_timeout)
 
     def restore(self, sid: str, delivered: int, cursor: tuple[int, str]) -> None:
         """Back after a restart: the same stream, from the recorded seq and cursor."""
@@ -132,11 +137,16 @@ class ReaderStream:
     # --- queries ----------------------------------------------------------------
 
     @property
+    def who(self) -> str:
+        return f"session {self.path} ({self.sid})"
+
+    @property
     def state(self) -> SessionState:
         return self.machine.state
 
     def next_deadline(self) -> float | None:
         due = [self.progress_due, self.gap_due, self.catch_up.due, self.refetch.due]
+        due += [self.join.due, self.gaps.due]
         return min([d for d in due if d is not None], default=None)
 
     def delivered(self) -> int:
@@ -153,7 +163,7 @@ class ReaderStream:
     def persist_cursor(self) -> tuple[int, str]:
         """The catch-up cursor to record: only advanced while nothing is buffered or
         refused (a refetch catches up from it)."""
-        idle = not len(self.reorder) and not self.backlog and not self.ingest_pending
+        idle = not (len(self.reorder) or self.join or self.backlog or self.ingest_pending)
         return self.catch_up.persist(idle and not self.refetch.from_seq)
 
     # --- apps -------------------------------------------------------------------
@@ -205,13 +215,15 @@ class ReaderStream:
             return [Deliver(header, msg.payload)]
         out: list[Effect] = []
         rf = self.refetch
+        if self.join.live(msg.seq, self.reorder.expected):
+            self._files(self._start_at(msg.seq), now, out)  # the first live frame decides
         if rf.awaiting_from and rf.in_flight_copy(msg.seq, self.reorder.expected):
             return out
         for seq, item in self.reorder.push(msg.seq, msg, now):
             self._deliver(seq, item, out)
         if self.progress_due is None:
             self.progress_due = now + PROGRESS_DELAY
-        self._after_push()
+        self._after_push(now)
         return out
 
     def in_order(self, msg: m.HotlinkData, now: float) -> bytes | None:
@@ -253,40 +265,43 @@ class ReaderStream:
             return []
         item = FileData(self.sid, frame.seq, self.prefix + frame.name, frame.payload, frame.etag)
         out: list[Effect] = []
-        for seq, it in self.reorder.push_file(frame.seq, item, now):
-            self._deliver(seq, it, out)
-        if self.progress_due is None:
-            self.progress_due = now + PROGRESS_DELAY
-        self._after_push()
+        if self.reorder.expected is None:  # no start yet: held until it is known
+            if self.join.hold(frame.seq, item, self.catch_up.running, now):
+                self._files(self._start_at(None), now, out)
+            return out
+        self._files([(frame.seq, item)], now, out)
         return out
 
-    def _after_push(self) -> None:
+    def _files(self, files: list[tuple[int, FileData]], now: float, out: list[Effect]) -> None:
+        for seq, item in files:
+            for s, it in self.reorder.push_file(seq, item, now):
+                self._deliver(s, it, out)
+        if self.progress_due is None:
+            self.progress_due = now + PROGRESS_DELAY
+        self._after_push(now)
+
+    def _start_at(self, live: int | None) -> list[tuple[int, FileData]]:
+        """Our start in the stream is known (`live`: the first live frame; None: the
+        held run is it): the held files from there on (`join.py`)."""
+        start, run = self.join.settle(live, self.who)
+        self.reorder.reset(start)
+        return run
+
+    def _after_push(self, now: float) -> None:
         ro = self.reorder
-        if ro.lost != self._lost_seen:
-            self._report_gaps()
+        if ro.lost != self.gaps.seen:
+            self._report_gaps(now)
         if len(ro):
             if self.gap_due is None:
                 self.gap_due = ro.deadline
         else:
             self.gap_due = None
 
-    def _report_gaps(self) -> None:
-        ro = self.reorder
-        n = ro.lost - self._lost_seen
-        self._lost_seen = ro.lost
-        if n:
-            self.drops += n
-            self.totals.drops += n
-            for first, last in ro.pop_gaps():
-                log.warning(
-                    "session %s (%s): seq %d..%d never arrived within %.1fs or the reorder "
-                    "window; skipped",
-                    self.path,
-                    self.sid,
-                    first,
-                    last,
-                    ro.gap_timeout,
-                )
+    def _report_gaps(self, now: float) -> None:
+        """Count skipped seqs we were owed as drops; logged coalesced (`gap_report.py`)."""
+        n = self.gaps.take(self.reorder, self.join.owed_from, self.who, now)
+        self.drops += n
+        self.totals.drops += n
 
     def _header(self, seq: int, msg: m.HotlinkData) -> bytes:
         """The app frame's HLNK header (with path and etag) for frame `seq`."""
@@ -359,8 +374,8 @@ class ReaderStream:
         self.progress_sent = 0
         self.resume_sid = ""
         self.last_seq = 0
-        self._lost_seen = 0
         self.gap_due = None
+        self.join.clear()
 
     # --- timers -------------------------------------------------------------------
 
@@ -400,8 +415,16 @@ class ReaderStream:
                 for seq, item in ro.expire(now):
                     self._deliver(seq, item, out)
                     self.progress_due = now  # no later frame may come to report them
-                self._report_gaps()
+                self._report_gaps(now)
                 self.gap_due = ro.deadline
+        jr = self.join
+        if jr.due is not None and now >= jr.due:
+            if cu.running:
+                jr.due = None  # armed again when this catch-up ends
+            else:  # no live frame came: the held run is the start
+                self._files(self._start_at(None), now, out)
+        if self.gaps.due is not None and now >= self.gaps.due:
+            self.gaps.flush(self.who, now)
         if self.progress_due is not None and now >= self.progress_due:
             self.progress_due = None
             self._progress(now, out)
@@ -486,6 +509,7 @@ class ReaderStream:
 
     def _sync_done(self, out: list[Effect], now: float) -> None:
         self.catch_up.finish()
+        self.join.caught_up(now)
         offer, self.deferred_offer = self.deferred_offer, None
         if offer is not None and offer.sid == self.sid and self.link_up:
             self.refetch.pending = False  # the Accept carries the delivered seq
@@ -586,4 +610,5 @@ class ReaderStream:
     def shutdown(self) -> None:
         self.closed = True
         self.backlog.clear()
-        self.gap_due = self.progress_due = self.catch_up.due = None
+        self.gap_due = self.progress_due = self.catch_up.due = self.join.due = None
+        self.gaps.flush(self.who, float("inf"))

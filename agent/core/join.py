@@ -1,0 +1,134 @@
+"""Where a reader new to a stream starts, when its catch-up brings stored files, sans-I/O.
+
+Why (design.md, "Reader: joining a running stream"): a reader new to a sid has no
+start; on the relay path it takes the first frame it sees. Its catch-up, though, brings
+the stream's stored fallback files first, and those are not the whole history: TEE
+copies are skipped when the sender's file worker falls behind, and with ON_FAILURE
+only the periods off the hotlink are stored. Taking the oldest file as the start
+would give the app that old history, then a hole up to the live point, which the
+reorder buffer would skip and count as drops: frames the reader was never owed.
+
+So the files are held here, as one contiguous run, until the start is known:
+
+- a file after a hole ends the run before it: that history is not part of this
+  reader's stream (`skipped`, reported once, not a drop);
+- the first live frame (by the hotlink or a direct link) decides: the run is the start
+  if it reaches that frame, else the frame is (the live point, as on the relay path);
+- no live frame within the reorder timeout after the catch-up (an idle sender, or one
+  still on files): the run is the start;
+- a run as long as the reorder window is the start at once (memory stays bounded as in
+  the reorder buffer; a stream stored whole, e.g. written to files before any reader
+  accepted, is delivered as it comes).
+
+Once the start is known the run goes through the reorder buffer like any frames. When
+it was stored history that started the stream (no live frame decided), a hole between
+it and the live stream is not owed either: seqs skipped below the first live frame
+(`owed_from`) are reported as history, not drops (`gap_report.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Generic, TypeVar
+
+log = logging.getLogger("hotlink.agent.sessions")
+
+T = TypeVar("T")
+
+#: `owed_from` while the stream started from stored history and no live frame came
+HISTORY = 1 << 62
+
+
+class JoinRun(Generic[T]):
+    __slots__ = ("due", "first", "items", "limit", "owed_from", "skipped", "wait")
+
+    def __init__(self, limit: int, wait: float) -> None:
+        #: a run this long is the start at once (the reorder window)
+        self.limit = limit
+        #: how long after the catch-up a live frame may still decide (reorder timeout)
+        self.wait = wait
+        #: the run: contiguous seqs from `first`
+        self.first = 0
+        self.items: list[T] = []
+        #: stored frames left out: history before a hole, not owed to this reader
+        self.skipped = 0
+        #: the catch-up ended: the run is the start at this time unless a live frame
+        #: decides first
+        self.due: float | None = None
+        #: seqs skipped from here on were owed to this reader (below: stored history)
+        self.owed_from = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, seq: int, item: T) -> bool:
+        """A stored file's frame; True when the run is long enough to be the start."""
+        items = self.items
+        nxt = self.first + len(items)
+        if not items or seq > nxt:
+            self.skipped += len(items)  # a hole: what came before it is older history
+            self.first = seq
+            self.items = [item]
+        elif seq == nxt:
+            items.append(item)
+        elif seq == self.first - 1:  # store order is mtime order, nearly seq order
+            items.insert(0, item)
+            self.first = seq
+        elif seq < self.first:
+            self.skipped += 1  # older history, before a hole
+        # else a copy of a frame the run holds
+        return len(self.items) >= self.limit
+
+    def hold(self, seq: int, item: T, syncing: bool, now: float) -> bool:
+        """`add`, and after the catch-up (a broadcast file) arm `due`; True when the
+        run is long enough to be the start."""
+        if self.add(seq, item):
+            return True
+        if not syncing:
+            self.caught_up(now)
+        return False
+
+    def caught_up(self, now: float) -> None:
+        """The catch-up ended: a live frame may decide for `wait`, then the run is the
+        start."""
+        if self.items and self.due is None:
+            self.due = now + self.wait
+
+    def live(self, seq: int, expected: int | None) -> bool:
+        """A live frame that the reader's fast path did not take; True if it decides
+        the start of the held run (`settle`)."""
+        if self.owed_from == HISTORY:
+            self.owed_from = seq  # the live stream begins here, after stored history
+        return bool(self.items) and expected is None
+
+    def settle(self, live: int | None, who: str) -> tuple[int, list[tuple[int, T]]]:
+        """The stream's start and the run's frames from it, in order; the run is
+        emptied. `live`: the first live frame's seq (None: none came). `who` names the
+        session in the log line saying what was left out."""
+        first, items = self.first, self.items
+        self.items, self.due = [], None
+        if not items:
+            assert live is not None
+            return live, []
+        self.owed_from = HISTORY if live is None else 0
+        if live is None or first <= live <= first + len(items):
+            start = first
+        elif live < first:
+            start = live  # an older frame re-sent live: the run follows it
+        else:
+            start = live  # the run stops short of the live point: history before a hole
+            self.skipped += len(items)
+        if self.skipped:
+            log.info(
+                "%s: joined the stream at seq %d; %d older stored frames, not contiguous "
+                "with it, left out",
+                who,
+                start,
+                self.skipped,
+            )
+            self.skipped = 0
+        return start, [(first + i, it) for i, it in enumerate(items) if first + i >= start]
+
+    def clear(self) -> None:
+        """A new stream."""
+        self.items, self.due, self.skipped, self.owed_from = [], None, 0, 0
