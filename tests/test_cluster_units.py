@@ -320,3 +320,97 @@ def test_folding_stops_at_the_datasites(tmp_path, monkeypatch, caplog):
         sync._changed(f"{user}@x.org/_mpc/s/1.request")
     assert list(sync._unannounced) == [(f"{u}@x.org", True) for u in "abcd"]
     assert sum("announcing" in r.message for r in caplog.records) == 1
+
+
+class _Nats:
+    """What ClusterNode and its Publisher touch of a nats-py client."""
+
+    def __init__(self) -> None:
+        self.is_connected = True
+        self.sent: list[bytes] = []
+        self._transport = self
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.sent.append(b"".join(parts))
+
+    def jetstream(self) -> None:
+        raise RuntimeError("no JetStream here")
+
+
+class _Server:
+    """What ClusterNode touches of a RelayServer; `_dispatch` keeps what it sends."""
+
+    def __init__(self, store: Store, acl: AclIndex) -> None:
+        self.store, self.acl = store, acl
+        self.router = Router(acl, store)
+        self.peers: dict[int, object] = {}
+        self.sent: list[tuple[int, object]] = []
+
+    def _dispatch(self, out: list) -> None:
+        self.sent += [(o.conn, o.msg) for o in out]
+
+    def offers_to_remote(self) -> list[str]:
+        got = [m.sid for c, m in self.sent if c >= FIRST_VID and isinstance(m, HotlinkOpen)]
+        self.sent.clear()
+        return got
+
+
+def test_a_node_stays_out_of_the_cluster_until_its_rejoin(tmp_path):
+    """nats-py is connected again (it delivers and takes publishes) before it runs the
+    reconnected callback, which gives the node its new epoch. A node that took part
+    in the cluster in between, under its old epoch, heartbeated and learnt node-1's
+    reader and offered it the session. The new epoch then made node-1 drop that old
+    instance with its offer (its reader told "sender gone"), while this node kept
+    what it had learnt, so it never offered the session again and the stream stopped
+    (test_nats_outage_files_reach_a_reader_on_another_node, about one run in 30)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from hotlink.relay.cluster.node import ClusterNode
+
+    acl_dir = tmp_path / "datasites" / A / "_mpc"
+    acl_dir.mkdir(parents=True)
+    (acl_dir / "syft.pub.yaml").write_text(
+        f'rules:\n  - pattern: "**"\n    access:\n      read: ["{B}"]\n'
+    )
+    store = Store(tmp_path)
+    server = _Server(store, AclIndex.load(store.root))
+
+    def msg(**fields: object) -> SimpleNamespace:
+        return SimpleNamespace(subject="x", data=codec.pack_json(**fields))
+
+    async def node_1_says_hello(node: ClusterNode) -> None:
+        """node-1 (never re-connected: same epoch) heartbeats; its snapshot: bob."""
+        await node._on_hb(msg(n="node-1", e="e1"))
+        await node._on_conn(msg(n="node-1", e="e1", op="snap", cs=[[7, B, None, ""]]))
+
+    async def run() -> None:
+        node = ClusterNode(server, "nats://unused", "node-0", heartbeat=0.01)  # type: ignore[arg-type]
+        nc = _Nats()
+        node.nc = node.pub.nc = nc
+        node.problem = ""
+        server.router.connect(1, A)
+        server.router.handle(1, Envelope("m1", HotlinkOpen("s1", f"{A}/_mpc/x", "", "")))
+        await node_1_says_hello(node)
+        assert server.offers_to_remote() == ["s1"]
+
+        await node._on_disconnected()  # NATS lost
+        assert not node.members.nodes
+        # nats-py reconnected; our reconnected callback has not run yet
+        ticker = asyncio.ensure_future(node._ticker())
+        nc.sent.clear()
+        await node_1_says_hello(node)
+        await asyncio.sleep(0.05)
+        assert not [p for p in nc.sent if p.startswith(b"PUB " + codec.hb_subject().encode())]
+        assert not node.members.nodes and server.offers_to_remote() == []
+
+        await node._on_reconnected()
+        await node._tasks[-1]  # the rejoin: rescan, then the new epoch is announced
+        assert any(codec.hb_subject().encode() in p for p in nc.sent)
+        # node-1 dropped our old epoch's instance and tells us about itself again:
+        # the session is offered to its reader afresh
+        await node_1_says_hello(node)
+        assert server.offers_to_remote() == ["s1"]
+        ticker.cancel()
+
+    asyncio.run(run())

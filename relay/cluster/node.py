@@ -161,6 +161,17 @@ class ClusterNode:
         #: every file, else a reader's catch-up through it would miss the files other
         #: nodes wrote meanwhile and the re-offered stream would skip them
         self.rejoining = 0
+        #: from a NATS loss until `_rejoin` announces our new epoch. nats-py delivers
+        #: before it calls our reconnected callback: under the old epoch we learnt
+        #: others' readers, which the new epoch then told "sender gone", and never
+        #: offered them our sessions again (the stream stopped for good)
+        self.cut_off = False
+
+    @property
+    def out_of_cluster(self) -> bool:
+        """No heartbeats sent, other nodes' announcements ignored (see `cut_off`
+        and `rejoining`)."""
+        return self.cut_off or self.rejoining > 0
 
     # ------------------------------------------------------------- server hooks
 
@@ -307,7 +318,7 @@ class ClusterNode:
             try:
                 if self.nc.is_connected:
                     self.store_sync.announce()  # any a full NATS buffer dropped
-                if self.nc.is_connected and not self.rejoining:
+                if self.nc.is_connected and not self.out_of_cluster:
                     self._publish_json(codec.hb_subject(), n=self.me, e=self.epoch)
                     self._apply(self.members.expire(time.monotonic()))
             except Exception:
@@ -330,6 +341,7 @@ class ClusterNode:
         if self._closing:
             return
         self.problem = f"NATS {self.url} unreachable (reconnecting)"
+        self.cut_off = True  # until `_rejoin`, whenever nats-py reconnects
         # other nodes' writes are not announced now: catch-ups read the disk
         self.server.store.stale = True
         log.warning(
@@ -356,6 +368,7 @@ class ClusterNode:
         if epoch != self.epoch or self._closing or not self.nc.is_connected:
             return
         self.problem = ""
+        self.cut_off = False
         log.info("cluster: NATS back; node %s re-announced (epoch %s)", self.me, epoch)
         self._announce()
         if self.registry.kv is None:
@@ -399,12 +412,12 @@ class ClusterNode:
 
     async def _on_hb(self, msg: Any) -> None:
         j = self._json(msg)
-        if j is not None and j.get("n") != self.me and not self.rejoining:
+        if j is not None and j.get("n") != self.me and not self.out_of_cluster:
             self._apply(self.members.heartbeat(str(j["n"]), str(j["e"]), time.monotonic()))
 
     async def _on_conn(self, msg: Any) -> None:
         j = self._json(msg)
-        if j is None or j.get("n") == self.me or self.rejoining:
+        if j is None or j.get("n") == self.me or self.out_of_cluster:
             return  # while rejoining: the snapshot asked for after the join tells all
         node, epoch, op = str(j["n"]), str(j["e"]), j.get("op")
         now = time.monotonic()
@@ -428,7 +441,7 @@ class ClusterNode:
 
     async def _on_ctl(self, msg: Any) -> None:
         j = self._json(msg)
-        if j is not None and j.get("op") == "snap?" and not self.rejoining:
+        if j is not None and j.get("op") == "snap?" and not self.out_of_cluster:
             self._publish_snapshot()
 
     async def _on_acl(self, msg: Any) -> None:
