@@ -82,11 +82,15 @@ class Reader:
             self.run(self.st.on_data(data(s), self.now))
 
     def wait(self, dt: float) -> None:
-        """Time passes; every timer due meanwhile fires."""
+        """Time passes; every timer due meanwhile fires. A catch-up a timer starts (a
+        gap looks in the store before it is skipped) finds nothing more stored."""
         end = self.now + dt
         while (dl := self.st.next_deadline()) is not None and dl <= end:
             self.now = max(self.now, dl)
-            self.run(self.st.handle_timer(self.now))
+            for e in self.run(self.st.handle_timer(self.now)):
+                if isinstance(getattr(e, "msg", None), m.FileSync):
+                    last = m.FileSync(PATH, 9, "z", sid=e.msg.sid)
+                    self.run(self.st.on_file_sync(last, self.now))
         self.now = end
 
 

@@ -123,6 +123,8 @@ def test_in_order_duplicate_and_out_of_order() -> None:
 
 
 def test_gap_timer_skips_what_never_came() -> None:
+    """Before skipping, the reader looks in the relay's store once (a catch-up): the
+    seq may be a stored file no broadcast brought."""
     st = accepted(reorder_timeout=0.5)
     st.on_data(data(1), 10.0)
     st.on_data(data(3), 10.0)
@@ -130,8 +132,28 @@ def test_gap_timer_skips_what_never_came() -> None:
     st.handle_timer(10.0 + PROGRESS_DELAY)
     assert st.next_deadline() == 10.5
     assert delivered(st.handle_timer(10.49)) == []
-    assert delivered(st.handle_timer(10.5)) == [3]
+    out = st.handle_timer(10.5)
+    assert delivered(out) == [] and sends(out, m.FileSync) and st.catch_up.running
+    st.on_file_sync(m.FileSync(PATH, 0, "", sid="s1"), 10.51)  # nothing there
+    assert st.next_deadline() == 10.625
+    assert delivered(st.handle_timer(10.625)) == [3]
     assert st.drops == 1 and st.totals.drops == 1 and st.gap_due is None
+
+
+def test_a_gap_is_filled_from_the_store_before_it_is_skipped() -> None:
+    """A cluster node that died before announcing its writes: seq 2 is a file in the
+    store that no broadcast brought, and the live stream goes on after it. The gap
+    timer's catch-up finds it: nothing skipped, nothing lost."""
+    st = accepted(reorder_timeout=0.5)
+    st.on_data(data(1), 0.0)
+    st.on_data(data(3), 0.0)
+    (sync,) = sends(st.handle_timer(0.5), m.FileSync)
+    assert (sync.since, sync.after) == st.catch_up.cursor  # files after the last page
+    out = st.on_file_frame(FallbackFrame("s1", 2, "00000002.request", "", b"f2"), 0.6)
+    assert delivered(out) == [2, 3]
+    st.on_file_sync(m.FileSync(PATH, 0, "", sid="s1"), 0.6)
+    st.handle_timer(5.0)
+    assert st.drops == 0 and st.gap_due is None
 
 
 def test_gap_timer_waits_while_a_catch_up_runs() -> None:
@@ -257,7 +279,9 @@ def test_frames_released_by_the_gap_timer_are_reported() -> None:
     st.sent(m.HotlinkProgress("s1", 1))
     st.on_data(data(3), 0.0)  # 2 never comes
     assert not sends(st.handle_timer(0.05), m.HotlinkProgress)  # nothing new delivered
-    out = st.handle_timer(10.0)
+    assert sends(st.handle_timer(10.0), m.FileSync)  # looks in the store first
+    st.on_file_sync(m.FileSync(PATH, 0, "", sid="s1"), 10.0)
+    out = st.handle_timer(11.0)
     assert delivered(out) == [3]
     (prog,) = sends(out, m.HotlinkProgress)
     assert prog.seq == 3

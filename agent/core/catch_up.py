@@ -15,7 +15,11 @@ already delivered are dropped by seq.
 
 from __future__ import annotations
 
+import logging
+
 from hotlink.wire import messages as m
+
+log = logging.getLogger("hotlink.agent.sessions")
 
 #: a catch-up page that gets no answer in this time is asked again, the wait doubled,
 #: `SYNC_RETRIES` times (5 + 10 + 20 s), then given up
@@ -74,6 +78,22 @@ class CatchUp:
         self.retries -= 1
         self.wait *= 2
         return True
+
+    def late(self, link_up: bool, closed: bool) -> bool | None:
+        """`due` passed: True to ask for the page again, False to go on without it
+        (both logged), None when no catch-up runs any more."""
+        if not self.running or closed:
+            self.due = None
+            return None
+        if self.timed_out() and link_up:
+            log.info(
+                "session %s: no catch-up answer from the relay yet; asking again (%gs)",
+                self.path,
+                self.wait,
+            )
+            return True
+        log.warning("session %s: no catch-up answer from the relay; going on without", self.path)
+        return False
 
     def page_ended(self, msg: m.FileSync) -> bool:
         """A page's files came; True if there are more pages."""

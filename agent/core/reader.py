@@ -122,6 +122,8 @@ class ReaderStream:
         self.gap_due: float | None = None
         self.progress_due: float | None = None
         self.refetch = Refetch()
+        #: the next seq expected when a catch-up last began (`_look_in_store`)
+        self.store_looked = 0
         #: a new reader's stored files, held until its start is known (join.py)
         self.join: JoinRun[FileData] = JoinRun(limits.reorder_window, limits.reorder_timeout)
         self.gaps = GapReport(limits.reorder_timeout)
@@ -391,26 +393,18 @@ class ReaderStream:
                 self._reask(now, out)
         cu = self.catch_up
         if cu.due is not None and now >= cu.due:
-            if not cu.running or self.closed:
-                cu.due = None
-            elif cu.timed_out() and self.link_up:
-                log.info(
-                    "session %s: no catch-up answer from the relay yet; asking again (%gs)",
-                    self.path,
-                    cu.wait,
-                )
+            again = cu.late(self.link_up, self.closed)
+            if again:
                 self._start_sync(now, out, again=True)
-            else:
-                log.warning(
-                    "session %s: no catch-up answer from the relay; going on without",
-                    self.path,
-                )
+            elif again is not None:
                 self._sync_done(out, now)
         if self.gap_due is not None and now >= self.gap_due:
             self.gap_due = None
             ro = self.reorder
             if cu.running:  # the missing seqs are most likely in the catch-up still coming
                 self.gap_due = now + ro.gap_timeout
+            elif self._look_in_store(now, out):
+                self.gap_due = now + ro.gap_timeout / 4
             else:
                 for seq, item in ro.expire(now):
                     self._deliver(seq, item, out)
@@ -429,6 +423,17 @@ class ReaderStream:
             self.progress_due = None
             self._progress(now, out)
         return out
+
+    def _look_in_store(self, now: float, out: list[Effect]) -> bool:
+        """Before a gap is skipped, one catch-up: its seqs may be fallback files in the
+        relay's store that no broadcast brought (written through a cluster node that
+        died before announcing them). True if one was asked for."""
+        exp = self.reorder.expected
+        if exp == self.store_looked or not self.link_up or not self.sid or self.closed:
+            return False
+        log.info("session %s: seq %s missing; looking in the relay's store", self.path, exp)
+        self._start_sync(now, out)
+        return True
 
     def _progress(self, now: float, out: list[Effect]) -> None:
         """Confirm what reached an app (frames still in the no-app backlog are not
@@ -486,6 +491,7 @@ class ReaderStream:
         """Ask for the first page (`again`: the same page, its answer is late)."""
         if self.link_up and self.sid and not self.closed:
             cu = self.catch_up
+            self.store_looked = self.reorder.expected or 0  # it looks for what is missing
             out.append(Send(cu.ask(self.sid, now) if again else cu.begin(self.sid, now)))
 
     def on_file_sync(self, msg: m.FileSync, now: float) -> list[Effect]:
