@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 import pytest
-from hotlink.agent.core.effects import Deliver, DeliverBacklog
+from hotlink.agent.core.effects import DeliverBacklog
 from hotlink.agent.core.gap_report import INTERVAL, GapReport
 from hotlink.agent.core.join import JoinRun
 from hotlink.agent.core.limits import StreamLimits, Totals
@@ -23,6 +23,7 @@ from hotlink.agent.reorder import ReorderBuffer
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
 from hotlink.wire.frames import FrameDecoder
+from test_agent_core_reader import delivered
 
 ALICE = "alice@x.org"
 PATH = f"{ALICE}/_mpc/0_to_1"
@@ -38,13 +39,13 @@ def file(seq: int, sid: str = "s1") -> FallbackFrame:
 
 
 def seqs(effects: list[Any]) -> list[int]:
+    """The seqs handed to the app, in order: delivered, or kept for the first app."""
     out = []
     for e in effects:
-        if isinstance(e, Deliver):
-            (f,) = FrameDecoder(1 << 20).feed(e.header + e.payload)
-            out.append(f.seq)
-        elif isinstance(e, DeliverBacklog):
+        if isinstance(e, DeliverBacklog):
             out += [f.seq for h, p in e.frames for f in FrameDecoder(1 << 20).feed(h + p)]
+        else:
+            out += delivered([e])
     return out
 
 
