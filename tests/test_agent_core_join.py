@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hotlink.agent.core.effects import DeliverBacklog
 from hotlink.agent.core.gap_report import INTERVAL, GapReport
-from hotlink.agent.core.join import JoinRun
+from hotlink.agent.core.join import FROM_START_WAIT, JoinRun
 from hotlink.agent.core.limits import StreamLimits, Totals
 from hotlink.agent.core.reader import ReaderStream
 from hotlink.agent.reorder import ReorderBuffer
@@ -144,13 +144,54 @@ def test_without_a_live_frame_the_held_files_are_delivered_after_the_timeout() -
     """An idle sender: the stored files are the stream; they wait at most the reorder
     timeout for a live frame to decide."""
     r = Reader(reorder_window=64, reorder_timeout=0.5)
-    r.files(range(1, 11))
+    r.files(range(5, 11))
     r.caught_up()
     assert r.got == [] and r.st.next_deadline() == pytest.approx(0.5)
     r.wait(0.5)
-    assert r.got == list(range(1, 11))
+    assert r.got == list(range(5, 11))
     r.live([11, 12])
-    assert r.got == list(range(1, 13)) and r.st.drops == 0
+    assert r.got == list(range(5, 13)) and r.st.drops == 0
+
+
+def test_a_run_from_the_streams_start_waits_only_briefly() -> None:
+    """A tunnel's first connection: its first frames went by files (no reader had
+    accepted yet) and its peer waits for the answer, so no live frame comes. A run from
+    seq 1 is the stream's start: it waits `FROM_START_WAIT`, not the reorder timeout
+    (which was longer than the tunnel's connect timeout)."""
+    r = Reader(reorder_window=64, reorder_timeout=2.0)
+    r.files([1, 2])
+    r.caught_up()
+    assert r.got == [] and r.st.next_deadline() == pytest.approx(FROM_START_WAIT)
+    r.wait(FROM_START_WAIT)
+    assert r.got == [1, 2]
+
+
+def test_a_run_from_seq_1_waits_while_files_keep_coming() -> None:
+    """A running TEE stream: its copies keep coming by broadcast while the joiner's
+    accept travels, so the run from seq 1 waits for the live frame, which decides."""
+    r = Reader(reorder_window=64, reorder_timeout=2.0)
+    r.files([1, 2, 3])
+    r.caught_up()
+    for s in range(4, 10):
+        r.wait(FROM_START_WAIT * 0.8)
+        r.files([s])
+    assert r.got == []
+    r.live([6001])
+    assert r.got == [6001] and r.st.drops == 0
+
+
+def test_a_run_that_moves_off_seq_1_waits_the_full_timeout() -> None:
+    """TEE files by broadcast after the catch-up: 1..3, then a hole (copies skipped).
+    The run from 40 is history unless it reaches the live stream, so it waits the
+    reorder timeout for a live frame, not the short wait of a run from seq 1."""
+    r = Reader(reorder_window=64, reorder_timeout=2.0)
+    r.files([1, 2, 3])
+    r.caught_up()
+    r.files(range(40, 45))
+    r.wait(1.0)
+    assert r.got == []
+    r.live([6001])  # the live stream, far ahead: it is the start
+    assert r.got == [6001] and r.st.drops == 0
 
 
 def test_a_run_as_long_as_the_window_is_delivered_during_the_catch_up() -> None:

@@ -137,8 +137,8 @@ def test_a_reader_joining_a_running_tee_stream_gets_a_coherent_stream(
 def test_the_first_reader_gets_the_stream_its_sender_stored_before_it_came(agent_factory):
     """ON_FAILURE: alice writes 500 frames while no reader has accepted (files only);
     carol opens, new to the stream: the stored files run without a hole, so they are
-    her stream from seq 1 (the sender is idle: they wait at most the reorder timeout
-    for a live frame), and the hotlink continues it."""
+    her stream from seq 1 (the sender is idle: a run from seq 1 is taken once no
+    file came for 0.1 s), and the hotlink continues it."""
     alice = agent_factory(A)
     carol = agent_factory(C)
     alice.open(REL)

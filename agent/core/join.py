@@ -15,7 +15,8 @@ So the files are held here, as one contiguous run, until the start is known:
 - the first live frame (by the hotlink or a direct link) decides: the run is the start
   if it reaches that frame, else the frame is (the live point, as on the relay path);
 - no live frame within the reorder timeout after the catch-up (an idle sender, or one
-  still on files): the run is the start;
+  still on files), or, for a run from seq 1, no file either for `FROM_START_WAIT`: the
+  run is the start;
 - a run as long as the reorder window is the start at once (memory stays bounded as in
   the reorder buffer; a stream stored whole, e.g. written to files before any reader
   accepted, is delivered as it comes).
@@ -35,12 +36,14 @@ log = logging.getLogger("hotlink.agent.sessions")
 
 T = TypeVar("T")
 
+#: a held run from seq 1 is the start once no file came for this long (`caught_up`)
+FROM_START_WAIT = 0.1
 #: `owed_from` while the stream started from stored history and no live frame came
 HISTORY = 1 << 62
 
 
 class JoinRun(Generic[T]):
-    __slots__ = ("due", "first", "items", "limit", "owed_from", "skipped", "wait")
+    __slots__ = ("due", "first", "items", "last", "limit", "owed_from", "since", "skipped", "wait")
 
     def __init__(self, limit: int, wait: float) -> None:
         #: a run this long is the start at once (the reorder window)
@@ -55,6 +58,10 @@ class JoinRun(Generic[T]):
         #: the catch-up ended: the run is the start at this time unless a live frame
         #: decides first
         self.due: float | None = None
+        #: when the catch-up ended (`due` counts from it, by where the run starts)
+        self.since: float | None = None
+        #: when the last stored file came
+        self.last = 0.0
         #: seqs skipped from here on were owed to this reader (below: stored history)
         self.owed_from = 0
 
@@ -77,11 +84,13 @@ class JoinRun(Generic[T]):
         elif seq < self.first:
             self.skipped += 1  # older history, before a hole
         # else a copy of a frame the run holds
+        self._arm()  # the run may start elsewhere now
         return len(self.items) >= self.limit
 
     def hold(self, seq: int, item: T, syncing: bool, now: float) -> bool:
         """`add`, and after the catch-up (a broadcast file) arm `due`; True when the
         run is long enough to be the start."""
+        self.last = now
         if self.add(seq, item):
             return True
         if not syncing:
@@ -90,9 +99,22 @@ class JoinRun(Generic[T]):
 
     def caught_up(self, now: float) -> None:
         """The catch-up ended: a live frame may decide for `wait`, then the run is the
-        start."""
-        if self.items and self.due is None:
-            self.due = now + self.wait
+        start. A run from seq 1 is the stream's own start: it is taken once no file
+        came for `FROM_START_WAIT`. Its first frames usually went by files because no
+        reader had accepted yet, and on a tunnel's first connection the peer waits for
+        an answer: no live frame comes. A running TEE stream keeps bringing files (its
+        copies) until its next live frame decides."""
+        if self.items and self.since is None:
+            self.since = now
+            self._arm()
+
+    def _arm(self) -> None:
+        if self.since is None:
+            return
+        due = self.since + self.wait
+        if self.first == 1:
+            due = min(due, max(self.since, self.last) + FROM_START_WAIT)
+        self.due = due
 
     def live(self, seq: int, expected: int | None) -> bool:
         """A live frame that the reader's fast path did not take; True if it decides
@@ -106,7 +128,7 @@ class JoinRun(Generic[T]):
         emptied. `live`: the first live frame's seq (None: none came). `who` names the
         session in the log line saying what was left out."""
         first, items = self.first, self.items
-        self.items, self.due = [], None
+        self.items, self.due, self.since = [], None, None
         if not items:
             assert live is not None
             return live, []
@@ -131,4 +153,4 @@ class JoinRun(Generic[T]):
 
     def clear(self) -> None:
         """A new stream."""
-        self.items, self.due, self.skipped, self.owed_from = [], None, 0, 0
+        self.items, self.due, self.since, self.skipped, self.owed_from = [], None, None, 0, 0

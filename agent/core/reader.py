@@ -414,7 +414,7 @@ class ReaderStream:
         jr = self.join
         if jr.due is not None and now >= jr.due:
             if cu.running:
-                jr.due = None  # armed again when this catch-up ends
+                jr.since = jr.due = None  # armed again when this catch-up ends
             else:  # no live frame came: the held run is the start
                 self._files(self._start_at(None), now, out)
         if self.gaps.due is not None and now >= self.gaps.due:
