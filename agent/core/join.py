@@ -43,7 +43,7 @@ HISTORY = 1 << 62
 
 
 class JoinRun(Generic[T]):
-    __slots__ = ("due", "first", "items", "last", "limit", "owed_from", "since", "skipped", "wait")
+    __slots__ = ("first", "items", "last", "limit", "owed_from", "since", "skipped", "wait")
 
     def __init__(self, limit: int, wait: float) -> None:
         #: a run this long is the start at once (the reorder window)
@@ -55,9 +55,6 @@ class JoinRun(Generic[T]):
         self.items: list[T] = []
         #: stored frames left out: history before a hole, not owed to this reader
         self.skipped = 0
-        #: the catch-up ended: the run is the start at this time unless a live frame
-        #: decides first
-        self.due: float | None = None
         #: when the catch-up ended (`due` counts from it, by where the run starts)
         self.since: float | None = None
         #: when the last stored file came
@@ -84,7 +81,6 @@ class JoinRun(Generic[T]):
         elif seq < self.first:
             self.skipped += 1  # older history, before a hole
         # else a copy of a frame the run holds
-        self._arm()  # the run may start elsewhere now
         return len(self.items) >= self.limit
 
     def hold(self, seq: int, item: T, syncing: bool, now: float) -> bool:
@@ -106,15 +102,21 @@ class JoinRun(Generic[T]):
         copies) until its next live frame decides."""
         if self.items and self.since is None:
             self.since = now
-            self._arm()
 
-    def _arm(self) -> None:
+    def disarm(self) -> None:
+        """Not due until the next `caught_up` (a catch-up runs again, or shutdown)."""
+        self.since = None
+
+    @property
+    def due(self) -> float | None:
+        """When the run is the start unless a live frame decides first (None: the
+        catch-up has not ended). Follows where the run starts now."""
         if self.since is None:
-            return
+            return None
         due = self.since + self.wait
         if self.first == 1:
             due = min(due, max(self.since, self.last) + FROM_START_WAIT)
-        self.due = due
+        return due
 
     def live(self, seq: int, expected: int | None) -> bool:
         """A live frame that the reader's fast path did not take; True if it decides
@@ -128,7 +130,7 @@ class JoinRun(Generic[T]):
         emptied. `live`: the first live frame's seq (None: none came). `who` names the
         session in the log line saying what was left out."""
         first, items = self.first, self.items
-        self.items, self.due, self.since = [], None, None
+        self.items, self.since = [], None
         if not items:
             assert live is not None
             return live, []
@@ -153,4 +155,4 @@ class JoinRun(Generic[T]):
 
     def clear(self) -> None:
         """A new stream."""
-        self.items, self.due, self.since, self.skipped, self.owed_from = [], None, None, 0, 0
+        self.items, self.since, self.skipped, self.owed_from = [], None, 0, 0

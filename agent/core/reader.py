@@ -283,8 +283,7 @@ class ReaderStream:
         self._after_push(now)
 
     def _start_at(self, live: int | None) -> list[tuple[int, FileData]]:
-        """Our start in the stream is known (`live`: the first live frame; None: the
-        held run is it): the held files from there on (`join.py`)."""
+        """Our start is known (`live`: the first live frame, or None): held files from it."""
         start, run = self.join.settle(live, self.who)
         self.reorder.reset(start)
         return run
@@ -414,7 +413,7 @@ class ReaderStream:
         jr = self.join
         if jr.due is not None and now >= jr.due:
             if cu.running:
-                jr.since = jr.due = None  # armed again when this catch-up ends
+                jr.disarm()  # armed again when this catch-up ends
             else:  # no live frame came: the held run is the start
                 self._files(self._start_at(None), now, out)
         if self.gaps.due is not None and now >= self.gaps.due:
@@ -616,5 +615,6 @@ class ReaderStream:
     def shutdown(self) -> None:
         self.closed = True
         self.backlog.clear()
-        self.gap_due = self.progress_due = self.catch_up.due = self.join.due = None
+        self.gap_due = self.progress_due = self.catch_up.due = None
+        self.join.disarm()
         self.gaps.flush(self.who, float("inf"))
