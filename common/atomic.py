@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 from collections.abc import Iterable
-from pathlib import Path
 
 #: Name prefix of every temp file an atomic write leaves for an instant (or after a crash).
 TMP_PREFIX = ".hotlink-tmp-"
@@ -27,15 +26,21 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TMP_PREFIX)
 
 
-def _open_temp(folder: Path, mode: int) -> tuple[int, Path]:
+def _open_temp(folder: str, mode: int) -> tuple[int, str]:
     # Like tempfile.mkstemp (O_EXCL, no symlink following, random name), but with the
     # caller's mode, to which the process umask applies as for any new file.
     while True:
-        tmp = folder / f"{TMP_PREFIX}{secrets.token_hex(6)}"
+        tmp = os.path.join(folder, TMP_PREFIX + secrets.token_hex(6))
         try:
             return os.open(tmp, _FLAGS, mode), tmp
         except FileExistsError:
             continue
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def write_atomic(
@@ -45,34 +50,48 @@ def write_atomic(
     mode: int = 0o600,
     fsync: bool = False,
     mkdir: bool = False,
-) -> None:
-    """Write `data` (bytes, text as UTF-8, or byte chunks written in order) to `target`.
+) -> os.stat_result:
+    """Write `data` (bytes, text as UTF-8, or byte chunks written in order) to `target`;
+    returns the written file's `fstat` (its size and mtime are the target's: a rename
+    changes neither), so a caller that indexes the file needs no second `stat`.
 
     The temp file is created in the target's folder (a rename across file systems is
     not atomic) with `mode` masked by the umask; default owner-only. `fsync=True`
     flushes it to disk before the rename (durability across power loss; it costs
     milliseconds, so not on an event loop's hot path). `mkdir=True` creates missing
-    parent folders. On any error the temp file is removed and the error raised; the
-    target is then unchanged.
+    parent folders (only once the temp file cannot be created: a write to an existing
+    folder costs no `mkdir`). On any error the temp file is removed and the error
+    raised; the target is then unchanged.
+
+    Plain `os` calls on strings, no `pathlib` or file objects: the relay's store calls
+    this on its event loop for every fallback frame, where each object costs.
     """
-    target = Path(target)
-    if mkdir:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    target = os.fspath(target)
+    folder = os.path.dirname(target) or "."
     if isinstance(data, str):
         data = data.encode()
-    fd, tmp = _open_temp(target.parent, mode)
     try:
-        with os.fdopen(fd, "wb") as f:
+        fd, tmp = _open_temp(folder, mode)
+    except FileNotFoundError:
+        if not mkdir:
+            raise
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = _open_temp(folder, mode)
+    try:
+        try:
             if isinstance(data, bytes | bytearray | memoryview):
-                f.write(data)
+                _write_all(fd, data)
             else:
                 for part in data:
-                    f.write(part)
+                    _write_all(fd, part)
             if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return st

@@ -52,6 +52,8 @@ class Store:
         self.root = Path(data_dir, "datasites")
         self.root.mkdir(parents=True, exist_ok=True)
         self._real_root = self.root.resolve()
+        #: every stored path is this plus "/" + the (validated) path
+        self._base = str(self._real_root)
         self.index = SyncIndex()
         #: called with a path after each write or delete (the cluster tells other nodes)
         self.listeners: list[Callable[[str], None]] = []
@@ -60,7 +62,15 @@ class Store:
         self.stale = False
         self.reindex()
 
-    def _target(self, path: str) -> Path:
+    def _target(self, path: str, *, create: bool = False) -> str:
+        """Where `path` lives under the store's real root, once `path` is valid and
+        every folder on the way that exists is a real folder: a symlink (even one
+        pointing inside the store) would let a write or a catch-up reach another
+        datasite. `create` makes the missing folders, each checked as it is made.
+
+        One `lstat` per folder of the path (three for a session's files), no
+        `realpath` over the root's own ancestors: this runs for every fallback frame
+        on the relay's event loop."""
         try:
             validate_path(path)
         except ProtocolError as exc:
@@ -68,29 +78,40 @@ class Store:
         seg = reserved_segment(path)
         if seg is not None:  # would squat the place of a session's endpoint
             raise StoreError(f"reserved name {seg!r} in {path!r}")
-        parts = path.split("/")
-        target = self.root.joinpath(*parts)
-        # Every folder on the way must be a real folder: a symlink (even one pointing
-        # inside the store) would let a write or a catch-up reach another datasite.
-        if target.parent.resolve() != self._real_root.joinpath(*parts[:-1]):
-            raise StoreError(f"path escapes the store (symlink on the way): {path!r}")
-        return target
+        folder = self._base
+        for name in path.split("/")[:-1]:
+            folder = f"{folder}/{name}"
+            try:
+                mode = os.lstat(folder).st_mode
+            except FileNotFoundError:
+                if not create:
+                    break  # nothing below a missing folder exists to be a symlink
+                try:
+                    os.mkdir(folder)
+                except FileExistsError:
+                    pass  # made meanwhile: checked below like any other
+                except OSError as exc:
+                    raise StoreError(f"cannot store {path!r}: {exc.strerror or exc}") from None
+                mode = os.lstat(folder).st_mode
+            except OSError as exc:
+                raise StoreError(f"cannot reach {path!r}: {exc.strerror or exc}") from None
+            if stat.S_ISLNK(mode):
+                raise StoreError(f"path escapes the store (symlink on the way): {path!r}")
+            if not stat.S_ISDIR(mode):
+                raise StoreError(f"not a folder on the way to {path!r}")
+        return f"{self._base}/{path}"
 
     def write(self, path: str, content: bytes) -> StoredFile:
         """Store `content` at `path` atomically; returns what was stored, with the etag
         computed here (never a client's claim), the same one catch-up pages carry."""
-        target = self._target(path)
-        if is_temp_name(target.name):
-            raise StoreError(f"reserved file name: {target.name!r}")
+        name = path.rsplit("/", 1)[-1] if isinstance(path, str) else ""
+        if is_temp_name(name):
+            raise StoreError(f"reserved file name: {name!r}")
+        target = self._target(path, create=True)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # mkdir may have raced a symlink into place: check the way again
-            if target.parent.resolve() != self._real_root.joinpath(*path.split("/")[:-1]):
-                raise StoreError(f"path escapes the store (symlink on the way): {path!r}")
-            if target.is_dir() and not target.is_symlink():
-                raise StoreError(f"a folder exists at {path!r}")
-            write_atomic(target, content, fsync=self.fsync)
-            st = target.lstat()
+            st = write_atomic(target, content, fsync=self.fsync)
+        except IsADirectoryError:
+            raise StoreError(f"a folder exists at {path!r}") from None
         except OSError as exc:
             raise StoreError(f"cannot store {path!r}: {exc.strerror or exc}") from None
         self.index.put(path, st.st_mtime_ns, st.st_size)
@@ -119,10 +140,10 @@ class Store:
         session folder is reused by the next session on the same path)."""
         target = self._target(path)
         try:
-            st = target.lstat()
+            st = os.lstat(target)
             if stat.S_ISDIR(st.st_mode):
                 raise StoreError(f"{path!r} is a folder")
-            target.unlink()
+            os.unlink(target)
         except FileNotFoundError:
             found = self.index.remove(path)
             if found:
@@ -136,7 +157,7 @@ class Store:
 
     def after(self, folder: str, cursor: Key) -> Iterator[tuple[int, str, int]]:
         """Indexed files under `folder` after `cursor`, oldest first (see SyncIndex)."""
-        if self._target(folder).is_symlink():  # the way to it is checked by _target
+        if os.path.islink(self._target(folder)):  # the way to it is checked by _target
             raise StoreError(f"path escapes the store (symlink): {folder!r}")
         if self.stale:
             self.refresh(folder)
@@ -158,12 +179,11 @@ class Store:
         """Another process (a cluster node on the shared store) wrote or deleted `path`:
         bring the index in line with the disk."""
         try:
-            target = self._target(path)
-            st = target.lstat()
+            st = os.lstat(self._target(path))
         except (StoreError, OSError):
             self.index.remove(path)
             return
-        if stat.S_ISREG(st.st_mode) and not is_temp_name(target.name):
+        if stat.S_ISREG(st.st_mode) and not is_temp_name(path.rsplit("/", 1)[-1]):
             self.index.put(path, st.st_mtime_ns, st.st_size)
         else:
             self.index.remove(path)
@@ -177,8 +197,8 @@ class Store:
         skipped) into a new index. Pure disk work: may run in a thread; `reindex`
         installs its result."""
         index = SyncIndex()
-        root = self.root
-        for dirpath, dirs, files in os.walk(self._target(folder) if folder else root):
+        base = self._base
+        for dirpath, dirs, files in os.walk(self._target(folder) if folder else base):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
             for name in files:
                 if is_temp_name(name):
@@ -190,7 +210,7 @@ class Store:
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
-                rel = Path(full).relative_to(root).as_posix()
+                rel = full[len(base) + 1 :].replace(os.sep, "/")
                 try:
                     validate_path(rel)
                 except ProtocolError:

@@ -85,3 +85,14 @@ def test_every_writer_uses_the_one_prefix(tmp_path: Path) -> None:
     # The watcher never reports the temp files as app requests.
     assert not request_filter(Change.added, f"/r/a/{TMP_PREFIX}x.request")
     assert request_filter(Change.added, "/r/a/x.request")
+
+
+def test_returns_the_written_files_stat(tmp_path: Path) -> None:
+    # The store indexes a file from this result, without a second stat.
+    t = tmp_path / "f"
+    st = write_atomic(t, [b"ab", b"cde"])
+    on_disk = os.stat(t)
+    assert (st.st_size, st.st_mtime_ns, st.st_ino) == (5, on_disk.st_mtime_ns, on_disk.st_ino)
+    big = bytes(range(256)) * 4096  # over one write(2) call's usual chunk
+    assert write_atomic(t, memoryview(big)).st_size == len(big)
+    assert t.read_bytes() == big

@@ -224,6 +224,36 @@ def test_symlinked_file_is_not_read(tmp_path: Path) -> None:
     assert f"{A}/public/link" not in Store(tmp_path / "data").index.files
 
 
+def test_what_stands_where_a_folder_should_be(tmp_path: Path) -> None:
+    s = Store(tmp_path / "data")
+    s.write(f"{A}/public/file", b"x")
+    with pytest.raises(StoreError, match="not a folder on the way"):
+        s.write(f"{A}/public/file/below", b"y")
+    with pytest.raises(StoreError, match="a folder exists"):
+        s.write(f"{A}/public", b"y")
+    # a symlink planted after the folders were made is still refused
+    os.rename(tmp_path / "data" / "datasites" / A / "public", tmp_path / "moved")
+    os.symlink(tmp_path / "moved", tmp_path / "data" / "datasites" / A / "public")
+    with pytest.raises(StoreError, match="symlink"):
+        s.write(f"{A}/public/again", b"z")
+    assert not (tmp_path / "moved" / "again").exists()
+    with pytest.raises(StoreError, match="cannot read"):
+        s.read(f"{B}/none/here")  # a missing folder is no error of the way
+
+
+def test_a_data_dir_reached_through_a_symlink_works(tmp_path: Path) -> None:
+    # Only the folders inside the store are checked: its own place may be a link
+    # (e.g. /tmp on macOS, or a data disk mounted elsewhere).
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    s = Store(tmp_path / "link")
+    s.write(f"{A}/public/one", b"1")
+    assert s.read(f"{A}/public/one") == b"1"
+    assert (tmp_path / "real" / "datasites" / A / "public" / "one").exists()
+    assert sorted(Store(tmp_path / "link").index.files) == [f"{A}/public/one"]
+    assert [f.path for f in s.list_since(A)] == [f"{A}/public/one"]
+
+
 # ------------------------------------------------------------ quotas and delete
 
 

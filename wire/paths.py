@@ -20,6 +20,8 @@ MAX_PATH = 4096
 #: one file or folder name, in UTF-8 bytes (NAME_MAX of Linux, macOS and Windows'
 #: 255 UTF-16 units): a longer one could never be stored or mirrored
 MAX_SEGMENT = 255
+#: NUL, the other C0 controls and DEL
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*")
 
 
@@ -57,7 +59,7 @@ def validate_relpath(rel: str, *, allow_empty: bool = False) -> str:
         raise ProtocolError(f"absolute path not allowed: {rel!r}")
     if "\\" in rel:
         raise ProtocolError(f"backslash in path: {rel!r}")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in rel):
+    if _CONTROL.search(rel):
         raise ProtocolError(f"NUL or control character in path: {rel!r}")
     for seg in rel.split("/"):
         if seg == "":
