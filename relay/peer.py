@@ -52,9 +52,12 @@ class Peer:
     queued_bytes: int = 0
     overflowed: bool = False
     bad_frames: int = 0
-    #: frames received while the connection is paused by the open-rate limit
+    #: frames received while the connection is paused (open-rate limit, or its turn
+    #: of costly work is used up), handled in order when it resumes
     held: deque[bytes | str] | None = None
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None
+    #: seconds of costly (non-data) handling in this event-loop iteration
+    busy: float = 0.0
     #: the task closing this connection after a queue overflow (kept referenced)
     closer: asyncio.Task[None] | None = None
     #: protocol extensions the client announced (`hotlink.wire.extensions`)

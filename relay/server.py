@@ -78,6 +78,12 @@ _LOG_BAD_FRAMES = 5
 #: undecodable messages after which a connection is closed (1008): an honest client
 #: sends none, and each one costs a decode and an Error reply
 DEFAULT_MAX_BAD_MESSAGES = 32
+#: Seconds of costly message handling (file writes, catch-up pages, opens: everything
+#: but data frames) one connection may take in one event-loop iteration. Past it the
+#: connection is not read until the next iteration, so an agent that uploads hundreds
+#: of fallback files at once (each one a file created and renamed) shares the loop
+#: with the other connections, the health check and the cluster's heartbeats.
+SLICE = 0.002
 #: Connections one user may hold at once (an agent needs one; a few more cover a
 #: reconnect that overlaps the old connection's close, and tools).
 DEFAULT_MAX_CONNS_PER_USER = 8
@@ -273,6 +279,8 @@ class RelayServer:
         self._route(peer, frame)
         if rconn.pause_until:
             self._pause(peer, rconn, deque())
+        elif peer.busy > SLICE:
+            self._yield(peer, rconn, deque())
 
     def _route(self, peer: Peer, frame: bytes | str) -> None:
         cid = peer.id
@@ -294,34 +302,58 @@ class RelayServer:
                 else:
                     self._dispatch(self.router.handle(cid, env))
                 return
+            start = time.perf_counter()
             try:
-                env = decode(frame, self.max_message)
-            except ProtocolError as exc:
-                peer.bad_frames += 1
-                if peer.bad_frames <= _LOG_BAD_FRAMES:
-                    log.warning("conn %d (%s): bad frame: %s", cid, peer.user, exc)
-                self._dispatch(self.router.bad_frame(cid, exc))
-                if self.max_bad_messages and peer.bad_frames >= self.max_bad_messages:
-                    log.warning(
-                        "conn %d (%s): %d undecodable messages; closing the connection",
-                        cid,
-                        peer.user,
-                        peer.bad_frames,
-                    )
-                    peer.ws.transport.abort()
-                return
-            if self.cluster is not None and self.cluster.intercept(peer, env):
-                return
-            out = self.router.handle(cid, env)
-            if t0 and type(env.msg) in TRACED:  # tracing on: spans (relay/tracing.py)
-                self.tracer.after_handle(  # type: ignore[union-attr]
-                    peer.user, env, out, t0, time.time_ns(), self._dispatch
-                )
-                return
-            self._dispatch(out)
+                self._route_other(peer, frame, t0)
+            finally:
+                self._charge(peer, time.perf_counter() - start)
         except Exception:
             log.exception("conn %d: internal error handling a message", cid)
             self._dispatch(self.router.bad_frame(cid, ProtocolError("internal error")))
+
+    def _route_other(self, peer: Peer, frame: bytes | str, t0: int) -> None:
+        """Any message but a data frame in msgpack: decoded whole, then handled."""
+        cid = peer.id
+        try:
+            env = decode(frame, self.max_message)
+        except ProtocolError as exc:
+            peer.bad_frames += 1
+            if peer.bad_frames <= _LOG_BAD_FRAMES:
+                log.warning("conn %d (%s): bad frame: %s", cid, peer.user, exc)
+            self._dispatch(self.router.bad_frame(cid, exc))
+            if self.max_bad_messages and peer.bad_frames >= self.max_bad_messages:
+                log.warning(
+                    "conn %d (%s): %d undecodable messages; closing the connection",
+                    cid,
+                    peer.user,
+                    peer.bad_frames,
+                )
+                peer.ws.transport.abort()
+            return
+        if self.cluster is not None and self.cluster.intercept(peer, env):
+            return
+        out = self.router.handle(cid, env)
+        if t0 and type(env.msg) in TRACED:  # tracing on: spans (relay/tracing.py)
+            self.tracer.after_handle(  # type: ignore[union-attr]
+                peer.user, env, out, t0, time.time_ns(), self._dispatch
+            )
+            return
+        self._dispatch(out)
+
+    def _charge(self, peer: Peer, spent: float) -> None:
+        """Count costly handling against the connection's turn in this iteration (its
+        count restarts at the next one)."""
+        if not peer.busy:
+            asyncio.get_running_loop().call_soon(_new_turn, peer)
+        peer.busy += spent + 1e-9  # never 0 once charged: one restart per iteration
+
+    def _yield(self, peer: Peer, rconn: Conn, held: deque[bytes | str]) -> None:
+        """Its turn is used up: hold what else it sent (in order) and stop reading it
+        until the next iteration."""
+        peer.held = held
+        with contextlib.suppress(Exception):
+            peer.ws.transport.pause_reading()
+        peer.timer = asyncio.get_running_loop().call_soon(self._release, peer, rconn, held)
 
     def _pause(self, peer: Peer, rconn: Conn, held: deque[bytes | str]) -> bool:
         """Rate limited: stop reading the connection until a token is due. Not reading
@@ -346,6 +378,9 @@ class RelayServer:
         while held:
             self._route(peer, held.popleft())
             if rconn.pause_until and self._pause(peer, rconn, held):
+                return
+            if peer.busy > SLICE:
+                self._yield(peer, rconn, held)
                 return
         with contextlib.suppress(Exception):
             peer.ws.transport.resume_reading()
@@ -483,6 +518,10 @@ class RelayServer:
             self._server.close()
             await self._server.wait_closed()
         self.router.writers.close()
+
+
+def _new_turn(peer: Peer) -> None:
+    peer.busy = 0.0
 
 
 def _encode(o: Outgoing, encoding: str, ext: frozenset[str]) -> bytes | str | None:
