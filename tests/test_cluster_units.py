@@ -403,6 +403,12 @@ def test_a_node_stays_out_of_the_cluster_until_its_rejoin(tmp_path):
         await asyncio.sleep(0.05)
         assert not [p for p in nc.sent if p.startswith(b"PUB " + codec.hb_subject().encode())]
         assert not node.members.nodes and server.offers_to_remote() == []
+        # an agent connecting (and one leaving) meanwhile is not announced under
+        # either epoch: the rejoin's snapshot names it
+        node.local_up(9, B)
+        node.local_down(8)
+        conn = b"PUB " + codec.conn_subject("node-0").encode()
+        assert not [p for p in nc.sent if p.startswith(conn)]
 
         await node._on_reconnected()
         await node._tasks[-1]  # the rejoin: rescan, then the new epoch is announced

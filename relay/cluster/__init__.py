@@ -9,6 +9,7 @@ Modules:
 - `codec`      subjects and inter-node payloads (sans-I/O)
 - `registry`   the session registry in JetStream KV
 - `node`       `ClusterNode`, the asyncio/NATS adapter and its server hooks
+- `publisher`  synchronous publishes; `RemotePeer`, an agent on another node
 - `store_sync` keeps each node's store index in line with the shared store
 """
 
