@@ -2,10 +2,10 @@
 
 Writes go to a temp file in the target folder and are moved into place with
 `os.replace`, so a reader (or a crash) never sees half a file. Paths are validated by
-`hotlink.wire.paths`, and no folder on the way may be a symlink (the resolved parent
-must be exactly the folder the path names), so a symlink planted in the tree cannot
-redirect a write or a read, not even to another place inside the store; files are
-opened without following a final symlink.
+`hotlink.wire.paths`, and no folder on the way may be a symlink (each folder below
+the store's root is `lstat`ed: it must be a real folder), so a symlink planted in the
+tree cannot redirect a write or a read, not even to another place inside the store;
+files are opened without following a final symlink.
 
 What is stored is also kept in a `SyncIndex` (updated on every write and delete, built
 at start by a walk that does not follow symlinks): catch-up pages and quotas read it,

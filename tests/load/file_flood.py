@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures_relay import RelayProcess, relay_client
+from hotlink.ctl.stats import percentile
 from hotlink.wire import fallbackfile
 from hotlink.wire.messages import Ack, FileWrite, Nack
 
@@ -40,18 +41,15 @@ ACL = f'rules: [{{pattern: "**", access: {{read: ["{B}"]}}}}]\n'
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def pct(xs: list[float], p: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(p / 100 * len(s)))] if s else 0.0
-
-
 def summary_ms(xs: list[float]) -> dict[str, float]:
-    ms = [x * 1e3 for x in xs]
+    if not xs:
+        return {"n": 0}
+    ms = sorted(x * 1e3 for x in xs)
     return {
         "n": len(ms),
-        "p50_ms": round(pct(ms, 50), 3),
-        "p99_ms": round(pct(ms, 99), 3),
-        "max_ms": round(max(ms, default=0.0), 3),
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "max_ms": round(ms[-1], 3),
     }
 
 
