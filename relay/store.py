@@ -14,6 +14,7 @@ never the disk tree.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -82,17 +83,14 @@ class Store:
         for name in path.split("/")[:-1]:
             folder = f"{folder}/{name}"
             try:
-                mode = os.lstat(folder).st_mode
-            except FileNotFoundError:
-                if not create:
-                    break  # nothing below a missing folder exists to be a symlink
                 try:
-                    os.mkdir(folder)
-                except FileExistsError:
-                    pass  # made meanwhile: checked below like any other
-                except OSError as exc:
-                    raise StoreError(f"cannot store {path!r}: {exc.strerror or exc}") from None
-                mode = os.lstat(folder).st_mode
+                    mode = os.lstat(folder).st_mode
+                except FileNotFoundError:
+                    if not create:
+                        break  # nothing below a missing folder exists to be a symlink
+                    with contextlib.suppress(FileExistsError):  # made meanwhile
+                        os.mkdir(folder)
+                    mode = os.lstat(folder).st_mode  # checked like any other
             except OSError as exc:
                 raise StoreError(f"cannot reach {path!r}: {exc.strerror or exc}") from None
             if stat.S_ISLNK(mode):
