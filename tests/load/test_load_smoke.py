@@ -1,7 +1,9 @@
-"""Smoke run of the load test (tests/load/run_load.py): 4 agents, 8 sessions, 3 s.
+"""Smoke runs of the load tools, so they keep working: `run_load.py` (4 agents, 8
+sessions, 3 s) and `file_flood.py` (a fallback-file flood through the relay).
 
-Checks completeness only (every frame of every session arrived once, in order); the
-figures are printed, never asserted. The full run and its figures: docs/reliability.md.
+Checks completeness only (every frame of every session arrived once, in order; every
+file acknowledged and passed on); the figures are printed, never asserted. The full
+runs and their figures: docs/reliability.md and docs/performance.md.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 SCRIPT = Path(__file__).with_name("run_load.py")
+FLOOD = Path(__file__).with_name("file_flood.py")
 
 
 def test_load_smoke(tmp_path):
@@ -45,3 +48,13 @@ def test_load_smoke(tmp_path):
     assert (r["lost"], r["duplicates"], r["out_of_order"]) == (0, 0, 0), r
     assert r["received"] == r["sent"] and r["sessions_incomplete"] == 0, r
     assert p.returncode == 0, p.stderr
+
+
+def test_file_flood_smoke():
+    cmd = [sys.executable, str(FLOOD), "--files", "400", "--window", "64"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=100)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    print(json.dumps(r, indent=1))
+    assert (r["nacks"], r["bob_received"], r["ack_rtt"]["n"]) == (0, 400, 400), r
+    assert r["healthz"]["n"] >= 1, r
