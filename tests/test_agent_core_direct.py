@@ -10,6 +10,7 @@ from typing import Any
 from hotlink.agent.core.effects import Emit, EventType, Transmit
 from hotlink.agent.core.limits import StreamLimits, Totals
 from hotlink.agent.core.paths import ActivePath, FallbackMode
+from hotlink.agent.core.refetch import Refetch
 from hotlink.agent.core.sender_direct import DirectSenderStream
 from hotlink.agent.core.state import SessionState
 from hotlink.wire import messages as m
@@ -340,3 +341,64 @@ def test_reader_leaving_drops_its_link() -> None:
     assert st.active_path is ActivePath.DIRECT
     net.run(st.on_close(CAROL, "reader disconnected"))
     assert st.direct_up == {BOB} and st.active_path is ActivePath.DIRECT
+
+
+class RefetchingReader(Reader):
+    """A reader whose refetch waits for its re-send: until the first seq it lacks
+    comes, a frame ahead of it is taken for a copy the re-send brings again and
+    dropped (the reader core's `Refetch.in_flight_copy`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refetch = Refetch()
+
+    def re_accept(self) -> int:
+        """Its app connected: it asks for what follows what it delivered."""
+        self.refetch.start(self.confirmed + 1)
+        return self.confirmed
+
+    def take(self, seq: int, via: str) -> None:
+        rf = self.refetch
+        if rf.awaiting_from and rf.in_flight_copy(seq, len(self.delivered) + 1):
+            self.by["dropped"] = self.by.get("dropped", 0) + 1
+            return
+        super().take(seq, via)
+
+
+def test_a_link_back_during_a_refetch_waits_for_the_re_send() -> None:
+    """Bob's link is down when he asks again for what he refused (re-Accept with his
+    seq): the sender re-sends by the relay. His link comes back while that re-send is
+    on its way: frames sent direct only would overtake it and be dropped as copies it
+    brings, but it does not bring them. The link waits until bob confirmed past what
+    was sent at his re-Accept; then it carries his frames, and he misses nothing."""
+    st, net = setup()
+    bob = net.readers[BOB] = RefetchingReader()
+    net.relay_legs.add(BOB)
+    net.run(st.on_accept(BOB, None))
+    net.run(st.app_frames(frames(3)))
+    net.progress()  # bob confirmed 3: anchored
+    net.run(st.direct_link_up(BOB))
+    assert st.carriers() == (False, (BOB,))
+    # bob's app is gone: 4..8 go direct and are refused (not confirmed)
+    bob.take = lambda seq, via: None  # type: ignore[method-assign]
+    net.run(st.app_frames(frames(5)))
+    net.run(st.direct_link_down(BOB, "flap"))  # 4..8 re-sent by the relay: refused too
+    del bob.take
+    # his app connects; the relay's frames are on their way, not delivered yet
+    in_flight: list[int] = []
+    bob.take = lambda seq, via: (  # type: ignore[method-assign]
+        in_flight.append(seq) if via == "relay" else RefetchingReader.take(bob, seq, via)
+    )
+    net.run(st.on_accept(BOB, bob.re_accept()))  # re-sends 4..8 by the relay
+    assert in_flight == [4, 5, 6, 7, 8]
+    net.run(st.direct_link_up(BOB))  # back while the re-send is on its way
+    net.run(st.app_frames(frames(2)))
+    assert "dropped" not in bob.by, "direct frames overtook the re-send"
+    assert in_flight == [4, 5, 6, 7, 8, 9, 10] and st.carriers() == (True, ())
+    for seq in in_flight:  # the relay delivers
+        RefetchingReader.take(bob, seq, "relay")
+    net.progress()  # bob confirmed 10: nothing is on its way, the link carries
+    assert st.carriers() == (False, (BOB,)) and st.active_path is ActivePath.DIRECT
+    net.run(st.app_frames(frames(2)))
+    assert bob.delivered == list(range(1, 13)) and "dropped" not in bob.by
+    assert not st.resend_asked and not st.direct_held

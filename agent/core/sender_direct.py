@@ -24,6 +24,16 @@ Switching without loss:
   (a seq was given), such a reader's direct link carries frames only after the reader
   confirmed a seq (its first `HotlinkProgress`, a few ms after its first frame): its
   place is known then, and its reorder buffer waits for what the relay still brings;
+- a reader that asked for a re-send (an Accept with its seq: a refetch, a restart, a
+  relay reconnect) may drop, until the re-send's first frame came, every frame ahead
+  of it as a copy the re-send brings again (reader: `Refetch.in_flight_copy`). If its
+  link came up while the re-send (and what followed it) was on its way by the relay,
+  new frames sent direct only would overtake it and be dropped for good. So such a
+  reader's link carries frames only once it confirmed a seq past every seq sent at
+  that Accept (it has the re-send's first frame then), or everything sent (nothing
+  is on its way); until then its frames go by the relay, in order behind the
+  re-send. Only a link-up in that window waits (until the reader's next
+  `HotlinkProgress` after the re-send arrived); a steady link is never touched;
 
 - a direct link drops while the relay works: the reader's unconfirmed frames (after
   its last `HotlinkProgress`) go back in front of the queue and leave by the relay,
@@ -59,6 +69,10 @@ class DirectSenderStream(SenderStream):
         self.unanchored: set[str] = set()
         #: readers whose direct link is up but waits for them to confirm a seq
         self.direct_held: set[str] = set()
+        #: readers that asked for a re-send (an Accept with their seq) -> the last seq
+        #: sent at that Accept; until they confirm a newer one their re-send may still
+        #: be on its way by the relay, and a link coming up waits (see the module doc)
+        self.resend_asked: dict[str, int] = {}
         #: the online path last reported (relay or direct) for PATH_SWITCHED events
         self.reported = ActivePath.HOTLINK
         self.direct_switches = 0
@@ -100,8 +114,8 @@ class DirectSenderStream(SenderStream):
     def direct_link_up(self, reader: str) -> list[Effect]:
         if reader in self.direct_up or self.closed:
             return []
-        if self._unanchored(reader):
-            self.direct_held.add(reader)  # used at its first confirmation
+        if self._unanchored(reader) or self._resend_on_its_way(reader):
+            self.direct_held.add(reader)  # used once it confirms (`_anchored`)
             return []
         self.direct_held.discard(reader)
         self.direct_up.add(reader)
@@ -137,6 +151,17 @@ class DirectSenderStream(SenderStream):
         """A direct frame to `reader` could overtake frames the relay carries to it
         (see the module doc); nothing can while the stream has not begun."""
         return reader in self.unanchored and self.seq > 0
+
+    def _resend_on_its_way(self, reader: str) -> bool:
+        """A re-send `reader` asked for may still be on its way by the relay: it has
+        not confirmed a seq past what was sent at its Accept, nor everything sent
+        since. A direct frame now could overtake it and be dropped as a copy (see the
+        module doc); once nothing sent is unconfirmed, nothing can be overtaken."""
+        asked = self.resend_asked.get(reader)
+        if asked is None:
+            return False
+        ack = self.reader_acks.get(reader, 0)
+        return ack <= asked and ack < self.last_seq
 
     def _report(self, out: list[Effect], peer: str, why: str) -> None:
         """A PATH_SWITCHED event when the online path changed (relay <-> direct)."""
@@ -177,11 +202,15 @@ class DirectSenderStream(SenderStream):
     def on_progress(self, reader: str, seq: int) -> list[Effect]:
         out = super().on_progress(reader, seq)
         if seq:
+            asked = self.resend_asked.get(reader)
+            if asked is not None and seq > asked:
+                del self.resend_asked[reader]  # its re-send has come
             self._anchored(reader, out)
         return out
 
     def _anchored(self, reader: str, out: list[Effect]) -> None:
-        """`reader`'s place in the stream is known now: a held link carries frames."""
+        """`reader`'s place in the stream is known now: a held link carries frames
+        (unless a re-send it asked for may still be on its way: `direct_link_up`)."""
         self.unanchored.discard(reader)
         if reader in self.direct_held and reader in self.readers:
             out += self.direct_link_up(reader)
@@ -198,6 +227,10 @@ class DirectSenderStream(SenderStream):
             # start); a link already up carries its first frame
             self.unanchored.add(peer)
         told = seq
+        if told is not None:
+            # a re-send after `told` follows; the reader's first frame it lacks is at
+            # most one past what was sent so far
+            self.resend_asked[peer] = self.last_seq
         if seq is None and new and self.direct_up:
             # Frames sent while every reader we knew had a link skipped the relay,
             # also those after the relay had added this reader: re-send what we hold
@@ -213,6 +246,7 @@ class DirectSenderStream(SenderStream):
         self.direct_up.discard(peer)
         self.direct_held.discard(peer)
         self.unanchored.discard(peer)
+        self.resend_asked.pop(peer, None)
         out = super()._reader_left(peer, ev, reason, why)
         self._report(out, peer, why)
         return out
