@@ -402,3 +402,72 @@ def test_a_link_back_during_a_refetch_waits_for_the_re_send() -> None:
     net.run(st.app_frames(frames(2)))
     assert bob.delivered == list(range(1, 13)) and "dropped" not in bob.by
     assert not st.resend_asked and not st.direct_held
+
+
+class WindowReader(Reader):
+    """A reader whose reorder buffer holds `window` seqs: a frame that far ahead of
+    the next one expected makes it skip what it still waits for (the real buffer's
+    rule), so the skipped seqs are lost even if they come later."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        self.window = window
+        self.skipped: list[int] = []
+
+    def take(self, seq: int, via: str) -> None:
+        nxt = len(self.delivered) + len(self.skipped) + 1
+        if seq < nxt or seq in self.buf:
+            return
+        self.by[via] += 1
+        self.buf.add(seq)
+        while seq - nxt >= self.window:  # the window moves: the oldest is skipped
+            if nxt in self.buf:
+                self.buf.discard(nxt)
+                self.delivered.append(nxt)
+            else:
+                self.skipped.append(nxt)
+            nxt += 1
+        while nxt in self.buf:
+            self.buf.discard(nxt)
+            self.delivered.append(nxt)
+            nxt += 1
+
+    @property
+    def confirmed(self) -> int:
+        return len(self.delivered) + len(self.skipped)
+
+
+def test_a_link_never_outruns_the_relay_by_a_reorder_window() -> None:
+    """Carol's relay lags (a relay busy with TEE copies): 100 frames are on their way
+    to her when her link comes up. The link then carries the stream's next frames,
+    faster than the relay; once they are a reorder window past what she confirmed,
+    her buffer would skip the relay's 100 as lost. Frames that far ahead go by the
+    relay to her instead, behind the ones on their way, until she confirmed them."""
+    window = StreamLimits().reorder_window
+    st, net = setup()
+    carol = net.readers[CAROL] = WindowReader(window)
+    net.readers[BOB] = Reader()
+    for r in (BOB, CAROL):
+        net.relay_legs.add(r)
+        net.run(st.on_accept(r, None))
+    net.run(st.direct_link_up(BOB))  # before the first frame: used at once
+    net.run(st.app_frames(frames(10)))
+    net.progress()  # carol confirmed 10 (by the relay)
+    in_flight: list[int] = []
+    carol.take = lambda seq, via: (  # type: ignore[method-assign]
+        in_flight.append(seq) if via == "relay" else WindowReader.take(carol, seq, via)
+    )
+    net.run(st.app_frames(frames(100)))  # 11..110 on their way to carol
+    net.run(st.direct_link_up(CAROL))
+    assert st.carriers() == (False, (BOB, CAROL)) and st.relay_tail == {CAROL: 110}
+    net.run(st.app_frames(frames(5000)))
+    assert carol.skipped == [], "direct frames pushed her window past the relay's"
+    first_by_relay = 10 + window
+    assert in_flight == [*range(11, 111), *range(first_by_relay, 5111)]
+    for seq in in_flight:  # the relay delivers
+        WindowReader.take(carol, seq, "relay")
+    net.progress()  # carol confirmed everything: the relay is skipped again
+    assert not st.relay_tail and st.carriers() == (False, (BOB, CAROL))
+    net.run(st.app_frames(frames(5)))
+    assert carol.delivered == list(range(1, 5116)) and carol.skipped == []
+    assert net.readers[BOB].delivered == list(range(1, 5116))

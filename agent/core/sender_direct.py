@@ -35,6 +35,15 @@ Switching without loss:
   re-send. Only a link-up in that window waits (until the reader's next
   `HotlinkProgress` after the re-send arrived); a steady link is never touched;
 
+- a reader switched to its link while the relay still carries frames to it waits for
+  them in its reorder buffer, which holds a reorder window of frames: a direct frame a
+  window or more past what the reader confirmed would make it skip the relay's frames
+  as lost (seen: a relay busy with TEE copies lagged 554 frames behind a link that
+  then sent the stream's last 4 096). Until the reader confirms the last seq sent
+  before its switch (`relay_tail`), a frame that far ahead goes by the relay to it
+  (`carriers()`), in order behind the ones on their way; nothing waits, nothing stalls.
+  The bound is this agent's `reorder_window`, the readers' default too;
+
 - a direct link drops while the relay works: the reader's unconfirmed frames (after
   its last `HotlinkProgress`) go back in front of the queue and leave by the relay,
   exactly like a reader's resume after a re-accept;
@@ -73,6 +82,9 @@ class DirectSenderStream(SenderStream):
         #: sent at that Accept; until they confirm a newer one their re-send may still
         #: be on its way by the relay, and a link coming up waits (see the module doc)
         self.resend_asked: dict[str, int] = {}
+        #: readers switched to their link while the relay may still carry frames to
+        #: them -> the last seq sent before the switch (see `carriers`)
+        self.relay_tail: dict[str, int] = {}
         #: the online path last reported (relay or direct) for PATH_SWITCHED events
         self.reported = ActivePath.HOTLINK
         self.direct_switches = 0
@@ -103,11 +115,23 @@ class DirectSenderStream(SenderStream):
 
     def carriers(self) -> tuple[bool, tuple[str, ...]]:
         """(send to the relay, readers to send to over their direct link) for the
-        frames in `pending` now."""
+        frame `pending[0]`."""
         direct = tuple(sorted(self.readers & self.direct_up))
+        if self.relay_tail and self.link_up and self.pending:
+            ahead = self._too_far_ahead(self.pending[0].seq)
+            if ahead:  # the relay takes it to them, behind what it still carries
+                return True, tuple(r for r in direct if r not in ahead)
         if direct and len(direct) == len(self.readers):
             return False, direct
         return self.link_up, direct
+
+    def _too_far_ahead(self, seq: int) -> list[str]:
+        """Readers for whom frame `seq` over the link would be a reorder window or
+        more past what they confirmed, while the relay may still carry them older
+        frames (see the module doc)."""
+        window = self.lim.reorder_window
+        acks = self.reader_acks
+        return [r for r in self.relay_tail if seq - acks.get(r, 0) >= window]
 
     # --- direct link news ------------------------------------------------------------
 
@@ -119,6 +143,8 @@ class DirectSenderStream(SenderStream):
             return []
         self.direct_held.discard(reader)
         self.direct_up.add(reader)
+        if self.reader_acks.get(reader, 0) < self.last_seq:
+            self.relay_tail[reader] = self.last_seq  # on their way by the relay
         out: list[Effect] = []
         if reader in self.readers:
             out.append(Transmit(ActivePath.DIRECT))
@@ -133,6 +159,7 @@ class DirectSenderStream(SenderStream):
         if reader not in self.direct_up:
             return []
         self.direct_up.discard(reader)
+        self.relay_tail.pop(reader, None)
         out: list[Effect] = []
         if reader in self.readers:
             if self.link_up and self.machine.state is SessionState.OPEN:
@@ -205,6 +232,9 @@ class DirectSenderStream(SenderStream):
             asked = self.resend_asked.get(reader)
             if asked is not None and seq > asked:
                 del self.resend_asked[reader]  # its re-send has come
+            tail = self.relay_tail.get(reader)
+            if tail is not None and seq >= tail:
+                del self.relay_tail[reader]  # the relay brought it all
             self._anchored(reader, out)
         return out
 
@@ -247,6 +277,7 @@ class DirectSenderStream(SenderStream):
         self.direct_held.discard(peer)
         self.unanchored.discard(peer)
         self.resend_asked.pop(peer, None)
+        self.relay_tail.pop(peer, None)
         out = super()._reader_left(peer, ev, reason, why)
         self._report(out, peer, why)
         return out
