@@ -41,7 +41,8 @@ Switching without loss:
   as lost (seen: a relay busy with TEE copies lagged 554 frames behind a link that
   then sent the stream's last 4 096). Until the reader confirms the last seq sent
   before its switch (`relay_tail`), a frame that far ahead goes by the relay to it
-  (`carriers()`), in order behind the ones on their way; nothing waits, nothing stalls.
+  (`carriers()`), in order behind the ones on their way, and the mark moves to that
+  frame; no frame is held back, nothing stalls.
   The bound is this agent's `reorder_window`, the readers' default too;
 
 - a direct link drops while the relay works: the reader's unconfirmed frames (after
@@ -115,11 +116,14 @@ class DirectSenderStream(SenderStream):
 
     def carriers(self) -> tuple[bool, tuple[str, ...]]:
         """(send to the relay, readers to send to over their direct link) for the
-        frame `pending[0]`."""
+        frame `pending[0]`, which the adapter sends next."""
         direct = tuple(sorted(self.readers & self.direct_up))
         if self.relay_tail and self.link_up and self.pending:
-            ahead = self._too_far_ahead(self.pending[0].seq)
+            seq = self.pending[0].seq
+            ahead = self._too_far_ahead(seq)
             if ahead:  # the relay takes it to them, behind what it still carries
+                for r in ahead:  # and they wait for it too
+                    self.relay_tail[r] = max(self.relay_tail[r], seq)
                 return True, tuple(r for r in direct if r not in ahead)
         if direct and len(direct) == len(self.readers):
             return False, direct
