@@ -42,8 +42,8 @@ Switching without loss:
   then sent the stream's last 4 096). Until the reader confirms the last seq sent
   before its switch (`relay_tail`), a frame that far ahead goes by the relay to it
   (`carriers()`), in order behind the ones on their way, and the mark moves to that
-  frame; no frame is held back, nothing stalls.
-  The bound is this agent's `reorder_window`, the readers' default too;
+  frame; no frame is held back, nothing stalls. The bound is this agent's
+  `reorder_window`, the readers' default too;
 
 - a direct link drops while the relay works: the reader's unconfirmed frames (after
   its last `HotlinkProgress`) go back in front of the queue and leave by the relay,
