@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from hotlink.agent.core.effects import Emit, EventType, Transmit
 from hotlink.agent.core.limits import StreamLimits, Totals
 from hotlink.agent.core.paths import ActivePath, FallbackMode
@@ -459,3 +460,51 @@ def test_a_link_never_outruns_the_relay_by_a_reorder_window() -> None:
     net.run(st.app_frames(frames(5)))
     assert carol.delivered == list(range(1, 10116)) and carol.skipped == []
     assert net.readers[BOB].delivered == list(range(1, 10116))
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_reader_s_own_smaller_window_bounds_its_link(announced: bool) -> None:
+    """Carol runs with a reorder window of 64, the sender with the default: the bound
+    for her link is the window her answer announced. Unannounced (an older reader),
+    the sender's larger window lets the link push hers past the relay's frames."""
+    st, net = setup()
+    carol = net.readers[CAROL] = Reader(64)
+    net.relay_legs.add(CAROL)
+    net.run(st.on_accept(CAROL, None))
+    net.run(st.app_frames(frames(10)))
+    net.progress()
+    in_flight: list[int] = []
+    carol.take = lambda seq, via: (  # type: ignore[method-assign]
+        in_flight.append(seq) if via == "relay" else Reader.take(carol, seq, via)
+    )
+    net.run(st.app_frames(frames(100)))  # 11..110 on their way to carol by the relay
+    net.run(st.direct_link_up(CAROL, 64 if announced else 0))
+    net.run(st.app_frames(frames(200)))
+    for seq in list(in_flight):
+        Reader.take(carol, seq, "relay")
+    net.progress()
+    net.run(st.app_frames(frames(5)))
+    if announced:
+        assert in_flight[100] == 111  # already 101 past her ack: the relay takes it
+        assert carol.skipped == [] and carol.delivered == list(range(1, 316))
+    else:
+        assert carol.skipped, "the sender's window let her link outrun the relay"
+
+
+def test_a_re_send_skips_the_links_of_readers_that_confirmed_it() -> None:
+    """Carol's link drops: what she did not confirm is re-sent by the relay. Bob
+    confirmed all of it over his link, which therefore carries none of the copies
+    (before: every re-sent frame also went to every link, to be dropped by seq)."""
+    st, net = setup(BOB, CAROL)
+    for r in (BOB, CAROL):
+        net.run(st.direct_link_up(r))
+    net.run(st.app_frames(frames(20)))
+    net.run(st.on_progress(BOB, 20))
+    net.run(st.on_progress(CAROL, 5))
+    direct, relay = net.direct_frames, net.relay_frames
+    net.run(st.direct_link_down(CAROL, "flap"))  # 6..20 again, by the relay
+    assert net.relay_frames - relay == 15 and net.direct_frames == direct
+    net.run(st.app_frames(frames(1)))  # a new frame: bob's link and the relay
+    assert net.direct_frames == direct + 1 and net.relay_frames - relay == 16
+    assert net.readers[CAROL].delivered == list(range(1, 22))
+    assert net.readers[BOB].delivered == list(range(1, 22))

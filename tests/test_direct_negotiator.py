@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from dataclasses import replace
 
 import pytest
 from hotlink.agent.direct import negotiator as n
@@ -22,6 +23,7 @@ from hotlink.agent.direct.negotiator import (
     Role,
     SendSignal,
 )
+from hotlink.wire.envelope import decode, encode, encode_json
 from hotlink.wire.messages import HotlinkSignal
 
 A = "alice@example.org"
@@ -79,6 +81,7 @@ def make(
     enabled: bool = True,
     cands: list[str] | None = None,
     keys: KeyOps | None = None,
+    window: int = 0,
 ) -> Negotiator:
     legs = (f"leg{i}" for i in itertools.count(1))
     return Negotiator(
@@ -90,6 +93,7 @@ def make(
         candidates=lambda: list(cands if cands is not None else ["127.0.0.1:7000"]),
         keys=keys or fake_keys(me),
         new_leg=lambda: next(legs),
+        window=window,
     )
 
 
@@ -98,8 +102,7 @@ def relayed(effects: list[n.Effect], frm: str, obs: str = "10.0.0.9") -> list[Ho
     out = []
     for e in effects:
         if isinstance(e, SendSignal):
-            m = e.msg
-            out.append(HotlinkSignal(m.sid, m.kind, m.addrs, m.token, m.error, frm, m.to, obs))
+            out.append(replace(e.msg, frm=frm, obs=obs))  # as the relay does
     return out
 
 
@@ -134,6 +137,21 @@ def test_happy_path_both_sides_up() -> None:
     rout = r.connected(A, conn.leg)
     assert of(rout, Forget) and of(rout, PathNews)[0].up
     assert s.is_up(B) and r.is_up(A) and s.status(B) == "up"
+
+
+def test_the_reader_s_reorder_window_reaches_the_sender_s_link_news() -> None:
+    """The answer announces the reader's reorder window (`win`); the sender's core
+    gets it with the link (it bounds how far the link may run ahead of the relay)."""
+    s, r = make(Role.SENDER, A), make(Role.READER, B, window=64)
+    conn = negotiate(s, r)
+    assert of(s.connected(B, conn.leg), PathNews) == [PathNews(B, True, "direct link up", 64)]
+    # through both codecs, as the relay passes it on
+    sig = HotlinkSignal(SID, n.ANSWER, ["h:1"], "2.leg1.k.i.s", frm=B, win=64)
+    assert decode(encode(sig)).msg == sig and decode(encode_json(sig)).msg == sig
+    # an older reader says nothing: 0, the sender's own window applies
+    legacy = make(Role.READER, B)
+    conn = negotiate(s2 := make(Role.SENDER, A), legacy)
+    assert of(s2.connected(B, conn.leg), PathNews)[0].window == 0
 
 
 def test_observed_ipv6_combined() -> None:

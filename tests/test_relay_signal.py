@@ -158,3 +158,7 @@ def test_for_peer_signal() -> None:
     assert for_peer(ours, ALL) is ours
     assert for_peer(ours, frozenset({DIRECT})) is ours
     assert for_peer(ours, NONE) is None
+    # a reference kind carrying our fields reaches a reference peer without them
+    theirs = HotlinkSignal("s", "sdp_answer", ["h:1"], frm=A, to=B, obs="1.1.1.1", win=64)
+    assert for_peer(theirs, NONE) == HotlinkSignal("s", "sdp_answer", ["h:1"])
+    assert for_peer(theirs, frozenset({DIRECT})) is theirs

@@ -102,8 +102,8 @@ def for_peer(msg: Message, ext: frozenset[str]) -> Message | None:
             return msg
         if msg.kind.startswith(DIRECT_KIND_PREFIX):  # type: ignore[union-attr]
             return None
-        if msg.frm or msg.to or msg.obs:  # type: ignore[union-attr]
-            return replace(msg, frm="", to="", obs="")  # type: ignore[type-var]
+        if msg.frm or msg.to or msg.obs or msg.win:  # type: ignore[union-attr]
+            return replace(msg, frm="", to="", obs="", win=0)  # type: ignore[type-var]
         return msg
     if t is FileWrite:
         mtime = msg.mtime if FILE_SYNC in ext else 0  # type: ignore[union-attr]

@@ -342,6 +342,9 @@ class HotlinkSignal:
     to: str = ""
     #: extension `direct`: relay-set IP address the relay saw the signaller connect from
     obs: str = ""
+    #: extension `direct`, in a reader's answer: its reorder window in seqs (0: not
+    #: said), which bounds how far its link may run ahead of the relay
+    win: int = 0
 
     def to_dat(self) -> dict[str, Any]:
         # the reference's keys and order; `adr`, `tok`, `err` are omitempty there
@@ -358,6 +361,8 @@ class HotlinkSignal:
             d["to"] = self.to
         if self.obs:
             d["obs"] = self.obs
+        if self.win:
+            d["win"] = self.win
         return d
 
     @classmethod
@@ -371,6 +376,7 @@ class HotlinkSignal:
             _str(d, "frm", ""),
             _str(d, "to", ""),
             _str(d, "obs", ""),
+            _int(d, "win", 0),
         )
 
 

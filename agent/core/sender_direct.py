@@ -42,12 +42,14 @@ Switching without loss:
   then sent the stream's last 4 096). Until the reader confirms the last seq sent
   before its switch (`relay_tail`), a frame that far ahead goes by the relay to it
   (`carriers()`), in order behind the ones on their way, and the mark moves to that
-  frame; no frame is held back, nothing stalls. The bound is this agent's
-  `reorder_window`, the readers' default too;
+  frame; no frame is held back, nothing stalls. The bound is the reader's reorder
+  window as its direct answer announced it (`win`), else this agent's
+  `reorder_window` (the readers' default too);
 
 - a direct link drops while the relay works: the reader's unconfirmed frames (after
   its last `HotlinkProgress`) go back in front of the queue and leave by the relay,
-  exactly like a reader's resume after a re-accept;
+  exactly like a reader's resume after a re-accept; a re-sent frame goes over the
+  links only of readers that have not confirmed it;
 - a direct link drops while the relay is down as well: that reader is unreachable,
   so it leaves `readers` like every reader does on a relay drop, and the relay's
   `HotlinkAccept(seq)` after the reconnect re-sends from its confirmed seq;
@@ -86,6 +88,8 @@ class DirectSenderStream(SenderStream):
         #: readers switched to their link while the relay may still carry frames to
         #: them -> the last seq sent before the switch (see `carriers`)
         self.relay_tail: dict[str, int] = {}
+        #: readers' reorder windows, as their direct answers announced them
+        self.reader_window: dict[str, int] = {}
         #: the online path last reported (relay or direct) for PATH_SWITCHED events
         self.reported = ActivePath.HOTLINK
         self.direct_switches = 0
@@ -118,28 +122,44 @@ class DirectSenderStream(SenderStream):
         """(send to the relay, readers to send to over their direct link) for the
         frame `pending[0]`, which the adapter sends next."""
         direct = tuple(sorted(self.readers & self.direct_up))
-        if self.relay_tail and self.link_up and self.pending:
-            seq = self.pending[0].seq
+        relay = self.link_up and not (direct and len(direct) == len(self.readers))
+        pend = self.pending
+        if not pend or not direct:
+            return relay, direct
+        seq = pend[0].seq
+        if self.relay_tail and self.link_up:
             ahead = self._too_far_ahead(seq)
             if ahead:  # the relay takes it to them, behind what it still carries
                 for r in ahead:  # and they wait for it too
                     self.relay_tail[r] = max(self.relay_tail[r], seq)
-                return True, tuple(r for r in direct if r not in ahead)
-        if direct and len(direct) == len(self.readers):
-            return False, direct
-        return self.link_up, direct
+                relay = True
+                direct = tuple(r for r in direct if r not in ahead)
+        if seq <= self.replay_until:
+            # a re-send (another reader's resume): a link whose reader confirmed it
+            # already would carry a copy only to be dropped
+            acks = self.reader_acks
+            direct = tuple(r for r in direct if acks.get(r, 0) < seq)
+        return relay, direct
 
     def _too_far_ahead(self, seq: int) -> list[str]:
         """Readers for whom frame `seq` over the link would be a reorder window or
         more past what they confirmed, while the relay may still carry them older
-        frames (see the module doc)."""
-        window = self.lim.reorder_window
+        frames (see the module doc). A reader's window is the one it announced, else
+        ours (the default of both)."""
+        own = self.lim.reorder_window
+        windows = self.reader_window
         acks = self.reader_acks
-        return [r for r in self.relay_tail if seq - acks.get(r, 0) >= window]
+        return [r for r in self.relay_tail if seq - acks.get(r, 0) >= windows.get(r, own)]
 
     # --- direct link news ------------------------------------------------------------
 
-    def direct_link_up(self, reader: str) -> list[Effect]:
+    def direct_link_up(self, reader: str, window: int = 0) -> list[Effect]:
+        """`reader`'s direct link is up; `window`: the reorder window it announced (0:
+        not said)."""
+        if window > 0:
+            self.reader_window[reader] = window
+        else:
+            self.reader_window.pop(reader, None)
         if reader in self.direct_up or self.closed:
             return []
         if self._unanchored(reader) or self._resend_on_its_way(reader):
@@ -282,6 +302,7 @@ class DirectSenderStream(SenderStream):
         self.unanchored.discard(peer)
         self.resend_asked.pop(peer, None)
         self.relay_tail.pop(peer, None)
+        self.reader_window.pop(peer, None)
         out = super()._reader_left(peer, ev, reason, why)
         self._report(out, peer, why)
         return out

@@ -144,6 +144,8 @@ class PathNews:
     peer: str
     up: bool
     reason: str
+    #: a link up to a reader: the reorder window its answer announced (0: not said)
+    window: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -177,6 +179,8 @@ class Leg:
     tried: tuple[str, ...] = field(default_factory=tuple)
     #: the fingerprint of the identity that signed the peer's key for this leg
     peer_fp: str = ""
+    #: sender: the reorder window the reader's answer announced (0: not said)
+    peer_window: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -261,6 +265,7 @@ class Negotiator:
         keys: KeyOps,
         new_leg: Callable[[], str] = lambda: secrets.token_hex(8),
         connect_timeout: float = CONNECT_TIMEOUT,
+        window: int = 0,
     ) -> None:
         self.role = role
         self.sid = sid
@@ -271,6 +276,9 @@ class Negotiator:
         self.keys = keys
         self.new_leg = new_leg
         self.connect_timeout = connect_timeout
+        #: reader: our reorder window, announced in the answer (`win`) so the sender
+        #: never lets the link run that far ahead of the relay's frames
+        self.window = window
         #: per peer (readers for a sender, the sender for a reader)
         self.legs: dict[str, Leg] = {}
         self.closed = False
@@ -367,7 +375,7 @@ class Negotiator:
             out.append(Forget(leg.key))
         to = peer if self.role is Role.SENDER else ""
         out.append(SendSignal(HotlinkSignal(self.sid, UP, None, leg_id, to=to)))
-        out.append(PathNews(peer, True, "direct link up"))
+        out.append(PathNews(peer, True, "direct link up", leg.peer_window))
         return out
 
     def connect_failed(self, peer: str, leg_id: str, why: str, now: float) -> list[Effect]:
@@ -482,7 +490,8 @@ class Negotiator:
         self.legs[sig.frm] = leg
         out.append(Expect(self.sid, self.sender, self.me, tok.leg, leg.key, peer_public))
         answer = self._token(Claim(ANSWER, self.sid, self.sender, self.me, tok.leg, ""), leg.key)
-        out.append(SendSignal(HotlinkSignal(self.sid, ANSWER, self.candidates() or None, answer)))
+        reply = HotlinkSignal(self.sid, ANSWER, self.candidates() or None, answer, win=self.window)
+        out.append(SendSignal(reply))
         return out
 
     def _on_answer(self, leg: Leg, sig: HotlinkSignal, now: float) -> list[Effect]:
@@ -494,6 +503,7 @@ class Negotiator:
         except ValueError as exc:
             log.warning("session %s: direct answer of %s refused: %s", self.sid, leg.peer, exc)
             return self._backoff(leg, f"answer of {leg.peer} refused: {exc}", now)
+        leg.peer_window = sig.win
         adr = list(sig.addrs or ())
         cands = adr + [a for a in combine_observed(sig.obs, adr) if a not in adr]
         log.info(

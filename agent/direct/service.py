@@ -206,6 +206,7 @@ class DirectService:
                 enabled=s.direct_mode != _DIRECT_OFF,
                 candidates=self.candidates,
                 keys=self.keys,
+                window=0 if s.is_sender else s.rx.lim.reorder_window,  # type: ignore[attr-defined]
             )
             self.negs[id(s)] = neg
             self.sessions[id(s)] = s
@@ -289,7 +290,7 @@ class DirectService:
         if s.is_sender:
             tx = s.tx  # type: ignore[attr-defined]
             if e.up:
-                s.apply(tx.direct_link_up(e.peer))
+                s.apply(tx.direct_link_up(e.peer, e.window))
             else:
                 s.direct_links.pop(e.peer, None)  # type: ignore[attr-defined]
                 s.apply(tx.direct_link_down(e.peer, e.reason))
