@@ -7,16 +7,10 @@ duplicate). Delivered frames become `Deliver` effects (the adapter writes them t
 every connected app); while no app is connected at most `reader_queue` frames /
 `reader_queue_bytes` are kept for the first app (`DeliverBacklog`).
 
-Refetch (design.md, "Refetch"): a frame no app can take (the no-app backlog is full,
-or the only app was disconnected for reading too slowly) is refused, and every later
-one with it. None is confirmed, so the sender keeps them; when an app connects the
-stream asks again: a catch-up from the safe cursor (files), then a re-Accept with the
-delivered seq, on which the sender re-sends what it holds after it.
-
-Catch-up (`catch_up.py`): before accepting a (new) sid, and on every link up, the
-stream pages through the relay's store; it accepts the sender's open only after the
-last page. A reader new to the stream holds those files until its start is known
-(`join.py`): it starts where they run without a hole up to the live stream, else at it.
+A frame no app can take is refused, not dropped, and asked for again once an app
+connects (`refetch.py`). Before accepting a (new) sid, and on every link up, the stream
+pages through the relay's store and accepts the sender's open only after the last page
+(`catch_up.py`); a reader new to the stream starts as `join.py` decides.
 
 Timers (`next_deadline` / `handle_timer(now)`): the gap timer skips seqs that never
 came (not while a catch-up runs), the progress timer reports the delivered seq to the
