@@ -179,7 +179,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "reader_total_bytes",
-        V.pos_int,
+        V.pos_size,
         "bytes queued for slow reader apps and kept while no app is connected, summed over "
         "all sessions; past it the app whose queue would grow is disconnected, or the "
         "frame for an absent app refused, both logged, and asked from the sender again "

@@ -50,7 +50,9 @@ PEERS = ["alice@example.org", "bob@example.org", "carol@example.org", "dave@exam
 async def latency(count: int, size: int, blocks: int) -> dict[str, Any]:
     devstack.CLUSTER = devstack_cluster
     with tempfile.TemporaryDirectory(prefix="hlcl-", dir="/tmp") as tmp:
-        state = await devstack.up(tmp, PEERS, relays=3)
+        # relay paths only: with the direct path on, the agents would link up and the
+        # figures would time their link, not the relays
+        state = await devstack.up(tmp, PEERS, relays=3, direct="off")
         clients: list[AgentClient] = []
         chans: list[bench.Channel] = []
         try:

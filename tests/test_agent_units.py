@@ -65,6 +65,17 @@ def test_config_flags_only_and_errors(tmp_path):
         load_config([*BASE, "--config", str(bad)], {})
 
 
+def test_every_bytes_option_takes_binary_units():
+    """The help says BYTES values take binary units: so does every such option."""
+    from hotlink.agent.config import OPTIONS
+
+    sized = [o for o in OPTIONS if o.metavar == "BYTES"]
+    assert len(sized) > 5
+    for o in sized:
+        c = load_config([*BASE, "--" + o.name.replace("_", "-"), "3MiB"], {})
+        assert getattr(c, o.name) == 3 << 20, o.name
+
+
 def test_help_mentions_env_for_every_flag(capsys):
     with pytest.raises(SystemExit):
         load_config(["--help"], {})
