@@ -22,6 +22,7 @@ from typing import Any
 from hotlink.wire import messages as m
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import ProtocolError
+from hotlink.wire.extensions import STREAM_START
 from hotlink.wire.paths import session_path, validate_path
 
 from .budget import ByteBudget
@@ -488,6 +489,8 @@ class SessionManager:
             self.files.ingest(msg)  # type: ignore[arg-type]
         elif t is m.FileSync:
             self._on_file_sync(msg)  # type: ignore[arg-type]
+        elif t is m.HotlinkSignal and msg.kind == STREAM_START:  # type: ignore[union-attr]
+            self._on_stream_start(msg)  # type: ignore[arg-type]
         elif any(hook(env) for hook in self.message_hooks):
             return
         elif t is m.Error:
@@ -531,6 +534,12 @@ class SessionManager:
         if s is None or s.is_sender or s.closed:
             return
         s.apply(s.rx.offer(msg, self.loop.time()))
+
+    def _on_stream_start(self, msg: m.HotlinkSignal) -> None:
+        s = self.by_sid.get(msg.sid)
+        if s is None or s.is_sender or msg.seq is None or msg.frm != s.rx.sender:  # type: ignore[attr-defined]
+            return
+        s.apply(s.rx.stream_start(msg.seq, self.loop.time()))  # type: ignore[attr-defined]
 
     def _on_accept(self, msg: m.HotlinkAccept) -> None:
         s = self.by_sid.get(msg.sid)

@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 import pytest
-from hotlink.agent.core.effects import Emit, EventType, Transmit
+from hotlink.agent.core.effects import Emit, EventType, Send, Transmit
 from hotlink.agent.core.limits import StreamLimits, Totals
 from hotlink.agent.core.paths import ActivePath, FallbackMode
 from hotlink.agent.core.refetch import Refetch
@@ -508,3 +508,34 @@ def test_a_re_send_skips_the_links_of_readers_that_confirmed_it() -> None:
     assert net.direct_frames == direct + 1 and net.relay_frames - relay == 16
     assert net.readers[CAROL].delivered == list(range(1, 22))
     assert net.readers[BOB].delivered == list(range(1, 22))
+
+
+def _starts(effects: list[Any]) -> list[tuple[str, int | None]]:
+    return [
+        (e.msg.to, e.msg.seq)
+        for e in effects
+        if isinstance(e, Send) and isinstance(e.msg, m.HotlinkSignal)
+    ]
+
+
+def test_a_new_reader_is_told_where_its_frames_begin() -> None:
+    """`hotlink.stream.start` answers a new reader's accept, ahead of every frame
+    sent after it: the first seq it gets (join.py decides its start by it). On the
+    relay path that is the next frame; while the links skip the relay, the first
+    frame re-sent to it; a reader that says where it is (a seq) is not told."""
+    st, net = setup(BOB)
+    net.run(st.app_frames(frames(5)))
+    out = st.on_accept(CAROL, None)
+    assert _starts(out) == [(CAROL, 6)] and isinstance(out[0], Send)
+
+    st, net = setup(BOB, CAROL)
+    for r in (BOB, CAROL):
+        net.run(st.direct_link_up(r))
+    net.run(st.app_frames(frames(5)))
+    assert net.relay_frames == 0  # over the links only
+    net.run(st.on_progress(BOB, 3))
+    net.run(st.on_progress(CAROL, 3))
+    dave = "dave@x.org"
+    out = st.on_accept(dave, None)
+    assert _starts(out) == [(dave, 4)] and [f.seq for f in st.pending] == [4, 5]
+    assert _starts(st.on_accept(dave, 5)) == []

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hotlink.agent.core.effects import DeliverBacklog
 from hotlink.agent.core.gap_report import INTERVAL, GapReport
-from hotlink.agent.core.join import FROM_START_WAIT, JoinRun
+from hotlink.agent.core.join import JoinRun
 from hotlink.agent.core.limits import StreamLimits, Totals
 from hotlink.agent.core.reader import ReaderStream
 from hotlink.agent.reorder import ReorderBuffer
@@ -77,6 +77,10 @@ class Reader:
     def caught_up(self) -> None:
         """The last catch-up page: the reader accepts."""
         self.run(self.st.on_file_sync(m.FileSync(PATH, 9, "z", sid="s1"), self.now))
+
+    def answer(self, nxt: int) -> None:
+        """The sender's `hotlink.stream.start`: it sends us every seq from `nxt` on."""
+        self.run(self.st.stream_start(nxt, self.now))
 
     def live(self, it: Any) -> None:
         for s in it:
@@ -153,27 +157,81 @@ def test_without_a_live_frame_the_held_files_are_delivered_after_the_timeout() -
     assert r.got == list(range(5, 13)) and r.st.drops == 0
 
 
-def test_a_run_from_the_streams_start_waits_only_briefly() -> None:
+def test_the_senders_answer_starts_a_run_that_reaches_it_at_once() -> None:
     """A tunnel's first connection: its first frames went by files (no reader had
-    accepted yet) and its peer waits for the answer, so no live frame comes. A run from
-    seq 1 is the stream's start: it waits `FROM_START_WAIT`, not the reorder timeout
-    (which was longer than the tunnel's connect timeout)."""
+    accepted yet) and its peer waits for an answer, so no live frame comes. The
+    sender's answer to the accept (next seq 3) says the run 1..2 reaches the live
+    stream: delivered at once, no timer (the reorder timeout was longer than the
+    tunnel's connect timeout)."""
     r = Reader(reorder_window=64, reorder_timeout=2.0)
     r.files([1, 2])
     r.caught_up()
-    assert r.got == [] and r.st.next_deadline() == pytest.approx(FROM_START_WAIT)
-    r.wait(FROM_START_WAIT)
+    assert r.got == [] and r.st.next_deadline() == pytest.approx(2.0)
+    r.answer(3)
     assert r.got == [1, 2]
+    r.files([3])  # still on files: a broadcast copy follows the run
+    r.live([4])
+    assert r.got == [1, 2, 3, 4] and r.st.drops == 0
 
 
-def test_a_run_from_seq_1_waits_while_files_keep_coming() -> None:
-    """A running TEE stream: its copies keep coming by broadcast while the joiner's
-    accept travels, so the run from seq 1 waits for the live frame, which decides."""
+def test_the_senders_answer_skips_a_run_that_stops_short_however_late() -> None:
+    """A running TEE stream on a loaded machine: the stored copies stop at 53 (the file
+    worker fell behind), the sender is at 6000, and its answer and live frames come
+    1.7 s after the catch-up. However late, the answer decides: the joiner starts at
+    6001, never at 1 with a jump to the live stream."""
+    r = Reader(reorder_window=4096, reorder_timeout=2.0)
+    r.files(range(1, 54))
+    r.caught_up()
+    r.wait(1.7)
+    assert r.got == []
+    r.answer(6001)
+    r.files([54, 55])  # the file worker's late copies: before the start
+    r.live(range(6001, 6004))
+    assert r.got == [6001, 6002, 6003] and r.st.drops == 0
+
+
+def test_the_senders_answer_below_the_run_is_the_start() -> None:
+    """The sender re-sends from 8 (frames it holds for a new reader while its links
+    skipped the relay): the stored run 10..12 follows them."""
+    r = Reader(reorder_window=64)
+    r.files([10, 11, 12])
+    r.caught_up()
+    r.answer(8)
+    r.live([8, 9, 13])
+    assert r.got == list(range(8, 14)) and r.st.drops == 0
+
+
+def test_the_senders_answer_without_stored_files_sets_the_start() -> None:
+    """Nothing stored: the answer is the start, and a stale stored copy that comes
+    later (below it) is not delivered."""
+    r = Reader(reorder_window=64)
+    r.caught_up()
+    r.answer(5)
+    r.files([3])
+    r.live([5, 6])
+    assert r.got == [5, 6] and r.st.drops == 0
+
+
+def test_a_live_frame_before_the_answer_decides_and_the_answer_is_moot() -> None:
+    """Frames the relay carried to us before the sender saw our accept come first:
+    the first decides, as on the relay path; the answer after it changes nothing."""
+    r = Reader(reorder_window=64)
+    r.files([1, 2])
+    r.caught_up()
+    r.live([3])
+    r.answer(4)
+    r.live([4])
+    assert r.got == [1, 2, 3, 4] and r.st.drops == 0
+
+
+def test_without_an_answer_a_run_from_seq_1_waits_for_the_live_frame() -> None:
+    """A sender that does not answer (an older agent), TEE copies still coming by
+    broadcast: the live frame decides, not the files' pace."""
     r = Reader(reorder_window=64, reorder_timeout=2.0)
     r.files([1, 2, 3])
     r.caught_up()
     for s in range(4, 10):
-        r.wait(FROM_START_WAIT * 0.8)
+        r.wait(0.08)
         r.files([s])
     assert r.got == []
     r.live([6001])

@@ -23,6 +23,7 @@ from hotlink.common.ports import free_port
 from hotlink.telemetry import names as N
 from hotlink.telemetry.receiver import by_name, has_names
 from hotlink.v1 import agent_pb2 as pb
+from hotlink.wire.extensions import STREAM_START
 from hotlink.wire.frames import Frame, encode_frame
 from hotlink.wire.messages import HotlinkAccept, HotlinkData, HotlinkOpen, HotlinkSignal
 from test_fallback_e2e import PATH, REL, A, B, Reader, send_paced
@@ -325,6 +326,8 @@ def test_candidate_that_never_answers_leaves_the_session_on_the_relay(relay, age
         async with relay_client(relay, B) as bob:
             offer = await bob.recv_type(HotlinkOpen, 20)
             await bob.send(HotlinkAccept(offer.sid))
+            start = await bob.recv_type(HotlinkSignal, 20)  # where its frames begin
+            assert start.kind == STREAM_START and start.seq == 1
             sig = await bob.recv_type(HotlinkSignal, 20)
             assert sig.kind == n.OFFER and sig.frm == A
             leg = n.Token.decode(sig.token).leg

@@ -148,6 +148,8 @@ def test_the_reader_s_reorder_window_reaches_the_sender_s_link_news() -> None:
     # through both codecs, as the relay passes it on
     sig = HotlinkSignal(SID, n.ANSWER, ["h:1"], "2.leg1.k.i.s", frm=B, win=64)
     assert decode(encode(sig)).msg == sig and decode(encode_json(sig)).msg == sig
+    start = HotlinkSignal(SID, "hotlink.stream.start", frm=A, to=B, seq=0)
+    assert decode(encode(start)).msg == start and decode(encode_json(start)).msg == start
     # an older reader says nothing: 0, the sender's own window applies
     legacy = make(Role.READER, B)
     conn = negotiate(s2 := make(Role.SENDER, A), legacy)

@@ -159,7 +159,12 @@ def test_state_keeper_debounces_and_marks_clean(tmp_path: Path) -> None:
     async def main() -> int:
         k = StateKeeper(path, snap, interval=0.01)
         k.start()
-        await asyncio.sleep(0.2)
+        # until the first write is done and a few unchanged snapshots came after it (a
+        # fixed 0.2 s wait assumed the write's worker thread started at once)
+        for _ in range(1000):
+            if k.writes and calls[0] > 3:
+                break
+            await asyncio.sleep(0.01)
         writes = k.writes
         await k.close()
         return writes

@@ -9,7 +9,7 @@ from hotlink.relay.acl import AclIndex, parse_acl
 from hotlink.relay.router import Outgoing, Router
 from hotlink.relay.store import Store
 from hotlink.wire.envelope import Envelope
-from hotlink.wire.extensions import ALL, DIRECT, NONE, for_peer
+from hotlink.wire.extensions import ALL, DIRECT, NONE, STREAM_START, for_peer
 from hotlink.wire.messages import (
     Error,
     HotlinkAccept,
@@ -162,3 +162,7 @@ def test_for_peer_signal() -> None:
     theirs = HotlinkSignal("s", "sdp_answer", ["h:1"], frm=A, to=B, obs="1.1.1.1", win=64)
     assert for_peer(theirs, NONE) == HotlinkSignal("s", "sdp_answer", ["h:1"])
     assert for_peer(theirs, frozenset({DIRECT})) is theirs
+    # our own kinds outside the direct path never reach a reference peer
+    start = HotlinkSignal("s", STREAM_START, frm=A, to=B, seq=7)
+    assert for_peer(start, NONE) is None
+    assert for_peer(start, frozenset({DIRECT})) is start

@@ -50,8 +50,15 @@ FILE_SYNC = "file-sync"
 #: session's sender and its accepted readers, with the relay-set `frm` and `obs` and
 #: the sender-set `to`.
 DIRECT = "direct"
-#: the prefix of our own signal kinds (never sent to a peer without `DIRECT`)
+#: the prefix of the direct path's signal kinds (the relay refuses them to a peer
+#: without `DIRECT`: the signaller stops negotiating)
 DIRECT_KIND_PREFIX = "hotlink.direct."
+#: the prefix of all our own signal kinds (never passed to a peer without `DIRECT`)
+OUR_KIND_PREFIX = "hotlink."
+#: sender -> a new reader, in answer to its Accept: `seq` is the first seq the sender
+#: sends it from then on (by the hotlink or as fallback files), so a reader joining a
+#: running stream knows where its start is without waiting for a live frame
+STREAM_START = "hotlink.stream.start"
 
 #: fallback-file writers: `FileWrite.wrt`, the authenticated writer the relay stamps on
 #: the fallback files it passes on (broadcasts and catch-up pages).
@@ -100,10 +107,10 @@ def for_peer(msg: Message, ext: frozenset[str]) -> Message | None:
     if t is HotlinkSignal:
         if DIRECT in ext:
             return msg
-        if msg.kind.startswith(DIRECT_KIND_PREFIX):  # type: ignore[union-attr]
+        if msg.kind.startswith(OUR_KIND_PREFIX):  # type: ignore[union-attr]
             return None
-        if msg.frm or msg.to or msg.obs or msg.win:  # type: ignore[union-attr]
-            return replace(msg, frm="", to="", obs="", win=0)  # type: ignore[type-var]
+        if msg.frm or msg.to or msg.obs or msg.win or msg.seq is not None:  # type: ignore[union-attr]
+            return replace(msg, frm="", to="", obs="", win=0, seq=None)  # type: ignore[type-var]
         return msg
     if t is FileWrite:
         mtime = msg.mtime if FILE_SYNC in ext else 0  # type: ignore[union-attr]

@@ -345,6 +345,9 @@ class HotlinkSignal:
     #: extension `direct`, in a reader's answer: its reorder window in seqs (0: not
     #: said), which bounds how far its link may run ahead of the relay
     win: int = 0
+    #: extension `direct`, in `hotlink.stream.start`: the first seq the sender sends
+    #: the new reader it answers (None: not said)
+    seq: int | None = None
 
     def to_dat(self) -> dict[str, Any]:
         # the reference's keys and order; `adr`, `tok`, `err` are omitempty there
@@ -363,6 +366,8 @@ class HotlinkSignal:
             d["obs"] = self.obs
         if self.win:
             d["win"] = self.win
+        if self.seq is not None:
+            d["seq"] = self.seq
         return d
 
     @classmethod
@@ -377,6 +382,7 @@ class HotlinkSignal:
             _str(d, "to", ""),
             _str(d, "obs", ""),
             _int(d, "win", 0),
+            _int(d, "seq") if d.get("seq") is not None else None,
         )
 
 

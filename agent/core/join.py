@@ -12,11 +12,13 @@ So the files are held here, as one contiguous run, until the start is known:
 
 - a file after a hole ends the run before it: that history is not part of this
   reader's stream (`skipped`, reported once, not a drop);
-- the first live frame (by the hotlink or a direct link) decides: the run is the start
-  if it reaches that frame, else the frame is (the live point, as on the relay path);
-- no live frame within the reorder timeout after the catch-up (an idle sender, or one
-  still on files), or, for a run from seq 1, no file either for `FROM_START_WAIT`: the
-  run is the start;
+- the sender's answer to our Accept (`hotlink.stream.start`: the first seq it sends us
+  from then on) or, if a live frame (by the hotlink or a direct link) comes first, that
+  frame decides: the run is the start if it reaches that seq, else the seq is (the
+  live point, as on the relay path). The answer needs no timing: the run cannot be
+  taken as the start on a loaded machine where the first live frame is late;
+- neither within the reorder timeout after the catch-up (a sender that does not
+  answer, e.g. an older agent, idle or still on files): the run is the start;
 - a run as long as the reorder window is the start at once (memory stays bounded as in
   the reorder buffer; a stream stored whole, e.g. written to files before any reader
   accepted, is delivered as it comes).
@@ -36,14 +38,12 @@ log = logging.getLogger("hotlink.agent.sessions")
 
 T = TypeVar("T")
 
-#: a held run from seq 1 is the start once no file came for this long (`caught_up`)
-FROM_START_WAIT = 0.1
 #: `owed_from` while the stream started from stored history and no live frame came
 HISTORY = 1 << 62
 
 
 class JoinRun(Generic[T]):
-    __slots__ = ("first", "items", "last", "limit", "owed_from", "since", "skipped", "wait")
+    __slots__ = ("first", "items", "limit", "owed_from", "since", "skipped", "wait")
 
     def __init__(self, limit: int, wait: float) -> None:
         #: a run this long is the start at once (the reorder window)
@@ -57,8 +57,6 @@ class JoinRun(Generic[T]):
         self.skipped = 0
         #: when the catch-up ended (`due` counts from it, by where the run starts)
         self.since: float | None = None
-        #: when the last stored file came
-        self.last = 0.0
         #: seqs skipped from here on were owed to this reader (below: stored history)
         self.owed_from = 0
 
@@ -86,7 +84,6 @@ class JoinRun(Generic[T]):
     def hold(self, seq: int, item: T, syncing: bool, now: float) -> bool:
         """`add`, and after the catch-up (a broadcast file) arm `due`; True when the
         run is long enough to be the start."""
-        self.last = now
         if self.add(seq, item):
             return True
         if not syncing:
@@ -94,12 +91,8 @@ class JoinRun(Generic[T]):
         return False
 
     def caught_up(self, now: float) -> None:
-        """The catch-up ended: a live frame may decide for `wait`, then the run is the
-        start. A run from seq 1 is the stream's own start: it is taken once no file
-        came for `FROM_START_WAIT`. Its first frames usually went by files because no
-        reader had accepted yet, and on a tunnel's first connection the peer waits for
-        an answer: no live frame comes. A running TEE stream keeps bringing files (its
-        copies) until its next live frame decides."""
+        """The catch-up ended: the sender's answer or a live frame may decide for
+        `wait`, then the run is the start."""
         if self.items and self.since is None:
             self.since = now
 
@@ -113,10 +106,7 @@ class JoinRun(Generic[T]):
         catch-up has not ended). Follows where the run starts now."""
         if self.since is None:
             return None
-        due = self.since + self.wait
-        if self.first == 1:
-            due = min(due, max(self.since, self.last) + FROM_START_WAIT)
-        return due
+        return self.since + self.wait
 
     def live(self, seq: int, expected: int | None) -> bool:
         """A live frame that the reader's fast path did not take; True if it decides

@@ -12,10 +12,8 @@ connects (`refetch.py`). Before accepting a (new) sid, and on every link up, the
 pages through the relay's store and accepts the sender's open only after the last page
 (`catch_up.py`); a reader new to the stream starts as `join.py` decides.
 
-Timers (`next_deadline` / `handle_timer(now)`): the gap timer skips seqs that never
-came (not while a catch-up runs), the progress timer reports the delivered seq to the
-sender (`HotlinkProgress`, at most every `PROGRESS_DELAY`), the catch-up timer asks a
-late page again, and the re-ask timer spaces a refetch's re-Accepts.
+Timers (`next_deadline` / `handle_timer(now)`): gaps skipped, progress reported (at
+most every `PROGRESS_DELAY`), late catch-up pages and refetch re-Accepts asked again.
 
 "Delivered" means handed to the kernel for every connected app: the adapter injects
 `app_flushed(last_seq)`, the lowest seq its app connections flushed (None: no app);
@@ -223,12 +221,10 @@ class ReaderStream:
         return out
 
     def in_order(self, msg: m.HotlinkData, now: float) -> bytes | None:
-        """The common case of `on_data`, taken when it applies (in order, nothing
-        buffered, an app connected, frames already coming by hotlink): the frame is
-        delivered, and its HLNK header returned for the adapter to write with the
-        payload to every app. What `_deliver` and `_after_push` would do for it,
-        without an effect list, the path switch checks or the backlog. None: not
-        taken, `on_data` decides."""
+        """The common case of `on_data` (in order, nothing buffered, an app connected,
+        frames already coming by hotlink): what `_deliver` and `_after_push` would do,
+        without an effect list; returns the HLNK header for the adapter to write with
+        the payload to every app. None: not taken, `on_data` decides."""
         seq = msg.seq
         if not (
             self.apps
@@ -275,6 +271,15 @@ class ReaderStream:
         if self.progress_due is None:
             self.progress_due = now + PROGRESS_DELAY
         self._after_push(now)
+
+    def stream_start(self, nxt: int, now: float) -> list[Effect]:
+        """The sender's answer to our Accept as a new reader: it sends us every seq from
+        `nxt` on. Without a start yet, that decides it (the held stored run if it
+        reaches `nxt`, else `nxt`: join.py), with no live frame or timer to wait for."""
+        out: list[Effect] = []
+        if self.reorder.expected is None and not self.closed:
+            self._files(self._start_at(nxt), now, out)
+        return out
 
     def _start_at(self, live: int | None) -> list[tuple[int, FileData]]:
         """Our start is known (`live`: the first live frame, or None): held files from it."""

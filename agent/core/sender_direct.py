@@ -61,7 +61,10 @@ Switching without loss:
 
 from __future__ import annotations
 
-from .effects import Effect, Emit, EventType, Transmit
+from hotlink.wire import messages as m
+from hotlink.wire.extensions import STREAM_START
+
+from .effects import Effect, Emit, EventType, Send, Transmit
 from .paths import ActivePath, Switch
 from .sender import SenderStream
 from .state import SessionState, Trigger
@@ -291,10 +294,27 @@ class DirectSenderStream(SenderStream):
             # unconfirmed by the relay (the reader drops what precedes its start).
             seq = self.confirmed
         out = super().on_accept(peer, seq)
+        if told is None and new:
+            # ahead of the frames it gets from now on: where they begin (join.py)
+            out.insert(
+                0,
+                Send(
+                    m.HotlinkSignal(self.sid, STREAM_START, to=peer, seq=self.next_for_new_reader())
+                ),
+            )
         if told:  # it delivered up to `told`: its stream's start is known
             self._anchored(peer, out)
         self._report(out, peer, f"{peer} accepted")
         return out
+
+    def next_for_new_reader(self) -> int:
+        """The first seq a reader that just accepted as new gets from us: every seq
+        from it on reaches it, by the hotlink (what is queued, re-sends first, and what
+        comes after) or as fallback files (those after the last hotlink frame that are
+        not in the store yet are broadcast to it when they are)."""
+        nxt = self.last_seq + 1
+        pend = self.pending
+        return min(pend[0].seq, nxt) if pend else nxt
 
     def _reader_left(self, peer: str, ev: EventType, reason: str, why: str) -> list[Effect]:
         self.direct_up.discard(peer)
