@@ -330,7 +330,7 @@ class Model:
                 self.transmit(e.force, e.fail_over)  # type: ignore[union-attr]
             elif t is Send:
                 msg = e.msg  # type: ignore[union-attr]
-                if isinstance(msg, m.HotlinkOpen):
+                if isinstance(msg, (m.HotlinkOpen, m.HotlinkSignal)):
                     self.to_relay.send(partial(self.relay_from_sender, msg))
             elif t is PauseApps:
                 self.paused = True
@@ -405,6 +405,11 @@ class Model:
                     r.first_relay = msg.seq
         elif isinstance(msg, m.HotlinkOpen):
             self.from_relay.send(partial(self.s_from_relay, m.Ack("open")))
+        elif isinstance(msg, m.HotlinkSignal) and msg.to in self.legs:  # stream.start
+            r = self.legs[msg.to]
+            nxt = msg.seq or 0
+            self.sim.log(r.name, "stream.start sent", nxt)
+            r.down.send(partial(self.r_call, r, lambda now: r.rx.stream_start(nxt, now)))
 
     def relay_from_reader(self, r: ModelReader, msg: m.Message) -> None:
         if isinstance(msg, m.HotlinkAccept):

@@ -539,3 +539,60 @@ def test_a_new_reader_is_told_where_its_frames_begin() -> None:
     out = st.on_accept(dave, None)
     assert _starts(out) == [(dave, 4)] and [f.seq for f in st.pending] == [4, 5]
     assert _starts(st.on_accept(dave, 5)) == []
+
+
+def test_a_new_reader_is_not_credited_with_the_others_confirmation() -> None:
+    """A new reader accepted while links skip the relay gets what the sender holds
+    unconfirmed re-sent, but it confirmed nothing itself: its own (lower) progress
+    counts. Credited with the session's seq, it had the frames it refused (no app
+    yet) forgotten, and its re-Accept's seq raised past them (QA model)."""
+    st, net = setup(BOB)
+    net.run(st.direct_link_up(BOB))
+    net.run(st.app_frames(frames(10)))
+    net.run(st.on_progress(BOB, 10))
+    net.run(st.on_accept(CAROL, None))
+    assert CAROL not in st.reader_acks
+    net.run(st.on_progress(CAROL, 7))
+    assert st.reader_acks[CAROL] == 7
+
+
+def test_a_re_accept_that_raises_the_last_ack_trims_the_window() -> None:
+    """Every reader confirmed the last frame once carol's re-Accept says where she is:
+    the re-send window is emptied then, not at some later progress (at a stream's
+    end there is none, and a relay drop would re-send it all)."""
+    st, net = setup(BOB, CAROL)
+    net.run(st.app_frames(frames(10)))
+    net.run(st.on_progress(BOB, 10))
+    net.run(st.on_progress(CAROL, 2))
+    assert [f.seq for f in st.recent] == list(range(3, 11))
+    net.run(st.on_accept(CAROL, 10))
+    assert not st.recent and st.confirmed == 10
+
+
+def test_a_re_send_to_a_reader_the_relay_still_carries_frames_to_goes_whole_by_it() -> None:
+    """Carol's link is up while the relay still carries her frames (`relay_tail`) when
+    she asks for a re-send (a refetch): all of it goes by the relay, behind them, and
+    her link waits until she confirmed past it. Split, the link's part ended her
+    refetch's wait and the relay's older copies then pushed her window past the rest,
+    or the link's part came first and was dropped as copies (QA model)."""
+    st, net = setup(BOB)
+    carol = net.readers[CAROL] = Reader()
+    net.relay_legs.add(CAROL)
+    net.run(st.on_accept(CAROL, None))
+    net.run(st.app_frames(frames(5)))
+    net.progress()
+    in_flight: list[int] = []
+    carol.take = lambda seq, via: in_flight.append(seq)  # type: ignore[method-assign]
+    net.run(st.app_frames(frames(20)))  # 6..25 on their way to carol by the relay
+    net.run(st.direct_link_up(CAROL))
+    assert CAROL in st.direct_up and st.relay_tail[CAROL] == 25
+    net.run(st.on_accept(CAROL, 5))  # her app refused 6..: she asks again
+    assert CAROL not in st.direct_up and CAROL in st.direct_held
+    assert all(not direct for relay, direct in [st.carriers()])
+    del carol.take
+    for seq in in_flight:
+        carol.take(seq, "relay")
+    net.progress()  # past what was sent at her Accept: the link carries again
+    assert CAROL in st.direct_up
+    net.run(st.app_frames(frames(3)))
+    assert carol.delivered == list(range(1, 29))

@@ -108,10 +108,14 @@ def run_seed(seed: int) -> tuple[Model, list[tuple[str, int, str]]]:
     return model, check(model)
 
 
-#: seeds that fail on the current code (found by this model; see the xfail tests
-#: below for one of each kind, and docs/reliability.md "Known gaps")
-KNOWN_FAILING = (4, 23, 26, 33, 77, 83, 93, 114, 117, 139, 147, 151, 171, 188, 195)
-#: seeds of the default suite (about 7 s): every shape of run (1-4 readers, reorder
+#: seeds below 200 that fail on the current code (one of each kind left is an xfail
+#: test below; docs/reliability.md "Known gaps")
+KNOWN_FAILING = (117,)
+#: the same for seeds 0..1 999 (`-m slow`): frames lost on a dying link with a window
+#: of 16 (117, 876, 1294, 1567, 1693); a joiner started by another reader's re-send
+#: (785, 841, 1437, 1702)
+KNOWN_FAILING_MANY = (117, 785, 841, 876, 1294, 1437, 1567, 1693, 1702)
+#: seeds of the default suite (about 8 s): every shape of run (1-4 readers, reorder
 #: windows of 16, 64 and 4 096, no-app queues of 8, 64 and 4 096, relay stalls);
 #: with any one of the fixes of docs/reliability.md "Known gaps" undone, some fail
 DEFAULT_SEEDS = [s for s in range(200) if s not in KNOWN_FAILING]
@@ -133,49 +137,28 @@ def test_model_fixed_seeds() -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="a refetch's re-send split across the two paths")
-def test_a_refetch_re_send_split_across_paths_loses_frames() -> None:
-    """Seed 23 (one reader, reorder window 16, no-app queue 8): the reader's app came
-    late; frames 9.. were refused. Its app connected, its progress (8) anchored it and
-    its held link came up with `relay_tail` = 262 (newer frames on their way by the
-    relay); its re-Accept(8) re-queued 9..262. 9..23 went by the link (less than a
-    window past its ack), 24.. by the relay (`_too_far_ahead`), *behind* the first
-    copies of ~250..262 still on the relay. The link's 9 ended the refetch's wait
-    (`Refetch.in_flight_copy` drops frames ahead only until the re-send's first frame
-    comes); the relay's first copy of 262 then came a window past the expected 24: the
-    reorder buffer skipped 24..246, and the re-send's 24.. came too late (223 lost).
-    `relay_tail` assumes the frames on their way by the relay are older than the ones
-    it routes behind them; after a re-send they are newer. The same without a refetch
-    (seed 1683): a frame sent direct is lost on a dying link while later ones went by
-    the relay a window ahead (`_too_far_ahead`); its re-send by the relay queues
-    behind them and comes after the reorder buffer skipped it."""
-    model, problems = run_seed(23)
+@pytest.mark.xfail(strict=True, reason="a link's frames lost as it dies, re-sent behind")
+def test_frames_lost_on_a_dying_link_come_back_behind_frames_a_window_ahead() -> None:
+    """Seed 117 (one reader, reorder window 16): the relay still carried frames to the
+    reader, so frames a window past its ack went by the relay (`relay_tail`), 162..166
+    by its link. The link broke with 163..166 on it; the sender learnt of it 4 ms
+    later and re-sent them by the relay, behind the frames a window ahead, which came
+    first: the reorder buffer skipped 163..164 (2 lost). Seen only with windows of 16
+    and 64 (5 of 2 000 runs); a reorder window holds the frames that can be in flight
+    out of order, and a link's loss puts its re-send behind everything on the relay."""
+    model, problems = run_seed(117)
     assert not problems, report(model, problems)
 
 
-@pytest.mark.xfail(strict=True, reason="a new reader's ack is the session's, not its own")
-def test_a_new_readers_borrowed_ack_loses_what_it_refused() -> None:
-    """Seed 854 (default reorder window, no-app queue 8): r1 accepted while a link was
-    up, so the sender re-sent from the session's confirmed seq (190) and, by
-    `_resume_reader`, recorded 190 as r1's own ack. r1 had started at 168 (a relay
-    re-send for another reader) and, no app yet, refused 176.. . The other readers
-    confirmed past 190, so the sender forgot 176..190 on the strength of r1's borrowed
-    ack; r1's refetch (re-Accept 175) found them gone ("no longer held"): 15 lost.
-    Seed 1722 loses the same way while the sender still holds them: with r1's link
-    up, `on_accept` raises the re-Accept's seq (325) to the borrowed ack (328), so
-    326..328 are never re-sent."""
-    model, problems = run_seed(854)
-    assert not problems, report(model, problems)
-
-
-@pytest.mark.xfail(strict=True, reason="an ack raised by a resume does not trim the window")
-def test_an_ack_raised_by_a_re_accept_leaves_the_window_untrimmed() -> None:
-    """Seed 742: every reader confirmed the last seq (852), yet the sender keeps 604
-    frames: r2's re-Accept(852) raised its ack from 248 by `_resume_reader`, which does
-    not trim `recent` (`_trim_confirmed`), and its progress(852) after it was not news.
-    `confirmed` stays 248 until a new frame's progress (never, at the stream's end);
-    a relay drop meanwhile re-sends all 604. Nothing is lost."""
-    model, problems = run_seed(742)
+@pytest.mark.xfail(strict=True, reason="a joiner started by another reader's re-send")
+def test_a_joiner_started_by_another_readers_re_send_misses_what_it_refused() -> None:
+    """Seed 1702 (default window, no-app queue 8): r1 joined while the relay carried a
+    re-send meant for r0 (305..311, r0's link had dropped); it took 305 as its start,
+    before the sender's answer (331) came, and refused 308.. (no app yet). The sender
+    owed it only 331 on and held nothing older: its refetch found 308..330 gone (23
+    lost). 4 of 2 000 runs, all joiners without an app. The first frame a joiner sees
+    decides its start (as on the relay path) unless the answer comes first."""
+    model, problems = run_seed(1702)
     assert not problems, report(model, problems)
 
 
@@ -183,7 +166,7 @@ def test_an_ack_raised_by_a_re_accept_leaves_the_window_untrimmed() -> None:
 def test_model_many_seeds() -> None:
     n = int(os.environ.get("HOTLINK_MODEL_SEEDS", "2000"))
     first = int(os.environ.get("HOTLINK_MODEL_FIRST", "0"))
-    failures = _failures(list(range(first, first + n)))
+    failures = _failures([s for s in range(first, first + n) if s not in KNOWN_FAILING_MANY])
     seeds = [f.split(":", 1)[0] for f in failures]
     assert not failures, (
         f"{len(failures)} of {n} runs failed ({', '.join(seeds)}):\n\n" + "\n\n".join(failures[:3])

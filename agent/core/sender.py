@@ -489,6 +489,7 @@ class SenderStream(SenderFiles, SidRecovery):
             out.append(Emit(EventType.ACCEPTED, peer))
         if seq is not None:  # the reader says where it is: re-send after it
             self._resume_reader(peer, seq)
+            self._trim_confirmed(out)  # its seq may be the last one holding frames back
         out.append(_TRANSMIT)
         out += self.reevaluate(f"{peer} accepted")
         return out

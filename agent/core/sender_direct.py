@@ -138,10 +138,11 @@ class DirectSenderStream(SenderStream):
                 relay = True
                 direct = tuple(r for r in direct if r not in ahead)
         if seq <= self.replay_until:
-            # a re-send (another reader's resume): a link whose reader confirmed it
-            # already would carry a copy only to be dropped
-            acks = self.reader_acks
-            direct = tuple(r for r in direct if acks.get(r, 0) < seq)
+            # A re-send (another reader's resume). A link whose reader confirmed the
+            # frame, or to whose reader the relay still carries it (`relay_tail`),
+            # would carry a copy to be dropped, or one a window ahead of the relay.
+            acks, tail = self.reader_acks, self.relay_tail
+            direct = tuple(r for r in direct if acks.get(r, 0) < seq and tail.get(r, 0) < seq)
         return relay, direct
 
     def _too_far_ahead(self, seq: int) -> list[str]:
@@ -159,10 +160,8 @@ class DirectSenderStream(SenderStream):
     def direct_link_up(self, reader: str, window: int = 0) -> list[Effect]:
         """`reader`'s direct link is up; `window`: the reorder window it announced (0:
         not said)."""
-        if window > 0:
+        if window > 0:  # (a held link's later use says nothing new: 0)
             self.reader_window[reader] = window
-        else:
-            self.reader_window.pop(reader, None)
         if reader in self.direct_up or self.closed:
             return []
         if self._unanchored(reader) or self._resend_on_its_way(reader):
@@ -277,6 +276,14 @@ class DirectSenderStream(SenderStream):
             # the relay's idea of this reader's progress may be older than what the
             # reader confirmed over its link
             seq = max(seq, self.reader_acks.get(peer, 0))
+            if peer in self.relay_tail and self.link_up:
+                # The relay still carries frames to it: the re-send goes by the relay
+                # too, whole and behind them; split across the two paths, the link's
+                # part would overtake the relay's, and the reader drops one part or
+                # skips the other. Its link waits, as a link-up after a re-send does.
+                self.direct_up.discard(peer)
+                self.relay_tail.pop(peer)
+                self.direct_held.add(peer)
         new = peer not in self.readers
         if not seq and peer not in self.direct_up and (seq == 0 or new):
             # a new reader, or one that delivered nothing yet (seq 0: restarted
@@ -288,12 +295,15 @@ class DirectSenderStream(SenderStream):
             # a re-send after `told` follows; the reader's first frame it lacks is at
             # most one past what was sent so far
             self.resend_asked[peer] = self.last_seq
-        if seq is None and new and self.direct_up:
+        borrowed = seq is None and new and bool(self.direct_up)
+        if borrowed:
             # Frames sent while every reader we knew had a link skipped the relay,
             # also those after the relay had added this reader: re-send what we hold
             # unconfirmed by the relay (the reader drops what precedes its start).
             seq = self.confirmed
         out = super().on_accept(peer, seq)
+        if borrowed:  # the others' confirmation, not this reader's: it confirmed nothing
+            del self.reader_acks[peer]
         if told is None and new:
             # ahead of the frames it gets from now on: where they begin (join.py)
             out.insert(
