@@ -127,8 +127,8 @@ class DirectSenderStream(SenderStream):
         direct = tuple(sorted(self.readers & self.direct_up))
         relay = self.link_up and not (direct and len(direct) == len(self.readers))
         pend = self.pending
-        if not pend or not direct:
-            return relay, direct
+        if not (direct and pend and (self.relay_tail or pend[0].seq <= self.replay_until)):
+            return relay, direct  # the steady state: a fresh frame, no relay tail
         seq = pend[0].seq
         if self.relay_tail and self.link_up:
             ahead = self._too_far_ahead(seq)
