@@ -125,10 +125,15 @@ class DirectSenderStream(SenderStream):
         """(send to the relay, readers to send to over their direct link) for the
         frame `pending[0]`, which the adapter sends next."""
         direct = tuple(sorted(self.readers & self.direct_up))
-        relay = self.link_up and not (direct and len(direct) == len(self.readers))
         pend = self.pending
-        if not (direct and pend and (self.relay_tail or pend[0].seq <= self.replay_until)):
-            return relay, direct  # the steady state: a fresh frame, no relay tail
+        if not self.relay_tail and (not pend or pend[0].seq > self.replay_until):
+            # the steady state: a fresh frame, no relay tail
+            if direct and len(direct) == len(self.readers):
+                return False, direct
+            return self.link_up, direct
+        relay = self.link_up and not (direct and len(direct) == len(self.readers))
+        if not pend or not direct:
+            return relay, direct
         seq = pend[0].seq
         if self.relay_tail and self.link_up:
             ahead = self._too_far_ahead(seq)

@@ -9,6 +9,7 @@ runs and their figures: docs/reliability.md and docs/performance.md.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,10 @@ def test_file_flood_smoke():
     print(json.dumps(r, indent=1))
     assert (r["nacks"], r["bob_received"], r["ack_rtt"]["n"]) == (0, 400, 400), r
     assert r["healthz"]["n"] >= 1, r
+
+
+def test_carriers_cpu_smoke():
+    script = Path(__file__).with_name("carriers_cpu.py")
+    env = {**os.environ, "MICRO_N": "1000"}
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and "ns per call" in p.stdout, p.stdout + p.stderr
