@@ -1,5 +1,6 @@
 """Smoke runs of the load tools, so they keep working: `run_load.py` (4 agents, 8
-sessions, 3 s) and `file_flood.py` (a fallback-file flood through the relay).
+sessions, 3 s), `file_flood.py` (a fallback-file flood through the relay) and
+`carriers_cpu.py` (the direct-path sender's per-frame decision).
 
 Checks completeness only (every frame of every session arrived once, in order; every
 file acknowledged and passed on); the figures are printed, never asserted. The full
