@@ -213,8 +213,11 @@ class ModelReader:
     dprog: int = 0
     timer_at: float | None = None
     joined: bool = False
-    #: the first data frame the relay fanned out to this reader (its live point)
+    #: the first data frame the relay fanned out to this reader before the sender's
+    #: answer (`hotlink.stream.start`): its live point
     first_relay: int = 0
+    #: the relay passed it the sender's answer: frames after it are the sender's word
+    answered: bool = False
     #: the sender's last seq sent when the relay added this reader's leg (-1: never)
     leg_at: int = -1
 
@@ -401,12 +404,13 @@ class Model:
             self.relay_seq = max(self.relay_seq, msg.seq)
             for r in self.legs.values():
                 r.down.send(partial(self.r_data, r, msg, "R"))
-                if not r.first_relay:
+                if not r.first_relay and not r.answered:
                     r.first_relay = msg.seq
         elif isinstance(msg, m.HotlinkOpen):
             self.from_relay.send(partial(self.s_from_relay, m.Ack("open")))
         elif isinstance(msg, m.HotlinkSignal) and msg.to in self.legs:  # stream.start
             r = self.legs[msg.to]
+            r.answered = True
             nxt = msg.seq or 0
             self.sim.log(r.name, "stream.start sent", nxt)
             r.down.send(partial(self.r_call, r, lambda now: r.rx.stream_start(nxt, now)))

@@ -10,7 +10,8 @@ switching rules runs against the same races.
 
 Each run ends (after everything drained) with: every reader app got a contiguous,
 in-order, copy-free run of seqs up to the last seq sent (from 1 if it joined before
-the first frame; not past the first frame the relay brought it), no reader `drops`,
+the first frame; not past the first frame the relay brought it before the sender's
+answer, `hotlink.stream.start`), no reader `drops`,
 and nothing left in the sender's queue or re-send window.
 
 - default suite: a fixed set of seeds (a few seconds);
