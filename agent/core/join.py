@@ -55,7 +55,7 @@ class JoinRun(Generic[T]):
         self.items: list[T] = []
         #: stored frames left out: history before a hole, not owed to this reader
         self.skipped = 0
-        #: when the catch-up ended (`due` counts from it, by where the run starts)
+        #: when the catch-up ended (`due` counts from it)
         self.since: float | None = None
         #: seqs skipped from here on were owed to this reader (below: stored history)
         self.owed_from = 0
@@ -102,8 +102,8 @@ class JoinRun(Generic[T]):
 
     @property
     def due(self) -> float | None:
-        """When the run is the start unless a live frame decides first (None: the
-        catch-up has not ended). Follows where the run starts now."""
+        """When the run is the start unless the sender's answer or a live frame
+        decides first (None: the catch-up has not ended)."""
         if self.since is None:
             return None
         return self.since + self.wait
