@@ -26,6 +26,7 @@ HOT_MODULES = (
     "hotlink.wire.envelope",
     "hotlink.wire.frames",
     "hotlink.agent.reorder",
+    "hotlink.agent.core.reader_state",
     "hotlink.agent.core.reader",
     "hotlink.relay.router",
 )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from hotlink.common.version import VERSION as HOTLINK_VERSION
 from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
-from hotlink.wire.extensions import ACKS, ALL
+from hotlink.wire.extensions import ACKS, ALL, STARTS
 from hotlink.wire.messages import (
     REASON_IDLE,
     REASON_PERMISSION_DENIED,
@@ -473,7 +473,9 @@ class Router(FileRoutes, SignalRoutes):
     def _offer(self, s: Session, conn: Conn) -> Outgoing:
         s.offered.add(conn.id)
         conn.offered.add(s.sid)
-        return Outgoing(conn.id, HotlinkOpen(s.sid, s.path, s.sender, s.to))
+        sender = self.conns.get(s.sender_conn)
+        answers = sender is not None and STARTS in sender.ext  # it says where a joiner starts
+        return Outgoing(conn.id, HotlinkOpen(s.sid, s.path, s.sender, s.to, answers))
 
     def _end(self, s: Session, reason: str, *, notify_sender: bool) -> list[Outgoing]:
         """Remove a session; everyone who was offered it (readers included) is told."""

@@ -220,6 +220,11 @@ class ModelReader:
     answered: bool = False
     #: the sender's last seq sent when the relay added this reader's leg (-1: never)
     leg_at: int = -1
+    #: every seq that reached this reader agent, by either path
+    arrived: set[int] = field(default_factory=set)
+    #: the answer's seq, and whether an app was connected when the answer came
+    answer: int = 0
+    app_at_answer: bool = False
 
 
 class Model:
@@ -413,7 +418,7 @@ class Model:
             r.answered = True
             nxt = msg.seq or 0
             self.sim.log(r.name, "stream.start sent", nxt)
-            r.down.send(partial(self.r_call, r, lambda now: r.rx.stream_start(nxt, now)))
+            r.down.send(partial(self.r_call, r, lambda now: self.r_answer(r, nxt, now)))
 
     def relay_from_reader(self, r: ModelReader, msg: m.Message) -> None:
         if isinstance(msg, m.HotlinkAccept):
@@ -488,7 +493,7 @@ class Model:
         """The relay's Open reaches the reader: catch-up, then Accept."""
         r.joined = True
         self.sim.log(r.name, "join")
-        self.r_call(r, lambda now: r.rx.offer(m.HotlinkOpen(SID, PATH, SENDER), now))
+        self.r_call(r, lambda now: r.rx.offer(m.HotlinkOpen(SID, PATH, SENDER, answers=True), now))
 
     def app_connect(self, r: ModelReader) -> None:
         self.sim.log(r.name, "app connected", r.rx.last_seq)
@@ -505,10 +510,15 @@ class Model:
     def r_call(self, r: ModelReader, fn: Callable[[float], list[Effect]]) -> None:
         self.r_apply(r, fn(self.sim.now))
 
+    def r_answer(self, r: ModelReader, nxt: int, now: float) -> list[Effect]:
+        r.answer, r.app_at_answer = nxt, bool(r.rx.apps)
+        return r.rx.stream_start(nxt, now)
+
     def r_data(self, r: ModelReader, msg: m.HotlinkData, via: str) -> None:
         """`ReaderSession.on_data`, for frames of either path."""
         rx = r.rx
         ro = rx.reorder
+        r.arrived.add(msg.seq)
         exp, lost, refused = ro.expected, ro.lost, rx.refetch.refused
         header = rx.in_order(msg, self.sim.now)
         if header is not None:

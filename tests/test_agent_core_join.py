@@ -52,15 +52,18 @@ def seqs(effects: list[Any]) -> list[int]:
 class Reader:
     """A new reader of sid s1: catch-up pages of stored files, then live frames."""
 
-    def __init__(self, **lim: Any) -> None:
+    def __init__(self, *, answers: bool = False, app: bool = True, **lim: Any) -> None:
+        """`answers`: the offer says the sender answers our Accept (`stream.start`);
+        `app`: an app is connected from the start."""
         lim.setdefault("reorder_timeout", 2.0)
         self.st = ReaderStream(
             PATH, sender=ALICE, limits=StreamLimits(**lim), totals=Totals(), link_up=True
         )
         self.got: list[int] = []
         self.now = 0.0
-        self.run(self.st.start(m.HotlinkOpen("s1", PATH, ALICE), 0.0))
-        self.st.app_connected(0.0)
+        self.run(self.st.start(m.HotlinkOpen("s1", PATH, ALICE, answers=answers), 0.0))
+        if app:
+            self.st.app_connected(0.0)
 
     def run(self, effects: list[Any]) -> list[Any]:
         self.got += seqs(effects)

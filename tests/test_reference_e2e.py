@@ -77,7 +77,7 @@ def test_reference_sender_to_our_reader(relay, agent_factory):
         ):
             assert HDR_EXTENSIONS not in ref.ws.response.headers  # nothing was announced
             announced = ext.ws.response.headers[HDR_EXTENSIONS]
-            assert announced == "acks,direct,file-sync,reader-legs,resume,writer"
+            assert announced == "acks,direct,file-sync,reader-legs,resume,stream-start,writer"
             rec = Recorder(ref)
             await rec.file_write(f"{A}/syft.pub.yaml", acl_yaml(["*"]).encode(), "acl")
             # the reference sender opens on its first file's path

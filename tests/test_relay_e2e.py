@@ -153,8 +153,8 @@ def test_three_users_open_accept_data_close(relay: RelayProcess) -> None:
         ):
             await set_acl(a, A, READERS_ACL)
             await open_session(a)
-            assert await b.recv_type(HotlinkOpen) == HotlinkOpen("s1", PATH, frm=A)
-            assert await c.recv_type(HotlinkOpen) == HotlinkOpen("s1", PATH, frm=A)
+            assert await b.recv_type(HotlinkOpen) == HotlinkOpen("s1", PATH, frm=A, answers=True)
+            assert await c.recv_type(HotlinkOpen) == HotlinkOpen("s1", PATH, frm=A, answers=True)
             await accept(b, a)
             await accept(c, a)
             n = 50
@@ -185,11 +185,11 @@ def test_late_joiner_gets_opens(relay: RelayProcess) -> None:
             await open_session(a, "s1")
             await open_session(a, "s2", f"{A}/_mpc/1_to_0", to=C)
             async with relay_client(relay, B) as b, relay_client(relay, C) as c:
-                assert await b.recv() == HotlinkOpen("s1", PATH, frm=A)
+                assert await b.recv() == HotlinkOpen("s1", PATH, frm=A, answers=True)
                 got = sorted([await c.recv(), await c.recv()], key=lambda m: m.sid)
                 assert got == [
-                    HotlinkOpen("s1", PATH, frm=A),
-                    HotlinkOpen("s2", f"{A}/_mpc/1_to_0", frm=A, to=C),
+                    HotlinkOpen("s1", PATH, frm=A, answers=True),
+                    HotlinkOpen("s2", f"{A}/_mpc/1_to_0", frm=A, to=C, answers=True),
                 ]
                 await accept(b, a)
                 await a.send(HotlinkData("s1", 1, "", b"late"))
@@ -204,8 +204,12 @@ def test_reader_drop_and_sender_drop(relay: RelayProcess) -> None:
             await set_acl(a, A, READERS_ACL)
             async with relay_client(relay, B) as b:
                 await open_session(a)
-                assert await b.recv_type(HotlinkOpen) == HotlinkOpen("s1", PATH, frm=A)
-                assert await c.recv_type(HotlinkOpen) == HotlinkOpen("s1", PATH, frm=A)
+                assert await b.recv_type(HotlinkOpen) == HotlinkOpen(
+                    "s1", PATH, frm=A, answers=True
+                )
+                assert await c.recv_type(HotlinkOpen) == HotlinkOpen(
+                    "s1", PATH, frm=A, answers=True
+                )
                 await accept(b, a)
                 await accept(c, a)
             # bob's connection dropped mid-session
@@ -259,7 +263,7 @@ def test_acl_persists_across_restart(relay: RelayProcess) -> None:
     async def main_after() -> None:
         async with relay_client(relay, A) as a, relay_client(relay, B) as b:
             await open_session(a)
-            assert await b.recv() == HotlinkOpen("s1", PATH, frm=A)
+            assert await b.recv() == HotlinkOpen("s1", PATH, frm=A, answers=True)
 
     run(main_before)
     port = relay.port
@@ -334,7 +338,7 @@ def test_dotdot_path_and_forged_frm(relay: RelayProcess) -> None:
             # forged frm: the reader sees the authenticated sender
             await a.send(HotlinkOpen("s2", PATH, frm=S), id="o2")
             assert await a.recv() == Ack("o2")
-            assert await b.recv_type(HotlinkOpen) == HotlinkOpen("s2", PATH, frm=A)
+            assert await b.recv_type(HotlinkOpen) == HotlinkOpen("s2", PATH, frm=A, answers=True)
             await alive(b)
 
     run(main)

@@ -225,7 +225,7 @@ def test_hostile_clients_while_honest_peers_stream(relay: RelayProcess) -> None:
             # the forged open reached bob with mallory, not alice, as the sender (the
             # relay forwards a whole read of alice's frames per callback, so the open
             # may come after the last of them)
-            forged = HotlinkOpen("f1", f"{M}/pub/f1", frm=M, to=B)
+            forged = HotlinkOpen("f1", f"{M}/pub/f1", frm=M, to=B, answers=True)
             while forged not in seen:
                 seen.append(await b.recv(timeout=5))
             # 1 GiB claimed twice: the relay did not allocate it

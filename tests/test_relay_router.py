@@ -77,19 +77,19 @@ def h(tmp_path: Path) -> Harness:
 def test_open_forwarded_to_readers_only(h: Harness) -> None:
     out = h.open_session()
     assert to(out, CA) == [Ack("m1")]
-    assert to(out, CB) == [HotlinkOpen("s1", PATH, frm=A)]
-    assert to(out, CC) == [HotlinkOpen("s1", PATH, frm=A)]
+    assert to(out, CB) == [HotlinkOpen("s1", PATH, frm=A, answers=True)]
+    assert to(out, CC) == [HotlinkOpen("s1", PATH, frm=A, answers=True)]
     assert to(out, CS) == []
 
 
 def test_forged_frm_is_overwritten(h: Harness) -> None:
     out = h.send(CA, HotlinkOpen("s1", PATH, frm=S))
-    assert to(out, CB) == [HotlinkOpen("s1", PATH, frm=A)]
+    assert to(out, CB) == [HotlinkOpen("s1", PATH, frm=A, answers=True)]
 
 
 def test_open_with_to(h: Harness) -> None:
     out = h.open_session(to=B)
-    assert to(out, CB) == [HotlinkOpen("s1", PATH, frm=A, to=B)]
+    assert to(out, CB) == [HotlinkOpen("s1", PATH, frm=A, to=B, answers=True)]
     assert to(out, CC) == []
     # carol may read, but is not `to`
     assert to(h.send(CC, HotlinkAccept("s1")), CC) == [
@@ -256,9 +256,12 @@ def test_late_joiner_gets_open(tmp_path: Path) -> None:
     h.open_session()
     h.open_session(sid="s2", to=C)
     out = h.connect(CB, B)
-    assert to(out, CB)[1:] == [HotlinkOpen("s1", PATH, frm=A)]
+    assert to(out, CB)[1:] == [HotlinkOpen("s1", PATH, frm=A, answers=True)]
     out = h.connect(CC, C)
-    assert to(out, CC)[1:] == [HotlinkOpen("s1", PATH, frm=A), HotlinkOpen("s2", PATH, A, C)]
+    assert to(out, CC)[1:] == [
+        HotlinkOpen("s1", PATH, frm=A, answers=True),
+        HotlinkOpen("s2", PATH, A, C, answers=True),
+    ]
     assert to(h.connect(CS, S), CS) == [System(h.router.version, "ok")]
 
 
@@ -284,7 +287,7 @@ def test_sender_drop_and_reopen(h: Harness) -> None:
     h.connect(9, A)
     out = h.send(9, HotlinkOpen("s1", PATH))
     assert to(out, 9) == [Ack(f"m{h.n}")]
-    assert to(out, CB) == [HotlinkOpen("s1", PATH, frm=A)]
+    assert to(out, CB) == [HotlinkOpen("s1", PATH, frm=A, answers=True)]
 
 
 def test_reopen_same_user_rebinds(h: Harness) -> None:
@@ -310,7 +313,7 @@ def test_acl_change_mid_session(h: Harness) -> None:
     assert to(out, CA)[0] == Ack(f"m{h.n}")
     assert HotlinkClose("s1", REASON_PERMISSION_DENIED, frm=B) in to(out, CA)
     assert HotlinkClose("s1", REASON_PERMISSION_DENIED) in to(out, CB)
-    assert HotlinkOpen("s1", PATH, frm=A) in to(out, CS)  # stranger gained access
+    assert HotlinkOpen("s1", PATH, frm=A, answers=True) in to(out, CS)  # stranger gained access
     d = HotlinkData("s1", 1)
     assert h.send(CA, d) == [Outgoing(CC, d)]
 

@@ -9,7 +9,7 @@ from hotlink.relay.acl import AclIndex, parse_acl
 from hotlink.relay.router import Outgoing, Router
 from hotlink.relay.store import Store
 from hotlink.wire.envelope import Envelope
-from hotlink.wire.extensions import ALL, DIRECT, NONE, STREAM_START, for_peer
+from hotlink.wire.extensions import ALL, DIRECT, NONE, STARTS, STREAM_START, for_peer
 from hotlink.wire.messages import (
     Error,
     HotlinkAccept,
@@ -166,3 +166,33 @@ def test_for_peer_signal() -> None:
     start = HotlinkSignal("s", STREAM_START, frm=A, to=B, seq=7)
     assert for_peer(start, NONE) is None
     assert for_peer(start, frozenset({DIRECT})) is start
+
+
+# --- the offer's `ans`: the sender answers a new reader's Accept (`stream.start`) ---
+
+
+def offers_to(out: list[Outgoing], cid: int) -> list[HotlinkOpen]:
+    return [o.msg for o in out if o.conn == cid and isinstance(o.msg, HotlinkOpen)]
+
+
+@pytest.mark.parametrize("sender_ext", [ALL, ALL - {STARTS}])
+def test_offer_says_whether_the_sender_answers(tmp_path: Path, sender_ext: frozenset[str]) -> None:
+    """Set from what the sender's connection announced, on offers made at the open
+    and to readers connecting later; never from the sender's own Open."""
+    router = Router(AclIndex(), Store(tmp_path))
+    router.acl.set_file(A, parse_acl(ACL))
+    router.connect(CA, A, sender_ext)
+    router.connect(CB, B, ALL)
+    out = router.handle(CA, Envelope("m1", HotlinkOpen("s1", PATH, answers=False), ""))
+    later = router.connect(CC, C, ALL)
+    want = STARTS in sender_ext
+    assert [o.answers for o in offers_to(out, CB) + offers_to(later, CC)] == [want, want]
+
+
+def test_for_peer_offer() -> None:
+    offer = HotlinkOpen("s", PATH, A, answers=True)
+    assert for_peer(offer, ALL) is offer
+    assert for_peer(offer, NONE) == HotlinkOpen("s", PATH, A)
+    assert for_peer(offer, ALL - {STARTS}) == HotlinkOpen("s", PATH, A)
+    plain = HotlinkOpen("s", PATH, A)
+    assert for_peer(plain, NONE) is plain

@@ -113,3 +113,15 @@ def test_extension_fields_keep_their_short_names() -> None:
     """`mtm` has no Go field: it stays `mtm` in msgpack, which the reference skips."""
     dat = _dat(envelope.encode(m.FileWrite("a@x.org/f", "e", 1, b"x", mtime=9)))
     assert dat["mtm"] == 9 and "Path" in dat
+
+
+def test_offer_ans_is_a_boolean_written_only_when_set() -> None:
+    """`ans` (the sender answers a new reader's Accept): omitted when False, so an
+    offer to a reference client is byte for byte the reference one."""
+    plain = envelope.encode(m.HotlinkOpen("s", "a@x.org/d", "a@x.org"))
+    assert "ans" not in _dat(plain)
+    dat = _dat(envelope.encode(m.HotlinkOpen("s", "a@x.org/d", "a@x.org", answers=True)))
+    assert dat["ans"] is True
+    assert envelope.decode(_frame(9, {"sid": "s", "pth": "p", "ans": True})).msg.answers
+    with pytest.raises(ProtocolError, match="'ans' must be a boolean"):
+        envelope.decode(_frame(9, {"sid": "s", "pth": "p", "ans": 1}))

@@ -34,7 +34,7 @@ messages = st.one_of(
     st.builds(FileWrite, text, text, st.integers(0, 2**40), blob),
     st.builds(Ack, text),
     st.builds(Nack, text, text),
-    st.builds(HotlinkOpen, text, text, text, text),
+    st.builds(HotlinkOpen, text, text, text, text, st.booleans()),
     st.builds(HotlinkAccept, text, text),
     st.builds(HotlinkReject, text, text, text),
     st.builds(HotlinkData, text, u64, text, blob, text),

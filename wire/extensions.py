@@ -26,6 +26,7 @@ from .messages import (
     FileWrite,
     HotlinkAccept,
     HotlinkClose,
+    HotlinkOpen,
     HotlinkProgress,
     HotlinkReject,
     HotlinkSignal,
@@ -59,13 +60,17 @@ OUR_KIND_PREFIX = "hotlink."
 #: sends it from then on (by the hotlink or as fallback files), so a reader joining a
 #: running stream knows where its start is without waiting for a live frame
 STREAM_START = "hotlink.stream.start"
+#: the sender sends `STREAM_START`, and a reader may be told so: `HotlinkOpen.ans`, which
+#: the relay sets on an offer when the session's sender announced this and passes only
+#: to a reader that announced it (it then holds its first live frames for the answer)
+STARTS = "stream-start"
 
 #: fallback-file writers: `FileWrite.wrt`, the authenticated writer the relay stamps on
 #: the fallback files it passes on (broadcasts and catch-up pages).
 WRITER = "writer"
 
 #: Everything this version speaks (what our agent announces and the relay accepts).
-ALL: frozenset[str] = frozenset({ACKS, READER_LEGS, RESUME, FILE_SYNC, DIRECT, WRITER})
+ALL: frozenset[str] = frozenset({ACKS, READER_LEGS, RESUME, FILE_SYNC, DIRECT, STARTS, WRITER})
 NONE: frozenset[str] = frozenset()
 
 
@@ -87,6 +92,10 @@ def for_peer(msg: Message, ext: frozenset[str]) -> Message | None:
     if ext is ALL:
         return msg
     t = type(msg)
+    if t is HotlinkOpen:
+        if msg.answers and STARTS not in ext:  # type: ignore[union-attr]
+            return replace(msg, answers=False)  # type: ignore[type-var]
+        return msg
     if t is HotlinkProgress:
         return msg if RESUME in ext else None
     if t is FileSync:

@@ -205,11 +205,17 @@ class FileNotify(FileWrite):
 
 @dataclass(slots=True)
 class HotlinkOpen:
+    """`ans` (our extension, omitted when False; `extensions.STARTS`): on the offer the
+    relay sends a reader, the session's sender answers a new reader's Accept with
+    `hotlink.stream.start`, so the reader holds its first live frames for that answer.
+    The relay sets it from the sender's announced extensions; a client never does."""
+
     TYP: ClassVar[int] = 9
     sid: str
     path: str
     frm: str = ""
     to: str = ""
+    answers: bool = False
 
     def to_dat(self) -> dict[str, Any]:
         d: dict[str, Any] = {"sid": self.sid, "pth": self.path}
@@ -217,11 +223,16 @@ class HotlinkOpen:
             d["frm"] = self.frm
         if self.to:
             d["to"] = self.to
+        if self.answers:
+            d["ans"] = True
         return d
 
     @classmethod
     def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkOpen:
-        return cls(_str(d, "sid"), _str(d, "pth"), _str(d, "frm", ""), _str(d, "to", ""))
+        ans = d.get("ans", False)
+        if not isinstance(ans, bool):
+            raise ProtocolError(f"field 'ans' must be a boolean, got {type(ans).__name__}")
+        return cls(_str(d, "sid"), _str(d, "pth"), _str(d, "frm", ""), _str(d, "to", ""), ans)
 
 
 @dataclass(slots=True)

@@ -12,12 +12,14 @@ Modules:
 - `effects`  what the cores ask the adapters to do, and control-API `EventType`
 - `sender`   `SenderStream`: seqs, hotlink queue, re-send window, spill to files
              (`sender_files`), a new sid when the relay says ours is taken (`sender_sid`)
-- `reader`   `ReaderStream`: merge by seq, app delivery, refetch, gap/progress timers;
+- `reader`   `ReaderStream`: merge by seq, app delivery, refetch, gap/progress timers,
+             on `reader_state` (`ReaderState`: what it keeps, and the queries on it);
              `file_data` (`FileData`: a frame replayed from a fallback file),
              `catch_up` (`CatchUp`: paging through the relay's store),
              `backlog` (`NoAppBacklog`: frames kept while no app is connected),
              `refetch` (`Refetch`: refused frames, asked for again),
-             `join` (`JoinRun`: a new reader's stored files until its start is known),
+             `join` (`JoinRun`: a new reader's stored files until its start is known;
+             `AnswerWait`: its live frames until the sender's answer),
              `gap_report` (`GapReport`: skipped seqs logged merged, a few lines)
 - `limits`   `StreamLimits` (bounds) and `Totals` (agent-wide counters)
 - `names`    frame-name rules (`validate_frame_name`, `RESERVED_NAMES`)

@@ -44,6 +44,19 @@ class NoAppBacklog:
         self.bytes += size
         return ""
 
+    def room(self, sizes: list[int]) -> int:
+        """How many frames of these sizes (header and payload), in order, `keep` would
+        take now (the agent-wide bound is not reserved: others may take it first)."""
+        n, size = len(self.frames), self.bytes
+        free = self.budget.limit - self.budget.used
+        fit = 0
+        for s in sizes:
+            n, size = n + 1, size + s
+            if n > self.max_frames or size > self.max_bytes or size - self.bytes > free:
+                break
+            fit += 1
+        return fit
+
     def take_all(self) -> list[tuple[bytes, bytes]]:
         """Everything kept, for the first app; the backlog is empty after."""
         frames = list(self.frames)

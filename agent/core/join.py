@@ -13,10 +13,11 @@ So the files are held here, as one contiguous run, until the start is known:
 - a file after a hole ends the run before it: that history is not part of this
   reader's stream (`skipped`, reported once, not a drop);
 - the sender's answer to our Accept (`hotlink.stream.start`: the first seq it sends us
-  from then on) or, if a live frame (by the hotlink or a direct link) comes first, that
-  frame decides: the run is the start if it reaches that seq, else the seq is (the
-  live point, as on the relay path). The answer needs no timing: the run cannot be
-  taken as the start on a loaded machine where the first live frame is late;
+  from then on; live frames wait for it when the offer says it comes, `AnswerWait`)
+  or, from a sender that does not answer, the first live frame decides: the run is
+  the start if it reaches that seq, else the seq is (the live point, as on the relay
+  path). The answer needs no timing: the run cannot be taken as the start on a loaded
+  machine where the first live frame is late;
 - neither within the reorder timeout after the catch-up (a sender that does not
   answer, e.g. an older agent, idle or still on files): the run is the start;
 - a run as long as the reorder window is the start at once (memory stays bounded as in
@@ -38,6 +39,8 @@ log = logging.getLogger("hotlink.agent.sessions")
 
 T = TypeVar("T")
 
+#: live frames a new reader holds for the sender's answer, at the least (`AnswerWait`)
+HOLD_AT_LEAST = 4096
 #: `owed_from` while the stream started from stored history and no live frame came
 HISTORY = 1 << 62
 
@@ -146,3 +149,60 @@ class JoinRun(Generic[T]):
     def clear(self) -> None:
         """A new stream."""
         self.items, self.since, self.skipped, self.owed_from = [], None, 0, 0
+
+
+class AnswerWait(Generic[T]):
+    """A new reader's live frames that came before the sender's answer to its Accept
+    (`hotlink.stream.start`), held so that the answer, not the first frame to arrive,
+    decides the start.
+
+    Why: the first frame a joiner sees may be a re-send meant for another reader, or a
+    relay frame that a stall delayed; taken as the start, the frames sent only over the
+    other readers' direct links between it and the answer never reach this reader.
+    Held only when the offer says the sender answers (`HotlinkOpen.answers`, set by the
+    relay): a sender that does not answer (an older agent) is not waited for. If the
+    answer is lost (the link went down) the frames go on after `wait`, and `limit`
+    frames are let go at once; then the first of them decides, as without an answer.
+    `limit` is the reorder window but at least `HOLD_AT_LEAST`: a relay stall delays the
+    answer while frames keep coming, and a small window would let them go too soon.
+    """
+
+    __slots__ = ("due", "frames", "limit", "wait")
+
+    def __init__(self, window: int, wait: float) -> None:
+        self.limit = max(window, HOLD_AT_LEAST)
+        self.wait = wait
+        #: live frames in arrival order
+        self.frames: list[T] = []
+        #: when the frames go on without the answer (None: not waiting)
+        self.due: float | None = None
+
+    @property
+    def waiting(self) -> bool:
+        return self.due is not None
+
+    def expect(self, now: float) -> None:
+        """Our Accept as a new reader went out: hold live frames until the answer."""
+        self.due = now + self.wait
+
+    def hold(self, item: T) -> bool:
+        """A live frame before the answer; True when `limit` are held (let them go)."""
+        self.frames.append(item)
+        return len(self.frames) >= self.limit
+
+    def reach(self, nxt: int, seqs: list[int]) -> int:
+        """Our start, given the answer `nxt` and the seqs of the frames held (`seqs`):
+        `nxt`, or lower while held frames lead up to it without a hole. Frames the relay
+        forwarded to us before the sender saw our Accept are ours too, but a run with a
+        hole before `nxt` is not: the frames in the hole went only to the other readers'
+        direct links, and what precedes it is a re-send meant for someone else."""
+        held = set(seqs)
+        start = nxt
+        while start - 1 in held:
+            start -= 1
+        return start
+
+    def take(self) -> list[T]:
+        """Stop waiting; the frames held, in arrival order."""
+        frames, self.frames, self.due = self.frames, [], None
+        return frames

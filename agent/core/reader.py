@@ -10,7 +10,8 @@ every connected app); while no app is connected at most `reader_queue` frames /
 A frame no app can take is refused, not dropped, and asked for again once an app
 connects (`refetch.py`). Before accepting a (new) sid, and on every link up, the stream
 pages through the relay's store and accepts the sender's open only after the last page
-(`catch_up.py`); a reader new to the stream starts as `join.py` decides.
+(`catch_up.py`); a reader new to the stream starts as `join.py` decides. What the
+stream keeps, and the queries on it, are `reader_state.ReaderState`.
 
 Timers (`next_deadline` / `handle_timer(now)`): gaps skipped, progress reported (at
 most every `PROGRESS_DELAY`), late catch-up pages and refetch re-Accepts asked again.
@@ -23,16 +24,11 @@ frames still in user-space buffers or in the no-app backlog are not confirmed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
 from hotlink.wire.frames import encode_header
 
-from ..budget import ByteBudget
-from ..reorder import StreamMerge
-from .backlog import NoAppBacklog
-from .catch_up import CatchUp
 from .effects import (
     Deliver,
     DeliverBacklog,
@@ -46,12 +42,10 @@ from .effects import (
     SidChanged,
 )
 from .file_data import FileData
-from .gap_report import GapReport
-from .join import JoinRun
-from .limits import StreamLimits, Totals
-from .paths import ActivePath, FallbackMode, FallbackPolicy
-from .refetch import RESEND_WAIT, Refetch
-from .state import Role, SessionMachine, SessionState, Trigger
+from .paths import ActivePath
+from .reader_state import ReaderState
+from .refetch import RESEND_WAIT
+from .state import SessionState, Trigger
 
 log = logging.getLogger("hotlink.agent.sessions")
 
@@ -59,106 +53,12 @@ log = logging.getLogger("hotlink.agent.sessions")
 PROGRESS_DELAY = 0.01
 
 
-class ReaderStream:
+def _seq(msg: m.HotlinkData) -> int:
+    return msg.seq
+
+
+class ReaderStream(ReaderState):
     """One reader session's decisions. Every event method returns effects."""
-
-    def __init__(
-        self,
-        path: str,
-        *,
-        sender: str,
-        mode: FallbackMode = FallbackMode.ON_FAILURE,
-        limits: StreamLimits,
-        totals: Totals | None = None,
-        link_up: bool = False,
-        app_flushed: Callable[[int], int | None] = lambda last: None,
-        budget: ByteBudget | None = None,
-    ) -> None:
-        self.path = path
-        self.prefix = path + "/"
-        self.sid = ""
-        self.app_flushed = app_flushed
-        self.sender = sender
-        self.lim = limits
-        self.totals = totals if totals is not None else Totals()
-        self.machine = SessionMachine(Role.READER)
-        self.link_up = link_up
-        self.closed = False
-        self.leg_ended = False
-        #: a reader takes whatever path the sender uses; the mode is only reported
-        self.policy = FallbackPolicy(mode)
-        self.reorder: StreamMerge[m.HotlinkData] = StreamMerge(
-            limits.reorder_window, limits.reorder_timeout
-        )
-        #: which path the frames delivered last came by
-        self.reader_path = ActivePath.HOTLINK
-        self.last_seq = 0
-        self.frames_received = self.bytes_received = 0
-        self.files_received = 0
-        self.drops = 0
-        self.apps = 0
-        self.backlog = NoAppBacklog(
-            limits.reader_queue,
-            limits.reader_queue_bytes,
-            budget if budget is not None else ByteBudget(),
-        )
-        self.catch_up = CatchUp(path, max(1, limits.max_message - 4096))
-        #: the sender's open, accepted once the catch-up ends
-        self.deferred_offer: m.HotlinkOpen | None = None
-        #: fallback files being mirrored before their frame is replayed
-        self.ingest_pending = 0
-        self.progress_sent = 0
-        #: the sid whose seqs `delivered()` counts; our Accept of that sid tells the
-        #: sender where we are (`seq`) so it re-sends the rest
-        self.resume_sid = ""
-        self.gap_due: float | None = None
-        self.progress_due: float | None = None
-        self.refetch = Refetch()
-        #: the next seq expected when a catch-up last began (`_look_in_store`)
-        self.store_looked = 0
-        #: a new reader's stored files, held until its start is known (join.py)
-        self.join: JoinRun[FileData] = JoinRun(limits.reorder_window, limits.reorder_timeout)
-        self.gaps = GapReport(limits.reorder_timeout)
-
-    def restore(self, sid: str, delivered: int, cursor: tuple[int, str]) -> None:
-        """Back after a restart: the same stream, from the recorded seq and cursor."""
-        self.sid = self.resume_sid = sid
-        self.last_seq = delivered
-        if delivered:
-            self.reorder.reset(delivered + 1)
-        self.catch_up.cursor = self.catch_up.safe_cursor = cursor
-
-    # --- queries ----------------------------------------------------------------
-
-    @property
-    def who(self) -> str:
-        return f"session {self.path} ({self.sid})"
-
-    @property
-    def state(self) -> SessionState:
-        return self.machine.state
-
-    def next_deadline(self) -> float | None:
-        due = [self.progress_due, self.gap_due, self.catch_up.due, self.refetch.due]
-        due += [self.join.due, self.gaps.due]
-        return min([d for d in due if d is not None], default=None)
-
-    def delivered(self) -> int:
-        """Last seq handed to an app (frames still in the no-app backlog, or in an
-        app connection's user-space buffers, which die with the agent, are not)."""
-        if self.backlog:
-            return self.backlog.first_seq() - 1
-        if self.apps:
-            flushed = self.app_flushed(self.last_seq)
-            if flushed is not None:
-                return flushed
-        return self.last_seq
-
-    def persist_cursor(self) -> tuple[int, str]:
-        """The catch-up cursor to record: only advanced while nothing is buffered or
-        refused (a refetch catches up from it)."""
-        idle = not (len(self.reorder) or self.join or self.backlog or self.ingest_pending)
-        return self.catch_up.persist(idle and not self.refetch.from_seq)
 
     # --- apps -------------------------------------------------------------------
 
@@ -208,9 +108,13 @@ class ReaderStream:
         if header is not None:
             return [Deliver(header, msg.payload)]
         out: list[Effect] = []
+        if self.answer.due is not None and self.reorder.expected is None:
+            if self.answer.hold(msg):  # as many as it holds: no longer wait
+                self._unanswered(now, out)
+            return out
         rf = self.refetch
         if self.join.live(msg.seq, self.reorder.expected):
-            self._files(self._start_at(msg.seq), now, out)  # the first live frame decides
+            self._begin(msg.seq, now, out)  # the first live frame decides
         if rf.awaiting_from and rf.in_flight_copy(msg.seq, self.reorder.expected):
             return out
         for seq, item in self.reorder.push(msg.seq, msg, now):
@@ -259,7 +163,7 @@ class ReaderStream:
         out: list[Effect] = []
         if self.reorder.expected is None:  # no start yet: held until it is known
             if self.join.hold(frame.seq, item, self.catch_up.running, now):
-                self._files(self._start_at(None), now, out)
+                self._begin(None, now, out)
             return out
         self._files([(frame.seq, item)], now, out)
         return out
@@ -274,18 +178,61 @@ class ReaderStream:
 
     def stream_start(self, nxt: int, now: float) -> list[Effect]:
         """The sender's answer to our Accept as a new reader: it sends us every seq from
-        `nxt` on. Without a start yet, that decides it (the held stored run if it
-        reaches `nxt`, else `nxt`: join.py), with no live frame or timer to wait for."""
+        `nxt` on. Without a start yet, that decides it, with no live frame or timer to
+        wait for: the live frames held for it if they lead up to `nxt`, else `nxt`; the
+        held stored run if it reaches that (join.py)."""
         out: list[Effect] = []
         if self.reorder.expected is None and not self.closed:
-            self._files(self._start_at(nxt), now, out)
+            self._begin(self._answered_start(nxt), now, out)
+        elif self.answer.due is not None:
+            self._unanswered(now, out)
         return out
 
-    def _start_at(self, live: int | None) -> list[tuple[int, FileData]]:
-        """Our start is known (`live`: the first live frame, or None): held files from it."""
+    def _answered_start(self, nxt: int) -> int:
+        """Where the answer `nxt` starts us: lower while the live frames held lead up
+        to it, but with no app connected only as low as the no-app backlog can keep
+        them. Frames before `nxt` are not held for us by the sender: refused, they would
+        be a hole right after our start."""
+        held = {msg.seq: msg for msg in self.answer.frames}
+        start = self.answer.reach(nxt, list(held))
+        if start < nxt and not self.apps:
+            below = [held[s] for s in range(nxt - 1, start - 1, -1)]
+            start = nxt - self.backlog.room(
+                [len(self._header(x.seq, x)) + len(x.payload) for x in below]
+            )
+        return start
+
+    def _begin(self, live: int | None, now: float, out: list[Effect]) -> None:
+        """Our start is known (`live`: the sender's answer or the first live frame;
+        None: the held stored run): the run's files from it, then the live frames held
+        for the answer, in seq order. Those before the start were not meant for us.
+        One a reorder window or more past the frames owed before it would make the
+        reorder buffer skip them: it was sent before the sender saw our Accept (its
+        re-send from the start brings it again, in order), or it is as far ahead as
+        the window allows no frame to be."""
         start, run = self.join.settle(live, self.who)
         self.reorder.reset(start)
-        return run
+        self._files(run, now, out)
+        window = self.lim.reorder_window
+        for msg in sorted(self.answer.take(), key=_seq):
+            exp = self.reorder.expected
+            if msg.seq >= start and (exp is None or msg.seq < exp + window):
+                out.extend(self.on_data(msg, now))
+
+    def _unanswered(self, now: float, out: list[Effect]) -> None:
+        """No answer to wait for any longer: the held live frames go on as they came
+        (the first of them decides the start, as from a sender that does not answer)."""
+        frames = self.answer.take()
+        if frames and self.reorder.expected is None:
+            log.info(
+                "%s: no answer from the sender on where our stream starts; %d live frames "
+                "arrived meanwhile, starting at the first (seq %d)",
+                self.who,
+                len(frames),
+                frames[0].seq,
+            )
+        for msg in frames:
+            out.extend(self.on_data(msg, now))
 
     def _after_push(self, now: float) -> None:
         ro = self.reorder
@@ -376,6 +323,7 @@ class ReaderStream:
         self.last_seq = 0
         self.gap_due = None
         self.join.clear()
+        self.answer.take()
 
     # --- timers -------------------------------------------------------------------
 
@@ -414,7 +362,9 @@ class ReaderStream:
             if cu.running:
                 jr.disarm()  # armed again when this catch-up ends
             else:  # no live frame came: the held run is the start
-                self._files(self._start_at(None), now, out)
+                self._begin(None, now, out)
+        if self.answer.due is not None and now >= self.answer.due:
+            self._unanswered(now, out)
         if self.gaps.due is not None and now >= self.gaps.due:
             self.gaps.flush(self.who, now)
         if self.progress_due is not None and now >= self.progress_due:
@@ -517,7 +467,7 @@ class ReaderStream:
         offer, self.deferred_offer = self.deferred_offer, None
         if offer is not None and offer.sid == self.sid and self.link_up:
             self.refetch.pending = False  # the Accept carries the delivered seq
-            self._accept(offer, out)
+            self._accept(offer, now, out)
         elif self.refetch.pending:
             self._reask(now, out)
 
@@ -529,13 +479,17 @@ class ReaderStream:
         elif self.refetch.may_ask(now):
             out.append(Send(m.HotlinkAccept(self.sid, seq=self.delivered())))
 
-    def _accept(self, offer: m.HotlinkOpen, out: list[Effect]) -> None:
+    def _accept(self, offer: m.HotlinkOpen, now: float, out: list[Effect]) -> None:
         if self.sid != offer.sid:
             self._set_sid(offer.sid, out)
         self.sender = offer.frm or self.sender
         out.append(NewVerdict())
         # where we are in this stream, if we were in it before (re-accept, restart)
         seq = self.delivered() if self.resume_sid == self.sid else None
+        if seq is None and offer.answers and self.reorder.expected is None:
+            self.answer.expect(now)  # a new reader: the answer says where we start
+        elif self.answer.due is not None:
+            self._unanswered(now, out)  # asked again with a seq: no answer will come
         out.append(Send(m.HotlinkAccept(self.sid, seq=seq), track=True))
 
     def sent(self, msg: m.Message) -> None:
@@ -616,4 +570,5 @@ class ReaderStream:
         self.backlog.clear()
         self.gap_due = self.progress_due = self.catch_up.due = None
         self.join.disarm()
+        self.answer.take()
         self.gaps.flush(self.who, float("inf"))
