@@ -78,7 +78,7 @@ class SenderSession(Session):
         return self.mgr.email
 
     @property
-    def readers(self) -> set[str]:
+    def readers(self) -> frozenset[str]:
         return self.tx.readers
 
     @property

@@ -596,3 +596,44 @@ def test_a_re_send_to_a_reader_the_relay_still_carries_frames_to_goes_whole_by_i
     assert CAROL in st.direct_up
     net.run(st.app_frames(frames(3)))
     assert carol.delivered == list(range(1, 29))
+
+
+def test_carriers_follow_every_change_of_readers_and_links() -> None:
+    """`carriers()` keeps the linked readers (`readers & direct_up`, sorted) between
+    calls, keyed on the two sets, which are rebound on every change: a link going down,
+    a reader leaving, a link up before its reader's accept, a new reader, a relay drop
+    and a link lost with the relay down each show in the very next call. The effects
+    are not run: carriers() is asked after each event, for one queued fresh frame
+    once the first readers' links are up (before any seq, a new reader's link
+    carries frames at once; after, it waits for the reader's first confirmation)."""
+    dave = "dave@x.org"
+    st, _ = setup(BOB, CAROL)
+
+    def carriers() -> tuple[bool, tuple[str, ...]]:
+        # the sets the cache is keyed on are never changed in place
+        assert type(st.readers) is frozenset and type(st.direct_up) is frozenset
+        got = st.carriers()
+        assert got[1] == tuple(sorted(st.readers & st.direct_up))  # what it computed
+        return got
+
+    assert carriers() == (True, ())
+    st.direct_link_up(BOB)
+    assert carriers() == (True, (BOB,))
+    st.direct_link_up(CAROL)
+    assert carriers() == (False, (BOB, CAROL))
+    st.app_frames(frames(1))  # queued only: nothing is sent
+    assert st.pending and carriers() == (False, (BOB, CAROL))
+    st.direct_link_down(CAROL, "closed")  # a link down: carol by the relay again
+    assert carriers() == (True, (BOB,))
+    st.on_close(CAROL, "reader disconnected")  # she leaves: bob direct only
+    assert carriers() == (False, (BOB,))
+    st.direct_link_up(dave)  # his link before his accept: not a reader yet
+    assert carriers() == (False, (BOB,))
+    st.on_accept(dave, None)  # only `readers` changes
+    assert carriers() == (False, (BOB, dave))
+    st.on_accept(CAROL, None)  # back, without a link
+    assert carriers() == (True, (BOB, dave))
+    st.on_link_down()  # the relay drops: the linked readers stay
+    assert st.readers == {BOB, dave} and carriers() == (False, (BOB, dave))
+    st.direct_link_down(dave, "closed")  # unreachable with the relay down: he leaves
+    assert st.readers == {BOB} and carriers() == (False, (BOB,))

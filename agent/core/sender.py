@@ -103,7 +103,7 @@ class SenderStream(SenderFiles, SidRecovery):
         self.tee = self.policy.tee
         if self.policy.files_allowed:
             self.policy.active = ActivePath.FILES  # nothing accepted yet
-        self.readers: set[str] = set()
+        self.readers: frozenset[str] = frozenset()  # rebound, never changed: see sender_direct
         #: highest seq each reader reported delivered (HotlinkProgress)
         self.reader_acks: dict[str, int] = {}
         self.confirmed = 0
@@ -466,7 +466,7 @@ class SenderStream(SenderFiles, SidRecovery):
         self.link_up = False
         if self.machine.state is SessionState.OPEN:
             self.machine.fire(Trigger.LINK_DOWN, "link down")
-        self.readers.clear()
+        self.readers = frozenset()
         self.reader_acks.clear()
         self.requeue_recent()
 
@@ -485,7 +485,7 @@ class SenderStream(SenderFiles, SidRecovery):
     def on_accept(self, peer: str, seq: int | None) -> list[Effect]:
         out: list[Effect] = []
         if peer not in self.readers:
-            self.readers.add(peer)
+            self.readers |= {peer}
             out.append(Emit(EventType.ACCEPTED, peer))
         if seq is not None:  # the reader says where it is: re-send after it
             self._resume_reader(peer, seq)
@@ -495,7 +495,7 @@ class SenderStream(SenderFiles, SidRecovery):
         return out
 
     def _reader_left(self, peer: str, ev: EventType, reason: str, why: str) -> list[Effect]:
-        self.readers.discard(peer)
+        self.readers -= {peer}
         self.reader_acks.pop(peer, None)
         out: list[Effect] = [Emit(ev, peer, reason)]
         self._trim_confirmed(out)  # a reader that held the window back may be this one
@@ -511,7 +511,7 @@ class SenderStream(SenderFiles, SidRecovery):
             out: list[Effect] = []
             if self.machine.state is SessionState.OPEN:
                 self.machine.fire(Trigger.REOPEN)
-                self.readers.clear()
+                self.readers = frozenset()
                 self._open(out)
                 out += self.reevaluate("relay lost the session")
             return out
@@ -525,7 +525,7 @@ class SenderStream(SenderFiles, SidRecovery):
         if reason in m.TRANSIENT_REJECTS and self.policy.files_allowed and self.machine.live:
             # Not accepted for now: frames travel by files; the open is retried.
             self.machine.fire(Trigger.REOPEN, reason)
-            self.readers.clear()
+            self.readers = frozenset()
             log.warning("session %s not accepted by the relay (%s); retrying", self.path, reason)
             out = [Settle(None), Emit(EventType.REJECTED, "", reason)]
             out += self.reevaluate(f"relay did not accept the session: {reason}")
@@ -541,7 +541,7 @@ class SenderStream(SenderFiles, SidRecovery):
         if reason == m.REASON_IDLE and self.machine.live:
             # Like a disconnect, not a verdict: open again (same sid, same seqs).
             self.machine.fire(Trigger.REOPEN, reason)
-            self.readers.clear()
+            self.readers = frozenset()
             self.reader_acks.clear()
             out: list[Effect] = [Emit(EventType.CLOSED, "", reason)]
             out += self.reevaluate("relay closed the idle session")

@@ -57,6 +57,14 @@ Switching without loss:
   over the links (nothing re-queued, no reader forgotten); the Open is re-sent when
   the relay returns (control traffic catches up), and the readers' re-accepts do not
   re-send what they already confirmed over the link.
+
+`carriers()` runs once per frame sent while a link is up, and the linked readers
+(`readers & direct_up`, sorted) change only on accepts, leaves and link news. So it
+keeps that tuple with the two sets it was computed from, and both sets are frozensets,
+rebound on every change and never changed in place (also in `SenderStream` and
+`SidRecovery`): the tuple is current exactly while both attributes are still those
+objects, an identity test per frame. No mutation site has to remember to reset it,
+and holding the two sets keeps their ids from being reused.
 """
 
 from __future__ import annotations
@@ -77,8 +85,15 @@ class DirectSenderStream(SenderStream):
 
     def __init__(self, *args: object, **kw: object) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
-        #: accepted readers whose direct link is up (and carries their frames)
-        self.direct_up: set[str] = set()
+        #: accepted readers whose direct link is up (and carries their frames);
+        #: rebound, never changed in place, like `readers` (see the module doc)
+        self.direct_up: frozenset[str] = frozenset()
+        #: `carriers()`'s cache: `readers & direct_up`, sorted (`_linked`), and the two
+        #: sets it was computed from (see the module doc)
+        self._linked_readers: frozenset[str]
+        self._linked_up: frozenset[str]
+        self._linked: tuple[str, ...]
+        self._link_readers()
         #: readers that accepted without a seq and have not confirmed one yet (their
         #: stream's start is not known)
         self.unanchored: set[str] = set()
@@ -124,14 +139,17 @@ class DirectSenderStream(SenderStream):
     def carriers(self) -> tuple[bool, tuple[str, ...]]:
         """(send to the relay, readers to send to over their direct link) for the
         frame `pending[0]`, which the adapter sends next."""
-        direct = tuple(sorted(self.readers & self.direct_up))
+        readers = self.readers
+        if readers is not self._linked_readers or self.direct_up is not self._linked_up:
+            self._link_readers()  # either set was rebound: it changed (module doc)
+        direct = self._linked
         pend = self.pending
         if not self.relay_tail and (not pend or pend[0].seq > self.replay_until):
             # the steady state: a fresh frame, no relay tail
-            if direct and len(direct) == len(self.readers):
+            if direct and len(direct) == len(readers):
                 return False, direct
             return self.link_up, direct
-        relay = self.link_up and not (direct and len(direct) == len(self.readers))
+        relay = self.link_up and not (direct and len(direct) == len(readers))
         if not pend or not direct:
             return relay, direct
         seq = pend[0].seq
@@ -149,6 +167,15 @@ class DirectSenderStream(SenderStream):
             acks, tail = self.reader_acks, self.relay_tail
             direct = tuple(r for r in direct if acks.get(r, 0) < seq and tail.get(r, 0) < seq)
         return relay, direct
+
+    def _link_readers(self) -> None:
+        """Compute `carriers()`'s linked readers anew, keyed on the sets of now: only
+        after an accept, a leave or link news rebound one of them (the module doc)."""
+        readers = self._linked_readers = self.readers
+        up = self._linked_up = self.direct_up
+        # a set changed in place would keep its identity and the cache with it
+        assert isinstance(readers, frozenset) and isinstance(up, frozenset)
+        self._linked = tuple(sorted(readers & up))
 
     def _too_far_ahead(self, seq: int) -> list[str]:
         """Readers for whom frame `seq` over the link would be a reorder window or
@@ -173,7 +200,7 @@ class DirectSenderStream(SenderStream):
             self.direct_held.add(reader)  # used once it confirms (`_anchored`)
             return []
         self.direct_held.discard(reader)
-        self.direct_up.add(reader)
+        self.direct_up |= {reader}
         if self.reader_acks.get(reader, 0) < self.last_seq:
             self.relay_tail[reader] = self.last_seq  # on their way by the relay
         out: list[Effect] = []
@@ -189,7 +216,7 @@ class DirectSenderStream(SenderStream):
         self.direct_held.discard(reader)
         if reader not in self.direct_up:
             return []
-        self.direct_up.discard(reader)
+        self.direct_up -= {reader}
         self.relay_tail.pop(reader, None)
         out: list[Effect] = []
         if reader in self.readers:
@@ -197,7 +224,7 @@ class DirectSenderStream(SenderStream):
                 self._resume_reader(reader, self.reader_acks.get(reader, self.confirmed))
                 out.append(Transmit(ActivePath.HOTLINK))
             else:
-                self.readers.discard(reader)
+                self.readers -= {reader}
                 self.reader_acks.pop(reader, None)
                 if not self.readers:
                     self.requeue_recent()
@@ -252,8 +279,7 @@ class DirectSenderStream(SenderStream):
             # frames the relay-only readers may have missed: re-sent after the re-open
             # (the direct readers drop the copies by seq)
             self.requeue_recent()
-        self.readers.clear()
-        self.readers.update(keep)
+        self.readers = keep
         self.reader_acks.clear()
         self.reader_acks.update(acks)
 
@@ -286,7 +312,7 @@ class DirectSenderStream(SenderStream):
                 # too, whole and behind them; split across the two paths, the link's
                 # part would overtake the relay's, and the reader drops one part or
                 # skips the other. Its link waits, as a link-up after a re-send does.
-                self.direct_up.discard(peer)
+                self.direct_up -= {peer}
                 self.relay_tail.pop(peer)
                 self.direct_held.add(peer)
         new = peer not in self.readers
@@ -332,7 +358,7 @@ class DirectSenderStream(SenderStream):
         return min(pend[0].seq, nxt) if pend else nxt
 
     def _reader_left(self, peer: str, ev: EventType, reason: str, why: str) -> list[Effect]:
-        self.direct_up.discard(peer)
+        self.direct_up -= {peer}
         self.direct_held.discard(peer)
         self.unanchored.discard(peer)
         self.resend_asked.pop(peer, None)

@@ -38,7 +38,7 @@ class SidRecovery:
     machine: SessionMachine
     pending: deque[m.HotlinkData]
     recent: deque[m.HotlinkData]
-    readers: set[str]
+    readers: frozenset[str]
     reader_acks: dict[str, int]
     new_sid: Callable[[], str] | None
     sid_changes: int
@@ -58,7 +58,7 @@ class SidRecovery:
         self.pending = deque(replace(d, sid=new) for d in self.pending)
         self.recent = deque(replace(d, sid=new) for d in self.recent)
         self.machine.fire(Trigger.REOPEN, f"session id {old} in use; re-opened as {new}")
-        self.readers.clear()
+        self.readers = frozenset()
         self.reader_acks.clear()
         log.warning(
             "session %s: the relay says session id %s is in use by someone else; "
