@@ -149,7 +149,15 @@ class DirectSenderStream(SenderStream):
             if direct and len(direct) == len(readers):
                 return False, direct
             return self.link_up, direct
-        relay = self.link_up and not (direct and len(direct) == len(readers))
+        return self._carriers_special(direct, len(direct) == len(readers))
+
+    def _carriers_special(
+        self, direct: tuple[str, ...], all_linked: bool
+    ) -> tuple[bool, tuple[str, ...]]:
+        """`carriers()` off the steady state: a relay tail or a re-send at the queue's
+        front. Apart, so that the steady path does not set up this one's closures."""
+        relay = self.link_up and not (direct and all_linked)
+        pend = self.pending
         if not pend or not direct:
             return relay, direct
         seq = pend[0].seq
