@@ -559,7 +559,7 @@ class Model:
         if due is not None and (r.timer_at is None or due < r.timer_at):
             r.timer_at = due
             # a real timer fires a little late: the core's `now >= due` then holds
-            # (exactly at `due`, float rounding in `Refetch.may_ask` re-arms it forever)
+            # (the core also asks at exactly `due`: tests/test_agent_core_reader.py)
             self.sim.at(max(due, self.sim.now) + 1e-6, partial(self.r_timer, r, due))
 
     def r_timer(self, r: ModelReader, due: float) -> None:

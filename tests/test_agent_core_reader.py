@@ -438,3 +438,18 @@ def test_every_offer_catches_up_also_after_the_link_up_catch_up() -> None:
     (again,) = sends(out, m.FileSync)
     assert (again.since, again.after) == (6, "b") and not sends(out, m.HotlinkAccept)
     assert sends(st.on_file_sync(m.FileSync(PATH, 7, "c", sid="s1"), 2.1), m.HotlinkAccept)
+
+
+def test_a_refetch_timer_firing_exactly_at_due_asks() -> None:
+    """`due` is asked_at + REFETCH_INTERVAL; a timer firing at exactly that instant
+    must ask, even where `due - asked_at` rounds below the interval (it re-armed for the
+    same instant, a spin, before)."""
+    from hotlink.agent.core.refetch import REFETCH_INTERVAL, Refetch
+
+    t = next(
+        x / 7 for x in range(1, 10_000) if (x / 7 + REFETCH_INTERVAL) - x / 7 < REFETCH_INTERVAL
+    )
+    rf = Refetch()
+    assert rf.may_ask(t)
+    assert not rf.may_ask(t + 0.5) and rf.due == t + REFETCH_INTERVAL
+    assert rf.may_ask(rf.due)

@@ -76,8 +76,9 @@ class Refetch:
     def may_ask(self, now: float) -> bool:
         """True: send the re-Accept now. False: too soon after the last one (`due`
         says when to ask)."""
-        if now - self.asked_at < REFETCH_INTERVAL:
-            self.due = self.asked_at + REFETCH_INTERVAL
+        due = self.asked_at + REFETCH_INTERVAL
+        if now < due:  # (not `now - asked_at`: rounded, a timer at `due` would re-arm)
+            self.due = due
             return False
         self.pending = False
         self.asked_at = now
