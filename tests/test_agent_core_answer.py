@@ -120,3 +120,13 @@ def test_held_frames_keep_the_persisted_cursor_back() -> None:
     before = r.st.persist_cursor()
     r.live([5])
     assert r.st.answer.frames and r.st.persist_cursor() == before
+
+
+def test_the_hold_is_bounded_by_the_no_app_queues_bytes() -> None:
+    """Payloads of 2 bytes, `--reader-queue-bytes` 10: the fifth frame lets them go."""
+    r = Reader(answers=True, reader_queue_bytes=10)
+    r.caught_up()
+    r.live([3, 4, 5, 6])
+    assert r.got == []
+    r.live([7])
+    assert r.got == [3, 4, 5, 6, 7]

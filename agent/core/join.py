@@ -161,34 +161,36 @@ class AnswerWait(Generic[T]):
     other readers' direct links between it and the answer never reach this reader.
     Held only when the offer says the sender answers (`HotlinkOpen.answers`, set by the
     relay): a sender that does not answer (an older agent) is not waited for. If the
-    answer is lost (the link went down) the frames go on after `wait`, and `limit`
-    frames are let go at once; then the first of them decides, as without an answer.
-    `limit` is the reorder window but at least `HOLD_AT_LEAST`: a relay stall delays the
-    answer while frames keep coming, and a small window would let them go too soon.
+    answer is lost (the link went down) the frames go on after `wait`, and at `limit`
+    frames or `max_bytes` of payload they go on at once; then the first of them decides,
+    as without an answer. `limit` is the reorder window but at least `HOLD_AT_LEAST`: a
+    relay stall delays the answer while frames keep coming, and a small window would let
+    them go too soon. `max_bytes` is the no-app queue's (`--reader-queue-bytes`): what
+    the reader already holds for an app it does not have yet.
     """
 
-    __slots__ = ("due", "frames", "limit", "wait")
+    __slots__ = ("bytes", "due", "frames", "limit", "max_bytes", "wait")
 
-    def __init__(self, window: int, wait: float) -> None:
+    def __init__(self, window: int, wait: float, max_bytes: int) -> None:
         self.limit = max(window, HOLD_AT_LEAST)
+        self.max_bytes = max_bytes
         self.wait = wait
-        #: live frames in arrival order
+        #: live frames in arrival order, and their payload bytes
         self.frames: list[T] = []
+        self.bytes = 0
         #: when the frames go on without the answer (None: not waiting)
         self.due: float | None = None
-
-    @property
-    def waiting(self) -> bool:
-        return self.due is not None
 
     def expect(self, now: float) -> None:
         """Our Accept as a new reader went out: hold live frames until the answer."""
         self.due = now + self.wait
 
-    def hold(self, item: T) -> bool:
-        """A live frame before the answer; True when `limit` are held (let them go)."""
+    def hold(self, item: T, size: int) -> bool:
+        """A live frame (of `size` payload bytes) before the answer; True when as many
+        frames or bytes are held as may be (let them go)."""
         self.frames.append(item)
-        return len(self.frames) >= self.limit
+        self.bytes += size
+        return len(self.frames) >= self.limit or self.bytes >= self.max_bytes
 
     def reach(self, nxt: int, seqs: list[int]) -> int:
         """Our start, given the answer `nxt` and the seqs of the frames held (`seqs`):
@@ -204,5 +206,5 @@ class AnswerWait(Generic[T]):
 
     def take(self) -> list[T]:
         """Stop waiting; the frames held, in arrival order."""
-        frames, self.frames, self.due = self.frames, [], None
+        frames, self.frames, self.due, self.bytes = self.frames, [], None, 0
         return frames

@@ -109,7 +109,7 @@ class ReaderStream(ReaderState):
             return [Deliver(header, msg.payload)]
         out: list[Effect] = []
         if self.answer.due is not None and self.reorder.expected is None:
-            if self.answer.hold(msg):  # as many as it holds: no longer wait
+            if self.answer.hold(msg, len(msg.payload)):  # as much as it holds: go on
                 self._unanswered(now, out)
             return out
         rf = self.refetch

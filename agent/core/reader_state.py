@@ -85,7 +85,7 @@ class ReaderState:
         self.join: JoinRun[FileData] = JoinRun(limits.reorder_window, limits.reorder_timeout)
         #: a new reader's live frames, held until the sender's answer says its start
         self.answer: AnswerWait[m.HotlinkData] = AnswerWait(
-            limits.reorder_window, limits.reorder_timeout
+            limits.reorder_window, limits.reorder_timeout, limits.reader_queue_bytes
         )
         self.gaps = GapReport(limits.reorder_timeout)
 
