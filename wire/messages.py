@@ -69,6 +69,14 @@ def _sint(d: dict[str, Any], key: str, default: int = 0) -> int:
     return v
 
 
+def _bool(d: dict[str, Any], key: str) -> bool:
+    """An optional flag of our extensions (absent: False); only a msgpack/JSON boolean."""
+    v = d.get(key, False)
+    if not isinstance(v, bool):
+        raise ProtocolError(f"field {key!r} must be a boolean, got {type(v).__name__}")
+    return v
+
+
 def _bytes(d: dict[str, Any], key: str, text: bool) -> bytes:
     v = d.get(key, b"")
     if v is None:
@@ -229,10 +237,9 @@ class HotlinkOpen:
 
     @classmethod
     def from_dat(cls, d: dict[str, Any], text: bool = False) -> HotlinkOpen:
-        ans = d.get("ans", False)
-        if not isinstance(ans, bool):
-            raise ProtocolError(f"field 'ans' must be a boolean, got {type(ans).__name__}")
-        return cls(_str(d, "sid"), _str(d, "pth"), _str(d, "frm", ""), _str(d, "to", ""), ans)
+        return cls(
+            _str(d, "sid"), _str(d, "pth"), _str(d, "frm", ""), _str(d, "to", ""), _bool(d, "ans")
+        )
 
 
 @dataclass(slots=True)
@@ -437,16 +444,13 @@ class FileSync:
 
     @classmethod
     def from_dat(cls, d: dict[str, Any], text: bool = False) -> FileSync:
-        more = d.get("mor", False)
-        if not isinstance(more, bool):
-            raise ProtocolError("field 'mor' must be a boolean")
         return cls(
             _str(d, "pth"),
             _int(d, "snc", 0, 2**63 - 1),
             _str(d, "aft", ""),
             _int(d, "max", 0, 2**31 - 1),
             _str(d, "sid", ""),
-            more,
+            _bool(d, "mor"),
             _int(d, "lim", 0, 2**63 - 1),
         )
 
