@@ -36,7 +36,7 @@ class NoAppBacklog:
     def keep(self, header: bytes, payload: bytes) -> str:
         """Keep one app frame: "" if kept, else why not."""
         size = len(header) + len(payload)
-        if len(self.frames) >= self.max_frames or self.bytes + size > self.max_bytes:
+        if not self._fits(len(self.frames) + 1, self.bytes + size):
             return f"{len(self.frames)} frames ({self.bytes} bytes) waiting"
         if not self.budget.take(size):
             return f"the agent-wide bound ({self.budget.limit} bytes) reached"
@@ -52,10 +52,15 @@ class NoAppBacklog:
         fit = 0
         for s in sizes:
             n, size = n + 1, size + s
-            if n > self.max_frames or size > self.max_bytes or size - self.bytes > free:
+            if not self._fits(n, size) or size - self.bytes > free:
                 break
             fit += 1
         return fit
+
+    def _fits(self, frames: int, size: int) -> bool:
+        """Whether `frames` frames of `size` bytes in all are within this session's
+        bounds (the agent-wide one is the budget's)."""
+        return frames <= self.max_frames and size <= self.max_bytes
 
     def take_all(self) -> list[tuple[bytes, bytes]]:
         """Everything kept, for the first app; the backlog is empty after."""

@@ -33,6 +33,7 @@ it and the live stream is not owed either: seqs skipped below the first live fra
 from __future__ import annotations
 
 import logging
+from collections.abc import Container
 from typing import Generic, TypeVar
 
 log = logging.getLogger("hotlink.agent.sessions")
@@ -192,15 +193,14 @@ class AnswerWait(Generic[T]):
         self.bytes += size
         return len(self.frames) >= self.limit or self.bytes >= self.max_bytes
 
-    def reach(self, nxt: int, seqs: list[int]) -> int:
+    def reach(self, nxt: int, seqs: Container[int]) -> int:
         """Our start, given the answer `nxt` and the seqs of the frames held (`seqs`):
         `nxt`, or lower while held frames lead up to it without a hole. Frames the relay
         forwarded to us before the sender saw our Accept are ours too, but a run with a
         hole before `nxt` is not: the frames in the hole went only to the other readers'
         direct links, and what precedes it is a re-send meant for someone else."""
-        held = set(seqs)
         start = nxt
-        while start - 1 in held:
+        while start - 1 in seqs:
             start -= 1
         return start
 

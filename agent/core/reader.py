@@ -194,7 +194,7 @@ class ReaderStream(ReaderState):
         them. Frames before `nxt` are not held for us by the sender: refused, they would
         be a hole right after our start."""
         held = {msg.seq: msg for msg in self.answer.frames}
-        start = self.answer.reach(nxt, list(held))
+        start = self.answer.reach(nxt, held)
         if start < nxt and not self.apps:
             below = [held[s] for s in range(nxt - 1, start - 1, -1)]
             start = nxt - self.backlog.room(
