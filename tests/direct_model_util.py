@@ -359,8 +359,8 @@ class Model:
         if pend and (force or tx.can_transmit):
             links = self.s_links
             while pend:
-                msg = pend[0]
                 relay, direct = tx.carriers() if links else (True, ())
+                msg = pend[0]  # after carriers(), which may put re-sends in front
                 for r in direct:
                     link = links.get(r)
                     if link is not None:

@@ -443,14 +443,16 @@ def test_a_link_never_outruns_the_relay_by_a_reorder_window() -> None:
     net.run(st.app_frames(frames(5000)))
     assert carol.skipped == [], "direct frames pushed her window past the relay's"
     first_by_relay = 10 + window
-    assert in_flight == [*range(11, 111), *range(first_by_relay, 5111)]
-    # the relay brings 11..110: carol confirms up to where the link took over, but
-    # the frames the relay took since are still on their way
-    for seq in in_flight[:100]:
+    # and ahead of the first of them, copies of what her link alone carried since the
+    # relay's tail (`_relay_copies`): the link could die with some of them on it
+    assert in_flight == [*range(11, 111), *range(111, first_by_relay), *range(first_by_relay, 5111)]
+    # the relay brings 11..110 and the copies: carol confirms up to where the relay
+    # took over, but the frames the relay took since are still on their way
+    for seq in in_flight[: first_by_relay - 11]:
         Reader.take(carol, seq, "relay")
     net.progress()
     assert carol.confirmed == first_by_relay - 1 and st.relay_tail == {CAROL: 5110}
-    del in_flight[:100]
+    del in_flight[: first_by_relay - 11]
     net.run(st.app_frames(frames(5000)))
     assert carol.skipped == [], "direct frames pushed her window past the relay's"
     for seq in list(in_flight):  # the relay delivers the rest
@@ -460,6 +462,81 @@ def test_a_link_never_outruns_the_relay_by_a_reorder_window() -> None:
     net.run(st.app_frames(frames(5)))
     assert carol.delivered == list(range(1, 10116)) and carol.skipped == []
     assert net.readers[BOB].delivered == list(range(1, 10116))
+
+
+def test_a_dying_link_s_frames_go_by_the_relay_ahead_of_frames_a_window_past_them() -> None:
+    """Carol (reorder window 16) is linked while the relay still brings her 11..30; she
+    confirmed 20 when her link carries 31..35, and 36.. are a window past that: they go
+    by the relay. The link dies with 31..35 on it, and the sender learns of it after
+    36..50 went. Re-sent only then, 31..35 came behind 36..50, and 47 made her skip
+    them (model seed 117). The relay now carries copies of 31..35 ahead of 36."""
+    st, net = setup()
+    carol = net.readers[CAROL] = Reader(16)
+    net.relay_legs.add(CAROL)
+    net.run(st.on_accept(CAROL, None))
+    net.run(st.app_frames(frames(10)))
+    net.progress()
+    by_relay: list[int] = []
+    on_link: list[int] = []
+    carol.take = lambda seq, via: (by_relay if via == "relay" else on_link).append(seq)  # type: ignore[method-assign]
+    net.run(st.app_frames(frames(20)))  # 11..30 on their way by the relay
+    net.run(st.direct_link_up(CAROL, 16))
+    for seq in by_relay[:10]:  # the relay brought 11..20 so far
+        Reader.take(carol, seq, "relay")
+    del by_relay[:10]
+    net.progress()
+    net.run(st.app_frames(frames(20)))  # 31..35 by the link, 36..50 a window ahead
+    assert on_link == [31, 32, 33, 34, 35]
+    assert by_relay == [*range(21, 31), *range(31, 36), *range(36, 51)]
+    on_link.clear()  # the link dies with them on it
+    net.run(st.direct_link_down(CAROL, "reset"))  # 21..50 again, by the relay
+    del carol.take
+    for seq in by_relay:  # the relay delivers in order what it was given
+        carol.take(seq, "relay")
+    assert carol.skipped == [] and carol.delivered == list(range(1, 51))
+
+
+def test_a_re_send_to_a_linked_reader_far_behind_goes_behind_the_relay_s_frames() -> None:
+    """Carol (window 16) is linked, and the relay (which bob needs) carries every frame
+    too. Her app refused 11..60; the relay's 41..60 are still on their way to her when
+    bob's re-Accept re-sends 11..60. By her link, the re-send would end her wait for it
+    (from then on she reorders), and the relay's 41.. a window past 11 would make her
+    skip the rest of it (model seed 2719). So the re-send to her goes by the relay,
+    behind them, and her link waits until she confirmed past what was sent, as after
+    a re-send of her own. Split across the paths (the link carrying what is within
+    her window), her wait dropped the link's part as copies (model seed 1230)."""
+    st, net = setup(BOB)
+    carol = net.readers[CAROL] = Reader(16)
+    net.relay_legs.add(CAROL)
+    net.run(st.on_accept(CAROL, None))
+    net.run(st.app_frames(frames(10)))
+    net.progress()
+    net.run(st.direct_link_up(CAROL, 16))
+    assert st.carriers() == (True, (CAROL,))  # bob has no link: the relay carries all
+    by_relay: list[int] = []
+    carol.take = lambda seq, via: by_relay.append(seq) if via == "relay" else None  # type: ignore[method-assign]
+    net.run(st.app_frames(frames(50)))  # her app refused 11..60
+    net.run(st.on_progress(BOB, 10))
+    del by_relay[:30]  # 11..40 came and were refused too; 41..60 are on their way
+    carol.take = lambda seq, via: (
+        by_relay.append(seq)
+        if via == "relay"
+        else pytest.fail(  # type: ignore[method-assign]
+            f"re-sent {seq} went by her link"
+        )
+    )
+    net.run(st.on_accept(BOB, 10))  # bob asks again after 10: 11..60 re-sent
+    assert by_relay == [*range(41, 61), *range(11, 61)]
+    assert CAROL in st.direct_held and st.carriers() == (True, ())
+    net.run(st.app_frames(frames(5)))  # 61..65: by the relay too, behind the re-send
+    assert by_relay[-5:] == list(range(61, 66))
+    del carol.take
+    for seq in by_relay:  # while she waits for the re-send, frames ahead are copies
+        if seq == 11 or carol.confirmed >= 11:
+            carol.take(seq, "relay")
+    net.progress()  # past what was sent at bob's re-Accept: her link carries again
+    assert carol.skipped == [] and carol.delivered == list(range(1, 66))
+    assert CAROL in st.direct_up and st.carriers() == (True, (CAROL,))
 
 
 @pytest.mark.parametrize("announced", [True, False])

@@ -271,6 +271,31 @@ def test_in_flight_frames_do_not_overflow_the_reorder_window_while_a_re_send_com
     assert len(st.reorder) == 1  # buffered: the gap timer decides from here
 
 
+def test_a_stalled_frame_before_the_re_accept_does_not_end_the_wait_for_the_re_send() -> None:
+    """A relay stall delays refused frames 3..4 until after the app is back, while the
+    refetch's catch-up still runs (no re-Accept yet): they are delivered, but frames
+    far ahead (fresh ones over a direct link) are still copies the re-send brings, not
+    frames to reorder. Taken as the re-send, the first of them skipped 5..12 (model
+    seed 5603). Frames in flight after the re-Accept are dropped the same way."""
+    st = accepted(reader_queue=2, reorder_window=8)
+    st.app_disconnected()
+    for i in range(1, 5):
+        st.on_data(data(i), 0.0)  # 1, 2 kept; 3, 4 refused
+    st.app_connected(2.0)
+    assert st.catch_up.running and st.refetch.pending
+    got = delivered(st.on_data(data(3), 2.0)) + delivered(st.on_data(data(4), 2.0))
+    assert got == [3, 4]  # the stalled relay brings them: in order, delivered
+    for i in range(20, 30):  # far past the window: copies of what the re-send brings
+        assert delivered(st.on_data(data(i), 2.0)) == []
+    assert st.drops == 0 and not len(st.reorder)
+    (acc,) = sends(st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 2.1), m.HotlinkAccept)
+    assert acc.seq == 4 and st.refetch.awaiting_from == 5
+    assert delivered(st.on_data(data(30), 2.1)) == []  # sent before the re-Accept came
+    for i in range(5, 31):  # the re-send
+        got += delivered(st.on_data(data(i), 2.2))
+    assert got == list(range(3, 31)) and st.drops == 0
+
+
 def test_frames_released_by_the_gap_timer_are_reported() -> None:
     """A gap skipped by the timer releases frames no later frame may follow (the
     sender's window can be full): their progress goes out without waiting for one."""

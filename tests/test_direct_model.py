@@ -120,12 +120,10 @@ def run_seed(seed: int) -> tuple[Model, list[tuple[str, int, str]]]:
     return model, check(model)
 
 
-#: seeds below 200 that fail on the current code (the kind left is an xfail test
-#: below; docs/reliability.md "Known gaps")
-KNOWN_FAILING = (117,)
-#: the same for seeds 0..1 999 (`-m slow`): frames lost on a dying link with a window
-#: of 16 (of seeds 0..4 999 also 2393, 4542, 4592, 4803, 4967, all with a window of 16)
-KNOWN_FAILING_MANY = (117, 1567, 1693)
+#: seeds below 200 that fail on the current code (none: seeds 0..9 999 pass)
+KNOWN_FAILING: tuple[int, ...] = ()
+#: the same for the seeds of `-m slow`
+KNOWN_FAILING_MANY: tuple[int, ...] = ()
 #: seeds of the default suite (about 8 s): every shape of run (1-4 readers, reorder
 #: windows of 16, 64 and 4 096, no-app queues of 8, 64 and 4 096, relay stalls);
 #: with any one of the fixes of docs/reliability.md "Known gaps" undone, some fail
@@ -148,16 +146,30 @@ def test_model_fixed_seeds() -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="a link's frames lost as it dies, re-sent behind")
-def test_frames_lost_on_a_dying_link_come_back_behind_frames_a_window_ahead() -> None:
-    """Seed 117 (one reader, reorder window 16): the relay still carried frames to the
-    reader, so frames a window past its ack went by the relay (`relay_tail`), 162..166
-    by its link. The link broke with 163..166 on it; the sender learnt of it 4 ms
-    later and re-sent them by the relay, behind the frames a window ahead, which came
-    first: the reorder buffer skipped 163..164 (2 lost). Seen only with a window of 16
-    (8 of 5 000 runs); a reorder window holds the frames that can be in flight
-    out of order, and a link's loss puts its re-send behind everything on the relay."""
-    model, problems = run_seed(117)
+@pytest.mark.parametrize("seed", [117, 1567, 1693, 2393, 4542, 4592, 4803, 4967])
+def test_a_dying_link_s_frames_are_not_re_sent_behind_frames_a_window_ahead(seed: int) -> None:
+    """Runs that lost frames, all with a reorder window of 16. 117 (one reader): the
+    relay still carried frames to the reader, so frames a window past its ack went by
+    the relay (`relay_tail`), 162..166 by its link. The link broke with 163..166 on
+    it; the sender learnt of it 4 ms later and re-sent them by the relay, behind the
+    frames a window ahead, which came first: the reorder buffer skipped 163..164. Now
+    the relay carries copies of what the link alone carried ahead of the first frame
+    a window past the reader's ack (`DirectSenderStream._relay_copies`)."""
+    model, problems = run_seed(seed)
+    assert not problems, report(model, problems)
+
+
+@pytest.mark.parametrize("seed", [1230, 2719, 5603])
+def test_a_reader_waiting_for_a_re_send_is_not_pushed_past_it(seed: int) -> None:
+    """2719 (window 64): r0 waited for the re-send of what its app refused when r2's
+    re-Accept re-sent it over r0's link, while the relay still carried r0 fresh frames
+    a window ahead; the link's re-send ended r0's wait, and the relay's frames then
+    made it skip the rest. The re-send to a linked reader that far behind now goes by
+    the relay, behind them, and its link waits (`_resume_reader`). 1230: not split
+    across the paths, or the link's part is dropped as copies. 5603: a relay stall
+    brought the refused frames back before r2's re-Accept went; taken for the re-send,
+    they ended the wait and a fresh direct frame skipped 14 (`Refetch.in_flight_copy`)."""
+    model, problems = run_seed(seed)
     assert not problems, report(model, problems)
 
 

@@ -476,7 +476,7 @@ class ReaderStream(ReaderState):
         delivered seq."""
         if self.closed or not self.link_up or self.machine.state is not SessionState.OPEN:
             self.refetch.pending = False
-        elif self.refetch.may_ask(now):
+        elif self.refetch.may_ask(now, self.reorder.expected):
             out.append(Send(m.HotlinkAccept(self.sid, seq=self.delivered())))
 
     def _accept(self, offer: m.HotlinkOpen, now: float, out: list[Effect]) -> None:

@@ -7,10 +7,11 @@ the sender re-sends what it holds after it). This class holds that state and its
 timing decisions; `ReaderStream` does the rest (the reorder, the catch-up, sending).
 
 - re-Accepts go at most every `REFETCH_INTERVAL` (the relay rate-limits accepts);
-- between a re-Accept and the re-send, hotlink frames ahead of the next expected seq
-  were in flight before the re-send, which brings them again: they are dropped, not
-  buffered (thousands would overflow the reorder window, which would skip the very
-  seqs being re-sent);
+- from the refetch's start until the re-send comes, hotlink frames ahead of the next
+  expected seq were in flight before the re-send, which brings them again: they are
+  dropped, not buffered (thousands would overflow the reorder window, which would skip
+  the very seqs being re-sent). Frames at the next seq are delivered; one that a
+  stalled path brings before the re-Accept went does not end the wait;
 - a re-send that has not begun within `RESEND_WAIT` is asked for again, and frames
   ahead are reordered as usual from then on (what the sender no longer holds is a gap).
 """
@@ -73,9 +74,10 @@ class Refetch:
         self.pending = True
         self.awaiting_from = resume_at
 
-    def may_ask(self, now: float) -> bool:
+    def may_ask(self, now: float, expected: int | None = None) -> bool:
         """True: send the re-Accept now. False: too soon after the last one (`due`
-        says when to ask)."""
+        says when to ask). `expected`: the stream's next seq; frames delivered while
+        the re-Accept waited moved it, and the re-send is awaited from there."""
         due = self.asked_at + REFETCH_INTERVAL
         if now < due:  # (not `now - asked_at`: rounded, a timer at `due` would re-arm)
             self.due = due
@@ -84,12 +86,16 @@ class Refetch:
         self.asked_at = now
         if self.awaiting_from:
             self.due = now + RESEND_WAIT
+            if expected is not None:
+                self.awaiting_from = max(self.awaiting_from, expected)
         return True
 
     def in_flight_copy(self, seq: int, expected: int | None) -> bool:
         """While the re-send has not come: is this hotlink frame a copy it brings
-        again (drop it)?"""
-        if expected is None or expected > self.awaiting_from:
+        again (drop it)? The re-send has come once the stream is past its first seq
+        after the re-Accept went: before it, a frame at the next seq is one a stalled
+        path still carried, and frames ahead of it are still copies."""
+        if expected is None or (expected > self.awaiting_from and not self.pending):
             self.awaiting_from = 0  # the re-send has come
             return False
         if seq > expected:

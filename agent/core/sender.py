@@ -404,11 +404,7 @@ class SenderStream(SenderFiles, SidRecovery):
         pend = self.pending
         plan = plan_resend(self.recent, ack, pend[0].seq - 1 if pend else self.seq, lambda x: x.seq)
         if plan.frames:
-            n = sum(len(x.payload) for x in plan.frames)
-            self.recent_bytes -= n
-            self.pending_bytes += n
-            pend.extendleft(reversed(plan.frames))
-            self.replay_until = max(self.replay_until, plan.frames[-1].seq)
+            self._requeue(plan.frames)
             log.info(
                 "session %s: %s resumes after seq %d: re-sending seq %d..%d",
                 self.path,
@@ -439,6 +435,15 @@ class SenderStream(SenderFiles, SidRecovery):
                 first,
                 last,
             )
+
+    def _requeue(self, frames: list[m.HotlinkData]) -> None:
+        """Put `frames` (taken from `recent` by `plan_resend`) back in front of the
+        queue, as re-sends."""
+        n = sum(len(x.payload) for x in frames)
+        self.recent_bytes -= n
+        self.pending_bytes += n
+        self.pending.extendleft(reversed(frames))
+        self.replay_until = max(self.replay_until, frames[-1].seq)
 
     # --- relay control messages -----------------------------------------------------
 

@@ -44,7 +44,13 @@ Switching without loss:
   (`carriers()`), in order behind the ones on their way, and the mark moves to that
   frame; no frame is held back, nothing stalls. The bound is the reader's reorder
   window as its direct answer announced it (`win`), else this agent's
-  `reorder_window` (the readers' default too);
+  `reorder_window` (the readers' default too). Ahead of the first such frame, the
+  relay carries copies of what the reader's link alone carried since its tail
+  (`_relay_copies`): the link could die with them on it, and their re-send would come
+  behind the frames a window ahead. A linked reader a window behind the last seq sent
+  when a re-send for another reader begins gets it by the relay too, behind the frames
+  the relay may still carry it, and its link waits as after a re-send of its own
+  (`_resume_reader`);
 
 - a direct link drops while the relay works: the reader's unconfirmed frames (after
   its last `HotlinkProgress`) go back in front of the queue and leave by the relay,
@@ -72,12 +78,17 @@ from __future__ import annotations
 from hotlink.wire import messages as m
 from hotlink.wire.extensions import STREAM_START
 
+from ..acks import plan_resend
 from .effects import Effect, Emit, EventType, Send, Transmit
 from .paths import ActivePath, Switch
 from .sender import SenderStream
 from .state import SessionState, Trigger
 
 _LIVE = (SessionState.OPEN, SessionState.PENDING)
+
+
+def _seq(msg: m.HotlinkData) -> int:
+    return msg.seq
 
 
 class DirectSenderStream(SenderStream):
@@ -93,6 +104,9 @@ class DirectSenderStream(SenderStream):
         self._linked_readers: frozenset[str]
         self._linked_up: frozenset[str]
         self._linked: tuple[str, ...]
+        #: while every reader has a link, the last seq sent before (frames after it
+        #: skipped the relay); None while the relay carries every frame
+        self._link_only_after: int | None = None
         self._link_readers()
         #: readers that accepted without a seq and have not confirmed one yet (their
         #: stream's start is not known)
@@ -164,17 +178,40 @@ class DirectSenderStream(SenderStream):
         if self.relay_tail and self.link_up:
             ahead = self._too_far_ahead(seq)
             if ahead:  # the relay takes it to them, behind what it still carries
-                for r in ahead:  # and they wait for it too
-                    self.relay_tail[r] = max(self.relay_tail[r], seq)
+                if self._relay_copies(ahead, seq):
+                    return self._carriers_special(direct, all_linked)  # a new front
                 relay = True
                 direct = tuple(r for r in direct if r not in ahead)
         if seq <= self.replay_until:
-            # A re-send (another reader's resume). A link whose reader confirmed the
-            # frame, or to whose reader the relay still carries it (`relay_tail`),
-            # would carry a copy to be dropped, or one a window ahead of the relay.
+            # A re-send (another reader's resume, or `_relay_copies`). A link whose
+            # reader confirmed the frame, or to whose reader the relay carries it
+            # (`relay_tail`), would carry a copy to be dropped, or one a window ahead
+            # of the relay; so the relay carries it to that reader.
             acks, tail = self.reader_acks, self.relay_tail
-            direct = tuple(r for r in direct if acks.get(r, 0) < seq and tail.get(r, 0) < seq)
+            owed = [r for r in direct if acks.get(r, 0) < seq]
+            direct = tuple(r for r in owed if tail.get(r, 0) < seq)
+            relay = relay or (self.link_up and len(direct) < len(owed))
         return relay, direct
+
+    def _relay_copies(self, ahead: list[str], seq: int) -> bool:
+        """Frame `seq` goes by the relay to the readers `ahead` for being a window past
+        what they confirmed. The frames their links alone carried since the relay last
+        did may still be on those links: should a link die with them, their re-send by
+        the relay would come behind `seq`, and the reader's window would skip them. So
+        the relay carries them first (the readers drop the copies by seq). True if the
+        queue's front changed. The readers' `relay_tail` moves to `seq`: each such run
+        is re-sent once."""
+        acks, tail = self.reader_acks, self.relay_tail
+        after = min(max(acks.get(r, 0), tail[r]) for r in ahead)
+        for r in ahead:
+            tail[r] = max(tail[r], seq)
+        if self._link_only_after is None or seq <= self.replay_until:
+            return False  # the relay carried them too (or this is such a re-send)
+        after = max(after, self._link_only_after)
+        frames = plan_resend(self.recent, after, seq - 1, _seq).frames
+        if frames:
+            self._requeue(frames)
+        return bool(frames)
 
     def _link_readers(self) -> None:
         """Compute `carriers()`'s linked readers anew, keyed on the sets of now: only
@@ -184,6 +221,10 @@ class DirectSenderStream(SenderStream):
         # a set changed in place would keep its identity and the cache with it
         assert isinstance(readers, frozenset) and isinstance(up, frozenset)
         self._linked = tuple(sorted(readers & up))
+        if not readers or not readers <= up:
+            self._link_only_after = None  # the relay carries every frame
+        elif self._link_only_after is None:
+            self._link_only_after = self.last_seq
 
     def _too_far_ahead(self, seq: int) -> list[str]:
         """Readers for whom frame `seq` over the link would be a reorder window or
@@ -364,6 +405,34 @@ class DirectSenderStream(SenderStream):
         nxt = self.last_seq + 1
         pend = self.pending
         return min(pend[0].seq, nxt) if pend else nxt
+
+    def _resume_reader(self, reader: str, ack: int) -> None:
+        """A re-send after `ack` for `reader`. Another linked reader owed part of it,
+        a reorder window or more behind the last seq sent, may still get newer frames
+        by the relay: over its link the re-send would move its next seq back, and a
+        relay frame a window past that would make it skip the rest (or it waits for a
+        re-send of its own and takes this one's first frame for it). Its link waits
+        until it confirmed past what was sent, as after a link-up during a re-send
+        (`resend_asked`), and the relay carries the re-send to it, in order."""
+        super()._resume_reader(reader, ack)
+        if not self.link_up or not self.pending or self.pending[0].seq > self.replay_until:
+            return
+        own, last = self.lim.reorder_window, self.last_seq
+        for r in self.readers & self.direct_up:
+            behind = max(ack, self.reader_acks.get(r, 0))
+            far = last - behind >= self.reader_window.get(r, own)
+            if r != reader and far and self._relay_may_carry(r):
+                self.direct_up -= {r}
+                self.relay_tail.pop(r, None)
+                self.direct_held.add(r)
+                self.resend_asked[r] = last
+
+    def _relay_may_carry(self, r: str) -> bool:
+        """Frames after `r`'s ack may have gone to it by the relay: the relay carried
+        every frame lately, or those up to when every reader had a link, or it still
+        brings the frames before its switch (`relay_tail`)."""
+        lo = self._link_only_after
+        return lo is None or lo > self.reader_acks.get(r, 0) or r in self.relay_tail
 
     def _reader_left(self, peer: str, ev: EventType, reason: str, why: str) -> list[Effect]:
         self.direct_up -= {peer}
