@@ -10,7 +10,8 @@ Modules (decisions live in plain classes; adapters only move bytes; docs/design.
                 policy), `effects`, `sender` + `sender_files`, `reader`, `limits`, `names`
 - `session`     a session adapter's common part: endpoint, timer, effects carried out
 - `sender_session` / `reader_session`  the adapters around the sender / reader core
-- `sessions`    the manager: routes relay messages to sessions, async control plane
+- `sessions`    the manager: the sessions by path and sid, async control plane
+- `relay_messages` the manager's other half: each relay message to its session
 - `open_args`   OpenSession argument checks, path -> role, `SessionError`
 - `filepath`    fallback files out, mirror in, uploads (adapter of the file path)
 - `safe_files`  reading/writing inside a datasite: no symlink, FIFO or folder followed

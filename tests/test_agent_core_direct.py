@@ -464,18 +464,25 @@ def test_a_link_never_outruns_the_relay_by_a_reorder_window() -> None:
     assert net.readers[BOB].delivered == list(range(1, 10116))
 
 
+def _carol_joins(window: int, *others: str) -> tuple[DirectSenderStream, Net, Reader]:
+    """`others` accepted (no links), then carol with a reorder window of `window`; she
+    got 1..10 by the relay and confirmed them."""
+    st, net = setup(*others)
+    carol = net.readers[CAROL] = Reader(window)
+    net.relay_legs.add(CAROL)
+    net.run(st.on_accept(CAROL, None))
+    net.run(st.app_frames(frames(10)))
+    net.progress()
+    return st, net, carol
+
+
 def test_a_dying_link_s_frames_go_by_the_relay_ahead_of_frames_a_window_past_them() -> None:
     """Carol (reorder window 16) is linked while the relay still brings her 11..30; she
     confirmed 20 when her link carries 31..35, and 36.. are a window past that: they go
     by the relay. The link dies with 31..35 on it, and the sender learns of it after
     36..50 went. Re-sent only then, 31..35 came behind 36..50, and 47 made her skip
     them (model seed 117). The relay now carries copies of 31..35 ahead of 36."""
-    st, net = setup()
-    carol = net.readers[CAROL] = Reader(16)
-    net.relay_legs.add(CAROL)
-    net.run(st.on_accept(CAROL, None))
-    net.run(st.app_frames(frames(10)))
-    net.progress()
+    st, net, carol = _carol_joins(16)
     by_relay: list[int] = []
     on_link: list[int] = []
     carol.take = lambda seq, via: (by_relay if via == "relay" else on_link).append(seq)  # type: ignore[method-assign]
@@ -496,47 +503,70 @@ def test_a_dying_link_s_frames_go_by_the_relay_ahead_of_frames_a_window_past_the
     assert carol.skipped == [] and carol.delivered == list(range(1, 51))
 
 
-def test_a_re_send_to_a_linked_reader_far_behind_goes_behind_the_relay_s_frames() -> None:
-    """Carol (window 16) is linked, and the relay (which bob needs) carries every frame
-    too. Her app refused 11..60; the relay's 41..60 are still on their way to her when
-    bob's re-Accept re-sends 11..60. By her link, the re-send would end her wait for it
-    (from then on she reorders), and the relay's 41.. a window past 11 would make her
-    skip the rest of it (model seed 2719). So the re-send to her goes by the relay,
-    behind them, and her link waits until she confirmed past what was sent, as after
-    a re-send of her own. Split across the paths (the link carrying what is within
-    her window), her wait dropped the link's part as copies (model seed 1230)."""
-    st, net = setup(BOB)
-    carol = net.readers[CAROL] = Reader(16)
-    net.relay_legs.add(CAROL)
-    net.run(st.on_accept(CAROL, None))
-    net.run(st.app_frames(frames(10)))
-    net.progress()
+def _carol_refused(bob_confirmed: int) -> tuple[DirectSenderStream, Net, Reader, list[int]]:
+    """Bob has no link, carol (window 16) has one, so the relay carries every frame
+    too. Carol's app refused 11..60 (both copies); the relay's 41..60 are still on
+    their way to her (in the list returned, where the relay's next frames to her go).
+    From here on, a frame on her link fails the test."""
+    st, net, carol = _carol_joins(16, BOB)
     net.run(st.direct_link_up(CAROL, 16))
-    assert st.carriers() == (True, (CAROL,))  # bob has no link: the relay carries all
+    assert st.carriers() == (True, (CAROL,))
     by_relay: list[int] = []
     carol.take = lambda seq, via: by_relay.append(seq) if via == "relay" else None  # type: ignore[method-assign]
-    net.run(st.app_frames(frames(50)))  # her app refused 11..60
-    net.run(st.on_progress(BOB, 10))
-    del by_relay[:30]  # 11..40 came and were refused too; 41..60 are on their way
-    carol.take = lambda seq, via: (
+    net.run(st.app_frames(frames(50)))
+    net.run(st.on_progress(BOB, bob_confirmed))
+    del by_relay[:30]  # 11..40 came and were refused too
+
+    def take(seq: int, via: str) -> None:
+        if via != "relay":
+            pytest.fail(f"re-sent {seq} went by her link")
         by_relay.append(seq)
-        if via == "relay"
-        else pytest.fail(  # type: ignore[method-assign]
-            f"re-sent {seq} went by her link"
-        )
-    )
+
+    carol.take = take  # type: ignore[method-assign]
+    return st, net, carol, by_relay
+
+
+def _deliver_waiting_for_re_send(carol: Reader, by_relay: list[int]) -> None:
+    """The relay delivers in order; while carol waits for the re-send (from 11),
+    frames ahead are copies it brings again (the reader core's `in_flight_copy`)."""
+    del carol.take
+    for seq in by_relay:
+        if seq == 11 or carol.confirmed >= 11:
+            carol.take(seq, "relay")
+
+
+def test_a_re_send_to_a_linked_reader_far_behind_goes_behind_the_relay_s_frames() -> None:
+    """Bob's re-Accept re-sends 11..60 while carol waits for her own re-send of them
+    (`_carol_refused`). By her link, the re-send would end her wait (from then on she
+    reorders), and the relay's 41.. a window past 11 would make her skip the rest of
+    it (model seed 2719). So the re-send to her goes by the relay, behind them, and
+    her link waits until she confirmed past what was sent. Split across the paths
+    (the link carrying what is within her window), her wait dropped the link's part
+    as copies (model seed 1230)."""
+    st, net, carol, by_relay = _carol_refused(bob_confirmed=10)
     net.run(st.on_accept(BOB, 10))  # bob asks again after 10: 11..60 re-sent
     assert by_relay == [*range(41, 61), *range(11, 61)]
     assert CAROL in st.direct_held and st.carriers() == (True, ())
     net.run(st.app_frames(frames(5)))  # 61..65: by the relay too, behind the re-send
     assert by_relay[-5:] == list(range(61, 66))
-    del carol.take
-    for seq in by_relay:  # while she waits for the re-send, frames ahead are copies
-        if seq == 11 or carol.confirmed >= 11:
-            carol.take(seq, "relay")
+    _deliver_waiting_for_re_send(carol, by_relay)
     net.progress()  # past what was sent at bob's re-Accept: her link carries again
     assert carol.skipped == [] and carol.delivered == list(range(1, 66))
     assert CAROL in st.direct_up and st.carriers() == (True, (CAROL,))
+
+
+def test_a_linked_reader_s_own_re_send_goes_behind_the_relay_s_newer_frames() -> None:
+    """The same for the re-send carol asks for herself (her app is back), her link
+    up: over the link it came first, ended her wait, and the relay's frames sent
+    before her re-Accept, a window ahead, made her skip the rest of it (model seeds
+    20885, 33609). It goes by the relay, behind them; her link waits."""
+    st, net, carol, by_relay = _carol_refused(bob_confirmed=60)
+    net.run(st.on_accept(CAROL, 10))  # she asks again after 10
+    assert by_relay == [*range(41, 61), *range(11, 61)] and CAROL in st.direct_held
+    _deliver_waiting_for_re_send(carol, by_relay)
+    net.progress()
+    assert carol.skipped == [] and carol.delivered == list(range(1, 61))
+    assert CAROL in st.direct_up
 
 
 @pytest.mark.parametrize("announced", [True, False])
@@ -544,12 +574,7 @@ def test_a_reader_s_own_smaller_window_bounds_its_link(announced: bool) -> None:
     """Carol runs with a reorder window of 64, the sender with the default: the bound
     for her link is the window her answer announced. Unannounced (an older reader),
     the sender's larger window lets the link push hers past the relay's frames."""
-    st, net = setup()
-    carol = net.readers[CAROL] = Reader(64)
-    net.relay_legs.add(CAROL)
-    net.run(st.on_accept(CAROL, None))
-    net.run(st.app_frames(frames(10)))
-    net.progress()
+    st, net, carol = _carol_joins(64)
     in_flight: list[int] = []
     carol.take = lambda seq, via: (  # type: ignore[method-assign]
         in_flight.append(seq) if via == "relay" else Reader.take(carol, seq, via)

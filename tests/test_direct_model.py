@@ -159,7 +159,7 @@ def test_a_dying_link_s_frames_are_not_re_sent_behind_frames_a_window_ahead(seed
     assert not problems, report(model, problems)
 
 
-@pytest.mark.parametrize("seed", [1230, 2719, 5603])
+@pytest.mark.parametrize("seed", [1230, 2719, 5603, 20885, 33609])
 def test_a_reader_waiting_for_a_re_send_is_not_pushed_past_it(seed: int) -> None:
     """2719 (window 64): r0 waited for the re-send of what its app refused when r2's
     re-Accept re-sent it over r0's link, while the relay still carried r0 fresh frames
@@ -168,7 +168,8 @@ def test_a_reader_waiting_for_a_re_send_is_not_pushed_past_it(seed: int) -> None
     the relay, behind them, and its link waits (`_resume_reader`). 1230: not split
     across the paths, or the link's part is dropped as copies. 5603: a relay stall
     brought the refused frames back before r2's re-Accept went; taken for the re-send,
-    they ended the wait and a fresh direct frame skipped 14 (`Refetch.in_flight_copy`)."""
+    they ended the wait and a fresh direct frame skipped 14 (`Refetch.in_flight_copy`).
+    20885, 33609: as 2719, for the reader's own re-send (its refetch)."""
     model, problems = run_seed(seed)
     assert not problems, report(model, problems)
 

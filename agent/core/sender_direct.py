@@ -48,9 +48,9 @@ Switching without loss:
   relay carries copies of what the reader's link alone carried since its tail
   (`_relay_copies`): the link could die with them on it, and their re-send would come
   behind the frames a window ahead. A linked reader a window behind the last seq sent
-  when a re-send for another reader begins gets it by the relay too, behind the frames
-  the relay may still carry it, and its link waits as after a re-send of its own
-  (`_resume_reader`);
+  when a re-send begins (its own or another reader's) gets it by the relay too, behind
+  the frames the relay may still carry it, and its link waits as after a link-up
+  during a re-send (`_resume_reader`);
 
 - a direct link drops while the relay works: the reader's unconfirmed frames (after
   its last `HotlinkProgress`) go back in front of the queue and leave by the relay,
@@ -407,12 +407,12 @@ class DirectSenderStream(SenderStream):
         return min(pend[0].seq, nxt) if pend else nxt
 
     def _resume_reader(self, reader: str, ack: int) -> None:
-        """A re-send after `ack` for `reader`. Another linked reader owed part of it,
-        a reorder window or more behind the last seq sent, may still get newer frames
-        by the relay: over its link the re-send would move its next seq back, and a
-        relay frame a window past that would make it skip the rest (or it waits for a
-        re-send of its own and takes this one's first frame for it). Its link waits
-        until it confirmed past what was sent, as after a link-up during a re-send
+        """A re-send after `ack` for `reader`. A linked reader owed part of it (that
+        reader or another), a reorder window or more behind the last seq sent, may
+        still get newer frames by the relay: over its link the re-send would come
+        first and end its wait for a re-send (or move its next seq back), and a relay
+        frame a window past that would make it skip the rest. Its link waits until it
+        confirmed past what was sent, as after a link-up during a re-send
         (`resend_asked`), and the relay carries the re-send to it, in order."""
         super()._resume_reader(reader, ack)
         if not self.link_up or not self.pending or self.pending[0].seq > self.replay_until:
@@ -421,7 +421,7 @@ class DirectSenderStream(SenderStream):
         for r in self.readers & self.direct_up:
             behind = max(ack, self.reader_acks.get(r, 0))
             far = last - behind >= self.reader_window.get(r, own)
-            if r != reader and far and self._relay_may_carry(r):
+            if far and self._relay_may_carry(r):
                 self.direct_up -= {r}
                 self.relay_tail.pop(r, None)
                 self.direct_held.add(r)
