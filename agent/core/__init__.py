@@ -10,8 +10,9 @@ Modules:
 - `state`    session states as one transition table (`SessionMachine`, `Trigger`)
 - `paths`    paths (`PathId`) and the per-frame path policy (`FallbackPolicy`)
 - `effects`  what the cores ask the adapters to do, and control-API `EventType`
-- `sender`   `SenderStream`: seqs, hotlink queue, re-send window, spill to files
-             (`sender_files`), a new sid when the relay says ours is taken (`sender_sid`)
+- `sender`   `SenderStream`: seqs, hotlink queue, re-send window (`resend_window`),
+             spill to files (`sender_files`), a new sid when the relay says ours is
+             taken (`sender_sid`)
 - `reader`   `ReaderStream`: merge by seq, app delivery, refetch, gap/progress timers,
              on `reader_state` (`ReaderState`: what it keeps, and the queries on it);
              `file_data` (`FileData`: a frame replayed from a fallback file),

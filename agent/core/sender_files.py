@@ -10,45 +10,18 @@ order; the policy returns to the hotlink only once every file is acknowledged.
 from __future__ import annotations
 
 import logging
-from collections import deque
 
-from hotlink.wire import messages as m
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.frames import Frame
 
 from .effects import APP, FALLBACK, TEE, Effect, FailApps, WriteFile
-from .limits import Totals
-from .paths import FallbackPolicy
+from .sender_fields import SenderFields
 
 log = logging.getLogger("hotlink.agent.sessions")
 
 
-class SenderFiles:
+class SenderFiles(SenderFields):
     """File-path events of a sender stream (see the module docstring)."""
-
-    path: str
-    prefix: str
-    closed: bool
-    policy: FallbackPolicy
-    totals: Totals
-    pending: deque[m.HotlinkData]
-    pending_bytes: int
-    recent: deque[m.HotlinkData]
-    recent_bytes: int
-    replay_until: int
-    confirmed: int
-    file_backlog: int
-    disk_frames: int
-    disk_bytes: int
-    file_seq_high: int
-    files_acked_seq: int
-    frames_sent: int
-    bytes_sent: int
-    #: the highest seq the hotlink carried
-    last_seq: int
-    files_sent: int
-    drops: int
-    reading_paused: bool
 
     def _admit(self, f: Frame) -> int: ...
 

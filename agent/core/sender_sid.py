@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 
 from hotlink.wire import messages as m
 
 from .effects import Effect, Emit, EventType, SidChanged
-from .state import SessionMachine, Trigger
+from .sender_fields import SenderFields
+from .state import Trigger
 
 log = logging.getLogger("hotlink.agent.sessions")
 
@@ -28,20 +28,8 @@ log = logging.getLogger("hotlink.agent.sessions")
 MAX_SID_CHANGES = 3
 
 
-class SidRecovery:
+class SidRecovery(SenderFields):
     """Session-id change of a sender stream (see the module docstring)."""
-
-    path: str
-    sid: str
-    seq: int
-    link_up: bool
-    machine: SessionMachine
-    pending: deque[m.HotlinkData]
-    recent: deque[m.HotlinkData]
-    readers: frozenset[str]
-    reader_acks: dict[str, int]
-    new_sid: Callable[[], str] | None
-    sid_changes: int
 
     def _open(self, out: list[Effect]) -> None:  # provided by SenderStream
         raise NotImplementedError
