@@ -332,6 +332,35 @@ def test_a_slow_app_lost_alone_is_refetched_with_others_it_is_dropped() -> None:
     assert st.app_lost(7) is False and not st.refetch.from_seq
 
 
+def test_frames_a_dropped_app_lost_are_counted_once_when_the_refetch_brings_them() -> None:
+    """`frames_received` / `bytes_received` count each seq delivered once: the frames
+    a slow app lost when it was dropped were counted as they were written to it, and
+    the refetch delivers them again, to the next app or to its no-app queue."""
+    for app_stays in (True, False):
+        st = accepted()
+        for i in range(1, 6):
+            st.on_data(data(i), 0.0)
+        assert (st.frames_received, st.bytes_received) == (5, 10)
+        st.app_lost(3)  # its only app lost 3..5
+        st.on_data(data(6), 0.0)  # refused: not counted
+        st.app_disconnected()
+        st.app_connected(5.0)
+        (acc,) = sends(st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 5.1), m.HotlinkAccept)
+        assert acc.seq == 2
+        if not app_stays:
+            st.app_disconnected()  # gone again before the re-send: it waits for the next
+        got = []
+        for i in range(3, 8):  # the re-send, then a new frame
+            got += delivered(st.on_data(data(i), 5.2))
+        if not app_stays:
+            (backlog,) = [e for e in st.app_connected(5.3) if isinstance(e, DeliverBacklog)]
+            got = [FrameDecoder(1 << 20).feed(h + p)[0].seq for h, p in backlog.frames]
+        assert got == [3, 4, 5, 6, 7]
+        assert (st.frames_received, st.bytes_received) == (7, 14), app_stays
+    st.reset_stream()  # a new stream: its seqs are counted from the start
+    assert st.counted_through == 0
+
+
 def test_progress_reports_what_the_apps_got() -> None:
     flushed = {"seq": 1}
     st = accepted()

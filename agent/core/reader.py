@@ -27,7 +27,7 @@ import logging
 
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
-from hotlink.wire.frames import encode_header
+from hotlink.wire.frames import encode_header, header_seq
 
 from .effects import (
     Deliver,
@@ -69,8 +69,9 @@ class ReaderStream(ReaderState):
         out: list[Effect] = []
         if self.backlog:
             frames = self.backlog.take_all()
-            self.frames_received += len(frames)
-            self.bytes_received += sum(len(p) for _, p in frames)
+            new = [p for h, p in frames if header_seq(h) > self.counted_through]
+            self.frames_received += len(new)
+            self.bytes_received += sum(len(p) for p in new)
             if self.progress_due is None:
                 self.progress_due = now + PROGRESS_DELAY
             out.append(DeliverBacklog(frames))
@@ -92,6 +93,7 @@ class ReaderStream(ReaderState):
         if not rf.from_seq or first < rf.from_seq:
             self._refuse_from(first, "the reader app was disconnected for reading too slowly")
             if self.last_seq >= first:
+                self.counted_through = max(self.counted_through, self.last_seq)
                 rf.refused += self.last_seq - first  # the rest of its queue
                 self.last_seq = first - 1
         return True
@@ -138,8 +140,9 @@ class ReaderStream(ReaderState):
         ):
             return None
         self.last_seq = seq
-        self.frames_received += 1
-        self.bytes_received += len(msg.payload)
+        if seq > self.counted_through:  # (else delivered again: see counted_through)
+            self.frames_received += 1
+            self.bytes_received += len(msg.payload)
         self.gap_due = None  # nothing buffered: no gap to wait for
         if self.progress_due is None:
             self.progress_due = now + PROGRESS_DELAY
@@ -275,8 +278,9 @@ class ReaderStream(ReaderState):
             self._switch(ActivePath.HOTLINK, out)
         if self.apps:
             out.append(Deliver(header, payload))
-            self.frames_received += 1
-            self.bytes_received += len(payload)
+            if seq > self.counted_through:
+                self.frames_received += 1
+                self.bytes_received += len(payload)
 
     def _keep(self, seq: int, header: bytes, payload: bytes) -> bool:
         """No app connected: keep the frame for the first one, or refuse it (see
@@ -320,7 +324,7 @@ class ReaderStream(ReaderState):
         self.reorder.reset()
         self.progress_sent = 0
         self.resume_sid = ""
-        self.last_seq = 0
+        self.last_seq = self.counted_through = 0
         self.gap_due = None
         self.join.clear()
         self.answer.take()
