@@ -25,6 +25,11 @@ from .sender_fields import SenderFields
 log = logging.getLogger("hotlink.agent.sessions")
 
 
+def seq_of(msg: m.HotlinkData) -> int:
+    """A queued frame's seq (the key `plan_resend` and sorts take)."""
+    return msg.seq
+
+
 class ResendWindow(SenderFields):
     """The re-send window of a sender stream (see the module docstring)."""
 
@@ -62,7 +67,7 @@ class ResendWindow(SenderFields):
         that went by fallback files reach the reader by its catch-up."""
         self.reader_acks[reader] = ack
         pend = self.pending
-        plan = plan_resend(self.recent, ack, pend[0].seq - 1 if pend else self.seq, lambda x: x.seq)
+        plan = plan_resend(self.recent, ack, pend[0].seq - 1 if pend else self.seq, seq_of)
         if plan.frames:
             self._requeue(plan.frames)
             log.info(
@@ -112,7 +117,6 @@ class ResendWindow(SenderFields):
         ring = self.recent
         if not ring:
             return
-        self.replay_until = max(self.replay_until, ring[-1].seq)
         log.info(
             "session %s: %d recently sent frames (seq %d..%d) will be re-sent after the re-open",
             self.path,
@@ -120,10 +124,9 @@ class ResendWindow(SenderFields):
             ring[0].seq,
             ring[-1].seq,
         )
-        self.pending.extendleft(reversed(ring))
-        self.pending_bytes += self.recent_bytes
+        frames = list(ring)
         ring.clear()
-        self.recent_bytes = 0
+        self._requeue(frames)
 
     def _remember(self, msg: m.HotlinkData, size: int) -> None:
         """Keep a sent frame (`size` payload bytes) in the re-send window, forgetting

@@ -81,14 +81,11 @@ from hotlink.wire.extensions import STREAM_START
 from ..acks import plan_resend
 from .effects import Effect, Emit, EventType, Send, Transmit
 from .paths import ActivePath, Switch
+from .resend_window import seq_of
 from .sender import SenderStream
 from .state import SessionState, Trigger
 
 _LIVE = (SessionState.OPEN, SessionState.PENDING)
-
-
-def _seq(msg: m.HotlinkData) -> int:
-    return msg.seq
 
 
 class DirectSenderStream(SenderStream):
@@ -208,7 +205,7 @@ class DirectSenderStream(SenderStream):
         if self._link_only_after is None or seq <= self.replay_until:
             return False  # the relay carried them too (or this is such a re-send)
         after = max(after, self._link_only_after)
-        frames = plan_resend(self.recent, after, seq - 1, _seq).frames
+        frames = plan_resend(self.recent, after, seq - 1, seq_of).frames
         if frames:
             self._requeue(frames)
         return bool(frames)

@@ -15,6 +15,7 @@ from hotlink.wire.errors import ProtocolError
 from hotlink.wire.frames import Frame
 
 from .effects import APP, FALLBACK, TEE, Effect, FailApps, WriteFile
+from .resend_window import seq_of
 from .sender_fields import SenderFields
 
 log = logging.getLogger("hotlink.agent.sessions")
@@ -70,7 +71,7 @@ class SenderFiles(SenderFields):
         self.recent_bytes = 0
         frames = sorted(
             (x for x in (*ring, *self.pending) if x.seq > self.file_seq_high),
-            key=lambda x: x.seq,
+            key=seq_of,
         )
         self.pending.clear()
         self.pending_bytes = 0
