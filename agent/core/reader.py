@@ -69,9 +69,8 @@ class ReaderStream(ReaderState):
         out: list[Effect] = []
         if self.backlog:
             frames = self.backlog.take_all()
-            new = [p for h, p in frames if header_seq(h) > self.counted_through]
-            self.frames_received += len(new)
-            self.bytes_received += sum(len(p) for p in new)
+            for h, p in frames:
+                self._count_received(header_seq(h), len(p))
             if self.progress_due is None:
                 self.progress_due = now + PROGRESS_DELAY
             out.append(DeliverBacklog(frames))
@@ -140,9 +139,7 @@ class ReaderStream(ReaderState):
         ):
             return None
         self.last_seq = seq
-        if seq > self.counted_through:  # (else delivered again: see counted_through)
-            self.frames_received += 1
-            self.bytes_received += len(msg.payload)
+        self._count_received(seq, len(msg.payload))
         self.gap_due = None  # nothing buffered: no gap to wait for
         if self.progress_due is None:
             self.progress_due = now + PROGRESS_DELAY
@@ -278,9 +275,7 @@ class ReaderStream(ReaderState):
             self._switch(ActivePath.HOTLINK, out)
         if self.apps:
             out.append(Deliver(header, payload))
-            if seq > self.counted_through:
-                self.frames_received += 1
-                self.bytes_received += len(payload)
+            self._count_received(seq, len(payload))
 
     def _keep(self, seq: int, header: bytes, payload: bytes) -> bool:
         """No app connected: keep the frame for the first one, or refuse it (see

@@ -101,6 +101,13 @@ class ReaderState:
             self.reorder.reset(delivered + 1)
         self.catch_up.cursor = self.catch_up.safe_cursor = cursor
 
+    def _count_received(self, seq: int, size: int) -> None:
+        """Frame `seq` (`size` payload bytes) went to the apps: counted, unless a
+        dropped app lost it after it was counted (`counted_through`)."""
+        if seq > self.counted_through:
+            self.frames_received += 1
+            self.bytes_received += size
+
     # --- queries ----------------------------------------------------------------
 
     @property
