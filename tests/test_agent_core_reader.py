@@ -361,6 +361,26 @@ def test_frames_a_dropped_app_lost_are_counted_once_when_the_refetch_brings_them
     assert st.counted_through == 0
 
 
+def test_files_a_dropped_app_lost_are_counted_once_when_fetched_again() -> None:
+    """`files_received` counts a seq that came by fallback file once, like
+    `frames_received`: the files a dropped app lost come again with the refetch."""
+    st = accepted()
+    st.on_data(data(1), 0.0)  # the stream's start is known: files go straight on
+    for i in range(2, 6):
+        st.on_file_frame(FallbackFrame("s1", i, f"{i:08d}.request", "", b"f%d" % i), 0.0)
+    assert (st.files_received, st.frames_received) == (4, 5)
+    st.app_lost(3)  # its only app lost 3..5
+    st.app_disconnected()
+    st.app_connected(5.0)
+    st.on_file_sync(m.FileSync(PATH, 5, "a", sid="s1"), 5.1)
+    got = []
+    for i in range(3, 7):  # the store's copies again, then a new file
+        frame = FallbackFrame("s1", i, f"{i:08d}.request", "", b"f%d" % i)
+        got += delivered(st.on_file_frame(frame, 5.2))
+    assert got == [3, 4, 5, 6]
+    assert (st.files_received, st.frames_received) == (5, 6)
+
+
 def test_progress_reports_what_the_apps_got() -> None:
     flushed = {"seq": 1}
     st = accepted()

@@ -268,7 +268,8 @@ class ReaderStream(ReaderState):
             return
         self.last_seq = seq
         if type(msg) is FileData:
-            self.files_received += 1
+            if seq > self.counted_through:  # not a file a dropped app lost, fetched again
+                self.files_received += 1
             if self.reader_path is not ActivePath.FILES:
                 self._switch(ActivePath.FILES, out)
         elif self.reader_path is not ActivePath.HOTLINK:
