@@ -3,8 +3,10 @@ and resumed with SIGSTOP/SIGCONT, so what the sender gives it waits in its socke
 the direct link is destroyed from outside (`ss -K`) mid-stream, with a small reorder
 window so that the link soon runs a window ahead of the relay. This is the state the
 direct-path model (tests/test_direct_model.py) found its last races in: frames re-sent
-by the relay behind frames a window ahead, and readers far behind. Every frame must
-reach the reader app once, in order."""
+by the relay behind frames a window ahead, and readers far behind. Three shapes: one
+reader; two readers whose links die apart; a reader app that stalls, is dropped as too
+slow and connects again (its frames refetched). Every frame must reach each reader's
+app once, in order."""
 
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ import pytest
 from fixtures_agent import AppClient
 from hotlink.common.ports import free_port
 from hotlink.v1 import agent_pb2 as pb
+from hotlink.wire.frames import Frame
 from test_direct_e2e import AUTO, _ss_kill_works, direct_pair
-from test_fallback_e2e import PATH, REL, A, B, Reader, send_paced
+from test_fallback_e2e import PATH, REL, A, B, Reader, _diff, send_paced
 from test_fallback_join_e2e import C
 
 pytestmark = pytest.mark.e2e
@@ -153,6 +156,71 @@ def _run_two_readers(agent_factory, relay, seed: int, n: int) -> None:  # type: 
         assert c.frames_received == n and c.drops == 0, (r, c)
 
 
+class StallingApp(threading.Thread):
+    """A reader app that stops reading now and then, long enough for the agent to
+    disconnect it as too slow; it reads what it was sent up to the close, connects
+    again and goes on. What it gets over all its connections must be the stream."""
+
+    def __init__(self, agent, n: int, seed: int, stall_every: int) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(daemon=True)
+        self.agent, self.n, self.rng, self.every = agent, n, random.Random(seed), stall_every
+        self.frames: list[Frame] = []
+        self.error: BaseException | None = None
+        self.reconnects = 0
+
+    def run(self) -> None:
+        try:
+            while len(self.frames) < self.n:
+                app = AppClient(self.agent.session_dir(PATH), timeout=60)
+                try:
+                    while len(self.frames) < self.n:
+                        self.frames.append(app.recv())
+                        if self.rng.randrange(self.every) == 0:
+                            time.sleep(self.rng.uniform(0.2, 0.5))
+                except (EOFError, ConnectionResetError):
+                    self.reconnects += 1  # dropped as too slow: connect again
+                finally:
+                    app.close()
+        except BaseException as exc:
+            self.error = exc
+
+    def check(self) -> None:
+        self.join(120)
+        assert not self.is_alive(), f"the app got {len(self.frames)} of {self.n} frames"
+        assert self.error is None, self.error
+        seqs = [f.seq for f in self.frames]
+        assert seqs == list(range(1, self.n + 1)), _diff(seqs, 1)
+
+
+def _run_stalling_app(agent_factory, relay, seed: int, n: int) -> None:  # type: ignore[no-untyped-def]
+    """As `_run`, but the reader's app stalls and is dropped for it, again and again:
+    what it could not take is refetched (a re-send) while the link dies and the relay
+    lags."""
+    port = free_port()
+    small_queue = ["--reader-queue", "64", "--reader-buffer-bytes", "65536"]
+    alice = agent_factory(A, args=[*AUTO, *SMALL_WINDOW])
+    bob = agent_factory(
+        B, args=[*AUTO, *SMALL_WINDOW, *small_queue, "--direct-listen", f"127.0.0.1:{port}"]
+    )
+    direct_pair(alice, bob)
+    app = StallingApp(bob, n, seed, stall_every=1500)
+    app.start()
+    writer = AppClient(alice.session_dir(PATH))
+    stutter = Stutter(relay.proc.pid, seed, stopped_ms=(2, 40), running_ms=(2, 30))
+    killer = LinkKiller(port, seed, every_ms=(30, 300))
+    stutter.start()
+    killer.start()
+    try:
+        send_paced(writer, 0, n, step=4, pause=0.001)
+    finally:
+        killer.stop()
+        stutter.stop()
+    app.check()
+    c = bob.session(PATH).counters
+    assert app.reconnects >= 2 and c.refetched > 0, (app.reconnects, c)
+    assert c.frames_received == n, c
+
+
 @pytest.mark.skipif(not _ss_kill_works(), reason="ss -K (CAP_NET_ADMIN, sock_destroy) unavailable")
 def test_link_killed_under_a_stuttering_relay(agent_factory, relay):
     """12 000 frames (about 3 s), the relay stopped 2-40 ms at a time."""
@@ -174,3 +242,17 @@ def test_two_readers_links_killed_under_a_stuttering_relay_many(agent_factory, r
     """Two readers, each reader's link killed on its own schedule, 10 seeds of 60 000
     frames each (slow only: the default suite's single-reader run covers the states)."""
     _run_two_readers(agent_factory, relay, seed=seed, n=60_000)
+
+
+@pytest.mark.skipif(not _ss_kill_works(), reason="ss -K (CAP_NET_ADMIN, sock_destroy) unavailable")
+def test_stalling_app_refetches_under_a_stuttering_relay(agent_factory, relay):
+    """The reader app dropped for stalling, 12 000 frames."""
+    _run_stalling_app(agent_factory, relay, seed=1, n=12_000)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _ss_kill_works(), reason="ss -K (CAP_NET_ADMIN, sock_destroy) unavailable")
+@pytest.mark.parametrize("seed", range(2, 12))
+def test_stalling_app_refetches_under_a_stuttering_relay_many(agent_factory, relay, seed):
+    """The same, 10 seeds of 60 000 frames each."""
+    _run_stalling_app(agent_factory, relay, seed=seed, n=60_000)
