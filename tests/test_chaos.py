@@ -515,15 +515,22 @@ def test_reader_reconnects_before_relay_notices_old_link(relay, agent_factory):
 # Passes: bob confirms only frames his agent handed to the kernel (not
 # those in its socket buffers), restores that seq from its state file and puts it in
 # his Accept; alice re-sends from there (or, in ON_FAILURE, the files carry them).
-def test_reader_agent_killed_and_restarted(relay, agent_factory):
+@pytest.mark.parametrize("direct", ["off", "auto"])
+def test_reader_agent_killed_and_restarted(relay, agent_factory, direct):
     """kill -9 of bob's agent mid-stream, restart with the same root, re-open: bob's app
     reconnects to stream.sock and must get every frame it did not get before, once.
 
     bob's app is busy for 0.6 s before the kill (4 KiB frames at 300/s: more than the
-    UNIX socket buffer), so frames the agent accepted are still in its write buffer."""
-    alice = agent_factory(A)
-    bob = agent_factory(B)
-    flow = Flow(alice, bob, 300, 4096).start()
+    UNIX socket buffer), so frames the agent accepted are still in its write buffer.
+    With `--direct auto` the frames go by the agents' direct link, which dies with bob's
+    agent; the restarted one comes back by the relay, and its link comes up again."""
+    args = ["--direct", direct]
+    alice = agent_factory(A, args=args)
+    bob = agent_factory(B, args=args)
+    flow = Flow(alice, bob, 300, 4096)
+    if direct == "auto":
+        alice.wait_session(PATH, lambda s: s.active_path == pb.ACTIVE_PATH_DIRECT, 20)
+    flow.start()
     try:
         time.sleep(1.0)
         flow.reader.hold.set()
@@ -538,8 +545,12 @@ def test_reader_agent_killed_and_restarted(relay, agent_factory):
         bob.open(PATH, timeout_seconds=60)
         flow.reconnect_reader()
         bob.wait_session(PATH, lambda s: s.state == pb.SESSION_STATE_OPEN)
+        if direct == "auto":  # the stream goes on over a new link
+            alice.wait_session(PATH, lambda s: s.active_path == pb.ACTIVE_PATH_DIRECT, 20)
         time.sleep(1.5)
     finally:
         report = flow.finish(drain_timeout=10, reader_reconnects=flow.reader_eofs)
-    show("READER AGENT KILL -9 + RESTART", report)
+    show(f"READER AGENT KILL -9 + RESTART (--direct {direct})", report)
     assert_clean(report)
+    if direct == "auto":  # the restarted agent's new link carried frames too
+        assert bob.session(PATH).counters.frames_direct > 0
