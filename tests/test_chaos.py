@@ -515,15 +515,19 @@ def test_reader_reconnects_before_relay_notices_old_link(relay, agent_factory):
 # Passes: bob confirms only frames his agent handed to the kernel (not
 # those in its socket buffers), restores that seq from its state file and puts it in
 # his Accept; alice re-sends from there (or, in ON_FAILURE, the files carry them).
-@pytest.mark.parametrize("direct", ["off", "auto"])
-def test_reader_agent_killed_and_restarted(relay, agent_factory, direct):
+def test_reader_agent_killed_and_restarted(relay, agent_factory):
     """kill -9 of bob's agent mid-stream, restart with the same root, re-open: bob's app
     reconnects to stream.sock and must get every frame it did not get before, once.
 
     bob's app is busy for 0.6 s before the kill (4 KiB frames at 300/s: more than the
-    UNIX socket buffer), so frames the agent accepted are still in its write buffer.
-    With `--direct auto` the frames go by the agents' direct link, which dies with bob's
-    agent; the restarted one comes back by the relay, and its link comes up again."""
+    UNIX socket buffer), so frames the agent accepted are still in its write buffer."""
+    reader_agent_killed_and_restarted(relay, agent_factory, "off")
+
+
+def reader_agent_killed_and_restarted(relay: Any, agent_factory: Any, direct: str) -> None:
+    """The run of `test_reader_agent_killed_and_restarted`. With `direct="auto"` the
+    frames go by the agents' direct link, which dies with bob's agent; the restarted
+    one is reached by the relay until its new link is up."""
     args = ["--direct", direct]
     alice = agent_factory(A, args=args)
     bob = agent_factory(B, args=args)

@@ -58,10 +58,12 @@ def test_half_open_hotlink_only(relay, agent_factory, who):
     tc.assert_clean(tc._half_open_run(relay, agent_factory, who))
 
 
-def test_reader_agent_killed_and_restarted_hotlink_only(relay, agent_factory):
+@pytest.mark.parametrize("direct", ["off", "auto"])
+def test_reader_agent_killed_and_restarted_hotlink_only(relay, agent_factory, direct):
     """Finding 4 without files: alice holds what bob did not confirm and re-sends it
-    from the seq in his Accept after his restart."""
-    tc.test_reader_agent_killed_and_restarted(relay, agent_factory)
+    from the seq in his Accept after his restart; with `auto`, the frames on the direct
+    link that died with bob's agent too."""
+    tc.reader_agent_killed_and_restarted(relay, agent_factory, direct)
 
 
 def test_reduced_chaos_hotlink_only(relay, agent_factory):
