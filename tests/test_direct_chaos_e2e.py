@@ -89,6 +89,25 @@ class LinkKiller(threading.Thread):
         self.join(15)
 
 
+def _stream_under_chaos(
+    relay, alice, ports: list[int], seed: int, n: int, kill_every_ms: tuple[int, int]
+) -> list[LinkKiller]:  # type: ignore[no-untyped-def]
+    """alice's app writes `n` frames at ~4 000 a second while the relay stutters and
+    each of `ports`' links is killed on its own schedule; returns the killers."""
+    writer = AppClient(alice.session_dir(PATH))
+    stutter = Stutter(relay.proc.pid, seed, stopped_ms=(2, 40), running_ms=(2, 30))
+    killers = [LinkKiller(p, seed + i, kill_every_ms) for i, p in enumerate(ports)]
+    for t in (stutter, *killers):
+        t.start()
+    try:
+        send_paced(writer, 0, n, step=4, pause=0.001)
+    finally:
+        for k in killers:
+            k.stop()
+        stutter.stop()
+    return killers
+
+
 def _run(agent_factory, relay, seed: int, n: int) -> None:  # type: ignore[no-untyped-def]
     """`n` frames written at ~4 000 a second while the relay stutters and the link is
     killed every 30-300 ms: the link comes up (negotiated through the relay) and dies
@@ -99,16 +118,7 @@ def _run(agent_factory, relay, seed: int, n: int) -> None:  # type: ignore[no-un
     direct_pair(alice, bob)
     reader = Reader(bob, n, timeout=120)
     reader.start()
-    writer = AppClient(alice.session_dir(PATH))
-    stutter = Stutter(relay.proc.pid, seed, stopped_ms=(2, 40), running_ms=(2, 30))
-    killer = LinkKiller(port, seed, every_ms=(30, 300))
-    stutter.start()
-    killer.start()
-    try:
-        send_paced(writer, 0, n, step=4, pause=0.001)
-    finally:
-        killer.stop()
-        stutter.stop()
+    (killer,) = _stream_under_chaos(relay, alice, [port], seed, n, (30, 300))
     reader.check()
     a, b = alice.session(PATH), bob.session(PATH)
     # the states were reached: the link went down and up again, both paths carried frames
@@ -135,17 +145,7 @@ def _run_two_readers(agent_factory, relay, seed: int, n: int) -> None:  # type: 
     apps = {r: Reader(agent, n, timeout=120) for r, agent in readers.items()}
     for app in apps.values():
         app.start()
-    writer = AppClient(alice.session_dir(PATH))
-    stutter = Stutter(relay.proc.pid, seed, stopped_ms=(2, 40), running_ms=(2, 30))
-    killers = [LinkKiller(p, seed + i, every_ms=(30, 400)) for i, p in enumerate(ports.values())]
-    for t in (stutter, *killers):
-        t.start()
-    try:
-        send_paced(writer, 0, n, step=4, pause=0.001)
-    finally:
-        for k in killers:
-            k.stop()
-        stutter.stop()
+    killers = _stream_under_chaos(relay, alice, list(ports.values()), seed, n, (30, 400))
     for app in apps.values():
         app.check()
     a = alice.session(PATH)
@@ -205,16 +205,7 @@ def _run_stalling_app(agent_factory, relay, seed: int, n: int) -> None:  # type:
     direct_pair(alice, bob)
     app = StallingApp(bob, n, seed, stall_every=1500)
     app.start()
-    writer = AppClient(alice.session_dir(PATH))
-    stutter = Stutter(relay.proc.pid, seed, stopped_ms=(2, 40), running_ms=(2, 30))
-    killer = LinkKiller(port, seed, every_ms=(30, 300))
-    stutter.start()
-    killer.start()
-    try:
-        send_paced(writer, 0, n, step=4, pause=0.001)
-    finally:
-        killer.stop()
-        stutter.stop()
+    _stream_under_chaos(relay, alice, [port], seed, n, (30, 300))
     app.check()
     c = bob.session(PATH).counters
     assert app.reconnects >= 2 and c.refetched > 0, (app.reconnects, c)
