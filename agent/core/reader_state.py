@@ -59,9 +59,10 @@ class ReaderState:
         self.reader_path = ActivePath.HOTLINK
         self.last_seq = 0
         self.frames_received = self.bytes_received = 0
-        #: frames up to this seq were counted in `frames_received` when an app that
-        #: was dropped for slowness lost them; the refetch delivers them again, and
-        #: they are not counted twice (0: nothing was lost so)
+        #: frames up to this seq were counted in `frames_received` (and those that came
+        #: as files in `files_received`) when an app that was dropped for slowness lost
+        #: them; the refetch delivers them again, and they are not counted twice (0:
+        #: nothing was lost so)
         self.counted_through = 0
         self.files_received = 0
         self.drops = 0
