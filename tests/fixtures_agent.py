@@ -28,6 +28,7 @@ import grpc
 import pytest
 from fixtures_relay import terminate
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hotlink.ctl.agent_client import CHANNEL_OPTIONS
 from hotlink.v1 import agent_pb2 as pb
 from hotlink.v1 import agent_pb2_grpc as pb_grpc
 from hotlink.wire.frames import Frame, FrameDecoder, encode_frame
@@ -131,7 +132,7 @@ class AgentProcess:
             )
         finally:
             log.close()
-        self._channel = grpc.insecure_channel(f"unix://{self.control}")
+        self._channel = grpc.insecure_channel(f"unix://{self.control}", options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.HotlinkAgentStub(self._channel)
         wait_for(self._serving, START_TIMEOUT, f"agent {self.email} health SERVING")
         if wait_link:
