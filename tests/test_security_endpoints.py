@@ -35,16 +35,17 @@ as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root to run a secon
 has_ipv6 = pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
 
 #: The attacker: connects, optionally sends a preamble, writes one frame, and reports
-#: whether the agent closed the connection on it.
+#: whether the agent closed the connection on it within WAIT seconds.
 _ATTACKER = textwrap.dedent(
     """
     import encodings.idna, os, socket, sys
     os.setgroups([]); os.setgid(int(sys.argv[4])); os.setuid(int(sys.argv[4]))
     host, port, first = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+    wait = float(sys.argv[5])
     s = socket.create_connection((host, port), timeout=15)
     try:
         s.sendall(first)
-        s.settimeout(15)
+        s.settimeout(wait)
         data = s.recv(65536)
         print("closed" if data == b"" else "open")
     except ConnectionResetError:
@@ -59,9 +60,12 @@ def frame(payload: bytes) -> bytes:
     return encode_header(b"", b"", len(payload), 0) + payload
 
 
-def run_as(uid: int, host: str, port: int, first: bytes) -> str:
+def run_as(uid: int, host: str, port: int, first: bytes, wait: float = 15.0) -> str:
+    """Returns "closed" or "open": whether the agent closed the connection within `wait` s.
+    A refusal of bytes that are not a valid cookie is immediate; a silent client is
+    closed after the agent's `AUTH_TIMEOUT` (10 s), hence the default."""
     res = subprocess.run(
-        [sys.executable, "-I", "-c", _ATTACKER, host, str(port), first.hex(), str(uid)],
+        [sys.executable, "-I", "-c", _ATTACKER, host, str(port), first.hex(), str(uid), str(wait)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -103,7 +107,17 @@ def test_peer_uid_of_another_user(host):
         srv.listen()
         srv.settimeout(30)
         child = subprocess.Popen(
-            [sys.executable, "-I", "-c", _ATTACKER, host, str(srv.getsockname()[1]), "", "65534"],
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                _ATTACKER,
+                host,
+                str(srv.getsockname()[1]),
+                "",
+                "65534",
+                "15",
+            ],
             stdout=subprocess.PIPE,
         )
         a, peer = srv.accept()
@@ -198,7 +212,8 @@ def test_container_app_with_cookie_is_served(agent_factory):
     bob.wait_session(PATH, lambda x: x.ipc_clients == 1)
     cookie = bytes.fromhex((alice.session_dir(PATH) / COOKIE_NAME).read_text().strip())
     host, port = hostport(s.endpoint)
-    assert run_as(NOBODY, host, port, preamble(cookie) + frame(b"from-container")) == "open"
+    # served: its frame arrives, and it is not closed (a refusal would be immediate)
+    assert run_as(NOBODY, host, port, preamble(cookie) + frame(b"from-container"), 2.0) == "open"
     f = reader.recv()
     assert (f.payload, f.seq) == (b"from-container", 1)
 
