@@ -62,6 +62,7 @@ class SenderSession(Session):
             limits=mgr.limits,
             totals=mgr.totals,
             new_sid=new_sid,
+            sender=mgr.email,
         )
         super().__init__(mgr, path, **kw)
         if restore is not None and clean:

@@ -138,6 +138,57 @@ def test_reject_then_close() -> None:
     assert Settle("session closed") in out
 
 
+@pytest.mark.parametrize(
+    ("sender", "to", "says"),
+    [
+        # the owner always has write access: the named reader is what is missing
+        (
+            "alice@x.org",
+            BOB,
+            f"{BOB} has no read access to {PATH} "
+            f"(grant it: hotlinkctl acl grant _mpc/0_to_1 {BOB} --read)",
+        ),
+        # a co-writer: it lacks write access, and with --to maybe the reader read access
+        (
+            "carol@x.org",
+            "",
+            f"carol@x.org has no write access to {PATH} (on alice@x.org's agent: "
+            "hotlinkctl acl grant _mpc/0_to_1 carol@x.org --write)",
+        ),
+        ("carol@x.org", BOB, "needs write access for carol@x.org and read access for bob@x.org"),
+        # nothing to add: the owner's own open without a reader, or no sender known
+        ("alice@x.org", "", None),
+        ("alice@x.org", "alice@x.org", None),
+        ("", BOB, None),
+    ],
+)
+def test_permission_denied_says_whose_access_is_missing(sender: str, to: str, says: Any) -> None:
+    """The relay's Reject says only "permission denied"; the session's reason (what
+    `ls`, `status` and the open's error show) says who lacks which access, when it
+    can be known from who sends and to whom."""
+    st = SenderStream(PATH, sid="s1", to=to, limits=StreamLimits(), link_up=True, sender=sender)
+    p = Pipe(st)
+    p.run(st.start())
+    out = p.run(st.on_reject("", m.REASON_PERMISSION_DENIED, 0.0))
+    why = st.machine.reason
+    assert st.state is SessionState.REJECTED and why.startswith("permission denied")
+    assert Settle(why) in out and p.events[-1] == Emit(EventType.REJECTED, "", why)
+    if says is None:
+        assert why == "permission denied"
+    else:
+        assert says in why
+
+
+def test_other_rejects_keep_the_relays_words() -> None:
+    st = SenderStream(
+        PATH, sid="s1", to=BOB, limits=StreamLimits(), link_up=True, sender="alice@x.org"
+    )
+    p = Pipe(st)
+    p.run(st.start())
+    p.run(st.on_reject("", "bad request: invalid path", 0.0))
+    assert st.machine.reason == "bad request: invalid path"
+
+
 def test_close_flushes_then_sends_close() -> None:
     st, p = open_stream()
     p.writable = False

@@ -195,10 +195,26 @@ def test_permission_denied(agent_factory):
     with pytest.raises(grpc.RpcError) as exc:
         alice.open(f"{B}/_mpc/x", role=pb.ROLE_SENDER)
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "permission denied" in exc.value.details()
+    # alice writes into bob's datasite: her write access is what is missing
+    assert f"permission denied: {A} has no write access to {B}/_mpc/x" in exc.value.details()
     s = alice.session(f"{B}/_mpc/x")
     assert s.state == pb.SESSION_STATE_REJECTED
     assert not (alice.session_dir(f"{B}/_mpc/x") / "stream.sock").exists()
+
+
+def test_owner_sending_to_a_reader_without_read_access_is_told_who(agent_factory):
+    """The owner's open --to a reader the ACL does not let read: the relay's Reject
+    says "permission denied"; the owner learns whose access is missing and the grant."""
+    alice = agent_factory(A, acl_read=[])
+    agent_factory(B)
+    with pytest.raises(grpc.RpcError) as exc:
+        alice.open("_mpc/0_to_1", to=B)
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    why = (
+        f"{B} has no read access to {PATH} (grant it: hotlinkctl acl grant _mpc/0_to_1 {B} --read)"
+    )
+    assert why in exc.value.details()
+    assert why in alice.session(PATH).reason
 
 
 def test_malformed_frames_close_only_that_connection(agent_factory):

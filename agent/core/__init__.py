@@ -12,7 +12,8 @@ Modules:
 - `effects`  what the cores ask the adapters to do, and control-API `EventType`
 - `sender`   `SenderStream`: seqs, hotlink queue, re-send window (`resend_window`),
              spill to files (`sender_files`), a new sid when the relay says ours is
-             taken (`sender_sid`)
+             taken (`sender_sid`); `denied` (`sender_denied`: what a "permission
+             denied" means for this sender, named reader and grant included)
 - `reader`   `ReaderStream`: merge by seq, app delivery, refetch, gap/progress timers,
              on `reader_state` (`ReaderState`: what it keeps, and the queries on it);
              `file_data` (`FileData`: a frame replayed from a fallback file),

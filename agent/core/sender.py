@@ -31,6 +31,7 @@ from hotlink.wire import messages as m
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
 from hotlink.wire.frames import Frame
 
+from .denied import sender_denied
 from .effects import (
     PAUSE,
     RESUME,
@@ -80,8 +81,11 @@ class SenderStream(SenderFiles, SidRecovery, ResendWindow):
         totals: Totals | None = None,
         link_up: bool = False,
         new_sid: Callable[[], str] | None = None,
+        sender: str = "",
     ) -> None:
         self.path = path
+        #: this agent's user (explains a "permission denied", `denied.sender_denied`)
+        self.sender = sender
         self.prefix = path + "/"
         self.sid = sid
         #: a fresh random sid (from the adapter); None: a taken sid is final
@@ -399,6 +403,8 @@ class SenderStream(SenderFiles, SidRecovery, ResendWindow):
                 self.retry_at = now + self.retry_delay
                 self.retry_delay = min(RETRY_OPEN_MAX, self.retry_delay * 2)
             return out
+        if reason == m.REASON_PERMISSION_DENIED:
+            reason = sender_denied(self.path, self.sender, self.to)
         return self.reject(reason)
 
     def on_close(self, frm: str, reason: str) -> list[Effect]:
