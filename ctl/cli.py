@@ -161,6 +161,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.count < 0 or args.warmup < 0 or args.inflight < 1 or args.blocks < 1:
         raise UsageError("--count and --warmup must be >= 0, --inflight and --blocks >= 1")
+    if not args.throughput and (args.count == 0 or not sizes):
+        raise UsageError(
+            "nothing to measure: --count 0 or no --sizes, and no --throughput",
+            "give --count N (messages per size) and --sizes, or --throughput MB",
+        )
     cfg = bench_mod.BenchConfig(
         bench=args.bench,
         sizes=sizes,

@@ -178,6 +178,16 @@ def test_bench_unknown_lang_is_a_usage_error(capsys: pytest.CaptureFixture[str])
     assert "--lang go" in err
 
 
+@pytest.mark.parametrize("argv", [("--count", "0"), ("--sizes", ",")])
+def test_bench_with_nothing_to_measure_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, str]
+) -> None:
+    """Not an empty table: no message to send and no throughput to stream says so."""
+    code, out, err = run(capsys, "bench", *argv, "-q")
+    assert code == ExitCode.USAGE
+    assert "nothing to measure" in err and "P50" not in out
+
+
 def test_open_ls_get_close_json(
     fake_agent: tuple[FakeAgent, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
