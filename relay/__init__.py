@@ -12,6 +12,7 @@ Modules (the decisions are in `router`, a sans-I/O class; `server` only moves by
 - `retention` deletes old fallback files of ended sessions
 - `store_cli` the `serve` flags of the store (quota, rate, retention) and their wiring
 - `signal_routes` the router's HotlinkSignal route (direct-path negotiation between members)
+- `upkeep_routes` the router's periodic `expire`: idle sessions, stalled readers
 - `connection` `Conn` (one client as the router sees it) and `Outgoing`
 - `sid_guard` session ids reserved for their sender; fallback files only from a session's sender
 - `reader_guard` per-reader accept rate, low-seq resumes, dropping stalled readers

@@ -12,9 +12,10 @@ connections, to which the adapter sends the frame's own bytes. ACL files are eva
 only when the generation changed.
 
 Limits (`Limits`, docs/reliability.md): live sessions per user, an open-rate token
-bucket per connection, and an idle timeout applied by `expire(now)`, which the adapter
-calls periodically. Time enters only through `clock` (non-hot paths) and `expire(now)`;
-the data path reads `self.now`, a clock value refreshed by those calls.
+bucket per connection, and an idle timeout applied by `expire(now)` (`upkeep_routes`),
+which the adapter calls periodically. Time enters only through `clock` (non-hot paths)
+and `expire(now)`; the data path reads `self.now`, a clock value refreshed by those
+calls.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from hotlink.wire.envelope import Envelope
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
 from hotlink.wire.extensions import ACKS, ALL, STARTS
 from hotlink.wire.messages import (
-    REASON_IDLE,
     REASON_PERMISSION_DENIED,
     REASON_RATE_LIMITED,
     REASON_READER_GONE,
@@ -64,10 +64,11 @@ from hotlink.wire.paths import (
 from .acl import Access, AclIndex
 from .connection import Conn, Outgoing
 from .file_routes import BAD_REQUEST, FileRoutes
-from .reader_guard import REASON_STALLED, ReaderGuard
+from .reader_guard import ReaderGuard
 from .sid_guard import DEFAULT_GRACE, SidRegistry
 from .signal_routes import SignalRoutes
 from .store import Store
+from .upkeep_routes import UpkeepRoutes
 from .writers import WriterLedger
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class Session:
         self.deliver = tuple(self.readers)
 
 
-class Router(FileRoutes, SignalRoutes):
+class Router(FileRoutes, SignalRoutes, UpkeepRoutes):
     """All relay state and rules; see design.md "Relay protocol decisions"."""
 
     def __init__(
@@ -540,55 +541,6 @@ class Router(FileRoutes, SignalRoutes):
             return False
         conn.tokens -= 1.0
         return True
-
-    def expire(self, now: float) -> list[Outgoing]:
-        """Periodic tick: refresh the coarse clock and close sessions idle for longer
-        than `idle_timeout` (Close "idle timeout" to the sender and every reader)."""
-        self.now = now
-        self.sids.expire(now)
-        out = self._drop_stalled(now)
-        idle = self.limits.idle_timeout
-        if idle <= 0:
-            return out
-        cutoff = now - idle
-        for s in [s for s in self.sessions.values() if s.last_activity < cutoff]:
-            log.info("session %s of %s closed: idle for %.0f s", s.sid, s.sender, idle)
-            out += self._end(s, REASON_IDLE, notify_sender=True)
-        return out
-
-    def _drop_stalled(self, now: float) -> list[Outgoing]:
-        """Drop readers that hold the sender's window without confirming anything
-        (reader_guard.py): both sides hear "reader stalled"."""
-        timeout = self.limits.reader_stall_timeout
-        out: list[Outgoing] = []
-        if timeout <= 0:
-            return out
-        cutoff = now - timeout
-        for s in self.sessions.values():
-            if not s.acked or not s.readers:
-                continue
-            users = set(s.readers.values())
-            for user in s.guard.stalled(users, s.acked, s.last_seq, cutoff):
-                log.warning(
-                    "session %s: reader %s confirmed nothing past seq %d for %gs while the "
-                    "sender is at %d; dropped",
-                    s.sid,
-                    user,
-                    s.acked[user],
-                    timeout,
-                    s.last_seq,
-                )
-                why = f"{REASON_STALLED}: no progress for {timeout:g}s"
-                for cid in [c for c, u in s.readers.items() if u == user]:
-                    del s.readers[cid]
-                    c = self.conns.get(cid)
-                    if c is not None:
-                        c.reading.discard(s.sid)
-                    out.append(Outgoing(cid, HotlinkClose(s.sid, why)))
-                s.acked.pop(user, None)
-                s.set_readers()
-                out.append(Outgoing(s.sender_conn, HotlinkClose(s.sid, REASON_STALLED, user)))
-        return out
 
     def recheck_all(self) -> list[Outgoing]:
         """Apply the current ACLs to every live session (called after an ACL write)."""
