@@ -179,6 +179,21 @@ def test_permission_denied_says_whose_access_is_missing(sender: str, to: str, sa
         assert says in why
 
 
+def test_a_co_writer_that_lost_write_access_is_told_so() -> None:
+    """The relay closes the session (no `frm`) when its sender lost write access."""
+    st = SenderStream(
+        PATH, sid="s1", to=BOB, limits=StreamLimits(), link_up=True, sender="carol@x.org"
+    )
+    p = Pipe(st)
+    p.run(st.start())
+    p.run(st.on_accept(BOB, None))
+    p.run(st.on_close("", m.REASON_PERMISSION_DENIED))
+    assert st.state is SessionState.REJECTED
+    assert st.machine.reason.startswith(
+        f"permission denied: carol@x.org has no write access to {PATH}"
+    )
+
+
 def test_other_rejects_keep_the_relays_words() -> None:
     st = SenderStream(
         PATH, sid="s1", to=BOB, limits=StreamLimits(), link_up=True, sender="alice@x.org"

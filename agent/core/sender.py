@@ -420,7 +420,10 @@ class SenderStream(SenderFiles, SidRecovery, ResendWindow):
             if self.link_up:
                 self._open(out)
             return out
-        # the relay ended our session (e.g. we lost write access)
+        # the relay ended our session (e.g. we lost write access: a reader's access
+        # ends only its leg, above, so `to` plays no part here)
+        if reason == m.REASON_PERMISSION_DENIED:
+            reason = sender_denied(self.path, self.sender, "")
         return self.reject(reason or "closed by the relay")
 
     def reject(self, reason: str) -> list[Effect]:
