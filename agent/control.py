@@ -55,7 +55,7 @@ def session_reason(s: Session) -> str:
     if s.state is not SessionState.PENDING:
         return s.reason
     link = s.mgr.link
-    return pending_reason(s, link.up, link.state.name, link.last_error)
+    return pending_reason(s, link.up, link.state.name, link.last_error, s.mgr.email)
 
 
 def session_to_proto(s: Session) -> pb.Session:

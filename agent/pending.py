@@ -25,8 +25,11 @@ class _Session(Protocol):
     def is_sender(self) -> bool: ...
 
 
-def pending_reason(s: _Session, link_up: bool, link_state: str, last_error: str) -> str:
-    """The reason to show for a PENDING session."""
+def pending_reason(
+    s: _Session, link_up: bool, link_state: str, last_error: str, me: str = ""
+) -> str:
+    """The reason to show for a PENDING session of this agent's user `me` (named in
+    the grant it suggests; "YOUR@EMAIL" when not given)."""
     if not link_up:
         why = f"relay link is {link_state.lower()}"
         if last_error:
@@ -40,5 +43,5 @@ def pending_reason(s: _Session, link_up: bool, link_state: str, last_error: str)
     return (
         f"waiting for {owner}'s open: the relay offers {s.path} once {owner} has opened it "
         f"(not --to another reader) and granted you read access (on {owner}'s agent: "
-        f"hotlinkctl acl grant {rest} YOUR@EMAIL --read)"
+        f"hotlinkctl acl grant {rest} {me or 'YOUR@EMAIL'} --read)"
     )

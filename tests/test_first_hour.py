@@ -55,7 +55,7 @@ def test_acl_grant_reaches_the_relay_by_the_watcher_and_the_reader_gets_in(
     assert code == 0, err
     assert "PENDING" in out
     assert f"PENDING: waiting for {A}'s open" in err
-    assert "hotlinkctl acl grant _mpc/0_to_1 YOUR@EMAIL --read" in err
+    assert f"hotlinkctl acl grant _mpc/0_to_1 {B} --read" in err
     code, out, _ = ctl(capsys, "--root", rb, "get", f"{A}/_mpc/0_to_1")
     assert f"waiting for {A}'s open" in out
     assert f"session {A}/_mpc/0_to_1 is pending: waiting for {A}'s open" in bob.log_text()

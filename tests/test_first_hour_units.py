@@ -111,6 +111,9 @@ def test_pending_reader_says_what_it_waits_for_and_how_to_fix_it() -> None:
     why = pending_reason(_s(f"{A}/_mpc/0_to_1", False), True, "UP", "")
     assert why.startswith(f"waiting for {A}'s open")
     assert "hotlinkctl acl grant _mpc/0_to_1 YOUR@EMAIL --read" in why
+    # the agent names its own user in the grant the owner should make
+    why = pending_reason(_s(f"{A}/_mpc/0_to_1", False), True, "UP", "", "bob@x.org")
+    assert "hotlinkctl acl grant _mpc/0_to_1 bob@x.org --read" in why
 
 
 def test_pending_with_the_link_down_names_the_link_and_its_error() -> None:
