@@ -341,3 +341,26 @@ def test_encode_frame_helper_roundtrip() -> None:
     """The fake endpoints above rely on the shared codec; keep them honest."""
     f = Frame(b"p", 3, "x.request", "e")
     assert FrameDecoder().feed(encode_frame(f)) == [f]
+
+
+@pytest.mark.parametrize(
+    ("to", "mode", "says"),
+    [
+        ("", pb.FALLBACK_MODE_ON_FAILURE, ["acl grant _mpc READER --read", "go by file"]),
+        ("bob@example.org", pb.FALLBACK_MODE_TEE, ["bob@example.org has not joined", "go by file"]),
+        ("", pb.FALLBACK_MODE_OFF, ["acl grant _mpc READER", "wait in this agent's send queue"]),
+        ("bob@example.org", pb.FALLBACK_MODE_OFF, ["bob@example.org has not", "send queue"]),
+    ],
+)
+def test_no_reader_yet_says_who_and_where_the_frames_go(
+    to: str, mode: int, says: list[str]
+) -> None:
+    """A sender without readers is told where its frames wait: by file, or (fallback
+    off) in the agent's queue; a `--to` reader is named, its read access being there."""
+    from hotlink.ctl.commands.sessions import no_reader_yet
+
+    s = pb.Session(path="alice@example.org/_mpc/0_to_1", to=to, fallback_mode=mode)
+    text = no_reader_yet(s)
+    assert all(x in text for x in says), text
+    assert ("by file" in text) == (mode != pb.FALLBACK_MODE_OFF)
+    assert ("READER" in text) == (not to)

@@ -69,14 +69,31 @@ def cmd_open(args: argparse.Namespace) -> int:
             return ExitCode.UNAVAILABLE
         say(args, f"PENDING: {s.reason or 'waiting for the relay'}")
     elif s.role == pb.ROLE_SENDER and not s.readers and not args.json:
-        owner, _, rest = s.path.partition("/")
-        say(
-            args,
-            f"no reader has joined yet; readers need read access (on this agent: hotlinkctl "
-            f"acl grant {rest.rsplit('/', 1)[0]} READER --read) and open {owner}/{rest} on "
-            "their own agent; until one joins, frames go by file",
-        )
+        say(args, no_reader_yet(s))
     return ExitCode.OK
+
+
+def no_reader_yet(s: pb.Session) -> str:
+    """What a sender session with no reader yet does with its frames, and what a
+    reader needs to join: named when the session is `--to` one (the relay accepted
+    the open, so that reader's read access is there already)."""
+    folder = s.path.partition("/")[2].rsplit("/", 1)[0]
+    if s.to:
+        who = f"{s.to} has not joined yet: it opens {s.path} on its own agent; until it joins"
+        readers = "it"
+    else:
+        who = (
+            "no reader has joined yet; readers need read access (on this agent: "
+            f"hotlinkctl acl grant {folder} READER --read) and open {s.path} on their own "
+            "agent; until one joins"
+        )
+        readers = "the readers the ACL allows"
+    if s.fallback_mode == pb.FALLBACK_MODE_OFF:
+        return (
+            f"{who}, frames wait in this agent's send queue (--fallback off: apps are "
+            "held back when it is full)"
+        )
+    return f"{who}, frames go by file and wait on the relay for {readers}"
 
 
 def cmd_close(args: argparse.Namespace) -> int:
@@ -197,12 +214,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     else:
         say(args, f"sent {len(payloads)} frame(s), {total} bytes on {s.path}")
         if not s.readers:
-            # not an error (readers catch up from the files), but say where it went
-            say(
-                args,
-                "no reader has joined yet: the frames wait as files on the relay for readers "
-                "the ACL allows (see: hotlinkctl acl show; hotlinkctl get " + s.path + ")",
-            )
+            # not an error (readers catch up), but say where it went
+            say(args, no_reader_yet(s))
     return ExitCode.OK
 
 
