@@ -156,6 +156,8 @@ def test_reject_then_close() -> None:
             "hotlinkctl acl grant _mpc/0_to_1 carol@x.org --write)",
         ),
         ("carol@x.org", BOB, "needs write access for carol@x.org and read access for bob@x.org"),
+        # a co-writer sending to the owner: only its own write access can be missing
+        ("carol@x.org", "alice@x.org", "carol@x.org has no write access to"),
         # nothing to add: the owner's own open without a reader, or no sender known
         ("alice@x.org", "", None),
         ("alice@x.org", "alice@x.org", None),

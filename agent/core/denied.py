@@ -22,7 +22,8 @@ def sender_denied(path: str, sender: str, to: str) -> str:
     base = REASON_PERMISSION_DENIED
     if not sender or not folder:
         return base
-    reader = to if to and to != sender else ""
+    # the owner (like the sender itself) needs no grant to read
+    reader = to if to and to not in (sender, owner) else ""
     if sender == owner:
         if not reader:  # the owner's own open: not an ACL verdict we can explain
             return base
