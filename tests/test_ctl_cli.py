@@ -347,9 +347,13 @@ def test_encode_frame_helper_roundtrip() -> None:
     ("to", "mode", "says"),
     [
         ("", pb.FALLBACK_MODE_ON_FAILURE, ["acl grant _mpc READER --read", "go by file"]),
-        ("bob@example.org", pb.FALLBACK_MODE_TEE, ["bob@example.org has not joined", "go by file"]),
+        (
+            "bob@example.org",
+            pb.FALLBACK_MODE_TEE,
+            ["bob@example.org is not in this session", "go by file"],
+        ),
         ("", pb.FALLBACK_MODE_OFF, ["acl grant _mpc READER", "wait in this agent's send queue"]),
-        ("bob@example.org", pb.FALLBACK_MODE_OFF, ["bob@example.org has not", "send queue"]),
+        ("bob@example.org", pb.FALLBACK_MODE_OFF, ["bob@example.org is not", "send queue"]),
     ],
 )
 def test_no_reader_yet_says_who_and_where_the_frames_go(

@@ -49,7 +49,7 @@ def test_acl_grant_reaches_the_relay_by_the_watcher_and_the_reader_gets_in(
     ra, rb = str(alice.root), str(bob.root)
     code, out, err = ctl(capsys, "--root", ra, "open", "_mpc/0_to_1")
     assert code == 0, err
-    assert "no reader has joined yet" in err and "acl grant _mpc" in err
+    assert "no reader is in this session" in err and "acl grant _mpc" in err
     # bob waits, and says why (get, open's output, the agent's log)
     code, out, err = ctl(capsys, "--root", rb, "open", f"{A}/_mpc/0_to_1")
     assert code == 0, err

@@ -74,18 +74,21 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 
 def no_reader_yet(s: pb.Session) -> str:
-    """What a sender session with no reader yet does with its frames, and what a
-    reader needs to join: named when the session is `--to` one (the relay accepted
+    """What a sender session with no reader (yet, or any more) does with its frames,
+    and what a reader needs to join: named when the session is `--to` one (the relay accepted
     the open, so that reader's read access is there already)."""
     folder = s.path.partition("/")[2].rsplit("/", 1)[0]
     if s.to:
-        who = f"{s.to} has not joined yet: it opens {s.path} on its own agent; until it joins"
+        who = (
+            f"{s.to} is not in this session: it joins by opening {s.path} on its own "
+            "agent; until it does"
+        )
         readers = "it"
     else:
         who = (
-            "no reader has joined yet; readers need read access (on this agent: "
+            "no reader is in this session; readers need read access (on this agent: "
             f"hotlinkctl acl grant {folder} READER --read) and open {s.path} on their own "
-            "agent; until one joins"
+            "agent; until one does"
         )
         readers = "the readers the ACL allows"
     if s.fallback_mode == pb.FALLBACK_MODE_OFF:
