@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from hotlink.wire.paths import split_owner
+
 #: what `SessionManager.on_link_down` records; stale once the link is back
 LINK_DOWN = "link down"
 
@@ -37,7 +39,7 @@ def pending_reason(
         return why + "; the session goes live when the link is back"
     if s.reason and s.reason != LINK_DOWN:
         return s.reason
-    owner, _, rest = s.path.partition("/")
+    owner, rest = split_owner(s.path)
     if s.is_sender:
         return "waiting for the relay's verdict on the open"
     return (

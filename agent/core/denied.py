@@ -12,13 +12,14 @@ sending the owner to look for a grant of its own.
 from __future__ import annotations
 
 from hotlink.wire.messages import REASON_PERMISSION_DENIED
+from hotlink.wire.paths import split_owner
 
 
 def sender_denied(path: str, sender: str, to: str) -> str:
     """The reason to show for a sender's session on `path` (`owner@host/folder...`)
     that the relay turned down with "permission denied"; `sender` is this agent's
     user ("" if unknown), `to` the reader named at the open ("" if none)."""
-    owner, _, folder = path.partition("/")
+    owner, folder = split_owner(path)
     base = REASON_PERMISSION_DENIED
     if not sender or not folder:
         return base

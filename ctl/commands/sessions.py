@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hotlink.v1 import agent_pb2 as pb
+from hotlink.wire.paths import split_owner
 
 from .. import output
 from ..agent_client import AgentClient
@@ -75,9 +76,9 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 def no_reader_yet(s: pb.Session) -> str:
     """What a sender session with no reader (yet, or any more) does with its frames,
-    and what a reader needs to join: named when the session is `--to` one (the relay accepted
-    the open, so that reader's read access is there already)."""
-    folder = s.path.partition("/")[2].rsplit("/", 1)[0]
+    and what a reader needs to join: named when the session is `--to` one (the relay
+    accepted the open, so that reader's read access is there already)."""
+    folder = split_owner(s.path)[1].rsplit("/", 1)[0]
     if s.to:
         who = (
             f"{s.to} is not in this session: it joins by opening {s.path} on its own "
