@@ -60,12 +60,33 @@ def frame(payload: bytes) -> bytes:
     return encode_header(b"", b"", len(payload), 0) + payload
 
 
-def run_as(uid: int, host: str, port: int, first: bytes, wait: float = 15.0) -> str:
-    """Returns "closed" or "open": whether the agent closed the connection within `wait` s.
-    A refusal of bytes that are not a valid cookie is immediate; a silent client is
-    closed after the agent's `AUTH_TIMEOUT` (10 s), hence the default."""
+#: seconds the attacker waits to see its connection closed: a refusal of bytes that are
+#: not a valid cookie is immediate, a silent client is closed after the agent's
+#: `AUTH_TIMEOUT` (10 s)
+ATTACKER_WAIT = 15.0
+
+
+def attacker(
+    uid: int, host: str, port: int, first: bytes, wait: float = ATTACKER_WAIT
+) -> list[str]:
+    """The command line of `_ATTACKER` run as `uid`."""
+    return [
+        sys.executable,
+        "-I",
+        "-c",
+        _ATTACKER,
+        host,
+        str(port),
+        first.hex(),
+        str(uid),
+        str(wait),
+    ]
+
+
+def run_as(uid: int, host: str, port: int, first: bytes, wait: float = ATTACKER_WAIT) -> str:
+    """Returns "closed" or "open": whether the agent closed the connection within `wait` s."""
     res = subprocess.run(
-        [sys.executable, "-I", "-c", _ATTACKER, host, str(port), first.hex(), str(uid), str(wait)],
+        attacker(uid, host, port, first, wait),
         capture_output=True,
         text=True,
         timeout=60,
@@ -107,18 +128,7 @@ def test_peer_uid_of_another_user(host):
         srv.listen()
         srv.settimeout(30)
         child = subprocess.Popen(
-            [
-                sys.executable,
-                "-I",
-                "-c",
-                _ATTACKER,
-                host,
-                str(srv.getsockname()[1]),
-                "",
-                "65534",
-                "15",
-            ],
-            stdout=subprocess.PIPE,
+            attacker(NOBODY, host, srv.getsockname()[1], b""), stdout=subprocess.PIPE
         )
         a, peer = srv.accept()
         with a:
