@@ -28,6 +28,8 @@ HOT_MODULES = (
     "hotlink.agent.reorder",
     "hotlink.agent.core.reader_state",
     "hotlink.agent.core.reader",
+    "hotlink.relay.session",
+    "hotlink.relay.lanes",
     "hotlink.relay.router",
 )
 #: module attribute holding the digest of the source a compiled module was built from

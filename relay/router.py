@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hotlink.common.version import VERSION as HOTLINK_VERSION
 from hotlink.wire.envelope import Envelope
@@ -64,7 +64,8 @@ from hotlink.wire.paths import (
 from .acl import Access, AclIndex
 from .connection import Conn, Outgoing
 from .file_routes import BAD_REQUEST, FileRoutes
-from .reader_guard import ReaderGuard
+from .lanes import Lanes
+from .session import Session
 from .sid_guard import DEFAULT_GRACE, SidRegistry
 from .signal_routes import SignalRoutes
 from .store import Store
@@ -120,36 +121,6 @@ class Limits:
     sid_grace: float = DEFAULT_GRACE
 
 
-@dataclass(slots=True, eq=False)
-class Session:
-    sid: str
-    path: str
-    sender: str
-    sender_conn: int
-    to: str
-    #: accepted reader connections -> their user, in accept order
-    readers: dict[int, str] = field(default_factory=dict)
-    #: connections that were sent the Open (they learn about the session's end)
-    offered: set[int] = field(default_factory=set)
-    #: ACL generation the sender and readers were last checked against
-    gen: int = 0
-    #: `readers` as a tuple: iterated on every data frame
-    deliver: tuple[int, ...] = ()
-    #: `path + "/"`, precomputed for the data-path containment check
-    prefix: str = ""
-    #: `Router.now` at the last data or control message of the session
-    last_activity: float = 0.0
-    #: last seq each reader confirmed (HotlinkProgress, or the seq of its Accept)
-    acked: dict[str, int] = field(default_factory=dict)
-    #: highest seq forwarded (stalled readers are judged against it)
-    last_seq: int = 0
-    #: per-reader accept rate, resume and stall bookkeeping
-    guard: ReaderGuard = field(default_factory=ReaderGuard)
-
-    def set_readers(self) -> None:
-        self.deliver = tuple(self.readers)
-
-
 class Router(FileRoutes, SignalRoutes, UpkeepRoutes):
     """All relay state and rules; see design.md "Relay protocol decisions"."""
 
@@ -178,6 +149,8 @@ class Router(FileRoutes, SignalRoutes, UpkeepRoutes):
         self.sids = SidRegistry(self.limits.sid_grace)
         #: who wrote each stored fallback file (stamped on the copies passed on)
         self.writers = writers if writers is not None else WriterLedger()
+        #: per sending connection, the sessions its frames can be matched to undecoded
+        self.lanes = Lanes()
 
     # ----------------------------------------------------------------- connections
 
@@ -206,6 +179,7 @@ class Router(FileRoutes, SignalRoutes, UpkeepRoutes):
         conn = self.conns.pop(conn_id, None)
         if conn is None:
             return []
+        self.lanes.forget_conn(conn_id)
         users = self.by_user.get(conn.user)
         if users is not None:
             users.discard(conn_id)
@@ -288,7 +262,14 @@ class Router(FileRoutes, SignalRoutes, UpkeepRoutes):
         s.last_activity = self.now
         if msg.seq > s.last_seq:
             s.last_seq = msg.seq
+        self.lanes.remember(conn_id, s)
         return s.deliver
+
+    def forward_frame(self, conn_id: int, frame: bytes) -> tuple[int, ...] | None:
+        """`forward` for a frame not decoded yet (`lanes.py`): the readers that get
+        `frame` as it is, when a previous frame of its session from `conn_id` was
+        forwarded and nothing changed since; None means: decode it, then `handle`."""
+        return self.lanes.match(conn_id, frame, self.acl.generation, self.now)
 
     def _data(self, conn_id: int, msg: HotlinkData, tp: str) -> list[Outgoing]:
         readers = self.forward(conn_id, msg)
@@ -370,6 +351,8 @@ class Router(FileRoutes, SignalRoutes, UpkeepRoutes):
                 return [*out, Outgoing(conn.id, HotlinkReject(m.sid, REASON_TOO_MANY_SESSIONS))]
             s = Session(m.sid, m.path, user, conn.id, m.to, gen=self.acl.generation)
             s.prefix = m.path + "/"
+            s.sid_bytes = m.sid.encode()
+            s.prefix_bytes = s.prefix.encode()
             s.last_activity = now
             self.sessions[m.sid] = s
             self.sids.opened(m.sid, m.path, user)
@@ -481,6 +464,7 @@ class Router(FileRoutes, SignalRoutes, UpkeepRoutes):
     def _end(self, s: Session, reason: str, *, notify_sender: bool) -> list[Outgoing]:
         """Remove a session; everyone who was offered it (readers included) is told."""
         del self.sessions[s.sid]
+        self.lanes.forget(s)
         self.sids.ended(s.sid, s.path, s.sender, self.now)
         n = self.sending_count.get(s.sender, 0) - 1
         if n > 0:

@@ -12,11 +12,13 @@
   while the client's transport buffer is below its high-water mark.
 - Back-pressure: past the mark, a connection's messages wait in its own bounded queue
   (`peer.Peer`).
-- A HotlinkData frame in msgpack is decoded without copying its payload
-  (`decode_data_view`) and, when the router forwards the message unchanged
-  (`Router.forward` names the readers), its original bytes go to msgpack readers: no
-  re-encode and no `Outgoing` per reader. Other messages are encoded once
-  per (message, encoding) per batch: a message fanned out to N readers is encoded once.
+- A HotlinkData frame in msgpack of a session its connection already sends on goes to
+  the session's msgpack readers undecoded (`Router.forward_frame`, `lanes.py`); any
+  other is decoded without copying its payload (`decode_data_view`) and, when the
+  router forwards the message unchanged (`Router.forward` names the readers), its
+  original bytes go on the same way: no re-encode and no `Outgoing` per reader. Other
+  messages are encoded once per (message, encoding) per batch: a message fanned out to
+  N readers is encoded once.
 """
 
 from __future__ import annotations
@@ -288,6 +290,11 @@ class RelayServer:
         try:
             env: Envelope | None = None
             if type(frame) is bytes:
+                if not t0:  # tracing off: a frame of a known lane goes on undecoded
+                    readers = self.router.forward_frame(cid, frame)
+                    if readers is not None:
+                        self._send_frame(frame, None, readers)
+                        return
                 env = decode_data_view(frame, self.max_message)
             if env is not None:  # HotlinkData in msgpack: its bytes can be forwarded
                 msg = env.msg
@@ -298,7 +305,7 @@ class RelayServer:
                     return
                 readers = self.router.forward(cid, msg)  # type: ignore[arg-type]
                 if readers is not None:  # all there is to do: send the frame on
-                    self._send_frame(frame, msg, tp, readers)
+                    self._send_frame(frame, env, readers)
                 else:
                     self._dispatch(self.router.handle(cid, env))
                 return
@@ -387,17 +394,19 @@ class RelayServer:
 
     def _forward(self, frame: bytes, msg: object, tp: str, out: list[Outgoing]) -> None:
         """`out` of a HotlinkData `msg` with traceparent `tp` whose bytes are `frame`:
-        `frame` itself goes where the router forwards `msg` unchanged; the rest is
-        encoded."""
+        `frame` itself goes to msgpack readers where the router forwards `msg`
+        unchanged; the rest is encoded."""
+        peers = self.peers
         for o in out:
-            if o.msg is msg and o.traceparent == tp:
-                self._send_frame(frame, msg, tp, (o.conn,))
+            p = peers.get(o.conn)
+            if o.msg is msg and o.traceparent == tp and p is not None and p.encoding == "msgpack":
+                p.push(frame)
             else:
                 self._dispatch([o])
 
-    def _send_frame(self, frame: bytes, msg: object, tp: str, readers: tuple[int, ...]) -> None:
-        """Send `frame` (the bytes of `msg`, traceparent `tp`) to `readers` as it is;
-        a reader that chose JSON gets it encoded."""
+    def _send_frame(self, frame: bytes, env: Envelope | None, readers: tuple[int, ...]) -> None:
+        """Send data `frame` to `readers` as it is; a reader that chose JSON gets its
+        message (`env`, decoded here if the caller has not) encoded."""
         peers = self.peers
         for c in readers:
             p = peers.get(c)
@@ -406,7 +415,9 @@ class RelayServer:
             if p.encoding == "msgpack":
                 p.push(frame)
             else:
-                self._dispatch([Outgoing(c, msg, tp)])  # type: ignore[arg-type]
+                if env is None:
+                    env = decode(frame, self.max_message)
+                self._dispatch([Outgoing(c, env.msg, env.traceparent)])
 
     def _dispatch(self, out: list[Outgoing]) -> None:
         """Encode and queue; one encoding per (message, encoding, extensions) in the

@@ -291,49 +291,58 @@ def _bin_at(frame: bytes, pos: int) -> tuple[int, int]:
     return _sized_at(frame, pos, 0xC4)
 
 
-def _fast_data(frame: bytes, view: bool) -> Envelope | None:
-    """`{id, typ: 12, [tpc], dat: bin{sid, seq, pth, [etg], [pay]}}`, else None.
-    Reads bytes in place (see `_key`): the keys' letters are spelled as numbers."""
+#: Where the fields of a HotlinkData frame lie: (mid, tpc, sid, pth, etg, pay) as
+#: start/end offsets with `seq` after the sid's, in wire order. An absent optional
+#: field (tpc, etg, pay) is (-1, -1); a frame `scan_data` does not take has mid -1.
+DataSpans = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int]
+NOT_DATA: Final = (-1, -1, -1, -1, -1, -1, 0, -1, -1, -1, -1, -1, -1)
+
+
+def scan_data(frame: bytes) -> DataSpans:
+    """The spans of `{id, typ: 12, [tpc], dat: bin{sid, seq, pth, [etg], [pay]}}`, else
+    `NOT_DATA`. Offsets only, no object: the relay matches a frame against its sessions
+    from these without decoding it (compiled, the tuple is not even allocated), and
+    `_fast_data` builds the message from them. Strings are not checked to be UTF-8."""
     n = len(frame)
     if n < 12 or frame[0] != 0x53 or frame[1] != 0x42 or frame[2] != VERSION:  # "SB"
-        return None
+        return NOT_DATA
     try:
         outer = frame[4]
         if frame[3] != ENC_MSGPACK or (outer != 0x83 and outer != 0x84):
-            return None
+            return NOT_DATA
         if frame[5] != 0xA2 or frame[6] != 0x69 or frame[7] != 0x64:  # "id"
-            return None
+            return NOT_DATA
         b = frame[8]  # its value: a fixstr (ours are 8-14 characters)
         if b & 0xE0 != 0xA0:
-            return None
+            return NOT_DATA
         pos = 9 + (b & 0x1F)
-        mid = frame[9:pos].decode()
+        m1 = pos
         if not _key(frame, pos, 0x74, 0x79, 0x70) or frame[pos + 4] != _DATA_TYP:  # typ
-            return None
+            return NOT_DATA
         pos += 5
-        tpc = ""
+        t0 = t1 = -1
         if outer == 0x84:
             if not _key(frame, pos, 0x74, 0x70, 0x63):  # tpc
-                return None
-            s0, pos = _str_at(frame, pos + 4)
-            if s0 < 0:
-                return None
-            tpc = frame[s0:pos].decode()
+                return NOT_DATA
+            t0, pos = _str_at(frame, pos + 4)
+            if t0 < 0:
+                return NOT_DATA
+            t1 = pos
         if not _key(frame, pos, 0x64, 0x61, 0x74):  # dat
-            return None
+            return NOT_DATA
         d0, end = _bin_at(frame, pos + 4)
         if end != n:
-            return None
+            return NOT_DATA
         b = frame[d0]
         if b & 0xF0 != 0x80 or not _key(frame, d0 + 1, 0x73, 0x69, 0x64):  # sid
-            return None
+            return NOT_DATA
         left = (b & 0x0F) - 3  # entries after sid, seq, pth
-        s0, pos = _str_at(frame, d0 + 5)
+        s0, s1 = _str_at(frame, d0 + 5)
         if s0 < 0:
-            return None
-        sid = frame[s0:pos].decode()
+            return NOT_DATA
+        pos = s1
         if not _key(frame, pos, 0x73, 0x65, 0x71):  # seq
-            return None
+            return NOT_DATA
         b = frame[pos + 4]
         if b < 0x80:
             seq = b
@@ -351,33 +360,86 @@ def _fast_data(frame: bytes, view: bool) -> Envelope | None:
             seq = _be(frame, pos + 5, 8)
             pos += 13
         else:
-            return None
+            return NOT_DATA
         if not _key(frame, pos, 0x70, 0x74, 0x68):  # pth
-            return None
-        s0, pos = _str_at(frame, pos + 4)
-        if s0 < 0:
-            return None
-        pth = frame[s0:pos].decode()
-        etg = ""
+            return NOT_DATA
+        h0, h1 = _str_at(frame, pos + 4)
+        if h0 < 0:
+            return NOT_DATA
+        pos = h1
+        e0 = e1 = -1
         if left > 0 and _key(frame, pos, 0x65, 0x74, 0x67):  # etg
-            s0, pos = _str_at(frame, pos + 4)
-            if s0 < 0:
-                return None
-            etg = frame[s0:pos].decode()
+            e0, e1 = _str_at(frame, pos + 4)
+            if e0 < 0:
+                return NOT_DATA
+            pos = e1
             left -= 1
-        payload: bytes | memoryview = b""
+        p0 = p1 = -1
         if left:
             if left != 1 or not _key(frame, pos, 0x70, 0x61, 0x79):  # pay
-                return None
+                return NOT_DATA
             p0, pos = _bin_at(frame, pos + 4)
             if p0 < 0:
-                return None
-            if pos == end:
-                payload = memoryview(frame)[p0:pos] if view else frame[p0:pos]
+                return NOT_DATA
+            p1 = pos
         if pos != end:
-            return None
-    except (IndexError, UnicodeDecodeError):
+            return NOT_DATA
+    except IndexError:
+        return NOT_DATA
+    return (9, m1, t0, t1, s0, s1, seq, h0, h1, e0, e1, p0, p1)
+
+
+def ascii_span(frame: bytes, start: int, end: int) -> bool:
+    """Are the bytes in [start, end) all ASCII (so valid UTF-8 without decoding)?"""
+    for i in range(start, end):  # noqa: SIM110 (compiled, a loop allocates no generator)
+        if frame[i] >= 0x80:
+            return False
+    return True
+
+
+def ascii_strings(frame: bytes, spans: DataSpans) -> bool:
+    """Are a scanned frame's id, traceparent, path and etag ASCII? Then they decode
+    (its sid is matched against a known one's bytes): a frame whose strings are all
+    valid UTF-8 but not ASCII is simply decoded instead."""
+    m0, m1, t0, t1, _s0, _s1, _seq, h0, h1, e0, e1, _p0, _p1 = spans
+    return (
+        ascii_span(frame, m0, m1)
+        and ascii_span(frame, t0, t1)
+        and ascii_span(frame, h0, h1)
+        and ascii_span(frame, e0, e1)
+    )
+
+
+def bytes_at(frame: bytes, start: int, end: int, want: bytes) -> bool:
+    """Is `frame[start:end]` equal to `want`? Compared in place (no slice)."""
+    return end - start == len(want) and starts_at(frame, start, want, len(want))
+
+
+def starts_at(frame: bytes, start: int, want: bytes, n: int) -> bool:
+    """Are the `n` bytes of `frame` at `start` the first `n` of `want`?"""
+    for i in range(n):  # noqa: SIM110 (compiled, a loop allocates no generator)
+        if frame[start + i] != want[i]:
+            return False
+    return True
+
+
+def _fast_data(frame: bytes, view: bool) -> Envelope | None:
+    """The message of a frame `scan_data` takes, else None. Its payload is a view into
+    `frame` with `view`, else a copy."""
+    m0, m1, t0, t1, s0, s1, seq, h0, h1, e0, e1, p0, p1 = scan_data(frame)
+    if m0 < 0:
         return None
+    try:
+        mid = frame[m0:m1].decode()
+        tpc = frame[t0:t1].decode() if t0 >= 0 else ""
+        sid = frame[s0:s1].decode()
+        pth = frame[h0:h1].decode()
+        etg = frame[e0:e1].decode() if e0 >= 0 else ""
+    except UnicodeDecodeError:
+        return None
+    payload: bytes | memoryview = b""
+    if p0 >= 0:
+        payload = memoryview(frame)[p0:p1] if view else frame[p0:p1]
     return Envelope(mid, HotlinkData(sid, seq, pth, payload, etg), tpc)  # type: ignore[arg-type]
 
 
