@@ -5,6 +5,9 @@ Run: `hotlink-relay serve --data DIR` (see `hotlink-relay serve --help`).
 Modules (the decisions are in `router`, a sans-I/O class; `server` only moves bytes):
 - `router`   connections, sessions, ACL checks: `handle -> Outgoing` (`forward`: a data
              frame's readers)
+- `session`  `Session`, a live session as the router keeps it
+- `lanes`    data frames of a session a connection already sends on, matched undecoded
+             (`Router.forward_frame`)
 - `file_routes` the router's FileWrite (store, fan-out), FileDelete and FileSync (catch-up)
 - `quota`    per-datasite storage and file-count quota, per-user FileWrite byte rate
 - `sync_index` the store's in-memory index by (mtime, path) per folder: catch-up pages
