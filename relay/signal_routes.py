@@ -32,7 +32,7 @@ from .connection import Conn, Outgoing
 
 if TYPE_CHECKING:
     from .acl import AclIndex
-    from .router import Session
+    from .session import Session
 
 log = logging.getLogger("hotlink.relay.router")
 

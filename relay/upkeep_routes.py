@@ -16,7 +16,8 @@ from .connection import Conn, Outgoing
 from .reader_guard import REASON_STALLED
 
 if TYPE_CHECKING:
-    from .router import Limits, Session
+    from .router import Limits
+    from .session import Session
     from .sid_guard import SidRegistry
 
 log = logging.getLogger("hotlink.relay.router")

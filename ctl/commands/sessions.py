@@ -78,7 +78,6 @@ def no_reader_yet(s: pb.Session) -> str:
     """What a sender session with no reader (yet, or any more) does with its frames,
     and what a reader needs to join: named when the session is `--to` one (the relay
     accepted the open, so that reader's read access is there already)."""
-    folder = split_owner(s.path)[1].rsplit("/", 1)[0]
     if s.to:
         who = (
             f"{s.to} is not in this session: it joins by opening {s.path} on its own "
@@ -86,6 +85,7 @@ def no_reader_yet(s: pb.Session) -> str:
         )
         readers = "it"
     else:
+        folder = split_owner(s.path)[1].rsplit("/", 1)[0]
         who = (
             "no reader is in this session; readers need read access (on this agent: "
             f"hotlinkctl acl grant {folder} READER --read) and open {s.path} on their own "
