@@ -6,20 +6,21 @@ and with one message in flight, where each process of the chain wakes with cold
 caches, building them costs the relay about as much as everything else it does per
 frame beyond the floor's forwarding (docs/performance.md, "This stop (38)").
 
-`Lanes` remembers, per sending connection, the sessions its last frames were forwarded
-on (at most `MAX_LANES`). A frame that `scan_data` takes, whose sid bytes are one of
-those sessions', whose path is that session's, a file directly in it with a printable
-ASCII name (`00000001.request`) or none, and whose other strings are ASCII, is matched
-from its offsets alone: the session's readers are returned and the frame goes to them
-as it came. Everything else (a first frame, a path deeper below the session's, a
-non-ASCII id, name or etag, an ACL change, a session that ended or changed connection)
-gets None and takes the decoding path, `Router.handle`, which applies every rule;
-`Router.forward` then opens the lane for the next frame.
+`Lanes` remembers, per sending connection, the sessions with an ASCII path its last
+frames were forwarded on (at most `MAX_LANES`). A frame that `scan_data` takes, whose
+sid bytes are one of those sessions', whose path is that session's, a file directly in
+it with a printable ASCII name (`00000001.request`) or none, and whose other strings
+are ASCII, is matched from its offsets alone: the session's readers are returned and
+the frame goes to them as it came. Everything else (a first frame, a path deeper below
+the session's, a non-ASCII id, name or etag, a session whose path is not ASCII, an ACL
+change, a session that ended or changed connection) gets None and takes the decoding
+path, `Router.handle`, which applies every rule; `Router.forward` then opens the lane
+for the next frame.
 """
 
 from __future__ import annotations
 
-from hotlink.wire.envelope import ascii_strings, bytes_at, scan_data, starts_at
+from hotlink.wire.envelope import scan_data
 from hotlink.wire.paths import MAX_PATH
 
 from .session import Session
@@ -33,7 +34,11 @@ class Lanes:
         self.by_conn: dict[int, list[Session]] = {}
 
     def remember(self, conn_id: int, s: Session) -> None:
-        """`s` forwarded a frame of `conn_id` by every rule: match its next ones here."""
+        """`s` forwarded a frame of `conn_id` by every rule: match its next ones here.
+        Not a session whose path is not ASCII: a lane passes on a frame's path unread
+        where it is the session's, so it checks the session's path once, here."""
+        if not s.prefix_bytes.isascii():
+            return
         lane = self.by_conn.get(conn_id)
         if lane is None:
             self.by_conn[conn_id] = [s]
@@ -61,8 +66,7 @@ class Lanes:
         lane = self.by_conn.get(conn_id)
         if not lane:
             return None
-        spans = scan_data(frame)
-        m0, _m1, _t0, _t1, s0, s1, seq, h0, h1, _e0, _e1, _p0, _p1 = spans
+        m0, m1, t0, t1, s0, s1, seq, h0, h1, e0, e1, _p0, _p1 = scan_data(frame)
         if m0 < 0:
             return None
         s = _session_of(lane, frame, s0, s1)
@@ -70,7 +74,8 @@ class Lanes:
             return None
         if h1 != h0 and not _in_session(frame, h0, h1, s):
             return None
-        if not ascii_strings(frame, spans):
+        # the id, traceparent and etag go on unread too: ASCII, they are valid UTF-8
+        if not (_ascii(frame, m0, m1) and _ascii(frame, t0, t1) and _ascii(frame, e0, e1)):
             return None
         s.last_activity = now
         if seq > s.last_seq:
@@ -79,10 +84,29 @@ class Lanes:
 
 
 def _session_of(lane: list[Session], frame: bytes, start: int, end: int) -> Session | None:
+    n = end - start
     for s in lane:
-        if bytes_at(frame, start, end, s.sid_bytes):
+        want = s.sid_bytes
+        if len(want) == n and _starts(frame, start, want, n):
             return s
     return None
+
+
+def _starts(frame: bytes, start: int, want: bytes, n: int) -> bool:
+    """Are the `n` bytes of `frame` at `start` the first `n` of `want`? (In place:
+    compiled, neither a slice nor a generator is allocated.)"""
+    for i in range(n):  # noqa: SIM110 (a loop: no generator)
+        if frame[start + i] != want[i]:
+            return False
+    return True
+
+
+def _ascii(frame: bytes, start: int, end: int) -> bool:
+    """Are the bytes of `frame` in [start, end) all ASCII? (Empty when absent: -1, -1.)"""
+    for i in range(start, end):  # noqa: SIM110 (a loop: no generator)
+        if frame[i] >= 0x80:
+            return False
+    return True
 
 
 def _in_session(frame: bytes, start: int, end: int, s: Session) -> bool:
@@ -94,9 +118,9 @@ def _in_session(frame: bytes, start: int, end: int, s: Session) -> bool:
     n = len(prefix) - 1  # the session's path: the prefix without its "/"
     size = end - start
     if size == n:
-        return starts_at(frame, start, prefix, n)
+        return _starts(frame, start, prefix, n)
     name = size - n - 1
-    if name < 1 or len(s.prefix) + name > MAX_PATH or not starts_at(frame, start, prefix, n + 1):
+    if name < 1 or len(s.prefix) + name > MAX_PATH or not _starts(frame, start, prefix, n + 1):
         return False
     first = start + n + 1
     if frame[first] == 0x2E and (name == 1 or (name == 2 and frame[first + 1] == 0x2E)):

@@ -79,6 +79,16 @@ def test_non_ascii_strings_are_decoded(live: Harness, kw: dict[str, str]) -> Non
     assert live.router.forward_frame(CA, frame(2, **kw)) is None
 
 
+def test_a_session_whose_path_is_not_ascii_is_always_decoded(h: Harness) -> None:  # noqa: F811
+    path = f"{A}/_mpc/caf\u00e9"
+    h.open_session("s9", path)
+    h.send(CB, HotlinkAccept("s9"))
+    data = frame(1, f"{path}/00000001.request", "s9")
+    assert decoded_forward(h, CA, data) == (CB,)
+    assert h.router.forward_frame(CA, frame(2, f"{path}/00000002.request", "s9")) is None
+    assert h.router.forward_frame(CA, frame(3, path, "s9")) is None
+
+
 def test_other_connections_and_sessions_get_no_lane(live: Harness) -> None:
     r = live.router
     assert r.forward_frame(CB, frame(2)) is None  # not its sender

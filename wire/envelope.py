@@ -389,40 +389,6 @@ def scan_data(frame: bytes) -> DataSpans:
     return (9, m1, t0, t1, s0, s1, seq, h0, h1, e0, e1, p0, p1)
 
 
-def ascii_span(frame: bytes, start: int, end: int) -> bool:
-    """Are the bytes in [start, end) all ASCII (so valid UTF-8 without decoding)?"""
-    for i in range(start, end):  # noqa: SIM110 (compiled, a loop allocates no generator)
-        if frame[i] >= 0x80:
-            return False
-    return True
-
-
-def ascii_strings(frame: bytes, spans: DataSpans) -> bool:
-    """Are a scanned frame's id, traceparent, path and etag ASCII? Then they decode
-    (its sid is matched against a known one's bytes): a frame whose strings are all
-    valid UTF-8 but not ASCII is simply decoded instead."""
-    m0, m1, t0, t1, _s0, _s1, _seq, h0, h1, e0, e1, _p0, _p1 = spans
-    return (
-        ascii_span(frame, m0, m1)
-        and ascii_span(frame, t0, t1)
-        and ascii_span(frame, h0, h1)
-        and ascii_span(frame, e0, e1)
-    )
-
-
-def bytes_at(frame: bytes, start: int, end: int, want: bytes) -> bool:
-    """Is `frame[start:end]` equal to `want`? Compared in place (no slice)."""
-    return end - start == len(want) and starts_at(frame, start, want, len(want))
-
-
-def starts_at(frame: bytes, start: int, want: bytes, n: int) -> bool:
-    """Are the `n` bytes of `frame` at `start` the first `n` of `want`?"""
-    for i in range(n):  # noqa: SIM110 (compiled, a loop allocates no generator)
-        if frame[start + i] != want[i]:
-            return False
-    return True
-
-
 def _fast_data(frame: bytes, view: bool) -> Envelope | None:
     """The message of a frame `scan_data` takes, else None. Its payload is a view into
     `frame` with `view`, else a copy."""
