@@ -95,6 +95,9 @@ def is_within(path: str, directory: str) -> bool:
 
 #: File names the reference sends on the hotlink (its sender's eligibility test).
 SESSION_FILE_SUFFIXES = (".request", ".response")
+#: the name of a frame an app sent without one (`AUTO_NAME % seq`): the reference's
+#: `00000001.request`, `00000002.request`, ...
+AUTO_NAME = "%08d.request"
 
 
 def session_path(path: str) -> str:

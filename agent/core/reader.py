@@ -28,6 +28,7 @@ import logging
 from hotlink.wire import messages as m
 from hotlink.wire.fallbackfile import FallbackFrame
 from hotlink.wire.frames import encode_header, header_seq
+from hotlink.wire.paths import AUTO_NAME
 
 from .effects import (
     Deliver,
@@ -254,7 +255,7 @@ class ReaderStream(ReaderState):
         """The app frame's HLNK header (with path and etag) for frame `seq`."""
         path = msg.path  # apps see the full datasite path, as from the reference
         if not path.startswith(self.prefix):
-            path = f"{self.prefix}{seq:08d}.request"
+            path = self.prefix + AUTO_NAME % seq
         etag = msg.etag
         return encode_header(path.encode(), etag.encode() if etag else b"", len(msg.payload), seq)
 

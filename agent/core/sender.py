@@ -30,6 +30,7 @@ from collections.abc import Callable
 from hotlink.wire import messages as m
 from hotlink.wire.errors import FrameTooLarge, ProtocolError
 from hotlink.wire.frames import Frame
+from hotlink.wire.paths import AUTO_NAME
 
 from .denied import sender_denied
 from .effects import (
@@ -181,7 +182,7 @@ class SenderStream(SenderFiles, SidRecovery, ResendWindow):
                     m.HotlinkData(
                         sid,
                         seq,
-                        prefix + name if name else f"{prefix}{seq:08d}.request",
+                        prefix + (name or AUTO_NAME % seq),
                         f.payload,
                         f.etag,
                     )

@@ -13,6 +13,7 @@ import logging
 
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.frames import Frame
+from hotlink.wire.paths import AUTO_NAME
 
 from .effects import APP, FALLBACK, TEE, Effect, FailApps, WriteFile
 from .resend_window import seq_of
@@ -37,7 +38,7 @@ class SenderFiles(SenderFields):
         try:
             for f in frames:
                 seq = self._admit(f)
-                out.append(self._to_file(seq, f.path or f"{seq:08d}.request", f.etag, f.payload))
+                out.append(self._to_file(seq, f.path or AUTO_NAME % seq, f.etag, f.payload))
                 self.file_seq_high = seq
         except ProtocolError as exc:
             out.append(FailApps(exc))

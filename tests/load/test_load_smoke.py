@@ -1,6 +1,7 @@
 """Smoke runs of the load tools, so they keep working: `run_load.py` (4 agents, 8
-sessions, 3 s), `file_flood.py` (a fallback-file flood through the relay) and
-`carriers_cpu.py` (the direct-path sender's per-frame decision).
+sessions, 3 s), `file_flood.py` (a fallback-file flood through the relay),
+`carriers_cpu.py` (the direct-path sender's per-frame decision) and `proc_cpu.py` (CPU
+per process of a benchmark).
 
 Checks completeness only (every frame of every session arrived once, in order; every
 file acknowledged and passed on); the figures are printed, never asserted. The full
@@ -67,3 +68,15 @@ def test_carriers_cpu_smoke():
     env = {**os.environ, "MICRO_N": "1000"}
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     assert p.returncode == 0 and "ns per call" in p.stdout, p.stdout + p.stderr
+
+
+def test_proc_cpu_smoke():
+    """The poller reports a busy child that names hotlink, and not itself."""
+    busy = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 2.5: pass  # hotlink"
+    cmd = [sys.executable, str(Path(__file__).with_name("proc_cpu.py")), sys.executable, "-c", busy]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = p.stdout.splitlines()
+    assert len(rows) == 1 and "import time t = time" in rows[0], p.stdout
+    user = int(rows[0].split("user")[1].split()[0])
+    assert user > 0, rows
