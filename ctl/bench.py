@@ -44,7 +44,7 @@ from .bench_measure import measure as measure
 from .bench_measure import measure_alternating, throughput_alternating
 from .bench_measure import measure_throughput as measure_throughput
 from .bench_otel import OtelSummary, Receiver, TracedStack
-from .bench_paths import PATH_LABELS, BenchStack, compare_paths, start_stacks
+from .bench_paths import PATH_LABELS, BenchStack, compare_paths, path_processes, start_stacks
 from .bench_progress import Progress as Progress  # `bench.Progress` for the CLI
 from .bench_table import render_table as render_table  # `bench.render_table` for callers
 from .errors import UsageError
@@ -242,6 +242,7 @@ async def run_bench(cfg: BenchConfig, progress: Progress) -> BenchReport:
             traced.chan = await open_hotlink_channel(
                 ta_c, ta.email, tb_c, tb.email, rel, ipc=cfg.ipc
             )
+            traced.chan.processes = path_processes(traced.state)
 
         modes = [("sequential", 1)]
         if cfg.inflight > 1:

@@ -207,4 +207,5 @@ async def start_floor(tls: bool = False) -> FloorStack:
         await tx.close()
         await rx.close()
 
-    return FloorStack(procs, tmp, Channel("floor", tx.send, recv, close))
+    path = (("sending peer", procs[1].pid), ("relay", procs[0].pid), ("reading peer", procs[2].pid))
+    return FloorStack(procs, tmp, Channel("floor", tx.send, recv, close, path))

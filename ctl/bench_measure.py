@@ -12,11 +12,12 @@ import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .bench_progress import Progress
 from .errors import CtlError, Unavailable, UsageError
+from .proc_stat import cpu_ns
 from .stats import LatencySummary, summarize
 
 STAMP = struct.Struct("<QQ")  # send time ns, message index
@@ -33,6 +34,39 @@ class Channel:
     send: SendFn
     recv: RecvFn
     close: Callable[[], Awaitable[None]]
+    #: (role, pid) of the processes that carry its messages, in path order, whose CPU
+    #: time the bench reports per message (`CpuMeter`)
+    processes: tuple[tuple[str, int], ...] = ()
+
+
+class CpuMeter:
+    """Time on CPU of a channel's processes over the blocks measured on it, per
+    message: read before and after each block (`proc_stat.cpu_ns`), so the work of
+    the other paths' processes in between is not counted. The processes' work that
+    trails a block (a progress message's timer, an exporter) falls outside it."""
+
+    def __init__(self, ch: Channel) -> None:
+        self.roles = [role for role, _ in ch.processes]
+        self.pids = [pid for _, pid in ch.processes]
+        self.ns = [0] * len(self.pids)
+        self.messages = 0
+        self._at: list[int] = []
+
+    def start(self) -> None:
+        self._at = [cpu_ns(pid) for pid in self.pids]
+
+    def stop(self, messages: int) -> None:
+        for i, pid in enumerate(self.pids):
+            self.ns[i] += max(0, cpu_ns(pid) - self._at[i])
+        self.messages += messages
+
+    def per_message_us(self) -> dict[str, float]:
+        if not self.messages:
+            return {}
+        return {
+            role: round(ns / 1000 / self.messages, 1)
+            for role, ns in zip(self.roles, self.ns, strict=True)
+        }
 
 
 @dataclass
@@ -131,17 +165,23 @@ async def measure_alternating(
     samples: list[list[int]] = [[] for _ in chans]
     elapsed = [0.0] * len(chans)
     base = [warmup] * len(chans)
+    meters = [CpuMeter(ch) for ch in chans]
     parts = block_sizes(count, blocks)
     for b, n in enumerate(parts):
         for k in block_order(len(chans), b):
             if progress:
                 more = f" ({b + 1}/{len(parts)})" if len(parts) > 1 else ""
                 progress.start(labels[k] + more, n)
+            meters[k].start()
             t0 = time.perf_counter()
             samples[k] += await _run(chans[k], body, n, inflight, timeout, progress, base[k])
             elapsed[k] += time.perf_counter() - t0
+            meters[k].stop(n)
             base[k] += n
-    return [summarize(samples[k], size, elapsed[k]) for k in range(len(chans))]
+    return [
+        replace(summarize(samples[k], size, elapsed[k]), cpu_us=meters[k].per_message_us())
+        for k in range(len(chans))
+    ]
 
 
 async def _run(

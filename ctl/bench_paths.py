@@ -92,9 +92,31 @@ async def start_stacks(
             stack.chan = await open_file_channel(ca, a.email, cb, b.email, rel, notes=notes)
         else:
             stack.chan = await open_hotlink_channel(ca, a.email, cb, b.email, rel, ipc=cfg.ipc)
+        stack.chan.processes = path_processes(state)
         if variant == "auto":
             progress.note("waiting for the direct link between the two agents")
             await wait_direct(ca, f"{a.email}/{rel}", b.email, DIRECT_UP_TIMEOUT)
+
+
+def path_processes(state: devstack.DevstackState) -> tuple[tuple[str, int], ...]:
+    """The processes a devstack's bench channel crosses (its first peer sends to its
+    second), by role, for the bench's CPU per message: the sender's agent, the relay
+    (in a cluster: the sender's node, NATS, the reader's node) and the reader's agent.
+    A direct path crosses no relay: its relay rows show what the relay still does."""
+    a, b = state.peers[0], state.peers[1]
+    out = [("sender agent", a.pid)]
+    if state.relay is not None:
+        out.append(("relay", state.relay.pid))
+    elif state.cluster is not None:
+        nodes = {n["name"]: n["pid"] for n in state.cluster["nodes"]}
+        place = state.cluster["placement"]
+        names = list(dict.fromkeys((place.get(a.email, ""), place.get(b.email, ""))))
+        out += [(name, nodes[name]) for name in names[:1] if name in nodes]
+        if len(names) > 1:
+            out.append(("nats-server", state.cluster["nats"]["pid"]))
+            out += [(name, nodes[name]) for name in names[1:] if name in nodes]
+    out.append(("reader agent", b.pid))
+    return tuple(out)
 
 
 def _direct_status(session: Any, reader: str) -> str:

@@ -80,6 +80,7 @@ def render_table(report: BenchReport) -> str:
                 "Published reference (25 msgs, one in flight): Go P50 ~330 µs, P99 ~1.1 ms; "
                 "Rust P50 ~970 µs, P99 ~5.8 ms."
             )
+    lines += _cpu_per_message(report)
     lines += _direct_vs_relay(report)
     for note in report.notes:
         lines.append(f"note: {note}")
@@ -92,6 +93,31 @@ def render_table(report: BenchReport) -> str:
                 f"{t.mb_per_s:>9.1f} {t.frames_per_s:>10.0f}"
             )
     return "\n".join(lines)
+
+
+def _cpu_per_message(report: BenchReport) -> list[str]:
+    """Each path's processes' time on CPU per message (`bench_measure.CpuMeter`): where
+    a path's latency above the floor goes, process by process."""
+    lines: list[str] = []
+    last_floor = None
+    for r in report.results:
+        mode = "seq" if r.mode == "sequential" else f"pipe x{r.inflight}"
+        rows = [("floor", r.floor)] if r.floor and r.floor is not last_floor else []
+        last_floor = r.floor
+        rows += [(r.path or "hotlink", r.hotlink), ("traced", r.traced)]
+        floor_total = sum(r.floor.cpu_us.values()) if r.floor else 0.0
+        for path, s in rows:
+            if s is None or not s.cpu_us:
+                continue
+            total = sum(s.cpu_us.values())
+            each = ", ".join(f"{role} {us:.1f}" for role, us in s.cpu_us.items())
+            vs = f", x floor {total / floor_total:.2f}" if path != "floor" and floor_total else ""
+            row = f"{fmt_size(r.size):>6} {mode:<10} {path:<8}"
+            lines.append(f"{row} {each} (total {total:.1f}{vs})")
+    if not lines:
+        return []
+    head = "CPU per message (µs on CPU of each process on the path, over the measured messages)"
+    return ["", head, *lines]
 
 
 def _direct_vs_relay(report: BenchReport) -> list[str]:

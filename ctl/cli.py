@@ -364,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_bench,
         "Measure one-way latency app socket -> app socket through a devstack (started\n"
         "here unless --dir names a running one), and the same topology with plain\n"
-        "forwarding (the floor) just before each run; report both and their ratio.",
+        "forwarding (the floor) just before each run; report both and their ratio,\n"
+        "and each path's processes' time on CPU per message (from /proc).",
     )
     p.add_argument(
         "--bench",

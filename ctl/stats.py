@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from hotlink.common import sizes
 
@@ -38,6 +38,9 @@ class LatencySummary:
     mean_ns: float
     payload_bytes: int
     elapsed_s: float
+    #: time on CPU per message (µs) of each process on the path, by its role
+    #: ("sender agent", "relay", ...), over the measured messages (`bench_measure`)
+    cpu_us: dict[str, float] = field(default_factory=dict, hash=False)
 
     @property
     def mb_per_s(self) -> float:

@@ -1,10 +1,15 @@
 """The bench's alternating measurement: blocks, their order, and that every channel
 gets its share of the samples from every block (in-memory channels: this checks the
-bookkeeping; the bench e2e tests run it over real devstacks)."""
+bookkeeping; the bench e2e tests run it over real devstacks), and the CPU per message
+each channel's processes are charged with."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 from hotlink.ctl.bench_measure import (
@@ -14,6 +19,7 @@ from hotlink.ctl.bench_measure import (
     measure_alternating,
     throughput_alternating,
 )
+from hotlink.ctl.proc_stat import cpu_ns
 
 
 def test_block_sizes_split_evenly_and_never_empty() -> None:
@@ -84,3 +90,57 @@ def test_throughput_alternating_counts_every_frame() -> None:
     assert [r.frames for r in results] == [10, 10]
     assert log.count("a") == log.count("b") == 10
     assert all(r.elapsed_s > 0 for r in results)
+
+
+class BurnsOnA(Echo):
+    """An echo that burns CPU in a child process of its own while channel A sends, so
+    the CPU of A's 'path' is known to be large and B's (an idle sleeper) nil."""
+
+    def __init__(self, name: str, log: list[str], pid: int, burn: bool) -> None:
+        super().__init__(name, log)
+        self.pid, self.burn = pid, burn
+
+    async def send(self, data: bytes) -> None:
+        if self.burn:
+            os.kill(self.pid, signal.SIGCONT)
+            await asyncio.sleep(0.01)
+            os.kill(self.pid, signal.SIGSTOP)
+        await super().send(data)
+
+    def channel(self) -> Channel:
+        return Channel(self.name, self.send, self.recv, self.close, (("worker", self.pid),))
+
+
+def test_measure_alternating_reports_cpu_of_each_path_s_processes() -> None:
+    """CPU is read around each block of a channel only: the busy process of A counts
+    for A alone, and an idle one for nothing."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.kill(busy.pid, signal.SIGSTOP)
+        log: list[str] = []
+        a = BurnsOnA("a", log, busy.pid, burn=True)
+        b = BurnsOnA("b", log, idle.pid, burn=False)
+
+        async def main() -> list:
+            await asyncio.sleep(0.3)  # the sleeper's start-up is over
+            return await measure_alternating(
+                [a.channel(), b.channel()], 64, 20, blocks=2, labels=["a", "b"], warmup=0
+            )
+
+        sa, sb = asyncio.run(main())
+    finally:
+        for p in (busy, idle):
+            p.kill()
+            p.wait()
+    assert set(sa.cpu_us) == {"worker"} and set(sb.cpu_us) == {"worker"}
+    assert sa.cpu_us["worker"] > 2000  # ~10 ms of spinning per message
+    assert sb.cpu_us["worker"] < 100
+    assert sa.to_dict()["cpu_us"] == sa.cpu_us
+
+
+def test_cpu_ns_of_a_gone_process_is_nil() -> None:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    assert cpu_ns(p.pid) == 0
+    assert cpu_ns(os.getpid()) > 0

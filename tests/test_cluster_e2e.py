@@ -391,7 +391,11 @@ def _devstack_run(d: Path) -> None:
         bench = run("bench", "--dir", str(d), "--sizes", "1024", "--count", "50",
                     "--warmup", "5", "--no-floor", "--inflight", "1", "--json", "-q")  # fmt: skip
         assert bench.returncode == 0, bench.stderr
-        assert json.loads(bench.stdout)["results"][0]["hotlink"]["count"] == 50
+        row = json.loads(bench.stdout)["results"][0]["hotlink"]
+        assert row["count"] == 50
+        # alice on relay-0 sends to bob on relay-1: both nodes and NATS are on the path
+        roles = ["sender agent", "relay-0", "nats-server", "relay-1", "reader agent"]
+        assert list(row["cpu_us"]) == roles and all(v > 0 for v in row["cpu_us"].values())
         assert run("devstack", "stop", "relay-1", "--dir", str(d)).returncode == 0
         st = run("devstack", "status", "--dir", str(d))
         assert st.returncode != 0 and "relay-1" in st.stdout and "STOPPED" in st.stdout

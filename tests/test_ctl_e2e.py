@@ -258,6 +258,13 @@ def test_bench_smoke_against_running_stack(stack: Stack) -> None:
         assert x["hotlink"]["count"] == 5
         assert x["floor"]["count"] == 5
         assert set(x["ratio_to_floor"]) >= {"p50", "p99", "max"}
+        # time on CPU per message of each process on the path (/proc, ns exact)
+        assert list(x["hotlink"]["cpu_us"]) == ["sender agent", "relay", "reader agent"]
+        assert list(x["floor"]["cpu_us"]) == ["sending peer", "relay", "reading peer"]
+        assert all(us > 0 for us in x["floor"]["cpu_us"].values()), x
+        # (this stack's agents may carry the frames over their direct link: relay ~0)
+        cpu = x["hotlink"]["cpu_us"]
+        assert cpu["sender agent"] > 0 and cpu["reader agent"] > 0 and cpu["relay"] >= 0, x
     assert {t["path"] for t in doc["throughput"]} == {"floor", "hotlink"}
     env = doc["environment"]
     assert {"cpu_model", "cpu_count", "python", "uvloop", "tracing"} <= set(env)
@@ -272,6 +279,7 @@ def test_benchmark_sh_and_demo() -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr.decode()
     assert b"hotlink" in r.stdout and b"floor" in r.stdout
+    assert b"CPU per message" in r.stdout and b"sender agent" in r.stdout
     r = subprocess.run(
         [str(REPO / "benchmark.sh"), "--bench=e2e-latency", "--lang=python",
          "--count", "5", "--warmup", "1", "--inflight", "1", "--sizes", "1KB", "-q"],
