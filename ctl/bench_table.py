@@ -80,7 +80,10 @@ def render_table(report: BenchReport) -> str:
                 "Published reference (25 msgs, one in flight): Go P50 ~330 µs, P99 ~1.1 ms; "
                 "Rust P50 ~970 µs, P99 ~5.8 ms."
             )
-    lines += _cpu_per_message(report)
+    cpu = _cpu_per_message(report, path_name)
+    if cpu and lines[-1]:
+        lines.append("")
+    lines += cpu
     lines += _direct_vs_relay(report)
     for note in report.notes:
         lines.append(f"note: {note}")
@@ -95,7 +98,7 @@ def render_table(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
-def _cpu_per_message(report: BenchReport) -> list[str]:
+def _cpu_per_message(report: BenchReport, path_name: str) -> list[str]:
     """Each path's processes' time on CPU per message (`bench_measure.CpuMeter`): where
     a path's latency above the floor goes, process by process."""
     lines: list[str] = []
@@ -104,7 +107,7 @@ def _cpu_per_message(report: BenchReport) -> list[str]:
         mode = "seq" if r.mode == "sequential" else f"pipe x{r.inflight}"
         rows = [("floor", r.floor)] if r.floor and r.floor is not last_floor else []
         last_floor = r.floor
-        rows += [(r.path or "hotlink", r.hotlink), ("traced", r.traced)]
+        rows += [(r.path or path_name, r.hotlink), ("traced", r.traced)]
         floor_total = sum(r.floor.cpu_us.values()) if r.floor else 0.0
         for path, s in rows:
             if s is None or not s.cpu_us:
@@ -117,7 +120,7 @@ def _cpu_per_message(report: BenchReport) -> list[str]:
     if not lines:
         return []
     head = "CPU per message (µs on CPU of each process on the path, over the measured messages)"
-    return ["", head, *lines]
+    return [head, *lines]
 
 
 def _direct_vs_relay(report: BenchReport) -> list[str]:
