@@ -222,7 +222,7 @@ class FileWorker:
     def upload_app_file(self, s: FileSession, local: Path, name: str) -> None:
         """An app wrote `<session dir>/<name>`: read it (checked) and send it as the
         session's next frame."""
-        real_dir = s.session_dir.resolve()
+        session_dir = s.session_dir
         limit = self.max_file_bytes
         wire = s.prefix + name
         tr = self.tracer  # None: tracing off
@@ -237,8 +237,8 @@ class FileWorker:
                 if error:
                     detected(error)
 
-        def work() -> bytes:
-            return read_regular(local, real_dir, limit)
+        def work() -> bytes:  # on the disk thread, the folder's resolve too
+            return read_regular(local, session_dir.resolve(), limit)
 
         def done(res: Any, exc: BaseException | None) -> None:
             if exc is not None:

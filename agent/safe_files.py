@@ -58,7 +58,13 @@ def read_regular(path: Path, real_dir: Path, max_bytes: int) -> bytes:
     except OSError as exc:
         raise FileRefused(f"cannot read {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as f:
-        data = f.read(max_bytes + 1)
+        # read(n) allocates n bytes up front: sized by the lstat, not by the limit (a
+        # 16 MiB buffer mapped and unmapped per file), and read on only if the file
+        # grew since, up to one byte over the limit
+        want = st.st_size + 1
+        data = f.read(want)
+        if len(data) == want and want <= max_bytes:
+            data += f.read(max_bytes + 1 - want)
     if len(data) > max_bytes:
         raise FileRefused(f"{path} grew over the {max_bytes}-byte limit while being read")
     return data

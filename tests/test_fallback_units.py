@@ -292,6 +292,36 @@ def test_resolve_inside_refuses_escapes(tmp_path: Path) -> None:
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".hotlink-tmp-")]
 
 
+@pytest.mark.parametrize(
+    ("size", "ok"), [(0, True), (9, True), (10, True), (11, False), (50, False)]
+)
+def test_read_regular_reads_a_file_that_grew_after_its_lstat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, ok: bool
+) -> None:
+    """The read is sized by the lstat; a file that grew since is read on, up to the
+    limit (and refused past it), as if read whole."""
+    from hotlink.agent import safe_files
+
+    d = tmp_path / "s"
+    d.mkdir()
+    f = d / "grew.request"
+    f.write_bytes(bytes(range(size)))
+    real_lstat = os.lstat
+
+    def stale(path: object) -> os.stat_result:  # the size before the app's last write
+        st = real_lstat(path)  # type: ignore[arg-type]
+        fields = list(st)
+        fields[6] = 0  # st_size
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(safe_files.os, "lstat", stale)
+    if ok:
+        assert read_regular(f, d.resolve(), 10) == bytes(range(size))
+    else:
+        with pytest.raises(FileRefused, match="grew over the 10-byte limit"):
+            read_regular(f, d.resolve(), 10)
+
+
 def test_read_regular_refuses_bad_files(tmp_path: Path) -> None:
     d = tmp_path / "s"
     d.mkdir()
