@@ -38,7 +38,7 @@ from websockets.asyncio.client import connect
 
 from . import bench, devstack, devstack_cluster
 from .client import AgentClient
-from .proc_stat import cpu_ticks
+from .proc_stat import cpu_seconds
 from .stats import fmt_ns, summarize
 
 PEERS = ["alice@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]
@@ -135,11 +135,6 @@ def _spawn_nodes(
     return procs, urls
 
 
-def _cpu_s(pids: list[int]) -> float:
-    """utime + stime of processes, in seconds (/proc; 0 where unavailable)."""
-    return cpu_ticks(pids) / os.sysconf("SC_CLK_TCK")
-
-
 async def _rate_run(
     urls: list[str],
     secret: bytes,
@@ -218,11 +213,11 @@ async def _rate_run(
     await asyncio.sleep(1.0)  # warm-up
     counting.set()
     t0 = time.perf_counter()
-    cpu0 = _cpu_s(relay_pids), _cpu_s([nats_pid] if nats_pid else [])
+    cpu0 = cpu_seconds(relay_pids), cpu_seconds([nats_pid] if nats_pid else [])
     await asyncio.sleep(seconds)
     n = delivered
     elapsed = time.perf_counter() - t0
-    cpu1 = _cpu_s(relay_pids), _cpu_s([nats_pid] if nats_pid else [])
+    cpu1 = cpu_seconds(relay_pids), cpu_seconds([nats_pid] if nats_pid else [])
     stop.set()
     for t in tasks:
         t.cancel()

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .errors import Unavailable
+from .proc_stat import stat_fields
 
 _RELAY_LINE = re.compile(r"hotlink-relay listening on (wss?://\S+)")
 _TERM_WAIT = 5.0
@@ -85,10 +86,9 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat_fields(pid)[0] != "Z"
     except OSError:
         return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _is_ours(pid: int) -> bool:

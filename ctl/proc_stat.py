@@ -5,20 +5,31 @@ from __future__ import annotations
 import os
 
 
+def stat_fields(pid: int) -> list[str]:
+    """The fields of `/proc/PID/stat` after the command name (which is in parentheses
+    and may hold spaces), so that index 0 is the state (field 3 of the line), 7 the
+    minor faults, 11 and 12 utime and stime (fields 14 and 15). Raises OSError for a
+    process that is gone or a system without /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def cpu_ticks(pids: list[int]) -> int:
     """utime + stime of `pids`, in clock ticks (`SC_CLK_TCK`); a process that is gone,
     or a system without /proc, counts 0."""
     total = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                # after the command name (in parentheses, may hold spaces): state is
-                # field 3 of the whole line, utime and stime fields 14 and 15
-                fields = f.read().rsplit(")", 1)[1].split()
+            fields = stat_fields(pid)
             total += int(fields[11]) + int(fields[12])
         except (OSError, IndexError):
             continue
     return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """`cpu_ticks` in seconds."""
+    return cpu_ticks(pids) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_ns(pid: int) -> int:

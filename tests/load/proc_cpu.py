@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from hotlink.ctl.proc_stat import stat_fields
+
 SKIP = ("proc_cpu", "hotlinkctl bench")
 
 
@@ -36,8 +38,7 @@ def _sample() -> dict[str, tuple[str, int, int, int]]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").replace("\n", " ")
             if "hotlink" not in cmd or any(s in cmd for s in SKIP):
                 continue
-            with open(f"/proc/{pid}/stat") as f:
-                st = f.read().rsplit(")", 1)[1].split()
+            st = stat_fields(int(pid))
         except OSError:
             continue  # gone meanwhile
         out[pid] = (cmd, int(st[11]), int(st[12]), int(st[7]))

@@ -44,6 +44,7 @@ from fixtures_agent import AgentProcess, acl_yaml
 from fixtures_relay import RelayProcess
 from hotlink.common.loop import run_main
 from hotlink.ctl.client import Stream
+from hotlink.ctl.proc_stat import cpu_seconds
 from hotlink.v1 import agent_pb2 as pb
 
 HDR = struct.Struct(">IQQ")  # session, index, send time (monotonic ns)
@@ -79,15 +80,6 @@ def rss_kib(pid: int) -> tuple[int, int]:
     except OSError:
         pass
     return cur, peak
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            f = fh.read().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 class Sampler(threading.Thread):
@@ -260,7 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert a.proc is not None
             pids[a.email] = a.proc.pid
         rss0 = {n: rss_kib(pid)[0] for n, pid in pids.items()}
-        cpu0 = {n: cpu_seconds(pid) for n, pid in pids.items()}
+        cpu0 = {n: cpu_seconds([pid]) for n, pid in pids.items()}
         sampler = Sampler(pids)
         sampler.start()
         self_cpu0 = os.times()
@@ -275,7 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         gen_cpu = (self_cpu.user + self_cpu.system) - (self_cpu0.user + self_cpu0.system)
         load1 = os.getloadavg()[0]
         end = {n: rss_kib(pid) for n, pid in pids.items()}
-        cpu = {n: cpu_seconds(pid) - cpu0[n] for n, pid in pids.items()}
+        cpu = {n: cpu_seconds([pid]) - cpu0[n] for n, pid in pids.items()}
         agent_names = [a.email for a in agents]
         sent = sum(s.sent for s in stats)
         received = sum(s.received for s in stats)
