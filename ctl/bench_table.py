@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .bench_paths import compare_paths
 from .stats import fmt_ns, fmt_size
 
 if TYPE_CHECKING:
-    from .bench import BenchReport
+    from .bench import BenchReport, RunResult
+    from .stats import LatencySummary
 
 _COLS = ("P50", "P90", "P95", "P99", "max", "mean")
 
@@ -36,31 +38,19 @@ def render_table(report: BenchReport) -> str:
         hdr += f" {'x untraced P50 / P99':>21}"
     lines.append(hdr)
     lines.append("-" * len(hdr))
-    last_floor = None
-    for r in report.results:
-        mode = "seq" if r.mode == "sequential" else f"pipe x{r.inflight}"
-        # with --direct the stacks share one floor run: print it once
-        rows = [("floor", r.floor)] if r.floor and r.floor is not last_floor else []
-        last_floor = r.floor
-        rows.append((r.path or path_name, r.hotlink))
-        if r.traced is not None:
-            rows.append(("traced", r.traced))
-        for path, s in rows:
-            if s is None:
-                continue
-            figures = (s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.max_ns, s.mean_ns)
-            line = f"{fmt_size(r.size):>6} {mode:<10} {path:<8}"
-            line += "".join(f"{fmt_ns(v):>9}" for v in figures)
-            line += f"{s.mb_per_s:>9.1f}"
-            if path != "floor" and r.floor is not None:
-                line += f" {s.p50_ns / r.floor.p50_ns:>7.2f}x"
-            elif r.floor is not None:
-                line += " " * 9
-            if path == "traced":
-                p50 = s.p50_ns / max(r.hotlink.p50_ns, 1)
-                p99 = s.p99_ns / max(r.hotlink.p99_ns, 1)
-                line += f" {p50:>9.2f}x / {p99:.2f}x"
-            lines.append(line)
+    for r, path, s, row in _rows(report, path_name):
+        figures = (s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.max_ns, s.mean_ns)
+        line = row + "".join(f"{fmt_ns(v):>9}" for v in figures)
+        line += f"{s.mb_per_s:>9.1f}"
+        if path != "floor" and r.floor is not None:
+            line += f" {s.p50_ns / r.floor.p50_ns:>7.2f}x"
+        elif r.floor is not None:
+            line += " " * 9
+        if path == "traced":
+            p50 = s.p50_ns / max(r.hotlink.p50_ns, 1)
+            p99 = s.p99_ns / max(r.hotlink.p99_ns, 1)
+            line += f" {p50:>9.2f}x / {p99:.2f}x"
+        lines.append(line)
     if report.results:
         lines.append("")
         if any(r.floor for r in report.results):
@@ -98,25 +88,35 @@ def render_table(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
-def _cpu_per_message(report: BenchReport, path_name: str) -> list[str]:
-    """Each path's processes' time on CPU per message (`bench_measure.CpuMeter`): where
-    a path's latency above the floor goes, process by process."""
-    lines: list[str] = []
+def _rows(
+    report: BenchReport, path_name: str
+) -> Iterator[tuple[RunResult, str, LatencySummary, str]]:
+    """(result, path, its summary, the row's "size mode path" columns) of every row
+    the tables print, in order: a result's floor (once: with --direct the stacks share
+    one floor run), the measured path, its traced twin."""
     last_floor = None
     for r in report.results:
         mode = "seq" if r.mode == "sequential" else f"pipe x{r.inflight}"
         rows = [("floor", r.floor)] if r.floor and r.floor is not last_floor else []
         last_floor = r.floor
         rows += [(r.path or path_name, r.hotlink), ("traced", r.traced)]
-        floor_total = sum(r.floor.cpu_us.values()) if r.floor else 0.0
         for path, s in rows:
-            if s is None or not s.cpu_us:
-                continue
-            total = sum(s.cpu_us.values())
-            each = ", ".join(f"{role} {us:.1f}" for role, us in s.cpu_us.items())
-            vs = f", x floor {total / floor_total:.2f}" if path != "floor" and floor_total else ""
-            row = f"{fmt_size(r.size):>6} {mode:<10} {path:<8}"
-            lines.append(f"{row} {each} (total {total:.1f}{vs})")
+            if s is not None:
+                yield r, path, s, f"{fmt_size(r.size):>6} {mode:<10} {path:<8}"
+
+
+def _cpu_per_message(report: BenchReport, path_name: str) -> list[str]:
+    """Each path's processes' time on CPU per message (`bench_measure.CpuMeter`): where
+    a path's latency above the floor goes, process by process."""
+    lines: list[str] = []
+    for r, path, s, row in _rows(report, path_name):
+        if not s.cpu_us:
+            continue
+        total = sum(s.cpu_us.values())
+        floor_total = sum(r.floor.cpu_us.values()) if r.floor else 0.0
+        each = ", ".join(f"{role} {us:.1f}" for role, us in s.cpu_us.items())
+        vs = f", x floor {total / floor_total:.2f}" if path != "floor" and floor_total else ""
+        lines.append(f"{row} {each} (total {total:.1f}{vs})")
     if not lines:
         return []
     head = "CPU per message (µs on CPU of each process on the path, over the measured messages)"
