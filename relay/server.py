@@ -293,7 +293,7 @@ class RelayServer:
                 if not t0:  # tracing off: a frame of a known lane goes on undecoded
                     readers = self.router.forward_frame(cid, frame)
                     if readers is not None:
-                        self._send_frame(frame, None, readers)
+                        self._send_frame(frame, None, "", readers)
                         return
                 env = decode_data_view(frame, self.max_message)
             if env is not None:  # HotlinkData in msgpack: its bytes can be forwarded
@@ -305,7 +305,7 @@ class RelayServer:
                     return
                 readers = self.router.forward(cid, msg)  # type: ignore[arg-type]
                 if readers is not None:  # all there is to do: send the frame on
-                    self._send_frame(frame, env, readers)
+                    self._send_frame(frame, msg, tp, readers)
                 else:
                     self._dispatch(self.router.handle(cid, env))
                 return
@@ -396,17 +396,18 @@ class RelayServer:
         """`out` of a HotlinkData `msg` with traceparent `tp` whose bytes are `frame`:
         `frame` itself goes to msgpack readers where the router forwards `msg`
         unchanged; the rest is encoded."""
-        peers = self.peers
         for o in out:
-            p = peers.get(o.conn)
-            if o.msg is msg and o.traceparent == tp and p is not None and p.encoding == "msgpack":
-                p.push(frame)
+            if o.msg is msg and o.traceparent == tp:
+                self._send_frame(frame, msg, tp, (o.conn,))
             else:
                 self._dispatch([o])
 
-    def _send_frame(self, frame: bytes, env: Envelope | None, readers: tuple[int, ...]) -> None:
-        """Send data `frame` to `readers` as it is; a reader that chose JSON gets its
-        message (`env`, decoded here if the caller has not) encoded."""
+    def _send_frame(
+        self, frame: bytes, msg: object | None, tp: str, readers: tuple[int, ...]
+    ) -> None:
+        """Send data `frame` (the bytes of `msg` with traceparent `tp`) to `readers` as
+        it is; a reader that chose JSON gets the message encoded (decoded from `frame`
+        here when the caller has not: `msg` None)."""
         peers = self.peers
         for c in readers:
             p = peers.get(c)
@@ -415,9 +416,10 @@ class RelayServer:
             if p.encoding == "msgpack":
                 p.push(frame)
             else:
-                if env is None:
+                if msg is None:
                     env = decode(frame, self.max_message)
-                self._dispatch([Outgoing(c, env.msg, env.traceparent)])
+                    msg, tp = env.msg, env.traceparent
+                self._dispatch([Outgoing(c, msg, tp)])  # type: ignore[arg-type]
 
     def _dispatch(self, out: list[Outgoing]) -> None:
         """Encode and queue; one encoding per (message, encoding, extensions) in the
