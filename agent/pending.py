@@ -11,6 +11,7 @@ recorded while the link was down is not shown once it is back up).
 
 from __future__ import annotations
 
+import shlex
 from typing import Protocol
 
 from hotlink.wire.paths import split_owner
@@ -45,5 +46,5 @@ def pending_reason(
     return (
         f"waiting for {owner}'s open: the relay offers {s.path} once {owner} has opened it "
         f"(not --to another reader) and granted you read access (on {owner}'s agent: "
-        f"hotlinkctl acl grant {rest} {me or 'YOUR@EMAIL'} --read)"
+        f"hotlinkctl acl grant {shlex.quote(rest)} {me or 'YOUR@EMAIL'} --read)"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,11 +133,11 @@ def _up_text(state: devstack.DevstackState) -> str:
     lines += [
         "",
         "try:",
-        f"  hotlinkctl --root {a.root} open _mpc/0_to_1 --to {b.email}",
-        f"  hotlinkctl --root {b.root} open {a.email}/_mpc/0_to_1",
-        f"  hotlinkctl --root {b.root} tail {a.email}/_mpc/0_to_1 &",
-        f"  echo hello | hotlinkctl --root {a.root} send _mpc/0_to_1 -",
-        f"stop it with: hotlinkctl devstack down --dir {state.dir}",
+        f"  hotlinkctl --root {shlex.quote(str(a.root))} open _mpc/0_to_1 --to {b.email}",
+        f"  hotlinkctl --root {shlex.quote(str(b.root))} open {a.email}/_mpc/0_to_1",
+        f"  hotlinkctl --root {shlex.quote(str(b.root))} tail {a.email}/_mpc/0_to_1 &",
+        f"  echo hello | hotlinkctl --root {shlex.quote(str(a.root))} send _mpc/0_to_1 -",
+        f"stop it with: hotlinkctl devstack down --dir {shlex.quote(str(state.dir))}",
     ]
     if state.relay is not None and "--otel-endpoint" in state.relay.args:
         ep = state.relay.args[state.relay.args.index("--otel-endpoint") + 1]

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ async def up(
                 f"a devstack is already running in {d} (pids "
                 + ", ".join(str(p.pid) for p in live)
                 + ")",
-                f"stop it first: hotlinkctl devstack down --dir {d}",
+                f"stop it first: hotlinkctl devstack down --dir {shlex.quote(str(d))}",
             )
     d.mkdir(parents=True, exist_ok=True)
     for email in peers:
@@ -359,7 +360,7 @@ async def start(directory: str | os.PathLike[str], name: str, timeout: float = 3
     if pid_alive(info_pid):
         raise CtlError(
             f"{name} is already running (pid {info_pid})",
-            f"stop it first: hotlinkctl devstack stop {name} --dir {directory}",
+            f"stop it first: hotlinkctl devstack stop {name} --dir {shlex.quote(str(directory))}",
         )
     if name == "relay":
         port = int(relay.url.rsplit(":", 1)[1])
@@ -389,7 +390,7 @@ async def _start_peer(state: DevstackState, name: str, link_up: bool, timeout: f
     if pid_alive(peer.pid):
         raise CtlError(
             f"{name} is already running (pid {peer.pid})",
-            f"stop it first: hotlinkctl devstack stop {name} --dir {state.dir}",
+            f"stop it first: hotlinkctl devstack stop {name} --dir {shlex.quote(str(state.dir))}",
         )
     argv = _agent_argv(
         tool_command("hotlink-agent", "hotlink.agent.cli"), peer, _relay_url(state, name)

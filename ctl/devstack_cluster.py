@@ -15,6 +15,7 @@ them in order). devstack.json records it under `cluster`:
 from __future__ import annotations
 
 import asyncio
+import shlex
 import shutil
 import socket
 import sys
@@ -204,7 +205,7 @@ async def start(state: ds.DevstackState, name: str, timeout: float) -> int:
     if ds.pid_alive(item["pid"]):
         raise CtlError(
             f"{name} is already running (pid {item['pid']})",
-            f"stop it first: hotlinkctl devstack stop {name} --dir {state.dir}",
+            f"stop it first: hotlinkctl devstack stop {name} --dir {shlex.quote(str(state.dir))}",
         )
     if name == "nats":
         pid = await _start_nats(item, timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ class DevstackState:
         except FileNotFoundError:
             raise NotFound(
                 f"no devstack in {directory} ({STATE_FILE} missing)",
-                f"start one with: hotlinkctl devstack up --dir {directory}",
+                f"start one with: hotlinkctl devstack up --dir {shlex.quote(str(directory))}",
             ) from None
         except json.JSONDecodeError as exc:
             raise CtlError(f"{path} is not valid JSON: {exc}") from None

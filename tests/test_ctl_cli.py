@@ -346,13 +346,17 @@ def test_encode_frame_helper_roundtrip() -> None:
 @pytest.mark.parametrize(
     ("to", "mode", "says"),
     [
-        ("", pb.FALLBACK_MODE_ON_FAILURE, ["acl grant _mpc READER --read", "go by file"]),
+        ("", pb.FALLBACK_MODE_ON_FAILURE, ["acl grant _mpc/0_to_1 READER --read", "go by file"]),
         (
             "bob@example.org",
             pb.FALLBACK_MODE_TEE,
             ["bob@example.org is not in this session", "go by file"],
         ),
-        ("", pb.FALLBACK_MODE_OFF, ["acl grant _mpc READER", "wait in this agent's send queue"]),
+        (
+            "",
+            pb.FALLBACK_MODE_OFF,
+            ["acl grant _mpc/0_to_1 READER --read", "wait in this agent's send queue"],
+        ),
         ("bob@example.org", pb.FALLBACK_MODE_OFF, ["bob@example.org is not", "send queue"]),
     ],
 )

@@ -235,3 +235,29 @@ def test_a_refused_token_is_retried_slowly_and_says_why() -> None:
     backoff = Backoff(0.05, 0.5, rng=lambda: 1.0)
     assert retry_delay(refused, backoff) == AUTH_RETRY >= 60
     assert retry_delay(ConnectionRefusedError(), backoff) <= 0.5
+
+
+def test_suggested_commands_paste_as_one_argument_per_path() -> None:
+    """A folder name with a space or a quote stays one argument when the suggested
+    command is pasted into a shell."""
+    import re
+    import shlex
+
+    from hotlink.agent.core.denied import sender_denied
+    from hotlink.ctl.commands.sessions import no_reader_yet
+    from hotlink.v1 import agent_pb2 as pb
+
+    rest = "_mpc/a b'c"
+    path = f"{A}/{rest}"
+
+    def commands(text: str) -> list[list[str]]:
+        return [shlex.split(m) for m in re.findall(r"(hotlinkctl [^;)]*?)(?:\)|;|$)", text)]
+
+    pending = pending_reason(_s(path, False), True, "UP", "", "bob@x.org")
+    assert commands(pending) == [["hotlinkctl", "acl", "grant", rest, "bob@x.org", "--read"]]
+    denied = sender_denied(path, A, "bob@x.org")
+    assert commands(denied) == [["hotlinkctl", "acl", "grant", rest, "bob@x.org", "--read"]]
+    hint = no_reader_yet(pb.Session(path=path))
+    grant = shlex.split(hint.split("hotlinkctl ", 1)[1].split(")", 1)[0])
+    assert grant == ["acl", "grant", rest, "READER", "--read"]
+    assert f"open {shlex.quote(path)} on their own agent" in hint

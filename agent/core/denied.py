@@ -11,6 +11,8 @@ sending the owner to look for a grant of its own.
 
 from __future__ import annotations
 
+import shlex
+
 from hotlink.wire.messages import REASON_PERMISSION_DENIED
 from hotlink.wire.paths import split_owner
 
@@ -19,9 +21,10 @@ def sender_denied(path: str, sender: str, to: str) -> str:
     """The reason to show for a sender's session on `path` (`owner@host/folder...`)
     that the relay turned down with "permission denied"; `sender` is this agent's
     user ("" if unknown), `to` the reader named at the open ("" if none)."""
-    owner, folder = split_owner(path)
+    owner, rest = split_owner(path)
+    folder = shlex.quote(rest)  # pasted into a shell as it is
     base = REASON_PERMISSION_DENIED
-    if not sender or not folder:
+    if not sender or not rest:
         return base
     # the owner (like the sender itself) needs no grant to read
     reader = to if to and to not in (sender, owner) else ""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -260,7 +261,7 @@ class TunnelManager:
             rel = t.rel
             return (
                 f"{session_path} is the session of tunnel {t.spec.path}: close the tunnel "
-                f"instead (hotlinkctl tunnel close {rel})"
+                f"instead (hotlinkctl tunnel close {shlex.quote(rel)})"
             )
         if session_path.partition("/")[2].startswith(naming.AREA + "/"):
             return (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -85,10 +86,10 @@ def no_reader_yet(s: pb.Session) -> str:
         )
         readers = "it"
     else:
-        folder = split_owner(s.path)[1].rsplit("/", 1)[0]
+        folder, path = shlex.quote(split_owner(s.path)[1]), shlex.quote(s.path)
         who = (
             "no reader is in this session; readers need read access (on this agent: "
-            f"hotlinkctl acl grant {folder} READER --read) and open {s.path} on their own "
+            f"hotlinkctl acl grant {folder} READER --read) and open {path} on their own "
             "agent; until one does"
         )
         readers = "the readers the ACL allows"
@@ -167,7 +168,7 @@ async def _session_dir(c: AgentClient, path: str, want_role: int) -> pb.Session:
         verb = "open it" if want_role == pb.ROLE_SENDER else "open it on the reader's agent"
         raise NotFound(
             f"no session {path} on the agent at {c.display_addr}",
-            f"{verb} first: hotlinkctl open {path}",
+            f"{verb} first: hotlinkctl open {shlex.quote(path)}",
         ) from None
     if s.role != want_role:
         role = output.enum_name(pb.Role, s.role, "ROLE_").lower()
