@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from hotlink.common.fd_limit import raise_nofile_limit
 from hotlink.common.loop import run_main
 
 from .config import ConfigError, load_config
@@ -27,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     from .app import FatalError, StartupError, run_agent
 
+    # app and tunnel connections, the state and files it writes: each a descriptor
+    logging.getLogger("hotlink.agent").info("%s", raise_nofile_limit().describe())
     try:
         run_main(run_agent(cfg))
     except FatalError as exc:

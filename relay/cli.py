@@ -14,6 +14,7 @@ from typing import Any
 from hotlink import telemetry
 from hotlink.common import sizes
 from hotlink.common.argtypes import non_negative
+from hotlink.common.fd_limit import raise_nofile_limit
 from hotlink.common.loop import run_main
 from hotlink.common.version import version_line
 from hotlink.telemetry import names as N
@@ -263,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("websockets").setLevel(
         logging.INFO if args.log_level == "DEBUG" else logging.WARNING
     )
+    # every agent connected is a descriptor: a default soft limit of 1024 is a cap
+    logging.getLogger("hotlink.relay.server").info("%s", raise_nofile_limit().describe())
     try:
         return run_main(_serve(args))
     except (AuthError, OSError, ValueError, TlsConfigError) as exc:

@@ -17,6 +17,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
+from hotlink.common.fd_limit import FdBudget
 from hotlink.common.websocket import DirectMessages, binary_header
 from hotlink.wire.extensions import ALL
 from websockets.asyncio.server import ServerConnection
@@ -35,7 +36,21 @@ CLOSE_POLICY = 1008
 class RelayConnection(DirectMessages, ServerConnection):
     """Each complete message goes to `handler` from the protocol callback (see
     `hotlink.common.websocket.DirectMessages`); data frames never reach websockets'
-    receive queue."""
+    receive queue. Its socket counts in the server's descriptor budget from accept to
+    close, handshake included."""
+
+    #: the server's descriptor budget (set by its connection factory; None: uncounted)
+    fds: FdBudget | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.fds is not None:
+            self.fds.opened()
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.fds is not None:
+            self.fds.closed()
+        super().connection_lost(exc)
 
 
 @dataclass(slots=True, eq=False)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hotlink.common import hot_modules
+from hotlink.common.fd_limit import FdBudget
 from hotlink.telemetry import OFF, Telemetry
 from hotlink.wire.envelope import (
     DEFAULT_MAX_MESSAGE,
@@ -157,6 +158,8 @@ class RelayServer:
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
+        #: sockets against the descriptor limit (`start`; None: unlimited or unknown)
+        self.fds: FdBudget | None = None
         #: the cluster adapter (relay/cluster) when this node runs with --nats; its
         #: hooks are on connect/disconnect, health and non-data messages only
         self.cluster: Any = None
@@ -165,13 +168,30 @@ class RelayServer:
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
+        fds = self.fds
         if path == HEALTH_PATH:
             problem = self.cluster.degraded() if self.cluster is not None else ""
+            if not problem and fds is not None and not fds.room:
+                problem = f"at the file descriptor limit: {fds.describe()}"
             if problem:
                 return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, f"degraded: {problem}\n")
             return ws.respond(http.HTTPStatus.OK, "ok\n")
         if path != EVENTS_PATH:
             return ws.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        if fds is not None and not fds.room:
+            n = fds.refuse(time.monotonic())
+            if n:
+                log.warning(
+                    "refused %d new connection(s) (the latest from %s): %s; raise the "
+                    "relay's limit (ulimit -n, systemd LimitNOFILE=)",
+                    n,
+                    _peer(ws),
+                    fds.describe(),
+                )
+            return ws.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"relay at its connection limit: {fds.describe()}\n",
+            )
         auth = request.headers.get_all("Authorization")
         token = bearer_token(auth[0]) if len(auth) == 1 else None
         try:
@@ -202,6 +222,11 @@ class RelayServer:
         ext = parse(request.headers.get_all(HDR_EXTENSIONS))
         self._pending[ws] = _Pending(user, enc, ext, claims)
         return None
+
+    def _new_connection(self, *args: Any, **kwargs: Any) -> RelayConnection:
+        conn = RelayConnection(*args, **kwargs)
+        conn.fds = self.fds
+        return conn
 
     def _process_response(
         self, ws: ServerConnection, request: Request, response: Response
@@ -462,7 +487,7 @@ class RelayServer:
             max_size=self.max_message,
             max_queue=64,
             write_limit=256 * 1024,
-            create_connection=RelayConnection,
+            create_connection=self._new_connection,
             ssl=self.ssl_context,
         )
         sock = next(iter(self._server.sockets))
@@ -470,6 +495,7 @@ class RelayServer:
         self._ticker = asyncio.create_task(self._tick(), name="relay-tick")
         if self.cluster is not None:
             await self.cluster.start()
+        self.fds = FdBudget.for_process()
         # Startup objects (ACL index, imported modules) never die: keep them out of the
         # collector's generations so a collection on the data path walks less.
         gc.collect()

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import queue
+import resource
 import signal
 import subprocess
 import sys
@@ -71,7 +72,10 @@ class RelayProcess:
         max_message: int | None = None,
         log_level: str = "DEBUG",
         extra_args: list[str] | None = None,
+        nofile: tuple[int, int] | None = None,
     ) -> None:
+        """`nofile`: the (soft, hard) RLIMIT_NOFILE the relay starts with."""
+        self.nofile = nofile
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port
@@ -113,6 +117,7 @@ class RelayProcess:
                 stderr=log,
                 text=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=self._limit if self.nofile else None,
             )
         finally:
             log.close()
@@ -123,6 +128,11 @@ class RelayProcess:
         self.url = line[len(LISTEN_PREFIX) :].strip()
         self.port = int(self.url.rsplit(":", 1)[1])
         return self
+
+    def _limit(self) -> None:
+        """In the child, before exec."""
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     @staticmethod
     def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:

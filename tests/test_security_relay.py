@@ -26,6 +26,7 @@ from hotlink.relay.auth import (
 )
 from hotlink.relay.cli import main
 from hotlink.relay.revocation import REVOKED_FILE, DenyList
+from hotlink.relay.server import HEALTH_PATH
 from hotlink.wire.envelope import HDR_ENCODINGS
 from hotlink.wire.errors import ProtocolError
 from hotlink.wire.messages import FileWrite, HotlinkOpen
@@ -268,6 +269,58 @@ def test_connection_cap_per_user(relay_factory) -> None:
 
     asyncio.run(run())
     relay.wait_for_log("already holds 3")
+
+
+@pytest.mark.e2e
+def test_descriptor_limit_refuses_with_503_and_says_so(relay_factory) -> None:
+    """A relay started with a low descriptor limit raises its soft limit to the hard
+    one, then answers clients past its descriptor budget with HTTP 503 and a reason
+    (not uvloop's silent accept-and-close at EMFILE), logs it once, reports itself
+    degraded, and serves again once connections close."""
+    relay = relay_factory(nofile=(40, 64), extra_args=["--max-connections-per-user", "0"])
+    relay.wait_for_log("file descriptor limit raised from 40 to 64")
+    health = relay.http_url + HEALTH_PATH
+
+    async def run() -> None:
+        hdr = {"Authorization": f"Bearer {relay.token(A)}", HDR_ENCODINGS: "msgpack"}
+        held, refused = [], []
+        for _ in range(60):
+            try:
+                held.append(await connect(relay.events_url, additional_headers=hdr))
+            except InvalidStatus as exc:
+                refused.append(exc.response)
+        # 64 - 32 kept free - what the relay has open itself: some served, the rest told
+        assert 5 <= len(held) <= 32 and len(held) + len(refused) == 60, len(held)
+        assert {r.status_code for r in refused} == {503}
+        assert b"relay at its connection limit" in refused[0].body
+        assert b"of 64 file descriptors in use" in refused[0].body
+        for ws in held:  # the served ones work: each got the System greeting
+            assert isinstance(await ws.recv(), (str, bytes))
+        code, body = await asyncio.to_thread(_http_get, health)
+        assert code == 503 and "at the file descriptor limit" in body, (code, body)
+        for ws in held:
+            await ws.close()
+        await asyncio.sleep(0.2)
+        ok = await connect(relay.events_url, additional_headers=hdr)  # room again
+        assert isinstance(await ok.recv(), (str, bytes))
+        await ok.close()
+        assert await asyncio.to_thread(_http_get, health) == (200, "ok\n")
+
+    asyncio.run(run())
+    log = relay.wait_for_log("raise the relay's limit (ulimit -n")
+    assert log.count("new connection(s) (the latest from") == 1  # one line a minute
+    assert relay.proc is not None and relay.proc.poll() is None
+
+
+def _http_get(url: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def test_connection_cap_default_documented() -> None:
