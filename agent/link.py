@@ -49,6 +49,10 @@ STABLE_AFTER = 5.0
 #: seconds between attempts after the relay refused our token (HTTP 401/403): a bad
 #: token does not fix itself, so no fast retries hammering the relay and the log
 AUTH_RETRY = 60.0
+#: least seconds between attempts after the relay said it is at capacity (HTTP 429:
+#: this user's connections, 503: its descriptors), jittered over [1/2, 1] of it: a
+#: relay's many agents must not come back together at the first backoff steps
+BUSY_RETRY = 2.0
 
 
 class Backoff:
@@ -66,6 +70,10 @@ class Backoff:
         d = min(self.maximum, self.initial * (2 ** min(self.attempt, 30)))
         self.attempt += 1
         return d / 2 + self._rng() * d / 2
+
+    def at_least(self, seconds: float, delay: float) -> float:
+        """`delay`, or `seconds` with the same jitter if that is longer."""
+        return max(delay, seconds / 2 + self._rng() * seconds / 2)
 
     def reset(self) -> None:
         self.attempt = 0
@@ -115,9 +123,14 @@ def is_auth_refusal(exc: BaseException) -> bool:
 
 def retry_delay(exc: BaseException, backoff: Backoff) -> float:
     """Seconds before the next attempt after a failed connect: the backoff, but at
-    least `AUTH_RETRY` when the relay refused our token (no retry storm on a bad one)."""
+    least `AUTH_RETRY` when the relay refused our token (no retry storm on a bad one)
+    and about `BUSY_RETRY` when it said it is at capacity."""
     delay = backoff.next_delay()
-    return max(AUTH_RETRY, delay) if is_auth_refusal(exc) else delay
+    if is_auth_refusal(exc):
+        return max(AUTH_RETRY, delay)
+    if isinstance(exc, InvalidStatus) and exc.response.status_code in (429, 503):
+        return backoff.at_least(BUSY_RETRY, delay)
+    return delay
 
 
 class IdentityMismatch(Exception):

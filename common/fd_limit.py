@@ -121,8 +121,8 @@ class FdBudget:
 
     def describe(self) -> str:
         return (
-            f"{self.sockets} client sockets open, {self.in_use} of {self.limit} file "
-            f"descriptors in use ({self.reserve} kept for files and links)"
+            f"{self.in_use} of {self.limit} file descriptors in use ({self.sockets} by "
+            f"client connections, {self.reserve} kept for files and links)"
         )
 
     def refuse(self, now: float, every: float = 60.0) -> int:

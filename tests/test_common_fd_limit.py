@@ -64,7 +64,9 @@ def test_budget_has_room_until_the_reserve() -> None:
     assert b.room and b.in_use == 68  # 68 + 32 = 100: the last one that fits
     b.opened()
     assert not b.room
-    assert "49 client sockets open, 69 of 100 file descriptors in use" in b.describe()
+    assert b.describe() == (
+        "69 of 100 file descriptors in use (49 by client connections, 32 kept for files and links)"
+    )
     b.closed()
     assert b.room
 

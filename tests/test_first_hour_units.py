@@ -237,10 +237,30 @@ def test_a_refused_token_is_retried_slowly_and_says_why() -> None:
     assert retry_delay(ConnectionRefusedError(), backoff) <= 0.5
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_relay_at_capacity_is_retried_after_a_jittered_pause(status: int) -> None:
+    """HTTP 429 (too many connections for the user) and 503 (the relay's descriptors)
+    are retried after BUSY_RETRY/2..BUSY_RETRY s, not at the first backoff steps."""
+    from hotlink.agent.link import BUSY_RETRY, Backoff, _describe, retry_delay
+    from websockets.datastructures import Headers
+    from websockets.exceptions import InvalidStatus
+    from websockets.http11 import Response
+
+    body = b"relay at its connection limit: 5 of 40 file descriptors in use\n"
+    busy = InvalidStatus(Response(status, "Busy", Headers(), body))
+    assert _describe(busy).endswith(
+        "(relay at its connection limit: 5 of 40 file descriptors in use)"
+    )
+    assert retry_delay(busy, Backoff(0.05, 5.0, rng=lambda: 0.0)) == BUSY_RETRY / 2
+    assert retry_delay(busy, Backoff(0.05, 5.0, rng=lambda: 1.0)) == BUSY_RETRY
+    late = Backoff(0.05, 5.0, rng=lambda: 1.0)
+    late.attempt = 10  # the backoff is past it: kept
+    assert retry_delay(busy, late) == 5.0
+
+
 def test_suggested_commands_paste_as_one_argument_per_path() -> None:
     """A folder name with a space or a quote stays one argument when the suggested
     command is pasted into a shell."""
-    import re
     import shlex
 
     from hotlink.agent.core.denied import sender_denied
