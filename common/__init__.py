@@ -25,4 +25,7 @@ circle:
               flags, tunnel and direct addresses, endpoint files, control addresses)
 - `locks`     `acquire`, `file_lock`: an exclusive flock on a lock file (one agent per
               root, read-modify-write of peers.json and revoked.json)
+- `fd_limit`  `raise_nofile_limit` (relay and agent start) and `FdBudget`: the relay's
+              client sockets against the descriptor limit (HTTP 503 past it, not a
+              silent drop)
 """
