@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the relay",
         description="Run the relay. Once listening it prints exactly one line, "
         "'hotlink-relay listening on ws://HOST:PORT', to stdout. "
-        f"WebSocket endpoint: {EVENTS_PATH}; health: GET /healthz.",
+        f"WebSocket endpoint: {EVENTS_PATH}; health: GET /healthz. "
+        "Each connected agent holds a file descriptor: the relay raises its soft limit "
+        "to the hard one at start (logged), and past that limit, less a twentieth kept "
+        "for files, new clients get HTTP 503 (raise it with ulimit -n or systemd's "
+        "LimitNOFILE=).",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     s.add_argument(
