@@ -14,14 +14,20 @@ def stat_fields(pid: int) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
+def process_ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks (`SC_CLK_TCK`). Raises OSError
+    for a process that is gone (for callers whose figure would be wrong without it)."""
+    fields = stat_fields(pid)
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_ticks(pids: list[int]) -> int:
     """utime + stime of `pids`, in clock ticks (`SC_CLK_TCK`); a process that is gone,
     or a system without /proc, counts 0."""
     total = 0
     for pid in pids:
         try:
-            fields = stat_fields(pid)
-            total += int(fields[11]) + int(fields[12])
+            total += process_ticks(pid)
         except (OSError, IndexError):
             continue
     return total

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures_relay import RelayProcess, relay_client
-from hotlink.ctl.proc_stat import stat_fields
+from hotlink.ctl.proc_stat import process_ticks
 from hotlink.ctl.stats import percentile
 from hotlink.wire import fallbackfile
 from hotlink.wire.messages import Ack, FileWrite, Nack
@@ -56,8 +56,7 @@ def summary_ms(xs: list[float]) -> dict[str, float]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the relay; raises OSError if it is gone (no figure then)."""
-    fields = stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return process_ticks(pid) / TICKS
 
 
 async def health_probe(
