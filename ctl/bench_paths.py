@@ -110,11 +110,13 @@ def path_processes(state: devstack.DevstackState) -> tuple[tuple[str, int], ...]
     elif state.cluster is not None:
         nodes = {n["name"]: n["pid"] for n in state.cluster["nodes"]}
         place = state.cluster["placement"]
-        names = list(dict.fromkeys((place.get(a.email, ""), place.get(b.email, ""))))
-        out += [(name, nodes[name]) for name in names[:1] if name in nodes]
-        if len(names) > 1:
+        first, second = place.get(a.email, ""), place.get(b.email, "")
+        if first in nodes:
+            out.append((first, nodes[first]))
+        if second != first:  # across nodes: through NATS
             out.append(("nats-server", state.cluster["nats"]["pid"]))
-            out += [(name, nodes[name]) for name in names[1:] if name in nodes]
+            if second in nodes:
+                out.append((second, nodes[second]))
     out.append(("reader agent", b.pid))
     return tuple(out)
 
